@@ -1,0 +1,124 @@
+//! The sign-in routes.
+
+use std::collections::HashMap;
+
+use axum::extract::RawQuery;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use idweb::{CallbackParams, Secret, SignInError, SignInOptions, pending_cookie_name};
+
+use crate::cookies::{self, SetCookie};
+use crate::error::{SignInFailure, error_response, wants_json};
+use crate::IdWeb;
+
+pub(crate) fn routes<S>(idweb: &IdWeb) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let callback = idweb.relying_party().settings().callback_path.clone();
+    Router::new()
+        .route("/account/signin", get(sign_in))
+        .route(&callback, get(callback_handler))
+}
+
+/// Parses a query string; `None` when a parameter appears twice (RFC 6749 §3.1).
+fn parse_query(raw: Option<&str>) -> Option<HashMap<String, String>> {
+    let mut map = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if map.insert(k.into_owned(), v.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some(map)
+}
+
+fn redirect(location: &str, status: StatusCode) -> Response {
+    let mut resp = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn sign_in(Extension(idweb): Extension<IdWeb>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let json = wants_json(&headers);
+    let Some(q) = parse_query(q.as_deref()) else {
+        return error_response(StatusCode::BAD_REQUEST, json, "invalid_request", "a parameter appears twice");
+    };
+    let mut options = SignInOptions::default();
+    options.return_url = q.get("returnUrl").cloned();
+    options.login_hint = q.get("loginHint").cloned();
+    options.prompt = q.get("prompt").cloned();
+    let rp = idweb.relying_party();
+    let request = match rp.begin_sign_in(&options) {
+        Ok(r) => r,
+        Err(error) => return SignInFailure { error, json }.into_response(),
+    };
+    let mut resp = redirect(request.authorization_url.as_str(), StatusCode::FOUND);
+    let cookie = SetCookie {
+        name: &request.cookie_name,
+        value: request.cookie_value.secret(),
+        path: &rp.settings().callback_path,
+        max_age: Some(request.max_age.as_secs()),
+        secure: rp.settings().secure_cookies(),
+    };
+    if let Some(v) = cookie.header() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn callback_handler(Extension(idweb): Extension<IdWeb>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let json = wants_json(&headers);
+    let rp = idweb.relying_party();
+    let settings = rp.settings();
+    let Some(mut q) = parse_query(q.as_deref()) else {
+        return error_response(StatusCode::BAD_REQUEST, json, "invalid_request", "a parameter appears twice");
+    };
+    let mut params = CallbackParams::default();
+    params.code = q.remove("code").map(Secret::new);
+    params.state = q.remove("state");
+    params.iss = q.remove("iss");
+    params.error = q.remove("error");
+    params.error_description = q.remove("error_description");
+    let Some(state) = params.state.clone() else {
+        return SignInFailure {
+            error: SignInError::StateMismatch,
+            json,
+        }
+        .into_response();
+    };
+    let cookie_name = pending_cookie_name(&state);
+    let pending = cookies::get(&headers, &cookie_name);
+    let secure = settings.secure_cookies();
+    let mut resp = match rp.complete_sign_in(pending, &params).await {
+        Ok(done) => {
+            let mut resp = redirect(&done.return_url, StatusCode::SEE_OTHER);
+            let value = rp.session_cookie_value(&done.session.id);
+            let lifetime = settings.session_lifetime.as_secs();
+            let cookie = SetCookie {
+                name: idweb.session_cookie_name(),
+                value: value.secret(),
+                path: "/",
+                max_age: Some(lifetime),
+                secure,
+            };
+            if let Some(v) = cookie.header() {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(error) => SignInFailure { error, json }.into_response(),
+    };
+    // The pending sign-in is used up whatever the outcome.
+    if pending.is_some()
+        && let Some(v) = SetCookie::removal(&cookie_name, &settings.callback_path, secure)
+    {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}

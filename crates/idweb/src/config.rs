@@ -1,0 +1,566 @@
+//! Typed settings, loaded from a TOML file and `IDWEB_*` environment
+//! variables, validated once at start-up.
+//!
+//! Every key can come from the file (`client_id = "..."`) or from the
+//! environment (`IDWEB_CLIENT_ID`); the environment wins. For people coming
+//! from Microsoft.Identity.Web, an `[AzureAd]` section (`Instance`,
+//! `TenantId`, `ClientId`, `ClientSecret`, `CallbackPath`) and the matching
+//! `AzureAd__*` variables are accepted too.
+//!
+//! ```
+//! use idweb::Settings;
+//!
+//! let settings = Settings::from_sources(
+//!     Some(r#"
+//!         authority = "https://login.example.com"
+//!         client_id = "my-app"
+//!         public_url = "https://app.example.com"
+//!     "#),
+//!     [
+//!         ("IDWEB_CLIENT_SECRET".to_string(), "s3cret".to_string()),
+//!         ("IDWEB_COOKIE_KEY".to_string(), "a".repeat(88)),
+//!     ],
+//! )
+//! .unwrap();
+//! assert_eq!(settings.redirect_uri().as_str(), "https://app.example.com/signin-oidc");
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use url::Url;
+
+use crate::crypto::random_bytes;
+use crate::secret::Secret;
+
+/// A configuration problem found at start-up. It names the key to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is absent.
+    #[error("missing setting {key}: {hint}")]
+    Missing {
+        /// The setting, as `file_key (ENV_VAR)`.
+        key: String,
+        /// What to put there.
+        hint: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting, as `file_key (ENV_VAR)` or the name it was given under.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The configuration file could not be read or parsed.
+    #[error("cannot read configuration file {path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded client id and secret (RFC 6749 §2.3.1). The default.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the request body.
+    ClientSecretPost,
+}
+
+/// Where sessions and tokens are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreSetting {
+    /// In process memory: lost on restart, not shared between instances.
+    Memory,
+}
+
+/// Where the cookie key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieKeySource {
+    /// Configured with `IDWEB_COOKIE_KEY` / `cookie_key`.
+    Configured,
+    /// Generated at start because none was configured and the public URL is
+    /// a loopback address: sessions will not survive a restart.
+    Generated,
+}
+
+/// Validated settings of one relying party (web app).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The issuer URL of the OpenID Provider; discovery is at
+    /// `{authority}/.well-known/openid-configuration`. (`IDWEB_AUTHORITY`)
+    pub authority: Url,
+    /// The client id registered at the provider. (`IDWEB_CLIENT_ID`)
+    pub client_id: String,
+    /// The client secret. (`IDWEB_CLIENT_SECRET`)
+    pub client_secret: Secret,
+    /// How the secret is sent to the token endpoint. Default `client_secret_basic`. (`IDWEB_CLIENT_AUTH`)
+    pub client_auth: ClientAuthMethod,
+    /// The external base URL of the app, without a trailing slash. (`IDWEB_PUBLIC_URL`)
+    pub public_url: Url,
+    /// The path of the redirect URI. Default `/signin-oidc`. (`IDWEB_CALLBACK_PATH`)
+    pub callback_path: String,
+    /// The address the app listens on. Default `127.0.0.1:5000`. (`IDWEB_LISTEN`)
+    pub listen: SocketAddr,
+    /// Scopes requested at sign-in. Default `openid profile offline_access`; `openid` is always included. (`IDWEB_SCOPES`)
+    pub scopes: Vec<String>,
+    /// The store. Default `memory`. (`IDWEB_STORE`)
+    pub store: StoreSetting,
+    /// How long a session lasts after sign-in. Default 12 hours. (`IDWEB_SESSION_LIFETIME`, seconds)
+    pub session_lifetime: Duration,
+    cookie_key: Secret,
+    cookie_key_source: CookieKeySource,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("authority", &self.authority.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("client_auth", &self.client_auth)
+            .field("public_url", &self.public_url.as_str())
+            .field("callback_path", &self.callback_path)
+            .field("listen", &self.listen)
+            .field("scopes", &self.scopes)
+            .field("store", &self.store)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("cookie_key", &self.cookie_key)
+            .field("cookie_key_source", &self.cookie_key_source)
+            .finish()
+    }
+}
+
+/// The keys a TOML file may hold at the top level, with their variables.
+const KEYS: &[(&str, &str)] = &[
+    ("authority", "IDWEB_AUTHORITY"),
+    ("client_id", "IDWEB_CLIENT_ID"),
+    ("client_secret", "IDWEB_CLIENT_SECRET"),
+    ("client_auth", "IDWEB_CLIENT_AUTH"),
+    ("public_url", "IDWEB_PUBLIC_URL"),
+    ("callback_path", "IDWEB_CALLBACK_PATH"),
+    ("listen", "IDWEB_LISTEN"),
+    ("scopes", "IDWEB_SCOPES"),
+    ("store", "IDWEB_STORE"),
+    ("cookie_key", "IDWEB_COOKIE_KEY"),
+    ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
+];
+
+const AZURE_KEYS: &[&str] = &["Instance", "TenantId", "ClientId", "ClientSecret", "CallbackPath"];
+
+/// One raw value and the name it was given under (for error messages).
+#[derive(Debug)]
+struct Raw {
+    value: String,
+    name: String,
+}
+
+impl Settings {
+    /// Loads settings from an optional TOML file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?),
+            None => None,
+        };
+        Self::from_sources(text.as_deref(), std::env::vars()).map_err(|e| match (e, file) {
+            (ConfigError::File { source, .. }, Some(path)) => ConfigError::File {
+                path: path.to_path_buf(),
+                source,
+            },
+            (e, _) => e,
+        })
+    }
+
+    /// Builds settings from TOML text and an explicit set of environment
+    /// variables (variables win over the file). Useful in tests.
+    pub fn from_sources(
+        toml_text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        if let Some(text) = toml_text {
+            read_toml(text, &mut raw)?;
+        }
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let azure: BTreeMap<&str, Raw> = AZURE_KEYS
+            .iter()
+            .filter_map(|k| {
+                let name = format!("AzureAd__{k}");
+                env.get(&name).map(|v| {
+                    (
+                        *k,
+                        Raw {
+                            value: v.clone(),
+                            name,
+                        },
+                    )
+                })
+            })
+            .collect();
+        apply_azure(azure, &mut raw, true)?;
+        for (key, var) in KEYS {
+            if let Some(v) = env.get(*var) {
+                raw.insert(
+                    key,
+                    Raw {
+                        value: v.clone(),
+                        name: (*var).to_string(),
+                    },
+                );
+            }
+        }
+        Self::validate(raw)
+    }
+
+    fn validate(mut raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+        let authority_raw = required(&mut raw, "authority", "the issuer URL of your OpenID Provider")?;
+        let authority = parse_url(&authority_raw)?;
+        let public_raw = required(&mut raw, "public_url", "the external base URL of this app, e.g. https://app.example.com")?;
+        let mut public_url = parse_url(&public_raw)?;
+        let trimmed = public_url.path().trim_end_matches('/').to_string();
+        public_url.set_path(&trimmed);
+
+        let client_id = required(&mut raw, "client_id", "the client id registered at the provider")?;
+        let client_id = nonblank(client_id)?;
+        let client_secret = required(&mut raw, "client_secret", "the client secret registered at the provider")?;
+        let client_secret = Secret::new(nonblank(client_secret)?);
+
+        let client_auth = match raw.remove("client_auth") {
+            None => ClientAuthMethod::default(),
+            Some(r) => match r.value.trim() {
+                "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
+                "client_secret_post" => ClientAuthMethod::ClientSecretPost,
+                other => {
+                    return Err(invalid(
+                        &r,
+                        format!("`{other}` is not one of client_secret_basic, client_secret_post"),
+                    ));
+                }
+            },
+        };
+
+        let callback_path = match raw.remove("callback_path") {
+            None => "/signin-oidc".to_string(),
+            Some(r) => {
+                let p = r.value.trim();
+                if !p.starts_with('/') || p.starts_with("//") || p.contains(['?', '#', ' ']) {
+                    return Err(invalid(&r, "must be a path starting with a single `/`".into()));
+                }
+                p.to_string()
+            }
+        };
+
+        let listen = match raw.remove("listen") {
+            None => SocketAddr::from(([127, 0, 0, 1], 5000)),
+            Some(r) => r
+                .value
+                .trim()
+                .parse()
+                .map_err(|e| invalid(&r, format!("expected ADDRESS:PORT, e.g. 127.0.0.1:5000 ({e})")))?,
+        };
+
+        let mut scopes: Vec<String> = match raw.remove("scopes") {
+            None => vec!["openid".into(), "profile".into(), "offline_access".into()],
+            Some(r) => {
+                let s: Vec<String> = r.value.split_whitespace().map(str::to_string).collect();
+                if let Some(bad) = s.iter().find(|s| !s.chars().all(is_scope_char)) {
+                    return Err(invalid(&r, format!("`{bad}` is not a valid scope token (RFC 6749 §3.3)")));
+                }
+                s
+            }
+        };
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+
+        let store = match raw.remove("store") {
+            None => StoreSetting::Memory,
+            Some(r) => match r.value.trim() {
+                "memory" => StoreSetting::Memory,
+                other => {
+                    return Err(invalid(&r, format!("unsupported store `{other}`; supported: memory")));
+                }
+            },
+        };
+
+        let session_lifetime = match raw.remove("session_lifetime") {
+            None => Duration::from_secs(12 * 3600),
+            Some(r) => {
+                let secs: u64 = r
+                    .value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(&r, "expected a number of seconds".into()))?;
+                if !(60..=400 * 24 * 3600).contains(&secs) {
+                    return Err(invalid(&r, "must be between 60 seconds and 400 days".into()));
+                }
+                Duration::from_secs(secs)
+            }
+        };
+
+        let (cookie_key, cookie_key_source) = match raw.remove("cookie_key") {
+            Some(r) => {
+                let bytes = decode_base64(r.value.trim())
+                    .ok_or_else(|| invalid(&r, "not valid base64".into()))?;
+                if bytes.len() < 64 {
+                    return Err(invalid(
+                        &r,
+                        format!("must hold at least 64 random bytes, it holds {}", bytes.len()),
+                    ));
+                }
+                (Secret::new(STANDARD.encode(bytes)), CookieKeySource::Configured)
+            }
+            None if is_loopback(&public_url) => (
+                Secret::new(STANDARD.encode(random_bytes::<64>())),
+                CookieKeySource::Generated,
+            ),
+            None => {
+                return Err(ConfigError::Missing {
+                    key: describe("cookie_key"),
+                    hint: "base64 of at least 64 random bytes (e.g. `openssl rand -base64 64`); \
+                           only a loopback public_url may run without one",
+                });
+            }
+        };
+
+        Ok(Settings {
+            authority,
+            client_id,
+            client_secret,
+            client_auth,
+            public_url,
+            callback_path,
+            listen,
+            scopes,
+            store,
+            session_lifetime,
+            cookie_key,
+            cookie_key_source,
+        })
+    }
+
+    /// The redirect URI: the public URL followed by the callback path.
+    pub fn redirect_uri(&self) -> Url {
+        let mut u = self.public_url.clone();
+        let path = format!("{}{}", self.public_url.path().trim_end_matches('/'), self.callback_path);
+        u.set_path(&path);
+        u
+    }
+
+    /// The origin (`scheme://host:port`) of the public URL.
+    pub fn public_origin(&self) -> String {
+        self.public_url.origin().ascii_serialization()
+    }
+
+    /// Whether cookies must carry `Secure` (the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// Where the cookie key came from; [`CookieKeySource::Generated`] means
+    /// sessions will not survive a restart.
+    pub fn cookie_key_source(&self) -> CookieKeySource {
+        self.cookie_key_source
+    }
+
+    /// The cookie key material (at least 64 bytes).
+    pub(crate) fn cookie_key_bytes(&self) -> Vec<u8> {
+        STANDARD.decode(self.cookie_key.secret()).unwrap_or_default()
+    }
+}
+
+fn describe(key: &str) -> String {
+    match KEYS.iter().find(|(k, _)| *k == key) {
+        Some((k, var)) => format!("`{k}` ({var})"),
+        None => format!("`{key}`"),
+    }
+}
+
+fn required(raw: &mut BTreeMap<&'static str, Raw>, key: &'static str, hint: &'static str) -> Result<Raw, ConfigError> {
+    raw.remove(key).ok_or_else(|| ConfigError::Missing { key: describe(key), hint })
+}
+
+fn invalid(r: &Raw, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: r.name.clone(),
+        reason,
+    }
+}
+
+fn nonblank(r: Raw) -> Result<String, ConfigError> {
+    let v = r.value.trim();
+    if v.is_empty() {
+        return Err(invalid(&r, "must not be empty".into()));
+    }
+    Ok(v.to_string())
+}
+
+fn is_scope_char(c: char) -> bool {
+    c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c)
+}
+
+/// Parses an http(s) URL; plain http only for loopback hosts.
+fn parse_url(r: &Raw) -> Result<Url, ConfigError> {
+    let url = Url::parse(r.value.trim()).map_err(|e| invalid(r, format!("not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(invalid(
+                r,
+                "must use https (plain http is accepted only for loopback hosts, for development)".into(),
+            ));
+        }
+        other => return Err(invalid(r, format!("unsupported scheme `{other}`; use https"))),
+    }
+    if url.host().is_none() {
+        return Err(invalid(r, "has no host".into()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(r, "must not have a query or fragment".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(r, "must not carry credentials".into()));
+    }
+    Ok(url)
+}
+
+/// Whether the URL's host is a loopback name or address.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    STANDARD
+        .decode(s)
+        .or_else(|_| URL_SAFE.decode(s))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(s))
+        .ok()
+}
+
+fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+        path: PathBuf::from("<toml>"),
+        source: Box::new(e),
+    })?;
+    let mut azure = BTreeMap::new();
+    for (k, v) in &table {
+        if k == "AzureAd" {
+            let section = v.as_table().ok_or_else(|| ConfigError::Invalid {
+                key: "AzureAd".into(),
+                reason: "must be a table".into(),
+            })?;
+            for (ak, av) in section {
+                let Some(known) = AZURE_KEYS.iter().find(|x| *x == ak) else {
+                    return Err(ConfigError::Invalid {
+                        key: format!("AzureAd.{ak}"),
+                        reason: format!("unknown key; known keys: {}", AZURE_KEYS.join(", ")),
+                    });
+                };
+                let name = format!("AzureAd.{ak}");
+                azure.insert(*known, Raw { value: toml_scalar(av, &name)?, name });
+            }
+            continue;
+        }
+        let Some((key, _)) = KEYS.iter().find(|(known, _)| known == k) else {
+            let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(ConfigError::Invalid {
+                key: format!("`{k}`"),
+                reason: format!("unknown key; known keys: {}, [AzureAd]", known.join(", ")),
+            });
+        };
+        raw.insert(key, Raw { value: toml_scalar(v, k)?, name: format!("`{k}` (file)") });
+    }
+    apply_azure(azure, raw, false)
+}
+
+fn toml_scalar(v: &toml::Value, name: &str) -> Result<String, ConfigError> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str().map(str::to_string).ok_or_else(|| ConfigError::Invalid {
+                    key: name.to_string(),
+                    reason: "array items must be strings".into(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join(" ")),
+        _ => Err(ConfigError::Invalid {
+            key: name.to_string(),
+            reason: "expected a string, a number or an array of strings".into(),
+        }),
+    }
+}
+
+/// Maps Microsoft.Identity.Web's `AzureAd` settings onto ours. With
+/// `overwrite` they replace values already present (environment over file);
+/// without it, values already present (top-level keys of the file) win.
+fn apply_azure(
+    mut azure: BTreeMap<&str, Raw>,
+    raw: &mut BTreeMap<&'static str, Raw>,
+    overwrite: bool,
+) -> Result<(), ConfigError> {
+    let mut put = |key: &'static str, value: Raw| {
+        if overwrite || !raw.contains_key(key) {
+            raw.insert(key, value);
+        }
+    };
+    if azure.is_empty() {
+        return Ok(());
+    }
+    let instance = azure.remove("Instance");
+    let tenant = azure.remove("TenantId");
+    match (instance, tenant) {
+        (Some(i), Some(t)) => {
+            let authority = format!("{}/{}/v2.0", i.value.trim().trim_end_matches('/'), t.value.trim());
+            put("authority", Raw { value: authority, name: format!("{} + {}", i.name, t.name) });
+        }
+        (None, Some(t)) => {
+            let authority = format!("https://login.microsoftonline.com/{}/v2.0", t.value.trim());
+            put("authority", Raw { value: authority, name: t.name });
+        }
+        (Some(i), None) => {
+            return Err(ConfigError::Missing {
+                key: i.name.replace("Instance", "TenantId"),
+                hint: "the directory (tenant) id, or `common` / `organizations`",
+            });
+        }
+        (None, None) => {}
+    }
+    for (from, to) in [("ClientId", "client_id"), ("ClientSecret", "client_secret"), ("CallbackPath", "callback_path")] {
+        if let Some(v) = azure.remove(from) {
+            put(to, v);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const KEY64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
+
+fn base() -> Vec<(String, String)> {
+    env(&[
+        ("IDWEB_AUTHORITY", "https://login.example.com/tenant"),
+        ("IDWEB_CLIENT_ID", "app"),
+        ("IDWEB_CLIENT_SECRET", "secret"),
+        ("IDWEB_PUBLIC_URL", "https://app.example.com/"),
+        ("IDWEB_COOKIE_KEY", KEY64),
+    ])
+}
+
+fn with(mut v: Vec<(String, String)>, k: &str, val: &str) -> Vec<(String, String)> {
+    v.retain(|(key, _)| key != k);
+    v.push((k.into(), val.into()));
+    v
+}
+
+fn without(mut v: Vec<(String, String)>, k: &str) -> Vec<(String, String)> {
+    v.retain(|(key, _)| key != k);
+    v
+}
+
+fn err(toml: Option<&str>, env: Vec<(String, String)>) -> String {
+    Settings::from_sources(toml, env).expect_err("must be refused").to_string()
+}
+
+#[test]
+fn defaults_and_derived_values() {
+    let s = Settings::from_sources(None, base()).unwrap();
+    assert_eq!(s.redirect_uri().as_str(), "https://app.example.com/signin-oidc");
+    assert_eq!(s.scopes, ["openid", "profile", "offline_access"]);
+    assert_eq!(s.store, StoreSetting::Memory);
+    assert_eq!(s.client_auth, ClientAuthMethod::ClientSecretBasic);
+    assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
+    assert!(s.secure_cookies());
+    assert_eq!(s.cookie_key_source(), CookieKeySource::Configured);
+    assert_eq!(s.public_origin(), "https://app.example.com");
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    for (var, key) in [
+        ("IDWEB_AUTHORITY", "authority"),
+        ("IDWEB_CLIENT_ID", "client_id"),
+        ("IDWEB_CLIENT_SECRET", "client_secret"),
+        ("IDWEB_PUBLIC_URL", "public_url"),
+    ] {
+        let e = err(None, without(base(), var));
+        assert!(e.contains(var) && e.contains(key), "{e}");
+    }
+}
+
+#[test]
+fn plain_http_only_for_loopback() {
+    let e = err(None, with(base(), "IDWEB_AUTHORITY", "http://login.example.com"));
+    assert!(e.contains("IDWEB_AUTHORITY") && e.contains("https"), "{e}");
+    let e = err(None, with(base(), "IDWEB_PUBLIC_URL", "http://app.example.com"));
+    assert!(e.contains("IDWEB_PUBLIC_URL"), "{e}");
+    for ok in ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000"] {
+        let s = Settings::from_sources(None, with(with(base(), "IDWEB_AUTHORITY", ok), "IDWEB_PUBLIC_URL", ok)).unwrap();
+        assert!(!s.secure_cookies());
+    }
+    let e = err(None, with(base(), "IDWEB_AUTHORITY", "ftp://x.example.com"));
+    assert!(e.contains("IDWEB_AUTHORITY"), "{e}");
+}
+
+#[test]
+fn cookie_key_rules() {
+    let e = err(None, without(base(), "IDWEB_COOKIE_KEY"));
+    assert!(e.contains("IDWEB_COOKIE_KEY"), "{e}");
+    let local = with(without(base(), "IDWEB_COOKIE_KEY"), "IDWEB_PUBLIC_URL", "http://127.0.0.1:5000");
+    let s = Settings::from_sources(None, local).unwrap();
+    assert_eq!(s.cookie_key_source(), CookieKeySource::Generated);
+    assert!(s.cookie_key_bytes().len() >= 64);
+    let e = err(None, with(base(), "IDWEB_COOKIE_KEY", "c2hvcnQ="));
+    assert!(e.contains("IDWEB_COOKIE_KEY") && e.contains("64"), "{e}");
+    let e = err(None, with(base(), "IDWEB_COOKIE_KEY", "not base64 !!"));
+    assert!(e.contains("IDWEB_COOKIE_KEY"), "{e}");
+    let dbg = format!("{:?}", Settings::from_sources(None, base()).unwrap());
+    assert!(!dbg.contains(KEY64) && !dbg.contains("\"secret\""), "{dbg}");
+}
+
+#[test]
+fn scopes_store_and_auth_method() {
+    let s = Settings::from_sources(None, with(base(), "IDWEB_SCOPES", "profile api://todo/read")).unwrap();
+    assert_eq!(s.scopes, ["openid", "profile", "api://todo/read"]);
+    let e = err(None, with(base(), "IDWEB_SCOPES", "openid bad\"scope"));
+    assert!(e.contains("IDWEB_SCOPES"), "{e}");
+    let e = err(None, with(base(), "IDWEB_STORE", "cassandra://x"));
+    assert!(e.contains("IDWEB_STORE") && e.contains("memory"), "{e}");
+    let s = Settings::from_sources(None, with(base(), "IDWEB_CLIENT_AUTH", "client_secret_post")).unwrap();
+    assert_eq!(s.client_auth, ClientAuthMethod::ClientSecretPost);
+    let e = err(None, with(base(), "IDWEB_CLIENT_AUTH", "private_key_jwt"));
+    assert!(e.contains("IDWEB_CLIENT_AUTH"), "{e}");
+    let e = err(None, with(base(), "IDWEB_LISTEN", "nowhere"));
+    assert!(e.contains("IDWEB_LISTEN"), "{e}");
+    let e = err(None, with(base(), "IDWEB_SESSION_LIFETIME", "5"));
+    assert!(e.contains("IDWEB_SESSION_LIFETIME"), "{e}");
+}
+
+#[test]
+fn toml_file_and_env_precedence() {
+    let toml = r#"
+        authority = "https://file.example.com"
+        client_id = "from-file"
+        client_secret = "file-secret"
+        public_url = "https://app.example.com"
+        scopes = ["openid", "email"]
+        session_lifetime = 3600
+    "#;
+    let s = Settings::from_sources(Some(toml), env(&[("IDWEB_CLIENT_ID", "from-env"), ("IDWEB_COOKIE_KEY", KEY64)])).unwrap();
+    assert_eq!(s.client_id, "from-env");
+    assert_eq!(s.authority.as_str(), "https://file.example.com/");
+    assert_eq!(s.scopes, ["openid", "email"]);
+    assert_eq!(s.session_lifetime, Duration::from_secs(3600));
+}
+
+#[test]
+fn unknown_or_bad_toml_keys_are_named() {
+    let e = err(Some("clientid = \"x\""), base());
+    assert!(e.contains("clientid") && e.contains("unknown"), "{e}");
+    let e = err(Some("[AzureAd]\nClientID = \"x\""), base());
+    assert!(e.contains("AzureAd.ClientID"), "{e}");
+    let e = err(Some("client_id = { a = 1 }"), base());
+    assert!(e.contains("client_id"), "{e}");
+    assert!(Settings::from_sources(Some("not toml ["), base()).is_err());
+}
+
+#[test]
+fn azure_ad_section_maps_to_settings() {
+    let toml = r#"
+        public_url = "https://app.example.com"
+        [AzureAd]
+        Instance = "https://login.microsoftonline.com/"
+        TenantId = "contoso.onmicrosoft.com"
+        ClientId = "11111111-2222-3333-4444-555555555555"
+        ClientSecret = "shh"
+        CallbackPath = "/signin-oidc-custom"
+    "#;
+    let s = Settings::from_sources(Some(toml), env(&[("IDWEB_COOKIE_KEY", KEY64)])).unwrap();
+    assert_eq!(s.authority.as_str(), "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0");
+    assert_eq!(s.client_id, "11111111-2222-3333-4444-555555555555");
+    assert_eq!(s.redirect_uri().as_str(), "https://app.example.com/signin-oidc-custom");
+
+    // Environment AzureAd__* overrides the file; IDWEB_* overrides both.
+    let s = Settings::from_sources(
+        Some(toml),
+        env(&[("IDWEB_COOKIE_KEY", KEY64), ("AzureAd__ClientId", "env-azure"), ("AzureAd__TenantId", "t2")]),
+    )
+    .unwrap();
+    assert_eq!(s.client_id, "env-azure");
+    assert_eq!(s.authority.as_str(), "https://login.microsoftonline.com/t2/v2.0");
+
+    let e = err(Some("[AzureAd]\nInstance = \"https://login.microsoftonline.com/\""), base());
+    assert!(e.contains("AzureAd.TenantId"), "{e}");
+}
+
+#[test]
+fn bad_callback_path() {
+    let e = err(None, with(base(), "IDWEB_CALLBACK_PATH", "//evil.example.com"));
+    assert!(e.contains("IDWEB_CALLBACK_PATH"), "{e}");
+}

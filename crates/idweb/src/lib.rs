@@ -1,0 +1,62 @@
+//! # idweb
+//!
+//! OpenID Connect sign-in for Rust web apps, with server-side sessions — and,
+//! as later parts land, a token cache whose entries leave on every kind of
+//! sign-out.
+//!
+//! This crate is framework-free; `idweb-axum` mounts it on an axum router.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use idweb::{MemoryStore, RelyingParty, Settings, SignInOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // IDWEB_AUTHORITY, IDWEB_CLIENT_ID, IDWEB_CLIENT_SECRET, IDWEB_PUBLIC_URL, ...
+//! let settings = Settings::load(None)?;
+//! let rp = RelyingParty::builder(settings)
+//!     .with_store(Arc::new(MemoryStore::new()))
+//!     .build()
+//!     .await?;
+//! let request = rp.begin_sign_in(&SignInOptions::returning_to("/profile"))?;
+//! // Send the browser to request.authorization_url and set the cookie
+//! // request.cookie_name = request.cookie_value; at the redirect URI call
+//! // rp.complete_sign_in(cookie, &params).
+//! # let _ = request;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Concepts
+//! - [`Settings`]: validated configuration from TOML and `IDWEB_*` variables.
+//! - [`Provider`]: discovery metadata and the provider's keys, refetched on an unknown `kid`.
+//! - [`RelyingParty`]: sign-in (code flow + PKCE S256, state, nonce) and sessions.
+//! - [`Store`]: where sessions live; [`MemoryStore`] in process.
+//! - [`Clock`]: injected time, so expiry is testable without sleeping.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod crypto;
+mod http;
+mod jwt;
+mod provider;
+mod rp;
+mod secret;
+mod session;
+mod signin;
+mod store;
+mod time;
+
+pub use config::{ClientAuthMethod, ConfigError, CookieKeySource, Settings, StoreSetting};
+pub use http::HttpError;
+pub use jwt::JwsError;
+pub use provider::{Provider, ProviderError, ProviderMetadata};
+pub use rp::{RelyingParty, RelyingPartyBuilder, SignedIn, StartError};
+pub use secret::Secret;
+pub use session::{Session, SessionId, account_id_for};
+pub use signin::{
+    CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignInError, SignInOptions, SignInRequest, TokenSet,
+    pending_cookie_name,
+};
+pub use store::{BoxError, MemoryStore, SessionLookup, Store, StoreError};
+pub use time::{Clock, ManualClock, SystemClock, unix_seconds};

@@ -1,0 +1,288 @@
+//! Provider metadata (OpenID Connect Discovery 1.0) and the provider's signing
+//! keys, cached and refetched when a token names a key id we do not know.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::http::{HttpError, get_json};
+use crate::time::Clock;
+
+/// The subset of the provider's discovery document that idweb uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProviderMetadata {
+    /// The issuer identifier; equal to the configured authority.
+    pub issuer: String,
+    /// Where browsers are sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where codes and refresh tokens are redeemed.
+    pub token_endpoint: String,
+    /// The provider's signing keys.
+    pub jwks_uri: String,
+    /// RP-Initiated Logout endpoint, when the provider has one.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// RFC 7009 token revocation endpoint, when the provider has one.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    /// UserInfo endpoint, when the provider has one.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    /// Algorithms the provider signs ID tokens with.
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    /// Client authentication methods the token endpoint accepts.
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// PKCE methods the provider supports.
+    #[serde(default)]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// Whether authorization responses carry `iss` (RFC 9207).
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+/// Why discovery or a key lookup failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The discovery document or the JWKS could not be fetched or parsed.
+    #[error("cannot fetch provider metadata")]
+    Fetch(#[from] HttpError),
+    /// The discovery document names another issuer than the configured authority.
+    #[error(
+        "the provider's discovery document says its issuer is `{actual}`, but the configured authority is `{expected}`; set the authority to exactly the issuer"
+    )]
+    IssuerMismatch {
+        /// The configured authority.
+        expected: String,
+        /// The `issuer` in the discovery document.
+        actual: String,
+    },
+    /// An endpoint in the discovery document is not an acceptable URL.
+    #[error("the provider's `{field}` is not an acceptable URL: {reason}")]
+    BadEndpoint {
+        /// The metadata field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// No key of the provider matches the token's `kid` and algorithm, even after refetching the JWKS.
+    #[error("no signing key of the provider matches key id {kid:?} and algorithm {alg:?}")]
+    UnknownKey {
+        /// The key id from the token header.
+        kid: Option<String>,
+        /// The algorithm from the token header.
+        alg: Algorithm,
+    },
+}
+
+#[derive(Debug)]
+struct ProviderKey {
+    kid: Option<String>,
+    alg: Option<KeyAlgorithm>,
+    key: DecodingKey,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    keys: Vec<Arc<ProviderKey>>,
+    fetched_at: Option<SystemTime>,
+}
+
+/// A provider: its metadata and a cache of its signing keys.
+///
+/// When a token carries a `kid` that is not in the cache, the JWKS is fetched
+/// again — at most once per [`Provider::with_min_refetch_interval`] — so key
+/// rotation at the provider does not break sign-in, and a flood of tokens with
+/// made-up key ids does not become a flood of requests to the provider.
+#[derive(Debug)]
+pub struct Provider {
+    metadata: ProviderMetadata,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    keys: RwLock<KeyState>,
+    refetch: tokio::sync::Mutex<()>,
+    min_refetch_interval: Duration,
+}
+
+impl Provider {
+    /// Fetches `{authority}/.well-known/openid-configuration` and the JWKS,
+    /// and checks that the document's issuer is exactly `authority`.
+    pub async fn discover(authority: &Url, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Self, ProviderError> {
+        let base = authority.as_str().trim_end_matches('/');
+        let url = format!("{base}/.well-known/openid-configuration");
+        let metadata: ProviderMetadata = get_json(&http, &url).await?;
+        let expected = authority.as_str();
+        if metadata.issuer != expected && metadata.issuer != base {
+            return Err(ProviderError::IssuerMismatch {
+                expected: base.to_string(),
+                actual: metadata.issuer.clone(),
+            });
+        }
+        let secure = authority.scheme() == "https";
+        for (field, value) in [
+            ("authorization_endpoint", Some(&metadata.authorization_endpoint)),
+            ("token_endpoint", Some(&metadata.token_endpoint)),
+            ("jwks_uri", Some(&metadata.jwks_uri)),
+            ("end_session_endpoint", metadata.end_session_endpoint.as_ref()),
+            ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
+        ] {
+            if let Some(v) = value {
+                check_endpoint(field, v, secure)?;
+            }
+        }
+        let provider = Self {
+            metadata,
+            http,
+            clock,
+            keys: RwLock::new(KeyState::default()),
+            refetch: tokio::sync::Mutex::new(()),
+            min_refetch_interval: Duration::from_secs(30),
+        };
+        provider.fetch_keys().await?;
+        Ok(provider)
+    }
+
+    /// Sets the least time between two JWKS fetches caused by unknown key ids.
+    /// Default 30 seconds.
+    pub fn with_min_refetch_interval(mut self, interval: Duration) -> Self {
+        self.min_refetch_interval = interval;
+        self
+    }
+
+    /// The discovery metadata.
+    pub fn metadata(&self) -> &ProviderMetadata {
+        &self.metadata
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.metadata.issuer
+    }
+
+    async fn fetch_keys(&self) -> Result<(), ProviderError> {
+        #[derive(Deserialize)]
+        struct RawSet {
+            keys: Vec<serde_json::Value>,
+        }
+        let set: RawSet = get_json(&self.http, &self.metadata.jwks_uri).await?;
+        let keys: Vec<Arc<ProviderKey>> = set
+            .keys
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+            .filter_map(|jwk| usable_key(&jwk))
+            .map(Arc::new)
+            .collect();
+        tracing::debug!(keys = keys.len(), jwks_uri = %self.metadata.jwks_uri, "fetched provider keys");
+        let mut state = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        state.keys = keys;
+        state.fetched_at = Some(self.clock.now());
+        Ok(())
+    }
+
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+        let state = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut candidates = state.keys.iter().filter(|k| key_fits(k, alg));
+        match kid {
+            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
+            None => {
+                let first = candidates.next()?;
+                // Without a kid, the key must be unambiguous.
+                candidates.next().is_none().then(|| first.key.clone())
+            }
+        }
+    }
+
+    /// The key to verify a token signed with `alg` under key id `kid`,
+    /// refetching the JWKS (rate-limited) when the key id is unknown.
+    pub(crate) async fn decoding_key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, ProviderError> {
+        if let Some(key) = self.find(kid, alg) {
+            return Ok(key);
+        }
+        let unknown = || ProviderError::UnknownKey {
+            kid: kid.map(str::to_string),
+            alg,
+        };
+        let _guard = self.refetch.lock().await;
+        // Another task may have refetched while we waited.
+        if let Some(key) = self.find(kid, alg) {
+            return Ok(key);
+        }
+        let last = self.keys.read().unwrap_or_else(|e| e.into_inner()).fetched_at;
+        let now = self.clock.now();
+        if let Some(last) = last
+            && now.duration_since(last).unwrap_or_default() < self.min_refetch_interval
+        {
+            tracing::debug!(?kid, "unknown key id; JWKS refetch rate-limited");
+            return Err(unknown());
+        }
+        tracing::info!(?kid, "unknown key id; refetching the provider's JWKS");
+        self.fetch_keys().await?;
+        self.find(kid, alg).ok_or_else(unknown)
+    }
+}
+
+fn check_endpoint(field: &'static str, value: &str, secure: bool) -> Result<(), ProviderError> {
+    let url = Url::parse(value).map_err(|e| ProviderError::BadEndpoint {
+        field,
+        reason: e.to_string(),
+    })?;
+    let ok = match url.scheme() {
+        "https" => true,
+        "http" => !secure && crate::config::is_loopback(&url),
+        _ => false,
+    };
+    if !ok {
+        return Err(ProviderError::BadEndpoint {
+            field,
+            reason: "must be https (http only for a loopback development provider)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Only asymmetric signature keys are usable; symmetric (`oct`) keys from a
+/// JWKS are never trusted.
+fn usable_key(jwk: &Jwk) -> Option<ProviderKey> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::OctetKeyPair(_) => {}
+        _ => return None,
+    }
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(ProviderKey {
+        kid: jwk.common.key_id.clone(),
+        alg: jwk.common.key_algorithm,
+        key,
+    })
+}
+
+fn key_fits(key: &ProviderKey, alg: Algorithm) -> bool {
+    if let Some(ka) = key.alg
+        && ka != KeyAlgorithm::from(alg)
+    {
+        return false;
+    }
+    key.key.family() == alg.family()
+}
+
+/// Algorithms idweb accepts for tokens signed by a provider: asymmetric only.
+pub(crate) const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];

@@ -1,0 +1,74 @@
+//! Newtypes for secrets: redacted `Debug`, explicit access, constant-time comparison.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret string (client secret, token, key material).
+///
+/// Its `Debug` output is redacted and it has no `Display`: reading it takes an
+/// explicit call to [`Secret::secret`], which makes every use visible in review.
+///
+/// ```
+/// use idweb::Secret;
+/// let s = Secret::new("hunter2");
+/// assert_eq!(format!("{s:?}"), "Secret([redacted])");
+/// assert_eq!(s.secret(), "hunter2");
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value. Never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for Secret {}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = Secret::new("top-secret-value");
+        let shown = format!("{s:?} {:?}", vec![s.clone()]);
+        assert!(!shown.contains("top-secret-value"), "{shown}");
+    }
+
+    #[test]
+    fn equality_compares_contents() {
+        assert_eq!(Secret::new("a"), Secret::new("a"));
+        assert_ne!(Secret::new("a"), Secret::new("b"));
+        assert_ne!(Secret::new("a"), Secret::new("ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,136 @@
+//! Server-side sessions. The browser holds only an opaque random id.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{hex, random_token, sha256};
+use crate::secret::{Secret, constant_time_eq};
+
+/// The opaque, random identifier of a session (256 bits). It is a bearer
+/// credential: its `Debug` shows only a short, non-reversible fingerprint.
+#[derive(Clone, Serialize, Deserialize, Hash, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A new random session id.
+    pub fn generate() -> Self {
+        Self(random_token())
+    }
+
+    /// Wraps an id read from a store or a cookie.
+    pub fn from_string(id: String) -> Self {
+        Self(id)
+    }
+
+    /// The id itself. Never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// A short fingerprint, safe for logs.
+    pub fn fingerprint(&self) -> String {
+        hex(&sha256(self.0.as_bytes())[..6])
+    }
+
+    /// Compares in constant time.
+    pub fn matches(&self, other: &SessionId) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId(#{})", self.fingerprint())
+    }
+}
+
+/// A signed-in user's session, kept on the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Session {
+    /// The session id (also the cookie's content, sealed).
+    pub id: SessionId,
+    /// The issuer that signed the user in.
+    pub iss: String,
+    /// The user's subject identifier at that issuer.
+    pub sub: String,
+    /// The provider's session id (`sid` claim), when it sent one.
+    pub sid: Option<String>,
+    /// The account id used to key the user's token cache.
+    pub account_id: String,
+    /// The user's display name, when the ID token had one.
+    pub name: Option<String>,
+    /// The ID token of the sign-in (used as `id_token_hint` at sign-out).
+    pub id_token: Secret,
+    /// Unix seconds when the session was created.
+    pub created_at: i64,
+    /// Unix seconds when the session ends.
+    pub expires_at: i64,
+}
+
+impl Session {
+    /// A new session with a fresh random id, for `sub` at `iss`, created at
+    /// `created_at` and ending at `expires_at` (Unix seconds). The account id
+    /// is [`account_id_for`]`(iss, sub)`.
+    pub fn new(
+        iss: impl Into<String>,
+        sub: impl Into<String>,
+        sid: Option<String>,
+        id_token: Secret,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Self {
+        let (iss, sub) = (iss.into(), sub.into());
+        Self {
+            id: SessionId::generate(),
+            account_id: account_id_for(&iss, &sub),
+            iss,
+            sub,
+            sid,
+            name: None,
+            id_token,
+            created_at,
+            expires_at,
+        }
+    }
+
+    /// Whether the session has ended at `now` (Unix seconds).
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// A stable account id for providers that do not send Microsoft's
+/// `client_info`: `uid.utid`, where `uid` is derived from `sub` and `utid`
+/// from `iss` (lower-case hexadecimal, as MSAL keys are lower-cased).
+pub fn account_id_for(iss: &str, sub: &str) -> String {
+    let uid = hex(&sha256(format!("sub\0{sub}").as_bytes())[..16]);
+    let utid = hex(&sha256(format!("iss\0{iss}").as_bytes())[..16]);
+    format!("{uid}.{utid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_debug_hides_the_id() {
+        let id = SessionId::generate();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains(id.secret()), "{shown}");
+        assert!(id.matches(&id.clone()));
+        assert!(!id.matches(&SessionId::generate()));
+    }
+
+    #[test]
+    fn account_ids_are_stable_and_distinct() {
+        let a = account_id_for("https://idp.example.com", "alice");
+        assert_eq!(a, account_id_for("https://idp.example.com", "alice"));
+        assert_ne!(a, account_id_for("https://idp.example.com", "bob"));
+        assert_ne!(a, account_id_for("https://other.example.com", "alice"));
+        assert_eq!(a, a.to_lowercase());
+        assert_eq!(a.split('.').count(), 2);
+    }
+}
