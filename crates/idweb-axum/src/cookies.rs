@@ -26,7 +26,10 @@ pub(crate) struct SetCookie<'a> {
 impl SetCookie<'_> {
     /// The `Set-Cookie` header value: always HttpOnly and SameSite=Lax.
     pub(crate) fn header(&self) -> Option<HeaderValue> {
-        let mut s = format!("{}={}; Path={}; HttpOnly; SameSite=Lax", self.name, self.value, self.path);
+        let mut s = format!(
+            "{}={}; Path={}; HttpOnly; SameSite=Lax",
+            self.name, self.value, self.path
+        );
         if let Some(age) = self.max_age {
             s.push_str(&format!("; Max-Age={age}"));
         }
@@ -56,7 +59,10 @@ mod tests {
     #[test]
     fn reads_named_cookie_among_many() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; idweb.session=xyz; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; idweb.session=xyz; b=2"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("c=3"));
         assert_eq!(get(&h, "idweb.session"), Some("xyz"));
         assert_eq!(get(&h, "c"), Some("3"));
@@ -75,6 +81,11 @@ mod tests {
         .header()
         .unwrap();
         let s = v.to_str().unwrap();
-        assert!(s.contains("HttpOnly") && s.contains("SameSite=Lax") && s.contains("Secure") && s.contains("Max-Age=5"));
+        assert!(
+            s.contains("HttpOnly")
+                && s.contains("SameSite=Lax")
+                && s.contains("Secure")
+                && s.contains("Max-Age=5")
+        );
     }
 }

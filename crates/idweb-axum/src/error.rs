@@ -30,7 +30,12 @@ pub(crate) fn escape(s: &str) -> String {
 }
 
 /// A JSON or HTML error response with `Cache-Control: no-store`.
-pub(crate) fn error_response(status: StatusCode, json: bool, code: &str, description: &str) -> Response {
+pub(crate) fn error_response(
+    status: StatusCode,
+    json: bool,
+    code: &str,
+    description: &str,
+) -> Response {
     let mut resp = if json {
         (
             status,
@@ -80,7 +85,9 @@ impl SignInFailure {
             SignInError::Provider { .. } => (StatusCode::BAD_REQUEST, "signin_refused"),
             SignInError::TokenRejected { .. } => (StatusCode::BAD_REQUEST, "code_rejected"),
             SignInError::TokenEndpoint(_) => (StatusCode::BAD_GATEWAY, "provider_unreachable"),
-            SignInError::IdToken(IdTokenError::Signature(_)) => (StatusCode::BAD_REQUEST, "invalid_id_token_signature"),
+            SignInError::IdToken(IdTokenError::Signature(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_id_token_signature")
+            }
             SignInError::IdToken(_) => (StatusCode::BAD_REQUEST, "invalid_id_token"),
             SignInError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::BAD_REQUEST, "signin_failed"),
@@ -89,12 +96,11 @@ impl SignInFailure {
 
     fn description(&self) -> String {
         match &self.error {
-            SignInError::Provider { error, description } | SignInError::TokenRejected { error, description } => {
-                match description {
-                    Some(d) => format!("{}: {d}", self.error),
-                    None => format!("{} ({error})", self.error),
-                }
-            }
+            SignInError::Provider { error, description }
+            | SignInError::TokenRejected { error, description } => match description {
+                Some(d) => format!("{}: {d}", self.error),
+                None => format!("{} ({error})", self.error),
+            },
             SignInError::IdToken(inner) => format!("{}: {inner}", self.error),
             other => other.to_string(),
         }
@@ -132,7 +138,10 @@ pub enum AuthRejection {
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         match self {
-            AuthRejection::SignInRequired { sign_in_url, json: true } => {
+            AuthRejection::SignInRequired {
+                sign_in_url,
+                json: true,
+            } => {
                 let mut resp = (
                     StatusCode::UNAUTHORIZED,
                     axum::Json(serde_json::json!({
@@ -146,7 +155,10 @@ impl IntoResponse for AuthRejection {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp
             }
-            AuthRejection::SignInRequired { sign_in_url, json: false } => {
+            AuthRejection::SignInRequired {
+                sign_in_url,
+                json: false,
+            } => {
                 let mut resp = StatusCode::FOUND.into_response();
                 if let Ok(v) = HeaderValue::from_str(&sign_in_url) {
                     resp.headers_mut().insert(header::LOCATION, v);

@@ -1,6 +1,6 @@
 //! The [`AuthenticatedUser`] extractor.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::Method;
 use axum::http::request::Parts;
 use idweb::Session;
@@ -42,23 +42,47 @@ impl AuthenticatedUser {
     }
 }
 
+/// The live session of this request, if any.
+async fn current_session(parts: &Parts) -> Result<Option<Session>, AuthRejection> {
+    let idweb = parts
+        .extensions
+        .get::<IdWeb>()
+        .ok_or(AuthRejection::MissingLayer)?;
+    match cookies::get(&parts.headers, idweb.session_cookie_name()) {
+        Some(value) => idweb
+            .relying_party()
+            .session_from_cookie(value)
+            .await
+            .map_err(|_| AuthRejection::StoreUnavailable {
+                json: wants_json(&parts.headers),
+            }),
+        None => Ok(None),
+    }
+}
+
+/// `Option<AuthenticatedUser>`: `None` for an anonymous request; still rejects
+/// when the store is unavailable or the layer is missing.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthenticatedUser {
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(current_session(parts)
+            .await?
+            .map(|session| Self { session }))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUser {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let idweb = parts.extensions.get::<IdWeb>().ok_or(AuthRejection::MissingLayer)?;
-        let json = wants_json(&parts.headers);
-        let session = match cookies::get(&parts.headers, idweb.session_cookie_name()) {
-            Some(value) => idweb
-                .relying_party()
-                .session_from_cookie(value)
-                .await
-                .map_err(|_| AuthRejection::StoreUnavailable { json })?,
-            None => None,
-        };
-        match session {
+        match current_session(parts).await? {
             Some(session) => Ok(Self { session }),
             None => {
+                let json = wants_json(&parts.headers);
                 let here = if parts.method == Method::GET {
                     parts
                         .uri

@@ -70,7 +70,9 @@ impl IdWeb {
     where
         S: Clone + Send + Sync + 'static,
     {
-        router.merge(routes::routes(self)).layer(Extension(self.clone()))
+        router
+            .merge(routes::routes(self))
+            .layer(Extension(self.clone()))
     }
 
     /// The name of the session cookie: `__Host-idweb.session` on https

@@ -9,9 +9,9 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use idweb::{CallbackParams, Secret, SignInError, SignInOptions, pending_cookie_name};
 
+use crate::IdWeb;
 use crate::cookies::{self, SetCookie};
 use crate::error::{SignInFailure, error_response, wants_json};
-use crate::IdWeb;
 
 pub(crate) fn routes<S>(idweb: &IdWeb) -> Router<S>
 where
@@ -44,10 +44,19 @@ fn redirect(location: &str, status: StatusCode) -> Response {
     resp
 }
 
-async fn sign_in(Extension(idweb): Extension<IdWeb>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+async fn sign_in(
+    Extension(idweb): Extension<IdWeb>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     let json = wants_json(&headers);
     let Some(q) = parse_query(q.as_deref()) else {
-        return error_response(StatusCode::BAD_REQUEST, json, "invalid_request", "a parameter appears twice");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            json,
+            "invalid_request",
+            "a parameter appears twice",
+        );
     };
     let mut options = SignInOptions::default();
     options.return_url = q.get("returnUrl").cloned();
@@ -72,12 +81,21 @@ async fn sign_in(Extension(idweb): Extension<IdWeb>, headers: HeaderMap, RawQuer
     resp
 }
 
-async fn callback_handler(Extension(idweb): Extension<IdWeb>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+async fn callback_handler(
+    Extension(idweb): Extension<IdWeb>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     let json = wants_json(&headers);
     let rp = idweb.relying_party();
     let settings = rp.settings();
     let Some(mut q) = parse_query(q.as_deref()) else {
-        return error_response(StatusCode::BAD_REQUEST, json, "invalid_request", "a parameter appears twice");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            json,
+            "invalid_request",
+            "a parameter appears twice",
+        );
     };
     let mut params = CallbackParams::default();
     params.code = q.remove("code").map(Secret::new);

@@ -29,7 +29,14 @@ fn unique(prefix: &str) -> String {
 
 /// A session for tests, expiring one hour after `now`.
 pub fn sample_session(iss: &str, sub: &str, sid: Option<&str>, now: i64) -> Session {
-    let mut s = Session::new(iss, sub, sid.map(str::to_string), Secret::new("header.payload.sig"), now, now + 3600);
+    let mut s = Session::new(
+        iss,
+        sub,
+        sid.map(str::to_string),
+        Secret::new("header.payload.sig"),
+        now,
+        now + 3600,
+    );
     s.name = Some("Test User".into());
     s
 }
@@ -61,10 +68,24 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     let (store, clock) = store_with(factory).await;
-    let s = sample_session(&unique("https://iss"), &unique("sub"), Some(&unique("sid")), clock.unix_now());
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        Some(&unique("sid")),
+        clock.unix_now(),
+    );
     store.put_session(&s).await.expect("put");
-    assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
-    assert_eq!(store.get_session(&SessionId::generate()).await.expect("get"), None);
+    assert_eq!(
+        store.get_session(&s.id).await.expect("get"),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store
+            .get_session(&SessionId::generate())
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 /// Replacing a session moves its index entries.
@@ -84,9 +105,25 @@ where
         iss: iss.clone(),
         sid: sid.to_string(),
     };
-    assert!(store.find_sessions(&by(&sid1)).await.expect("find").is_empty());
-    assert_eq!(sorted(store.find_sessions(&by(&sid2)).await.expect("find")), sorted(vec![s.id.clone()]));
-    assert_eq!(store.get_session(&s.id).await.expect("get").and_then(|g| g.sid), Some(sid2));
+    assert!(
+        store
+            .find_sessions(&by(&sid1))
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    assert_eq!(
+        sorted(store.find_sessions(&by(&sid2)).await.expect("find")),
+        sorted(vec![s.id.clone()])
+    );
+    assert_eq!(
+        store
+            .get_session(&s.id)
+            .await
+            .expect("get")
+            .and_then(|g| g.sid),
+        Some(sid2)
+    );
 }
 
 /// Removal returns the session and clears both indexes; removing again is not an error.
@@ -102,11 +139,17 @@ where
     let removed = store.remove_session(&s.id).await.expect("remove");
     assert_eq!(removed, Some(s.clone()));
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
-    let by_sid = SessionLookup::ByProviderSession { iss: iss.clone(), sid };
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid,
+    };
     let by_sub = SessionLookup::BySubject { iss, sub };
     assert!(store.find_sessions(&by_sid).await.expect("find").is_empty());
     assert!(store.find_sessions(&by_sub).await.expect("find").is_empty());
-    assert_eq!(store.remove_session(&s.id).await.expect("remove again"), None);
+    assert_eq!(
+        store.remove_session(&s.id).await.expect("remove again"),
+        None
+    );
 }
 
 /// Lookups by `(iss, sid)` and `(iss, sub)` find exactly the matching sessions,
@@ -118,7 +161,11 @@ where
 {
     let (store, clock) = store_with(factory).await;
     let now = clock.unix_now();
-    let (iss, other_iss, sub) = (unique("https://iss"), unique("https://other"), unique("sub"));
+    let (iss, other_iss, sub) = (
+        unique("https://iss"),
+        unique("https://other"),
+        unique("sub"),
+    );
     let (sid_a, sid_b) = (unique("sid"), unique("sid"));
     let a = sample_session(&iss, &sub, Some(&sid_a), now);
     let b = sample_session(&iss, &sub, Some(&sid_b), now);
@@ -128,17 +175,29 @@ where
         store.put_session(s).await.expect("put");
     }
     let found = store
-        .find_sessions(&SessionLookup::ByProviderSession { iss: iss.clone(), sid: sid_a.clone() })
+        .find_sessions(&SessionLookup::ByProviderSession {
+            iss: iss.clone(),
+            sid: sid_a.clone(),
+        })
         .await
         .expect("find");
     assert_eq!(sorted(found), sorted(vec![a.id.clone()]));
     let found = store
-        .find_sessions(&SessionLookup::BySubject { iss: iss.clone(), sub: sub.clone() })
+        .find_sessions(&SessionLookup::BySubject {
+            iss: iss.clone(),
+            sub: sub.clone(),
+        })
         .await
         .expect("find");
-    assert_eq!(sorted(found), sorted(vec![a.id.clone(), b.id.clone(), no_sid.id.clone()]));
+    assert_eq!(
+        sorted(found),
+        sorted(vec![a.id.clone(), b.id.clone(), no_sid.id.clone()])
+    );
     let found = store
-        .find_sessions(&SessionLookup::BySubject { iss: other_iss, sub })
+        .find_sessions(&SessionLookup::BySubject {
+            iss: other_iss,
+            sub,
+        })
         .await
         .expect("find");
     assert_eq!(sorted(found), sorted(vec![foreign.id.clone()]));
@@ -156,12 +215,24 @@ where
     store.put_session(&s).await.expect("put");
     let before = store.session_count().await.expect("count");
     clock.advance(Duration::from_secs(3599));
-    assert!(store.get_session(&s.id).await.expect("get").is_some(), "alive one second before expiry");
+    assert!(
+        store.get_session(&s.id).await.expect("get").is_some(),
+        "alive one second before expiry"
+    );
     clock.advance(Duration::from_secs(1));
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
-    let by_sid = SessionLookup::ByProviderSession { iss: iss.clone(), sid };
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid,
+    };
     assert!(store.find_sessions(&by_sid).await.expect("find").is_empty());
-    assert!(store.find_sessions(&SessionLookup::BySubject { iss, sub }).await.expect("find").is_empty());
+    assert!(
+        store
+            .find_sessions(&SessionLookup::BySubject { iss, sub })
+            .await
+            .expect("find")
+            .is_empty()
+    );
     assert!(store.session_count().await.expect("count") < before);
 }
 
@@ -202,7 +273,12 @@ where
 {
     let (store, clock) = store_with(factory).await;
     let before = store.session_count().await.expect("count");
-    let s = sample_session(&unique("https://iss"), &unique("sub"), None, clock.unix_now());
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock.unix_now(),
+    );
     store.put_session(&s).await.expect("put");
     assert_eq!(store.session_count().await.expect("count"), before + 1);
     store.remove_session(&s.id).await.expect("remove");

@@ -161,7 +161,13 @@ const KEYS: &[(&str, &str)] = &[
     ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
 ];
 
-const AZURE_KEYS: &[&str] = &["Instance", "TenantId", "ClientId", "ClientSecret", "CallbackPath"];
+const AZURE_KEYS: &[&str] = &[
+    "Instance",
+    "TenantId",
+    "ClientId",
+    "ClientSecret",
+    "CallbackPath",
+];
 
 /// One raw value and the name it was given under (for error messages).
 #[derive(Debug)]
@@ -174,10 +180,12 @@ impl Settings {
     /// Loads settings from an optional TOML file and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let text = match file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            })?),
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                })?,
+            ),
             None => None,
         };
         Self::from_sources(text.as_deref(), std::env::vars()).map_err(|e| match (e, file) {
@@ -231,16 +239,32 @@ impl Settings {
     }
 
     fn validate(mut raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
-        let authority_raw = required(&mut raw, "authority", "the issuer URL of your OpenID Provider")?;
+        let authority_raw = required(
+            &mut raw,
+            "authority",
+            "the issuer URL of your OpenID Provider",
+        )?;
         let authority = parse_url(&authority_raw)?;
-        let public_raw = required(&mut raw, "public_url", "the external base URL of this app, e.g. https://app.example.com")?;
+        let public_raw = required(
+            &mut raw,
+            "public_url",
+            "the external base URL of this app, e.g. https://app.example.com",
+        )?;
         let mut public_url = parse_url(&public_raw)?;
         let trimmed = public_url.path().trim_end_matches('/').to_string();
         public_url.set_path(&trimmed);
 
-        let client_id = required(&mut raw, "client_id", "the client id registered at the provider")?;
+        let client_id = required(
+            &mut raw,
+            "client_id",
+            "the client id registered at the provider",
+        )?;
         let client_id = nonblank(client_id)?;
-        let client_secret = required(&mut raw, "client_secret", "the client secret registered at the provider")?;
+        let client_secret = required(
+            &mut raw,
+            "client_secret",
+            "the client secret registered at the provider",
+        )?;
         let client_secret = Secret::new(nonblank(client_secret)?);
 
         let client_auth = match raw.remove("client_auth") {
@@ -262,7 +286,10 @@ impl Settings {
             Some(r) => {
                 let p = r.value.trim();
                 if !p.starts_with('/') || p.starts_with("//") || p.contains(['?', '#', ' ']) {
-                    return Err(invalid(&r, "must be a path starting with a single `/`".into()));
+                    return Err(invalid(
+                        &r,
+                        "must be a path starting with a single `/`".into(),
+                    ));
                 }
                 p.to_string()
             }
@@ -270,11 +297,12 @@ impl Settings {
 
         let listen = match raw.remove("listen") {
             None => SocketAddr::from(([127, 0, 0, 1], 5000)),
-            Some(r) => r
-                .value
-                .trim()
-                .parse()
-                .map_err(|e| invalid(&r, format!("expected ADDRESS:PORT, e.g. 127.0.0.1:5000 ({e})")))?,
+            Some(r) => r.value.trim().parse().map_err(|e| {
+                invalid(
+                    &r,
+                    format!("expected ADDRESS:PORT, e.g. 127.0.0.1:5000 ({e})"),
+                )
+            })?,
         };
 
         let mut scopes: Vec<String> = match raw.remove("scopes") {
@@ -282,7 +310,10 @@ impl Settings {
             Some(r) => {
                 let s: Vec<String> = r.value.split_whitespace().map(str::to_string).collect();
                 if let Some(bad) = s.iter().find(|s| !s.chars().all(is_scope_char)) {
-                    return Err(invalid(&r, format!("`{bad}` is not a valid scope token (RFC 6749 §3.3)")));
+                    return Err(invalid(
+                        &r,
+                        format!("`{bad}` is not a valid scope token (RFC 6749 §3.3)"),
+                    ));
                 }
                 s
             }
@@ -296,7 +327,10 @@ impl Settings {
             Some(r) => match r.value.trim() {
                 "memory" => StoreSetting::Memory,
                 other => {
-                    return Err(invalid(&r, format!("unsupported store `{other}`; supported: memory")));
+                    return Err(invalid(
+                        &r,
+                        format!("unsupported store `{other}`; supported: memory"),
+                    ));
                 }
             },
         };
@@ -310,7 +344,10 @@ impl Settings {
                     .parse()
                     .map_err(|_| invalid(&r, "expected a number of seconds".into()))?;
                 if !(60..=400 * 24 * 3600).contains(&secs) {
-                    return Err(invalid(&r, "must be between 60 seconds and 400 days".into()));
+                    return Err(invalid(
+                        &r,
+                        "must be between 60 seconds and 400 days".into(),
+                    ));
                 }
                 Duration::from_secs(secs)
             }
@@ -323,10 +360,16 @@ impl Settings {
                 if bytes.len() < 64 {
                     return Err(invalid(
                         &r,
-                        format!("must hold at least 64 random bytes, it holds {}", bytes.len()),
+                        format!(
+                            "must hold at least 64 random bytes, it holds {}",
+                            bytes.len()
+                        ),
                     ));
                 }
-                (Secret::new(STANDARD.encode(bytes)), CookieKeySource::Configured)
+                (
+                    Secret::new(STANDARD.encode(bytes)),
+                    CookieKeySource::Configured,
+                )
             }
             None if is_loopback(&public_url) => (
                 Secret::new(STANDARD.encode(random_bytes::<64>())),
@@ -360,7 +403,11 @@ impl Settings {
     /// The redirect URI: the public URL followed by the callback path.
     pub fn redirect_uri(&self) -> Url {
         let mut u = self.public_url.clone();
-        let path = format!("{}{}", self.public_url.path().trim_end_matches('/'), self.callback_path);
+        let path = format!(
+            "{}{}",
+            self.public_url.path().trim_end_matches('/'),
+            self.callback_path
+        );
         u.set_path(&path);
         u
     }
@@ -383,7 +430,9 @@ impl Settings {
 
     /// The cookie key material (at least 64 bytes).
     pub(crate) fn cookie_key_bytes(&self) -> Vec<u8> {
-        STANDARD.decode(self.cookie_key.secret()).unwrap_or_default()
+        STANDARD
+            .decode(self.cookie_key.secret())
+            .unwrap_or_default()
     }
 }
 
@@ -394,8 +443,15 @@ fn describe(key: &str) -> String {
     }
 }
 
-fn required(raw: &mut BTreeMap<&'static str, Raw>, key: &'static str, hint: &'static str) -> Result<Raw, ConfigError> {
-    raw.remove(key).ok_or_else(|| ConfigError::Missing { key: describe(key), hint })
+fn required(
+    raw: &mut BTreeMap<&'static str, Raw>,
+    key: &'static str,
+    hint: &'static str,
+) -> Result<Raw, ConfigError> {
+    raw.remove(key).ok_or_else(|| ConfigError::Missing {
+        key: describe(key),
+        hint,
+    })
 }
 
 fn invalid(r: &Raw, reason: String) -> ConfigError {
@@ -426,10 +482,16 @@ fn parse_url(r: &Raw) -> Result<Url, ConfigError> {
         "http" => {
             return Err(invalid(
                 r,
-                "must use https (plain http is accepted only for loopback hosts, for development)".into(),
+                "must use https (plain http is accepted only for loopback hosts, for development)"
+                    .into(),
             ));
         }
-        other => return Err(invalid(r, format!("unsupported scheme `{other}`; use https"))),
+        other => {
+            return Err(invalid(
+                r,
+                format!("unsupported scheme `{other}`; use https"),
+            ));
+        }
     }
     if url.host().is_none() {
         return Err(invalid(r, "has no host".into()));
@@ -462,10 +524,12 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 }
 
 fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-        path: PathBuf::from("<toml>"),
-        source: Box::new(e),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: PathBuf::from("<toml>"),
+            source: Box::new(e),
+        })?;
     let mut azure = BTreeMap::new();
     for (k, v) in &table {
         if k == "AzureAd" {
@@ -481,7 +545,13 @@ fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
                     });
                 };
                 let name = format!("AzureAd.{ak}");
-                azure.insert(*known, Raw { value: toml_scalar(av, &name)?, name });
+                azure.insert(
+                    *known,
+                    Raw {
+                        value: toml_scalar(av, &name)?,
+                        name,
+                    },
+                );
             }
             continue;
         }
@@ -492,7 +562,13 @@ fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
                 reason: format!("unknown key; known keys: {}, [AzureAd]", known.join(", ")),
             });
         };
-        raw.insert(key, Raw { value: toml_scalar(v, k)?, name: format!("`{k}` (file)") });
+        raw.insert(
+            key,
+            Raw {
+                value: toml_scalar(v, k)?,
+                name: format!("`{k}` (file)"),
+            },
+        );
     }
     apply_azure(azure, raw, false)
 }
@@ -505,10 +581,12 @@ fn toml_scalar(v: &toml::Value, name: &str) -> Result<String, ConfigError> {
         toml::Value::Array(items) => items
             .iter()
             .map(|i| {
-                i.as_str().map(str::to_string).ok_or_else(|| ConfigError::Invalid {
-                    key: name.to_string(),
-                    reason: "array items must be strings".into(),
-                })
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key: name.to_string(),
+                        reason: "array items must be strings".into(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|v| v.join(" ")),
@@ -539,12 +617,28 @@ fn apply_azure(
     let tenant = azure.remove("TenantId");
     match (instance, tenant) {
         (Some(i), Some(t)) => {
-            let authority = format!("{}/{}/v2.0", i.value.trim().trim_end_matches('/'), t.value.trim());
-            put("authority", Raw { value: authority, name: format!("{} + {}", i.name, t.name) });
+            let authority = format!(
+                "{}/{}/v2.0",
+                i.value.trim().trim_end_matches('/'),
+                t.value.trim()
+            );
+            put(
+                "authority",
+                Raw {
+                    value: authority,
+                    name: format!("{} + {}", i.name, t.name),
+                },
+            );
         }
         (None, Some(t)) => {
             let authority = format!("https://login.microsoftonline.com/{}/v2.0", t.value.trim());
-            put("authority", Raw { value: authority, name: t.name });
+            put(
+                "authority",
+                Raw {
+                    value: authority,
+                    name: t.name,
+                },
+            );
         }
         (Some(i), None) => {
             return Err(ConfigError::Missing {
@@ -554,7 +648,11 @@ fn apply_azure(
         }
         (None, None) => {}
     }
-    for (from, to) in [("ClientId", "client_id"), ("ClientSecret", "client_secret"), ("CallbackPath", "callback_path")] {
+    for (from, to) in [
+        ("ClientId", "client_id"),
+        ("ClientSecret", "client_secret"),
+        ("CallbackPath", "callback_path"),
+    ] {
         if let Some(v) = azure.remove(from) {
             put(to, v);
         }

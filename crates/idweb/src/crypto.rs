@@ -37,10 +37,11 @@ pub(crate) fn b64url(data: &[u8]) -> String {
 /// Lower-case hexadecimal.
 pub(crate) fn hex(data: &[u8]) -> String {
     use std::fmt::Write;
-    data.iter().fold(String::with_capacity(data.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    data.iter()
+        .fold(String::with_capacity(data.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Seals small values (cookie contents) with AES-256-GCM under a key derived

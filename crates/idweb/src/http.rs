@@ -54,9 +54,17 @@ pub(crate) fn default_client() -> reqwest::Client {
 }
 
 /// Reads a response body of at most [`MAX_PROVIDER_BODY`] bytes.
-pub(crate) async fn read_body(url: &str, mut resp: reqwest::Response) -> Result<Vec<u8>, HttpError> {
-    if resp.content_length().is_some_and(|l| l > MAX_PROVIDER_BODY as u64) {
-        return Err(HttpError::TooLarge { url: url.to_string() });
+pub(crate) async fn read_body(
+    url: &str,
+    mut resp: reqwest::Response,
+) -> Result<Vec<u8>, HttpError> {
+    if resp
+        .content_length()
+        .is_some_and(|l| l > MAX_PROVIDER_BODY as u64)
+    {
+        return Err(HttpError::TooLarge {
+            url: url.to_string(),
+        });
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|source| HttpError::Transport {
@@ -64,7 +72,9 @@ pub(crate) async fn read_body(url: &str, mut resp: reqwest::Response) -> Result<
         source,
     })? {
         if body.len() + chunk.len() > MAX_PROVIDER_BODY {
-            return Err(HttpError::TooLarge { url: url.to_string() });
+            return Err(HttpError::TooLarge {
+                url: url.to_string(),
+            });
         }
         body.extend_from_slice(&chunk);
     }
@@ -72,7 +82,10 @@ pub(crate) async fn read_body(url: &str, mut resp: reqwest::Response) -> Result<
 }
 
 /// GETs `url` and parses a JSON body; any status but 200 is an error.
-pub(crate) async fn get_json<T: DeserializeOwned>(client: &reqwest::Client, url: &str) -> Result<T, HttpError> {
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<T, HttpError> {
     let resp = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")

@@ -39,7 +39,11 @@ pub(crate) struct Verified {
 }
 
 /// Verifies the signature of `token` with the provider's keys, accepting only `allowed` algorithms.
-pub(crate) async fn verify(provider: &Provider, token: &str, allowed: &[Algorithm]) -> Result<Verified, JwsError> {
+pub(crate) async fn verify(
+    provider: &Provider,
+    token: &str,
+    allowed: &[Algorithm],
+) -> Result<Verified, JwsError> {
     if token.len() > MAX_JWT_LEN || token.split('.').count() != 3 {
         return Err(JwsError::Malformed);
     }
@@ -53,16 +57,19 @@ pub(crate) async fn verify(provider: &Provider, token: &str, allowed: &[Algorith
     if header.crit.is_some() {
         return Err(JwsError::CriticalHeader);
     }
-    let key = provider.decoding_key(header.kid.as_deref(), header.alg).await?;
+    let key = provider
+        .decoding_key(header.kid.as_deref(), header.alg)
+        .await?;
     let mut validation = Validation::new(header.alg);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => JwsError::BadSignature,
-        _ => JwsError::Malformed,
-    })?;
+    let data =
+        decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => JwsError::BadSignature,
+            _ => JwsError::Malformed,
+        })?;
     Ok(Verified {
         alg: header.alg,
         claims: data.claims,

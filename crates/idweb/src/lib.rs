@@ -55,8 +55,8 @@ pub use rp::{RelyingParty, RelyingPartyBuilder, SignedIn, StartError};
 pub use secret::Secret;
 pub use session::{Session, SessionId, account_id_for};
 pub use signin::{
-    CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignInError, SignInOptions, SignInRequest, TokenSet,
-    pending_cookie_name,
+    CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignInError, SignInOptions, SignInRequest,
+    TokenSet, pending_cookie_name,
 };
 pub use store::{BoxError, MemoryStore, SessionLookup, Store, StoreError};
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};

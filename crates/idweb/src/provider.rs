@@ -92,7 +92,8 @@ struct ProviderKey {
 #[derive(Debug, Default)]
 struct KeyState {
     keys: Vec<Arc<ProviderKey>>,
-    fetched_at: Option<SystemTime>,
+    /// When an unknown key id last caused a refetch (the fetch at discovery does not count).
+    last_refetch: Option<SystemTime>,
 }
 
 /// A provider: its metadata and a cache of its signing keys.
@@ -114,7 +115,11 @@ pub struct Provider {
 impl Provider {
     /// Fetches `{authority}/.well-known/openid-configuration` and the JWKS,
     /// and checks that the document's issuer is exactly `authority`.
-    pub async fn discover(authority: &Url, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Self, ProviderError> {
+    pub async fn discover(
+        authority: &Url,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ProviderError> {
         let base = authority.as_str().trim_end_matches('/');
         let url = format!("{base}/.well-known/openid-configuration");
         let metadata: ProviderMetadata = get_json(&http, &url).await?;
@@ -127,10 +132,16 @@ impl Provider {
         }
         let secure = authority.scheme() == "https";
         for (field, value) in [
-            ("authorization_endpoint", Some(&metadata.authorization_endpoint)),
+            (
+                "authorization_endpoint",
+                Some(&metadata.authorization_endpoint),
+            ),
             ("token_endpoint", Some(&metadata.token_endpoint)),
             ("jwks_uri", Some(&metadata.jwks_uri)),
-            ("end_session_endpoint", metadata.end_session_endpoint.as_ref()),
+            (
+                "end_session_endpoint",
+                metadata.end_session_endpoint.as_ref(),
+            ),
             ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
         ] {
             if let Some(v) = value {
@@ -180,9 +191,7 @@ impl Provider {
             .map(Arc::new)
             .collect();
         tracing::debug!(keys = keys.len(), jwks_uri = %self.metadata.jwks_uri, "fetched provider keys");
-        let mut state = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        state.keys = keys;
-        state.fetched_at = Some(self.clock.now());
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).keys = keys;
         Ok(())
     }
 
@@ -190,7 +199,9 @@ impl Provider {
         let state = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let mut candidates = state.keys.iter().filter(|k| key_fits(k, alg));
         match kid {
-            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
+            Some(kid) => candidates
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .map(|k| k.key.clone()),
             None => {
                 let first = candidates.next()?;
                 // Without a kid, the key must be unambiguous.
@@ -201,7 +212,11 @@ impl Provider {
 
     /// The key to verify a token signed with `alg` under key id `kid`,
     /// refetching the JWKS (rate-limited) when the key id is unknown.
-    pub(crate) async fn decoding_key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, ProviderError> {
+    pub(crate) async fn decoding_key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, ProviderError> {
         if let Some(key) = self.find(kid, alg) {
             return Ok(key);
         }
@@ -214,13 +229,16 @@ impl Provider {
         if let Some(key) = self.find(kid, alg) {
             return Ok(key);
         }
-        let last = self.keys.read().unwrap_or_else(|e| e.into_inner()).fetched_at;
         let now = self.clock.now();
-        if let Some(last) = last
-            && now.duration_since(last).unwrap_or_default() < self.min_refetch_interval
         {
-            tracing::debug!(?kid, "unknown key id; JWKS refetch rate-limited");
-            return Err(unknown());
+            let mut state = self.keys.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = state.last_refetch
+                && now.duration_since(last).unwrap_or_default() < self.min_refetch_interval
+            {
+                tracing::debug!(?kid, "unknown key id; JWKS refetch rate-limited");
+                return Err(unknown());
+            }
+            state.last_refetch = Some(now);
         }
         tracing::info!(?kid, "unknown key id; refetching the provider's JWKS");
         self.fetch_keys().await?;
@@ -254,7 +272,9 @@ fn usable_key(jwk: &Jwk) -> Option<ProviderKey> {
         return None;
     }
     match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::OctetKeyPair(_) => {}
+        AlgorithmParameters::RSA(_)
+        | AlgorithmParameters::EllipticCurve(_)
+        | AlgorithmParameters::OctetKeyPair(_) => {}
         _ => return None,
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;

@@ -11,9 +11,9 @@ use crate::provider::{Provider, ProviderError};
 use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId, account_id_for};
 use crate::signin::{
-    CallbackParams, IdTokenExpectations, PENDING_PURPOSE, Pending, SIGN_IN_TIMEOUT, SignInError, SignInOptions,
-    SignInRequest, TokenSet, authorization_request, pending_cookie_name, redeem_code, same_origin_path,
-    validate_id_token,
+    CallbackParams, IdTokenExpectations, PENDING_PURPOSE, Pending, SIGN_IN_TIMEOUT, SignInError,
+    SignInOptions, SignInRequest, TokenSet, authorization_request, pending_cookie_name,
+    redeem_code, same_origin_path, validate_id_token,
 };
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::time::{Clock, SystemClock};
@@ -94,6 +94,12 @@ impl RelyingPartyBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+        if self.settings.cookie_key_source() == crate::config::CookieKeySource::Generated {
+            tracing::warn!(
+                "no cookie key configured (IDWEB_COOKIE_KEY): generated a random one for this loopback app; \
+                 sessions will not survive a restart"
+            );
+        }
         let sealer = Sealer::new(&self.settings.cookie_key_bytes());
         Ok(RelyingParty {
             settings: self.settings,
@@ -157,7 +163,8 @@ impl RelyingParty {
     /// Starts a sign-in. Fails with [`SignInError::InvalidReturnUrl`] when the
     /// return URL leaves this site (no open redirect).
     pub fn begin_sign_in(&self, options: &SignInOptions) -> Result<SignInRequest, SignInError> {
-        let return_url = same_origin_path(options.return_url.as_deref(), &self.settings.public_url)?;
+        let return_url =
+            same_origin_path(options.return_url.as_deref(), &self.settings.public_url)?;
         let (authorization_url, pending) = authorization_request(
             &self.provider,
             &self.settings.client_id,
@@ -190,7 +197,9 @@ impl RelyingParty {
             .and_then(|json| serde_json::from_slice(&json).ok())
             .ok_or(SignInError::NoPendingSignIn)?;
         let timeout = i64::try_from(SIGN_IN_TIMEOUT.as_secs()).unwrap_or(600);
-        if now > pending.created_at.saturating_add(timeout) || now < pending.created_at.saturating_sub(self.skew) {
+        if now > pending.created_at.saturating_add(timeout)
+            || now < pending.created_at.saturating_sub(self.skew)
+        {
             return Err(SignInError::NoPendingSignIn);
         }
         let state = params.state.as_deref().ok_or(SignInError::StateMismatch)?;
@@ -199,7 +208,11 @@ impl RelyingParty {
         }
         match params.iss.as_deref() {
             Some(iss) if iss != self.provider.issuer() => return Err(SignInError::IssuerMismatch),
-            None if self.provider.metadata().authorization_response_iss_parameter_supported => {
+            None if self
+                .provider
+                .metadata()
+                .authorization_response_iss_parameter_supported =>
+            {
                 return Err(SignInError::IssuerMismatch);
             }
             _ => {}
@@ -223,10 +236,9 @@ impl RelyingParty {
             now,
         )
         .await?;
-        let id_token = tokens
-            .id_token
-            .clone()
-            .ok_or(SignInError::IdToken(crate::signin::IdTokenError::MissingClaim("id_token")))?;
+        let id_token = tokens.id_token.clone().ok_or(SignInError::IdToken(
+            crate::signin::IdTokenError::MissingClaim("id_token"),
+        ))?;
         let claims = validate_id_token(
             &self.provider,
             &id_token,
@@ -277,7 +289,10 @@ impl RelyingParty {
     }
 
     /// The live session a cookie value points to, if any.
-    pub async fn session_from_cookie(&self, cookie_value: &str) -> Result<Option<Session>, StoreError> {
+    pub async fn session_from_cookie(
+        &self,
+        cookie_value: &str,
+    ) -> Result<Option<Session>, StoreError> {
         let Some(id) = self.session_id_from_cookie(cookie_value) else {
             return Ok(None);
         };

@@ -215,8 +215,8 @@ pub(crate) fn authorization_request(
     let nonce = random_token();
     let verifier = random_token();
     let challenge = b64url(&sha256(verifier.as_bytes()));
-    let mut url =
-        Url::parse(&provider.metadata().authorization_endpoint).map_err(|_| SignInError::InvalidReturnUrl)?;
+    let mut url = Url::parse(&provider.metadata().authorization_endpoint)
+        .map_err(|_| SignInError::InvalidReturnUrl)?;
     let mut all_scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     for s in &options.extra_scopes {
         if !all_scopes.contains(&s.as_str()) {
@@ -302,7 +302,9 @@ pub(crate) async fn redeem_code(
     token_request(http, provider, client_id, client_secret, auth, form, now)
         .await
         .map_err(|e| match e {
-            TokenRequestError::Rejected { error, description } => SignInError::TokenRejected { error, description },
+            TokenRequestError::Rejected { error, description } => {
+                SignInError::TokenRejected { error, description }
+            }
             TokenRequestError::Http(h) => SignInError::TokenEndpoint(h),
         })
 }
@@ -310,7 +312,10 @@ pub(crate) async fn redeem_code(
 /// Why a token request failed.
 #[derive(Debug)]
 pub(crate) enum TokenRequestError {
-    Rejected { error: String, description: Option<String> },
+    Rejected {
+        error: String,
+        description: Option<String>,
+    },
     Http(HttpError),
 }
 
@@ -325,7 +330,9 @@ pub(crate) async fn token_request(
     now: i64,
 ) -> Result<TokenSet, TokenRequestError> {
     let url = provider.metadata().token_endpoint.as_str();
-    let mut req = http.post(url).header(reqwest::header::ACCEPT, "application/json");
+    let mut req = http
+        .post(url)
+        .header(reqwest::header::ACCEPT, "application/json");
     match auth {
         ClientAuthMethod::ClientSecretPost => {
             form.push(("client_id", client_id));
@@ -333,8 +340,13 @@ pub(crate) async fn token_request(
         }
         _ => {
             // RFC 6749 §2.3.1: both parts are form-encoded before base64.
-            let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let basic = STANDARD.encode(format!("{}:{}", enc(client_id), enc(client_secret.secret())));
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let basic = STANDARD.encode(format!(
+                "{}:{}",
+                enc(client_id),
+                enc(client_secret.secret())
+            ));
             req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
         }
     }
@@ -345,7 +357,9 @@ pub(crate) async fn token_request(
         })
     })?;
     let status = resp.status().as_u16();
-    let body = read_body(url, resp).await.map_err(TokenRequestError::Http)?;
+    let body = read_body(url, resp)
+        .await
+        .map_err(TokenRequestError::Http)?;
     if status == 400 || status == 401 {
         #[derive(Deserialize)]
         struct ErrorBody {
@@ -424,9 +438,17 @@ fn id_token_algorithms(provider: &Provider) -> Vec<Algorithm> {
     let algs: Vec<Algorithm> = ASYMMETRIC_ALGORITHMS
         .iter()
         .copied()
-        .filter(|a| advertised.iter().any(|s| s.parse::<Algorithm>().ok() == Some(*a)))
+        .filter(|a| {
+            advertised
+                .iter()
+                .any(|s| s.parse::<Algorithm>().ok() == Some(*a))
+        })
         .collect();
-    if algs.is_empty() { vec![Algorithm::RS256] } else { algs }
+    if algs.is_empty() {
+        vec![Algorithm::RS256]
+    } else {
+        algs
+    }
 }
 
 /// Validates an ID token (OpenID Connect Core 1.0 §3.1.3.7); returns its claims.
@@ -459,7 +481,9 @@ pub(crate) async fn validate_id_token(
         return Err(IdTokenError::Expired);
     }
     let iat = time_claim(c, "iat").ok_or(IdTokenError::MissingClaim("iat"))?;
-    if iat > expect.now.saturating_add(expect.skew) || iat < expect.now.saturating_sub(expect.max_age + expect.skew) {
+    if iat > expect.now.saturating_add(expect.skew)
+        || iat < expect.now.saturating_sub(expect.max_age + expect.skew)
+    {
         return Err(IdTokenError::IssuedAt);
     }
     if let Some(nbf) = time_claim(c, "nbf")
@@ -496,8 +520,14 @@ mod tests {
     fn return_urls_must_stay_on_site() {
         let base = Url::parse("https://app.example.com").unwrap();
         assert_eq!(same_origin_path(None, &base).unwrap(), "/");
-        assert_eq!(same_origin_path(Some("/profile?x=1"), &base).unwrap(), "/profile?x=1");
-        assert_eq!(same_origin_path(Some("https://app.example.com/a?b=c"), &base).unwrap(), "/a?b=c");
+        assert_eq!(
+            same_origin_path(Some("/profile?x=1"), &base).unwrap(),
+            "/profile?x=1"
+        );
+        assert_eq!(
+            same_origin_path(Some("https://app.example.com/a?b=c"), &base).unwrap(),
+            "/a?b=c"
+        );
         for bad in [
             "//evil.example.com/",
             "https://evil.example.com/",
@@ -509,7 +539,10 @@ mod tests {
             "/a\r\nSet-Cookie: x=y",
             "https://app.example.com.evil.example/",
         ] {
-            assert!(same_origin_path(Some(bad), &base).is_err(), "{bad} was accepted");
+            assert!(
+                same_origin_path(Some(bad), &base).is_err(),
+                "{bad} was accepted"
+            );
         }
     }
 

@@ -162,7 +162,11 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         inner.remove(&session.id);
         for key in index_keys(session) {
-            inner.index.entry(key).or_default().insert(session.id.clone());
+            inner
+                .index
+                .entry(key)
+                .or_default()
+                .insert(session.id.clone());
         }
         inner.sessions.insert(session.id.clone(), session.clone());
         Ok(())
@@ -202,6 +206,11 @@ impl Store for MemoryStore {
 
     async fn session_count(&self) -> Result<u64, StoreError> {
         let now = self.clock.unix_now();
-        Ok(self.lock().sessions.values().filter(|s| !s.is_expired(now)).count() as u64)
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| !s.is_expired(now))
+            .count() as u64)
     }
 }

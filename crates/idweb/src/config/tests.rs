@@ -1,10 +1,14 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-const KEY64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
+const KEY64: &str =
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw==";
 
 fn base() -> Vec<(String, String)> {
     env(&[
@@ -28,13 +32,18 @@ fn without(mut v: Vec<(String, String)>, k: &str) -> Vec<(String, String)> {
 }
 
 fn err(toml: Option<&str>, env: Vec<(String, String)>) -> String {
-    Settings::from_sources(toml, env).expect_err("must be refused").to_string()
+    Settings::from_sources(toml, env)
+        .expect_err("must be refused")
+        .to_string()
 }
 
 #[test]
 fn defaults_and_derived_values() {
     let s = Settings::from_sources(None, base()).unwrap();
-    assert_eq!(s.redirect_uri().as_str(), "https://app.example.com/signin-oidc");
+    assert_eq!(
+        s.redirect_uri().as_str(),
+        "https://app.example.com/signin-oidc"
+    );
     assert_eq!(s.scopes, ["openid", "profile", "offline_access"]);
     assert_eq!(s.store, StoreSetting::Memory);
     assert_eq!(s.client_auth, ClientAuthMethod::ClientSecretBasic);
@@ -59,12 +68,26 @@ fn missing_required_keys_are_named() {
 
 #[test]
 fn plain_http_only_for_loopback() {
-    let e = err(None, with(base(), "IDWEB_AUTHORITY", "http://login.example.com"));
+    let e = err(
+        None,
+        with(base(), "IDWEB_AUTHORITY", "http://login.example.com"),
+    );
     assert!(e.contains("IDWEB_AUTHORITY") && e.contains("https"), "{e}");
-    let e = err(None, with(base(), "IDWEB_PUBLIC_URL", "http://app.example.com"));
+    let e = err(
+        None,
+        with(base(), "IDWEB_PUBLIC_URL", "http://app.example.com"),
+    );
     assert!(e.contains("IDWEB_PUBLIC_URL"), "{e}");
-    for ok in ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000"] {
-        let s = Settings::from_sources(None, with(with(base(), "IDWEB_AUTHORITY", ok), "IDWEB_PUBLIC_URL", ok)).unwrap();
+    for ok in [
+        "http://127.0.0.1:9000",
+        "http://localhost:9000",
+        "http://[::1]:9000",
+    ] {
+        let s = Settings::from_sources(
+            None,
+            with(with(base(), "IDWEB_AUTHORITY", ok), "IDWEB_PUBLIC_URL", ok),
+        )
+        .unwrap();
         assert!(!s.secure_cookies());
     }
     let e = err(None, with(base(), "IDWEB_AUTHORITY", "ftp://x.example.com"));
@@ -75,7 +98,11 @@ fn plain_http_only_for_loopback() {
 fn cookie_key_rules() {
     let e = err(None, without(base(), "IDWEB_COOKIE_KEY"));
     assert!(e.contains("IDWEB_COOKIE_KEY"), "{e}");
-    let local = with(without(base(), "IDWEB_COOKIE_KEY"), "IDWEB_PUBLIC_URL", "http://127.0.0.1:5000");
+    let local = with(
+        without(base(), "IDWEB_COOKIE_KEY"),
+        "IDWEB_PUBLIC_URL",
+        "http://127.0.0.1:5000",
+    );
     let s = Settings::from_sources(None, local).unwrap();
     assert_eq!(s.cookie_key_source(), CookieKeySource::Generated);
     assert!(s.cookie_key_bytes().len() >= 64);
@@ -89,13 +116,21 @@ fn cookie_key_rules() {
 
 #[test]
 fn scopes_store_and_auth_method() {
-    let s = Settings::from_sources(None, with(base(), "IDWEB_SCOPES", "profile api://todo/read")).unwrap();
+    let s = Settings::from_sources(
+        None,
+        with(base(), "IDWEB_SCOPES", "profile api://todo/read"),
+    )
+    .unwrap();
     assert_eq!(s.scopes, ["openid", "profile", "api://todo/read"]);
     let e = err(None, with(base(), "IDWEB_SCOPES", "openid bad\"scope"));
     assert!(e.contains("IDWEB_SCOPES"), "{e}");
     let e = err(None, with(base(), "IDWEB_STORE", "cassandra://x"));
     assert!(e.contains("IDWEB_STORE") && e.contains("memory"), "{e}");
-    let s = Settings::from_sources(None, with(base(), "IDWEB_CLIENT_AUTH", "client_secret_post")).unwrap();
+    let s = Settings::from_sources(
+        None,
+        with(base(), "IDWEB_CLIENT_AUTH", "client_secret_post"),
+    )
+    .unwrap();
     assert_eq!(s.client_auth, ClientAuthMethod::ClientSecretPost);
     let e = err(None, with(base(), "IDWEB_CLIENT_AUTH", "private_key_jwt"));
     assert!(e.contains("IDWEB_CLIENT_AUTH"), "{e}");
@@ -115,7 +150,11 @@ fn toml_file_and_env_precedence() {
         scopes = ["openid", "email"]
         session_lifetime = 3600
     "#;
-    let s = Settings::from_sources(Some(toml), env(&[("IDWEB_CLIENT_ID", "from-env"), ("IDWEB_COOKIE_KEY", KEY64)])).unwrap();
+    let s = Settings::from_sources(
+        Some(toml),
+        env(&[("IDWEB_CLIENT_ID", "from-env"), ("IDWEB_COOKIE_KEY", KEY64)]),
+    )
+    .unwrap();
     assert_eq!(s.client_id, "from-env");
     assert_eq!(s.authority.as_str(), "https://file.example.com/");
     assert_eq!(s.scopes, ["openid", "email"]);
@@ -145,25 +184,44 @@ fn azure_ad_section_maps_to_settings() {
         CallbackPath = "/signin-oidc-custom"
     "#;
     let s = Settings::from_sources(Some(toml), env(&[("IDWEB_COOKIE_KEY", KEY64)])).unwrap();
-    assert_eq!(s.authority.as_str(), "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0");
+    assert_eq!(
+        s.authority.as_str(),
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+    );
     assert_eq!(s.client_id, "11111111-2222-3333-4444-555555555555");
-    assert_eq!(s.redirect_uri().as_str(), "https://app.example.com/signin-oidc-custom");
+    assert_eq!(
+        s.redirect_uri().as_str(),
+        "https://app.example.com/signin-oidc-custom"
+    );
 
     // Environment AzureAd__* overrides the file; IDWEB_* overrides both.
     let s = Settings::from_sources(
         Some(toml),
-        env(&[("IDWEB_COOKIE_KEY", KEY64), ("AzureAd__ClientId", "env-azure"), ("AzureAd__TenantId", "t2")]),
+        env(&[
+            ("IDWEB_COOKIE_KEY", KEY64),
+            ("AzureAd__ClientId", "env-azure"),
+            ("AzureAd__TenantId", "t2"),
+        ]),
     )
     .unwrap();
     assert_eq!(s.client_id, "env-azure");
-    assert_eq!(s.authority.as_str(), "https://login.microsoftonline.com/t2/v2.0");
+    assert_eq!(
+        s.authority.as_str(),
+        "https://login.microsoftonline.com/t2/v2.0"
+    );
 
-    let e = err(Some("[AzureAd]\nInstance = \"https://login.microsoftonline.com/\""), base());
+    let e = err(
+        Some("[AzureAd]\nInstance = \"https://login.microsoftonline.com/\""),
+        base(),
+    );
     assert!(e.contains("AzureAd.TenantId"), "{e}");
 }
 
 #[test]
 fn bad_callback_path() {
-    let e = err(None, with(base(), "IDWEB_CALLBACK_PATH", "//evil.example.com"));
+    let e = err(
+        None,
+        with(base(), "IDWEB_CALLBACK_PATH", "//evil.example.com"),
+    );
     assert!(e.contains("IDWEB_CALLBACK_PATH"), "{e}");
 }

@@ -1,0 +1,216 @@
+//! `idweb-demo`: with no arguments, starts the development identity provider,
+//! the sample web app and the sample todo API on 127.0.0.1 and prints their
+//! URLs; `idweb-demo webapp` runs only the sample web app, configured by the
+//! `IDWEB_*` variables (or `--config FILE`), against any OpenID Provider.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use idweb::{RelyingParty, Settings};
+use idweb_axum::IdWeb;
+use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "idweb-demo",
+    version,
+    about = "idweb's demo: a dev identity provider, a sample web app and a sample API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Address of the development identity provider.
+    #[arg(long, default_value = "127.0.0.1:5100")]
+    idp_listen: SocketAddr,
+    /// Address of the sample web app.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    app_listen: SocketAddr,
+    /// Address of the sample todo API.
+    #[arg(long, default_value = "127.0.0.1:5200")]
+    api_listen: SocketAddr,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run only the sample web app, configured by IDWEB_* variables.
+    Webapp {
+        /// A TOML configuration file (IDWEB_* variables override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,idweb=info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Webapp { config }) => run_webapp(config).await,
+            None => run_all(cli.idp_listen, cli.app_listen, cli.api_listen).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Resolves when Ctrl-C (or SIGTERM on Unix) arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BoxError> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn run_webapp(config: Option<PathBuf>) -> Result<(), BoxError> {
+    let settings = Settings::load(config.as_deref())?;
+    let listen = settings.listen;
+    let public = settings.public_url.clone();
+    let idweb = IdWeb::new(RelyingParty::builder(settings).build().await?);
+    let listener = TcpListener::bind(listen).await?;
+    println!("sample web app: {public} (listening on {listen})");
+    let (tx, rx) = watch::channel(false);
+    let server = tokio::spawn(serve(
+        listener,
+        idweb_demo::webapp::router(&idweb, "idweb sample app"),
+        rx,
+    ));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    server.await??;
+    println!("stopped");
+    Ok(())
+}
+
+async fn run_all(
+    idp_listen: SocketAddr,
+    app_listen: SocketAddr,
+    api_listen: SocketAddr,
+) -> Result<(), BoxError> {
+    let app_url = format!("http://{app_listen}");
+    let client_secret = random_secret()?;
+    let mut client = DevClient::new(
+        "idweb-demo-app",
+        client_secret.as_str(),
+        format!("{app_url}/signin-oidc"),
+    );
+    client.post_logout_redirect_uris = vec![format!("{app_url}/signout-callback-oidc")];
+    let idp = DevIdp::start(
+        idp_listen,
+        DevIdpConfig {
+            clients: vec![client],
+            ..DevIdpConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot start the development identity provider on {idp_listen}: {e}"))?;
+
+    let settings = Settings::from_sources(
+        None,
+        [
+            ("IDWEB_AUTHORITY", idp.issuer().to_string()),
+            ("IDWEB_CLIENT_ID", "idweb-demo-app".to_string()),
+            ("IDWEB_CLIENT_SECRET", client_secret),
+            ("IDWEB_PUBLIC_URL", app_url.clone()),
+            ("IDWEB_LISTEN", app_listen.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )?;
+    let idweb = IdWeb::new(RelyingParty::builder(settings).build().await?);
+
+    let app_listener = TcpListener::bind(app_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {app_listen}: {e}"))?;
+    let api_listener = TcpListener::bind(api_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {api_listen}: {e}"))?;
+    let (tx, rx) = watch::channel(false);
+    let app = tokio::spawn(serve(
+        app_listener,
+        idweb_demo::webapp::router(&idweb, "idweb sample app"),
+        rx.clone(),
+    ));
+    let api = tokio::spawn(serve(api_listener, idweb_demo::todo_api::router(), rx));
+
+    println!("idweb demo is running:");
+    println!(
+        "  development identity provider: {}  (users: alice, bob — NOT FOR PRODUCTION)",
+        idp.issuer()
+    );
+    println!("  sample web app:                {app_url}/  (sign in at {app_url}/profile)");
+    println!("  sample todo API:               http://{api_listen}/api/todos");
+    println!("Press Ctrl-C to stop.");
+
+    shutdown_signal().await;
+    println!("shutting down…");
+    let _ = tx.send(true);
+    app.await??;
+    api.await??;
+    idp.shutdown().await;
+    println!("stopped");
+    Ok(())
+}
+
+fn random_secret() -> Result<String, BoxError> {
+    use std::fmt::Write;
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system random number generator failed")?;
+    Ok(bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
+}

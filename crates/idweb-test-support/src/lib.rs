@@ -1,0 +1,266 @@
+//! Shared helpers for idweb's integration tests: a development identity
+//! provider, relying-party apps on bound listeners, and a cookie-keeping
+//! "browser" that does not follow redirects (tests follow them one by one).
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use idweb::{ClientAuthMethod, Clock, MemoryStore, RelyingParty, Settings, Store, SystemClock};
+use idweb_axum::{AuthenticatedUser, IdWeb};
+use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
+use reqwest::header::{ACCEPT, LOCATION};
+use tokio::net::TcpListener;
+use url::Url;
+
+pub use idweb_devidp;
+
+/// Starts a development IdP on 127.0.0.1 with alice and bob.
+pub async fn dev_idp(auto_login: bool) -> DevIdp {
+    DevIdp::start(
+        ([127, 0, 0, 1], 0).into(),
+        DevIdpConfig {
+            auto_login,
+            ..DevIdpConfig::default()
+        },
+    )
+    .await
+    .expect("start the dev IdP")
+}
+
+/// How to build a test app.
+#[derive(Debug)]
+pub struct AppOptions {
+    pub client_id: String,
+    pub client_auth: ClientAuthMethod,
+    pub clock: Arc<dyn Clock>,
+    pub min_jwks_refetch_interval: Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            client_id: format!("app-{}", idweb::SessionId::generate().fingerprint()),
+            client_auth: ClientAuthMethod::ClientSecretBasic,
+            clock: Arc::new(SystemClock),
+            min_jwks_refetch_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A relying-party app served on a bound loopback listener, with a public `/`
+/// and a protected `/profile` (HTML, or JSON `{sub, name, sid}`).
+#[derive(Debug)]
+pub struct TestApp {
+    pub url: String,
+    pub client_id: String,
+    pub store: MemoryStore,
+    pub idweb: IdWeb,
+}
+
+impl TestApp {
+    /// `self.url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Live sessions in the app's store.
+    pub async fn session_count(&self) -> u64 {
+        self.store.session_count().await.expect("count sessions")
+    }
+}
+
+/// Registers a client at `idp` and starts an app using it.
+pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let secret = format!("secret-{}", idweb::SessionId::generate().fingerprint());
+    idp.register_client(DevClient::new(
+        options.client_id.as_str(),
+        secret.as_str(),
+        format!("{url}/signin-oidc"),
+    ));
+    let auth = match options.client_auth {
+        ClientAuthMethod::ClientSecretPost => "client_secret_post",
+        _ => "client_secret_basic",
+    };
+    let settings = Settings::from_sources(
+        None,
+        [
+            ("IDWEB_AUTHORITY", idp.issuer().to_string()),
+            ("IDWEB_CLIENT_ID", options.client_id.clone()),
+            ("IDWEB_CLIENT_SECRET", secret),
+            ("IDWEB_PUBLIC_URL", url.clone()),
+            ("IDWEB_CLIENT_AUTH", auth.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .expect("settings");
+    let store = MemoryStore::with_clock(options.clock.clone());
+    let rp = RelyingParty::builder(settings)
+        .with_store(Arc::new(store.clone()))
+        .with_clock(options.clock.clone())
+        .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval)
+        .build()
+        .await
+        .expect("relying party");
+    let idweb = IdWeb::new(rp);
+    let app = idweb.mount(Router::new().route("/", get(|| async { "home" })).route(
+        "/profile",
+        get(|user: AuthenticatedUser| async move {
+            axum::Json(
+                serde_json::json!({ "sub": user.sub(), "name": user.name(), "sid": user.sid() }),
+            )
+        }),
+    ));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestApp {
+        url,
+        client_id: options.client_id,
+        store,
+        idweb,
+    }
+}
+
+/// A browser: keeps cookies, follows no redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The `Location` of a redirect, resolved against the request URL.
+pub fn location(resp: &reqwest::Response) -> String {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| {
+            panic!(
+                "no Location header in a {} response from {}",
+                resp.status(),
+                resp.url()
+            )
+        })
+        .to_str()
+        .expect("ascii Location");
+    resp.url()
+        .join(loc)
+        .expect("resolvable Location")
+        .to_string()
+}
+
+/// GET with the browser.
+pub async fn get_page(browser: &reqwest::Client, url: &str) -> reqwest::Response {
+    browser.get(url).send().await.expect("GET")
+}
+
+/// Follows redirects from `url` until a non-redirect answer; returns it.
+pub async fn follow(browser: &reqwest::Client, url: &str) -> reqwest::Response {
+    let mut url = url.to_string();
+    for _ in 0..10 {
+        let resp = get_page(browser, &url).await;
+        if !resp.status().is_redirection() {
+            return resp;
+        }
+        url = location(&resp);
+    }
+    panic!("too many redirects");
+}
+
+/// Follows redirects from `url` until the next one would go to `stop_prefix`;
+/// returns that URL without requesting it.
+pub async fn follow_until(browser: &reqwest::Client, url: &str, stop_prefix: &str) -> String {
+    let mut url = url.to_string();
+    for _ in 0..10 {
+        if url.starts_with(stop_prefix) {
+            return url;
+        }
+        let resp = get_page(browser, &url).await;
+        assert!(
+            resp.status().is_redirection(),
+            "expected a redirect from {url}, got {}",
+            resp.status()
+        );
+        url = location(&resp);
+    }
+    panic!("too many redirects");
+}
+
+/// Signs `username` in to `app` through the IdP's automatic mode
+/// (`loginHint`), and returns the JSON of `/profile`.
+pub async fn sign_in(
+    browser: &reqwest::Client,
+    app: &TestApp,
+    username: &str,
+) -> serde_json::Value {
+    let start = app.at(&format!(
+        "/account/signin?returnUrl=%2Fprofile&loginHint={username}"
+    ));
+    let callback = follow_until(browser, &start, &app.at("/signin-oidc")).await;
+    let resp = get_page(browser, &callback).await;
+    assert_eq!(
+        resp.status(),
+        303,
+        "callback: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    assert_eq!(location(&resp), app.at("/profile"));
+    profile_json(browser, app).await.expect("signed in")
+}
+
+/// `/profile` as JSON, or `None` when the app answers 401.
+pub async fn profile_json(browser: &reqwest::Client, app: &TestApp) -> Option<serde_json::Value> {
+    let resp = browser
+        .get(app.at("/profile"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .expect("GET /profile");
+    match resp.status().as_u16() {
+        200 => Some(resp.json().await.expect("profile JSON")),
+        401 => None,
+        other => panic!("/profile answered {other}"),
+    }
+}
+
+/// The hidden fields and the action of the first form in `html`, with the
+/// submit button `name=value` added.
+pub fn form_fields(html: &str, button: (&str, &str)) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find("<input type=\"hidden\"") {
+        rest = &rest[i + 1..];
+        let end = rest.find('>').expect("input end");
+        let tag = &rest[..end];
+        fields.push((attr(tag, "name"), attr(tag, "value")));
+    }
+    fields.push((button.0.to_string(), button.1.to_string()));
+    fields
+}
+
+fn attr(tag: &str, name: &str) -> String {
+    let key = format!("{name}=\"");
+    let start = tag.find(&key).expect("attribute") + key.len();
+    let end = tag[start..].find('"').expect("attribute end") + start;
+    unescape(&tag[start..end])
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The origin of a URL, e.g. `http://127.0.0.1:1234`.
+pub fn origin(url: &str) -> String {
+    Url::parse(url).expect("url").origin().ascii_serialization()
+}
