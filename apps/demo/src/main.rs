@@ -136,28 +136,32 @@ async fn run_webapp(config: Option<PathBuf>) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn run_all(
-    idp_listen: SocketAddr,
-    app_listen: SocketAddr,
-    api_listen: SocketAddr,
-) -> Result<(), BoxError> {
-    let app_url = format!("http://{app_listen}");
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BoxError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}").into())
+}
+
+async fn run_all(idp_listen: SocketAddr, app_listen: SocketAddr, api_listen: SocketAddr) -> Result<(), BoxError> {
+    // Bind everything first, so that port 0 works and the URLs are known.
+    let idp_listener = bind(idp_listen, "identity provider").await?;
+    let app_listener = bind(app_listen, "sample web app").await?;
+    let api_listener = bind(api_listen, "todo API").await?;
+    let app_url = format!("http://{}", app_listener.local_addr()?);
+    let api_url = format!("http://{}", api_listener.local_addr()?);
+
     let client_secret = random_secret()?;
-    let mut client = DevClient::new(
-        "idweb-demo-app",
-        client_secret.as_str(),
-        format!("{app_url}/signin-oidc"),
-    );
+    let mut client = DevClient::new("idweb-demo-app", client_secret.as_str(), format!("{app_url}/signin-oidc"));
     client.post_logout_redirect_uris = vec![format!("{app_url}/signout-callback-oidc")];
-    let idp = DevIdp::start(
-        idp_listen,
+    let idp = DevIdp::start_on(
+        idp_listener,
         DevIdpConfig {
             clients: vec![client],
             ..DevIdpConfig::default()
         },
     )
     .await
-    .map_err(|e| format!("cannot start the development identity provider on {idp_listen}: {e}"))?;
+    .map_err(|e| format!("cannot start the development identity provider: {e}"))?;
 
     let settings = Settings::from_sources(
         None,
@@ -166,37 +170,23 @@ async fn run_all(
             ("IDWEB_CLIENT_ID", "idweb-demo-app".to_string()),
             ("IDWEB_CLIENT_SECRET", client_secret),
             ("IDWEB_PUBLIC_URL", app_url.clone()),
-            ("IDWEB_LISTEN", app_listen.to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     )?;
     let idweb = IdWeb::new(RelyingParty::builder(settings).build().await?);
 
-    let app_listener = TcpListener::bind(app_listen)
-        .await
-        .map_err(|e| format!("cannot listen on {app_listen}: {e}"))?;
-    let api_listener = TcpListener::bind(api_listen)
-        .await
-        .map_err(|e| format!("cannot listen on {api_listen}: {e}"))?;
     let (tx, rx) = watch::channel(false);
-    let app = tokio::spawn(serve(
-        app_listener,
-        idweb_demo::webapp::router(&idweb, "idweb sample app"),
-        rx.clone(),
-    ));
+    let app = tokio::spawn(serve(app_listener, idweb_demo::webapp::router(&idweb, "idweb sample app"), rx.clone()));
     let api = tokio::spawn(serve(api_listener, idweb_demo::todo_api::router(), rx));
 
     println!("idweb demo is running:");
-    println!(
-        "  development identity provider: {}  (users: alice, bob — NOT FOR PRODUCTION)",
-        idp.issuer()
-    );
-    println!("  sample web app:                {app_url}/  (sign in at {app_url}/profile)");
-    println!("  sample todo API:               http://{api_listen}/api/todos");
-    println!("Press Ctrl-C to stop.");
+    println!("  identity provider: {}  (development only; users: alice, bob)", idp.issuer());
+    println!("  sample web app:    {app_url}/");
+    println!("  todo API:          {api_url}/api/todos");
+    println!("Open {app_url}/profile to sign in. Press Ctrl-C to stop.");
 
     shutdown_signal().await;
-    println!("shutting down…");
+    println!("shutting down");
     let _ = tx.send(true);
     app.await??;
     api.await??;
