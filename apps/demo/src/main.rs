@@ -142,7 +142,11 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}").into())
 }
 
-async fn run_all(idp_listen: SocketAddr, app_listen: SocketAddr, api_listen: SocketAddr) -> Result<(), BoxError> {
+async fn run_all(
+    idp_listen: SocketAddr,
+    app_listen: SocketAddr,
+    api_listen: SocketAddr,
+) -> Result<(), BoxError> {
     // Bind everything first, so that port 0 works and the URLs are known.
     let idp_listener = bind(idp_listen, "identity provider").await?;
     let app_listener = bind(app_listen, "sample web app").await?;
@@ -151,7 +155,11 @@ async fn run_all(idp_listen: SocketAddr, app_listen: SocketAddr, api_listen: Soc
     let api_url = format!("http://{}", api_listener.local_addr()?);
 
     let client_secret = random_secret()?;
-    let mut client = DevClient::new("idweb-demo-app", client_secret.as_str(), format!("{app_url}/signin-oidc"));
+    let mut client = DevClient::new(
+        "idweb-demo-app",
+        client_secret.as_str(),
+        format!("{app_url}/signin-oidc"),
+    );
     client.post_logout_redirect_uris = vec![format!("{app_url}/signout-callback-oidc")];
     let idp = DevIdp::start_on(
         idp_listener,
@@ -176,11 +184,18 @@ async fn run_all(idp_listen: SocketAddr, app_listen: SocketAddr, api_listen: Soc
     let idweb = IdWeb::new(RelyingParty::builder(settings).build().await?);
 
     let (tx, rx) = watch::channel(false);
-    let app = tokio::spawn(serve(app_listener, idweb_demo::webapp::router(&idweb, "idweb sample app"), rx.clone()));
+    let app = tokio::spawn(serve(
+        app_listener,
+        idweb_demo::webapp::router(&idweb, "idweb sample app"),
+        rx.clone(),
+    ));
     let api = tokio::spawn(serve(api_listener, idweb_demo::todo_api::router(), rx));
 
     println!("idweb demo is running:");
-    println!("  identity provider: {}  (development only; users: alice, bob)", idp.issuer());
+    println!(
+        "  identity provider: {}  (development only; users: alice, bob)",
+        idp.issuer()
+    );
     println!("  sample web app:    {app_url}/");
     println!("  todo API:          {api_url}/api/todos");
     println!("Open {app_url}/profile to sign in. Press Ctrl-C to stop.");

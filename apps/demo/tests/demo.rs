@@ -10,15 +10,29 @@ use idweb_test_support::{browser, form_fields, get_page, location};
 use reqwest::header::ACCEPT;
 
 fn url_after<'a>(lines: &'a [String], label: &str) -> &'a str {
-    let line = lines.iter().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no `{label}` line in {lines:?}"));
+    let line = lines
+        .iter()
+        .find(|l| l.contains(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in {lines:?}"));
     let start = line.find("http://").expect("a URL");
-    line[start..].split_whitespace().next().unwrap().trim_end_matches('/')
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
 }
 
 #[tokio::test]
 async fn demo_starts_signs_in_and_stops_cleanly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_idweb-demo"))
-        .args(["--idp-listen", "127.0.0.1:0", "--app-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args([
+            "--idp-listen",
+            "127.0.0.1:0",
+            "--app-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -28,7 +42,10 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "demo exited early: {lines:?}");
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "demo exited early: {lines:?}"
+        );
         let done = line.contains("Ctrl-C");
         lines.push(line);
         if done {
@@ -62,7 +79,11 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
         .unwrap();
     let resp = get_page(&b, &location(&resp)).await;
     assert_eq!(location(&resp), format!("{app}/profile"));
-    let html = get_page(&b, &format!("{app}/profile")).await.text().await.unwrap();
+    let html = get_page(&b, &format!("{app}/profile"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("Bob Example"), "{html}");
     let json: serde_json::Value = b
         .get(format!("{app}/profile"))
@@ -74,13 +95,19 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(json["name"], "Bob Example");
-    assert_eq!(json["sub"], idweb_test_support::idweb_devidp::subject_for("bob"));
+    assert_eq!(
+        json["sub"],
+        idweb_test_support::idweb_devidp::subject_for("bob")
+    );
     assert!(json["sid"].is_string());
     let home = get_page(&b, &format!("{app}/")).await.text().await.unwrap();
     assert!(home.contains("Signed in as <b>Bob Example</b>"), "{home}");
 
     // SIGTERM → clean shutdown with exit status 0.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let mut rest = String::new();
     for _ in 0..50 {

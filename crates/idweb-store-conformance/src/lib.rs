@@ -17,7 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idweb::{Clock, ManualClock, Secret, Session, SessionId, SessionLookup, Store};
+use idweb::{
+    Clock, ManualClock, PartitionKey, PartitionWrite, Secret, Session, SessionId, SessionLookup,
+    Store, StoreError, StoredEntry, Tombstone,
+};
 
 #[doc(hidden)]
 pub use tokio;
@@ -285,6 +288,416 @@ where
     assert_eq!(store.session_count().await.expect("count"), before);
 }
 
+fn entry(key: &str, kind: &str, payload: &[u8]) -> StoredEntry {
+    StoredEntry::new(key, kind, Some(1_900_000_000), payload.to_vec())
+}
+
+fn by_key(p: &idweb::StoredPartition) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = p
+        .entries
+        .iter()
+        .map(|e| (e.cache_key.clone(), e.sealed.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Partition writes insert, replace and remove entries and bump the version;
+/// reads return exactly what was written.
+pub async fn partition_writes_and_reads<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock.unix_now(),
+    );
+    store.put_session(&s).await.expect("put");
+    let key = PartitionKey::Session(s.id.clone());
+    assert_eq!(store.get_partition(&key).await.expect("get"), None);
+    let v1 = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![
+                entry("at-1", "AccessToken", b"one"),
+                entry("rt", "RefreshToken", b"r1"),
+            ]),
+        )
+        .await
+        .expect("write");
+    let mut w = PartitionWrite::upsert(vec![
+        entry("at-1", "AccessToken", b"two"),
+        entry("at-2", "AccessToken", b"three"),
+    ]);
+    w.remove = vec!["rt".into()];
+    let v2 = store.write_partition(&key, w).await.expect("write");
+    assert_eq!(v2, v1 + 1);
+    let p = store
+        .get_partition(&key)
+        .await
+        .expect("get")
+        .expect("partition");
+    assert_eq!(p.version, v2);
+    assert_eq!(
+        by_key(&p),
+        vec![
+            ("at-1".into(), b"two".to_vec()),
+            ("at-2".into(), b"three".to_vec())
+        ]
+    );
+    let kinds: Vec<&str> = p.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.iter().all(|k| *k == "AccessToken"));
+    assert!(
+        p.entries
+            .iter()
+            .all(|e| e.expires_at == Some(1_900_000_000))
+    );
+}
+
+/// A session partition cannot be written when its session does not exist.
+pub async fn partition_write_needs_a_live_session<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let never = PartitionKey::Session(SessionId::generate());
+    let r = store
+        .write_partition(
+            &never,
+            PartitionWrite::upsert(vec![entry("k", "AccessToken", b"x")]),
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::SignedOut)), "{r:?}");
+    assert_eq!(store.get_partition(&never).await.expect("get"), None);
+
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock.unix_now(),
+    );
+    store.put_session(&s).await.expect("put");
+    clock.advance(Duration::from_secs(3600));
+    let key = PartitionKey::Session(s.id.clone());
+    let r = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("k", "AccessToken", b"x")]),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::SignedOut)),
+        "expired session: {r:?}"
+    );
+}
+
+/// Removing a session removes its partition, and a write that comes after
+/// (an in-flight refresh finishing late) is refused: nothing comes back.
+pub async fn removed_session_takes_its_partition_and_refuses_late_writes<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        Some(&unique("sid")),
+        clock.unix_now(),
+    );
+    store.put_session(&s).await.expect("put");
+    let key = PartitionKey::Session(s.id.clone());
+    let v = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("rt", "RefreshToken", b"old")]),
+        )
+        .await
+        .expect("write");
+    store.remove_session(&s.id).await.expect("remove");
+    assert_eq!(store.get_partition(&key).await.expect("get"), None);
+    let late = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("rt", "RefreshToken", b"new")]).if_version(v),
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::SignedOut)), "{late:?}");
+    assert_eq!(store.get_partition(&key).await.expect("get"), None);
+    assert_eq!(store.get_session(&s.id).await.expect("get"), None);
+}
+
+/// Conditional writes: a stale version is refused, and among concurrent
+/// writers expecting the same version exactly one succeeds.
+pub async fn conditional_writes_are_compare_and_set<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock.unix_now(),
+    );
+    store.put_session(&s).await.expect("put");
+    let key = PartitionKey::Session(s.id.clone());
+    let v = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("rt", "RefreshToken", b"0")]),
+        )
+        .await
+        .expect("write");
+    let stale = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("rt", "RefreshToken", b"x")]).if_version(v + 5),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let (store, key) = (store.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .write_partition(
+                    &key,
+                    PartitionWrite::upsert(vec![entry("rt", "RefreshToken", &[i])]).if_version(v),
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one writer wins");
+    let p = store
+        .get_partition(&key)
+        .await
+        .expect("get")
+        .expect("partition");
+    assert_eq!(p.version, v + 1);
+}
+
+/// App partitions (client credentials) need no session.
+pub async fn app_partitions_stand_alone<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, _clock) = store_with(factory).await;
+    let key = PartitionKey::App {
+        client_id: unique("client"),
+        tenant: "tenant|with.odd-chars".into(),
+        audience: "api://todo".into(),
+    };
+    store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("at", "AccessToken", b"app")]),
+        )
+        .await
+        .expect("write");
+    let p = store
+        .get_partition(&key)
+        .await
+        .expect("get")
+        .expect("partition");
+    assert_eq!(by_key(&p), vec![("at".into(), b"app".to_vec())]);
+    assert!(store.remove_partition(&key).await.expect("remove"));
+    assert!(!store.remove_partition(&key).await.expect("remove again"));
+    assert_eq!(store.get_partition(&key).await.expect("get"), None);
+}
+
+/// A `(iss, sid)` tombstone refuses that provider session; a `(iss, sub)`
+/// tombstone refuses sessions created up to the sign-out, not later ones.
+pub async fn tombstones_refuse_signed_out_sessions<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: sid.clone(),
+    };
+    store
+        .put_tombstone(&Tombstone::new(by_sid.clone(), now, now + 7200))
+        .await
+        .expect("tombstone");
+    assert_eq!(
+        store
+            .get_tombstone(&by_sid)
+            .await
+            .expect("get")
+            .map(|t| t.logged_out_at),
+        Some(now)
+    );
+    let r = store
+        .put_session(&sample_session(&iss, &sub, Some(&sid), now + 1))
+        .await;
+    assert!(matches!(r, Err(StoreError::SignedOut)), "{r:?}");
+    store
+        .put_session(&sample_session(&iss, &sub, Some(&unique("sid")), now + 1))
+        .await
+        .expect("another provider session is fine");
+
+    let sub2 = unique("sub");
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: sub2.clone(),
+    };
+    store
+        .put_tombstone(&Tombstone::new(by_sub, now + 10, now + 7200))
+        .await
+        .expect("tombstone");
+    let old = sample_session(&iss, &sub2, None, now + 5);
+    assert!(matches!(
+        store.put_session(&old).await,
+        Err(StoreError::SignedOut)
+    ));
+    store
+        .put_session(&sample_session(&iss, &sub2, None, now + 11))
+        .await
+        .expect("a sign-in after the sign-out is fine");
+
+    clock.advance(Duration::from_secs(7200));
+    assert_eq!(
+        store.get_tombstone(&by_sid).await.expect("get"),
+        None,
+        "tombstones expire"
+    );
+    store
+        .put_session(&sample_session(&iss, &sub, Some(&sid), clock.unix_now()))
+        .await
+        .expect("expired tombstone no longer refuses");
+}
+
+/// `record_jti` is test-and-set per `(iss, jti)`, atomic, and forgets at expiry.
+pub async fn jti_is_recorded_once<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, jti) = (unique("https://iss"), unique("jti"));
+    assert!(
+        store
+            .record_jti(&iss, &jti, now + 300)
+            .await
+            .expect("first")
+    );
+    assert!(
+        !store
+            .record_jti(&iss, &jti, now + 300)
+            .await
+            .expect("replay")
+    );
+    assert!(
+        store
+            .record_jti(&unique("https://other"), &jti, now + 300)
+            .await
+            .expect("other issuer")
+    );
+    let jti2 = unique("jti");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (store, iss, jti2) = (store.clone(), iss.clone(), jti2.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_jti(&iss, &jti2, now + 300)
+                .await
+                .expect("record")
+        }));
+    }
+    let mut firsts = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            firsts += 1;
+        }
+    }
+    assert_eq!(
+        firsts, 1,
+        "exactly one concurrent caller sees the jti first"
+    );
+    clock.advance(Duration::from_secs(301));
+    assert!(
+        store
+            .record_jti(&iss, &jti, clock.unix_now() + 300)
+            .await
+            .expect("after expiry")
+    );
+}
+
+/// Statistics and listing follow what is stored.
+pub async fn stats_and_listing<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let before = store.stats().await.expect("stats");
+    let s = sample_session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock.unix_now(),
+    );
+    store.put_session(&s).await.expect("put");
+    store
+        .write_partition(
+            &PartitionKey::Session(s.id.clone()),
+            PartitionWrite::upsert(vec![
+                entry("a", "AccessToken", b"1"),
+                entry("b", "RefreshToken", b"2"),
+            ]),
+        )
+        .await
+        .expect("write");
+    let after = store.stats().await.expect("stats");
+    assert_eq!(after.sessions, before.sessions + 1);
+    assert_eq!(after.partitions, before.partitions + 1);
+    assert_eq!(after.entries, before.entries + 2);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<SessionId> = None;
+    loop {
+        let page = store.list_sessions(cursor.as_ref(), 7).await.expect("list");
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|s| s.id.clone());
+        seen.extend(page.into_iter().map(|s| s.id));
+    }
+    assert!(
+        seen.contains(&s.id),
+        "the new session is listed"
+    );
+    let mut sorted_ids: Vec<String> = seen.iter().map(|i| i.secret().to_string()).collect();
+    let n = sorted_ids.len();
+    sorted_ids.dedup();
+    assert_eq!(sorted_ids.len(), n, "no session listed twice");
+}
+
 /// Generates one `#[tokio::test]` per conformance test for the store built by
 /// `$factory` (a closure `Fn(Arc<ManualClock>) -> impl Future<Output = Arc<dyn Store>>`).
 #[macro_export]
@@ -298,6 +711,14 @@ macro_rules! store_conformance_tests {
             expired_sessions_are_invisible,
             concurrent_writers,
             count_follows_changes,
+            partition_writes_and_reads,
+            partition_write_needs_a_live_session,
+            removed_session_takes_its_partition_and_refuses_late_writes,
+            conditional_writes_are_compare_and_set,
+            app_partitions_stand_alone,
+            tombstones_refuse_signed_out_sessions,
+            jti_is_recorded_once,
+            stats_and_listing,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {

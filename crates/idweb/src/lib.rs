@@ -58,5 +58,8 @@ pub use signin::{
     CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignInError, SignInOptions, SignInRequest,
     TokenSet, pending_cookie_name,
 };
-pub use store::{BoxError, MemoryStore, SessionLookup, Store, StoreError};
+pub use store::{
+    BoxError, MemoryStore, PartitionKey, PartitionWrite, SessionLookup, Store, StoreError,
+    StoreStats, StoredEntry, StoredPartition, Tombstone,
+};
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};

@@ -1,6 +1,6 @@
 //! The [`Store`] trait — where sessions live — and [`MemoryStore`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +23,19 @@ pub enum StoreError {
     /// Data read from the backend could not be decoded.
     #[error("the session store holds data idweb cannot read")]
     Corrupt(#[source] BoxError),
+    /// The write was refused because the session it belongs to was signed
+    /// out (removed, expired or tombstoned). Nothing was written.
+    #[error("the session was signed out; nothing was written")]
+    SignedOut,
+    /// A conditional partition write found another version than expected.
+    /// Nothing was written.
+    #[error("the partition changed concurrently (expected version {expected}, found {found})")]
+    Conflict {
+        /// The version the writer expected.
+        expected: u64,
+        /// The version found.
+        found: u64,
+    },
 }
 
 /// How to find sessions without their id.
@@ -45,6 +58,186 @@ pub enum SessionLookup {
     },
 }
 
+/// Which token-cache partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PartitionKey {
+    /// The user tokens of one session.
+    Session(SessionId),
+    /// App tokens (client credentials) of one client, tenant and audience.
+    App {
+        /// The client id.
+        client_id: String,
+        /// The tenant (or issuer) the tokens come from.
+        tenant: String,
+        /// The audience (resource) of the tokens.
+        audience: String,
+    },
+}
+
+impl PartitionKey {
+    /// A flat string form, unique per partition, for backends keyed by strings.
+    pub fn storage_key(&self) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        match self {
+            PartitionKey::Session(id) => format!("s.{}", id.secret()),
+            PartitionKey::App {
+                client_id,
+                tenant,
+                audience,
+            } => format!(
+                "a.{}.{}.{}",
+                B64.encode(client_id),
+                B64.encode(tenant),
+                B64.encode(audience)
+            ),
+        }
+    }
+
+    /// The session this partition belongs to, if it is a session partition.
+    pub fn session_id(&self) -> Option<&SessionId> {
+        match self {
+            PartitionKey::Session(id) => Some(id),
+            PartitionKey::App { .. } => None,
+        }
+    }
+}
+
+/// One token-cache entry as the store keeps it. The store never sees a
+/// token in clear: `sealed` is the encrypted entry.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredEntry {
+    /// The entry's cache key (MSAL's key; holds no secret).
+    pub cache_key: String,
+    /// MSAL's section name: `AccessToken`, `RefreshToken`, `IdToken`, `Account` or `AppMetadata`.
+    pub kind: String,
+    /// Unix seconds when the entry stops being useful, if it expires.
+    pub expires_at: Option<i64>,
+    /// The encrypted entry.
+    pub sealed: Vec<u8>,
+}
+
+impl StoredEntry {
+    /// A stored entry.
+    pub fn new(
+        cache_key: impl Into<String>,
+        kind: impl Into<String>,
+        expires_at: Option<i64>,
+        sealed: Vec<u8>,
+    ) -> Self {
+        Self {
+            cache_key: cache_key.into(),
+            kind: kind.into(),
+            expires_at,
+            sealed,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoredEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredEntry")
+            .field("cache_key", &self.cache_key)
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .field("sealed", &format_args!("[{} bytes]", self.sealed.len()))
+            .finish()
+    }
+}
+
+/// A partition as read from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StoredPartition {
+    /// Its entries, in no particular order.
+    pub entries: Vec<StoredEntry>,
+    /// Its version: 0 for a partition never written, +1 for every write.
+    pub version: u64,
+}
+
+/// A change to one partition, applied atomically.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PartitionWrite {
+    /// Entries to insert or replace (by cache key).
+    pub upsert: Vec<StoredEntry>,
+    /// Cache keys to remove.
+    pub remove: Vec<String>,
+    /// When set, the write happens only if the partition's version is this one.
+    pub expected_version: Option<u64>,
+}
+
+impl PartitionWrite {
+    /// A write inserting or replacing `entries`.
+    pub fn upsert(entries: Vec<StoredEntry>) -> Self {
+        Self {
+            upsert: entries,
+            ..Self::default()
+        }
+    }
+
+    /// Makes the write conditional on the partition's current version.
+    pub fn if_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+}
+
+/// A record that sessions were signed out: sessions it covers cannot be
+/// (re)created while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tombstone {
+    /// What was signed out: one provider session `(iss, sid)`, or every
+    /// session of `(iss, sub)` that existed at `logged_out_at`.
+    pub selector: SessionLookup,
+    /// Unix seconds of the sign-out.
+    pub logged_out_at: i64,
+    /// Unix seconds until which the tombstone is kept (at least the longest session lifetime).
+    pub expires_at: i64,
+}
+
+impl Tombstone {
+    /// A tombstone for `selector` signed out at `logged_out_at`, kept until `expires_at`.
+    pub fn new(selector: SessionLookup, logged_out_at: i64, expires_at: i64) -> Self {
+        Self {
+            selector,
+            logged_out_at,
+            expires_at,
+        }
+    }
+
+    /// Whether this tombstone forbids `session`.
+    pub fn covers(&self, session: &Session) -> bool {
+        match &self.selector {
+            SessionLookup::ByProviderSession { iss, sid } => {
+                session.iss == *iss && session.sid.as_deref() == Some(sid.as_str())
+            }
+            SessionLookup::BySubject { iss, sub } => {
+                session.iss == *iss
+                    && session.sub == *sub
+                    && session.created_at <= self.logged_out_at
+            }
+        }
+    }
+}
+
+/// Counts for statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Partitions (session and app).
+    pub partitions: u64,
+    /// Cache entries in all partitions.
+    pub entries: u64,
+    /// Live tombstones.
+    pub tombstones: u64,
+}
+
 /// Where sessions live.
 ///
 /// # Contract
@@ -57,9 +250,20 @@ pub enum SessionLookup {
 ///   session and its index entries together or not at all.
 /// - [`get_session`](Store::get_session) returns `None` for an unknown id and
 ///   for a session whose `expires_at` has passed (by the store's clock).
-/// - [`remove_session`](Store::remove_session) removes the session and its
-///   index entries atomically and returns what it removed; removing a missing
-///   session is not an error.
+/// - [`put_session`](Store::put_session) is refused with
+///   [`StoreError::SignedOut`] when a live [`Tombstone`] covers the session.
+/// - [`remove_session`](Store::remove_session) removes the session, its index
+///   entries and its token-cache partition atomically and returns the session;
+///   removing a missing session is not an error.
+/// - [`write_partition`](Store::write_partition) on a session partition is
+///   refused with [`StoreError::SignedOut`] unless the session exists (live)
+///   at the moment of the write, checked atomically with the write: a refresh
+///   that finishes after the session was signed out cannot write tokens back.
+///   With `expected_version`, it is refused with [`StoreError::Conflict`]
+///   when the version differs. Each write adds one to the version.
+/// - [`record_jti`](Store::record_jti) is an atomic test-and-set: exactly one
+///   of concurrent callers with the same `(iss, jti)` gets `true`.
+/// - Tombstones and jti records stop counting at their `expires_at`.
 /// - [`find_sessions`](Store::find_sessions) returns the ids of live sessions
 ///   matching the lookup, at a cost proportional to the number of matches,
 ///   not to the size of the store.
@@ -73,7 +277,8 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// The live session with this id, if any.
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
 
-    /// Removes the session and its index entries; returns it if it existed.
+    /// Removes the session, its index entries and its partition; returns the
+    /// session if it existed.
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
 
     /// Ids of the live sessions matching `lookup`.
@@ -82,6 +287,46 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// The number of live sessions (for statistics; may be approximate on
     /// distributed stores).
     async fn session_count(&self) -> Result<u64, StoreError>;
+
+    /// Up to `limit` live sessions whose ids sort after `after`, in id order
+    /// (for listing tools).
+    async fn list_sessions(
+        &self,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// Every entry of a partition; `None` when it has none.
+    async fn get_partition(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<Option<StoredPartition>, StoreError>;
+
+    /// Applies `write` atomically; returns the new version.
+    async fn write_partition(
+        &self,
+        key: &PartitionKey,
+        write: PartitionWrite,
+    ) -> Result<u64, StoreError>;
+
+    /// Removes a partition; returns whether it existed.
+    async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError>;
+
+    /// Records a tombstone (replacing one with the same selector if the new one is later).
+    async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError>;
+
+    /// The live tombstone for `selector`, if any.
+    async fn get_tombstone(
+        &self,
+        selector: &SessionLookup,
+    ) -> Result<Option<Tombstone>, StoreError>;
+
+    /// Records that `(iss, jti)` was seen, until `expires_at`; `true` the first
+    /// time, `false` when it was already recorded (a replay).
+    async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
+
+    /// Counts of what the store holds.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
 }
 
 /// A store in process memory: for development, tests and single-instance apps
@@ -96,6 +341,9 @@ pub struct MemoryStore {
 struct MemoryInner {
     sessions: HashMap<SessionId, Session>,
     index: HashMap<SessionLookup, HashSet<SessionId>>,
+    partitions: HashMap<PartitionKey, (u64, BTreeMap<String, StoredEntry>)>,
+    tombstones: HashMap<SessionLookup, Tombstone>,
+    jtis: HashMap<(String, String), i64>,
 }
 
 impl Default for MemoryStore {
@@ -152,15 +400,35 @@ impl MemoryInner {
     fn remove(&mut self, id: &SessionId) -> Option<Session> {
         let s = self.sessions.remove(id)?;
         self.unindex(&s);
+        self.partitions.remove(&PartitionKey::Session(id.clone()));
         Some(s)
+    }
+
+    fn live_session(&self, id: &SessionId, now: i64) -> bool {
+        self.sessions.get(id).is_some_and(|s| !s.is_expired(now))
+    }
+
+    fn tombstoned(&self, session: &Session, now: i64) -> bool {
+        index_keys(session).iter().any(|k| {
+            self.tombstones
+                .get(k)
+                .is_some_and(|t| t.expires_at > now && t.covers(session))
+        })
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
     async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        let now = self.clock.unix_now();
         let mut inner = self.lock();
-        inner.remove(&session.id);
+        if inner.tombstoned(session, now) {
+            return Err(StoreError::SignedOut);
+        }
+        // Replacing a session keeps its partition.
+        if let Some(old) = inner.sessions.remove(&session.id) {
+            inner.unindex(&old);
+        }
         for key in index_keys(session) {
             inner
                 .index
@@ -212,5 +480,145 @@ impl Store for MemoryStore {
             .values()
             .filter(|s| !s.is_expired(now))
             .count() as u64)
+    }
+
+    async fn list_sessions(
+        &self,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.unix_now();
+        let inner = self.lock();
+        let mut all: Vec<&Session> = inner
+            .sessions
+            .values()
+            .filter(|s| !s.is_expired(now))
+            .filter(|s| after.is_none_or(|a| s.id.secret() > a.secret()))
+            .collect();
+        all.sort_by(|a, b| a.id.secret().cmp(b.id.secret()));
+        Ok(all.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn get_partition(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<Option<StoredPartition>, StoreError> {
+        let now = self.clock.unix_now();
+        let inner = self.lock();
+        if let Some(id) = key.session_id()
+            && !inner.live_session(id, now)
+        {
+            return Ok(None);
+        }
+        Ok(inner.partitions.get(key).and_then(|(version, entries)| {
+            (!entries.is_empty()).then(|| StoredPartition {
+                entries: entries.values().cloned().collect(),
+                version: *version,
+            })
+        }))
+    }
+
+    async fn write_partition(
+        &self,
+        key: &PartitionKey,
+        write: PartitionWrite,
+    ) -> Result<u64, StoreError> {
+        let now = self.clock.unix_now();
+        let mut inner = self.lock();
+        if let Some(id) = key.session_id()
+            && !inner.live_session(id, now)
+        {
+            return Err(StoreError::SignedOut);
+        }
+        let (version, entries) = inner.partitions.entry(key.clone()).or_default();
+        if let Some(expected) = write.expected_version
+            && expected != *version
+        {
+            return Err(StoreError::Conflict {
+                expected,
+                found: *version,
+            });
+        }
+        for k in &write.remove {
+            entries.remove(k);
+        }
+        for e in write.upsert {
+            entries.insert(e.cache_key.clone(), e);
+        }
+        *version += 1;
+        Ok(*version)
+    }
+
+    async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .partitions
+            .remove(key)
+            .is_some_and(|(_, entries)| !entries.is_empty()))
+    }
+
+    async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let keep_old = inner
+            .tombstones
+            .get(&tombstone.selector)
+            .is_some_and(|old| old.logged_out_at > tombstone.logged_out_at);
+        if !keep_old {
+            inner
+                .tombstones
+                .insert(tombstone.selector.clone(), tombstone.clone());
+        }
+        Ok(())
+    }
+
+    async fn get_tombstone(
+        &self,
+        selector: &SessionLookup,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        let now = self.clock.unix_now();
+        Ok(self
+            .lock()
+            .tombstones
+            .get(selector)
+            .filter(|t| t.expires_at > now)
+            .cloned())
+    }
+
+    async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let now = self.clock.unix_now();
+        let mut inner = self.lock();
+        inner.jtis.retain(|_, exp| *exp > now);
+        let key = (iss.to_string(), jti.to_string());
+        if inner.jtis.contains_key(&key) {
+            return Ok(false);
+        }
+        inner.jtis.insert(key, expires_at);
+        Ok(true)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let now = self.clock.unix_now();
+        let inner = self.lock();
+        let live = |k: &PartitionKey| k.session_id().is_none_or(|id| inner.live_session(id, now));
+        let parts: Vec<usize> = inner
+            .partitions
+            .iter()
+            .filter(|(k, (_, e))| !e.is_empty() && live(k))
+            .map(|(_, (_, e))| e.len())
+            .collect();
+        Ok(StoreStats {
+            sessions: inner
+                .sessions
+                .values()
+                .filter(|s| !s.is_expired(now))
+                .count() as u64,
+            partitions: parts.len() as u64,
+            entries: parts.iter().sum::<usize>() as u64,
+            tombstones: inner
+                .tombstones
+                .values()
+                .filter(|t| t.expires_at > now)
+                .count() as u64,
+        })
     }
 }
