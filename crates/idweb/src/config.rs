@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -36,6 +37,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use url::Url;
 
 use crate::crypto::random_bytes;
+use crate::keys::CacheKeys;
 use crate::secret::Secret;
 
 /// A configuration problem found at start-up. It names the key to fix.
@@ -86,16 +88,28 @@ pub enum ClientAuthMethod {
 pub enum StoreSetting {
     /// In process memory: lost on restart, not shared between instances.
     Memory,
+    /// An SQLite database file (`sqlite://PATH`).
+    Sqlite(PathBuf),
 }
 
-/// Where the cookie key came from.
+/// Where a key (cookie key, cache keys) came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieKeySource {
-    /// Configured with `IDWEB_COOKIE_KEY` / `cookie_key`.
+pub enum KeySource {
+    /// Configured (`IDWEB_COOKIE_KEY`, `IDWEB_CACHE_KEYS` or the file).
     Configured,
     /// Generated at start because none was configured and the public URL is
-    /// a loopback address: sessions will not survive a restart.
+    /// a loopback address: what it protects will not survive a restart.
     Generated,
+}
+
+/// A downstream web API the app calls on behalf of its users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DownstreamApiSettings {
+    /// The API's base URL; request paths are appended to it.
+    pub base_url: Url,
+    /// The scopes to ask a token for.
+    pub scopes: Vec<String>,
 }
 
 /// Validated settings of one relying party (web app).
@@ -123,8 +137,12 @@ pub struct Settings {
     pub store: StoreSetting,
     /// How long a session lasts after sign-in. Default 12 hours. (`IDWEB_SESSION_LIFETIME`, seconds)
     pub session_lifetime: Duration,
+    /// Downstream APIs by name (`[downstream.NAME]`, or `IDWEB_DOWNSTREAM__NAME__BASE_URL` / `__SCOPES`).
+    pub downstream: BTreeMap<String, DownstreamApiSettings>,
     cookie_key: Secret,
-    cookie_key_source: CookieKeySource,
+    cookie_key_source: KeySource,
+    cache_keys: Arc<CacheKeys>,
+    cache_keys_source: KeySource,
 }
 
 impl fmt::Debug for Settings {
@@ -142,6 +160,9 @@ impl fmt::Debug for Settings {
             .field("session_lifetime", &self.session_lifetime)
             .field("cookie_key", &self.cookie_key)
             .field("cookie_key_source", &self.cookie_key_source)
+            .field("cache_keys", &self.cache_keys)
+            .field("cache_keys_source", &self.cache_keys_source)
+            .field("downstream", &self.downstream)
             .finish()
     }
 }
@@ -159,6 +180,7 @@ const KEYS: &[(&str, &str)] = &[
     ("store", "IDWEB_STORE"),
     ("cookie_key", "IDWEB_COOKIE_KEY"),
     ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
+    ("cache_keys", "IDWEB_CACHE_KEYS"),
 ];
 
 const AZURE_KEYS: &[&str] = &[
@@ -204,10 +226,28 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        let mut downstream: BTreeMap<(String, String), Raw> = BTreeMap::new();
         if let Some(text) = toml_text {
-            read_toml(text, &mut raw)?;
+            read_toml(text, &mut raw, &mut downstream)?;
         }
         let env: BTreeMap<String, String> = env.into_iter().collect();
+        for (k, v) in &env {
+            if let Some(rest) = k.strip_prefix("IDWEB_DOWNSTREAM__") {
+                let Some((name, field)) = rest.split_once("__") else {
+                    return Err(ConfigError::Invalid {
+                        key: k.clone(),
+                        reason: "expected IDWEB_DOWNSTREAM__NAME__BASE_URL or IDWEB_DOWNSTREAM__NAME__SCOPES".into(),
+                    });
+                };
+                downstream.insert(
+                    (name.to_ascii_lowercase(), field.to_ascii_lowercase()),
+                    Raw {
+                        value: v.clone(),
+                        name: k.clone(),
+                    },
+                );
+            }
+        }
         let azure: BTreeMap<&str, Raw> = AZURE_KEYS
             .iter()
             .filter_map(|k| {
@@ -235,10 +275,13 @@ impl Settings {
                 );
             }
         }
-        Self::validate(raw)
+        Self::validate(raw, downstream)
     }
 
-    fn validate(mut raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+    fn validate(
+        mut raw: BTreeMap<&'static str, Raw>,
+        downstream_raw: BTreeMap<(String, String), Raw>,
+    ) -> Result<Self, ConfigError> {
         let authority_raw = required(
             &mut raw,
             "authority",
@@ -326,12 +369,20 @@ impl Settings {
             None => StoreSetting::Memory,
             Some(r) => match r.value.trim() {
                 "memory" => StoreSetting::Memory,
-                other => {
-                    return Err(invalid(
-                        &r,
-                        format!("unsupported store `{other}`; supported: memory"),
-                    ));
-                }
+                other => match other
+                    .strip_prefix("sqlite://")
+                    .or_else(|| other.strip_prefix("sqlite:"))
+                {
+                    Some(path) if !path.is_empty() => StoreSetting::Sqlite(PathBuf::from(path)),
+                    _ => {
+                        return Err(invalid(
+                            &r,
+                            format!(
+                                "unsupported store `{other}`; supported: memory, sqlite://PATH"
+                            ),
+                        ));
+                    }
+                },
             },
         };
 
@@ -366,14 +417,11 @@ impl Settings {
                         ),
                     ));
                 }
-                (
-                    Secret::new(STANDARD.encode(bytes)),
-                    CookieKeySource::Configured,
-                )
+                (Secret::new(STANDARD.encode(bytes)), KeySource::Configured)
             }
             None if is_loopback(&public_url) => (
                 Secret::new(STANDARD.encode(random_bytes::<64>())),
-                CookieKeySource::Generated,
+                KeySource::Generated,
             ),
             None => {
                 return Err(ConfigError::Missing {
@@ -384,7 +432,27 @@ impl Settings {
             }
         };
 
+        let (cache_keys, cache_keys_source) = match raw.remove("cache_keys") {
+            Some(r) => (
+                CacheKeys::parse(&r.value).map_err(|e| invalid(&r, e.to_string()))?,
+                KeySource::Configured,
+            ),
+            None if is_loopback(&public_url) => (CacheKeys::generate(), KeySource::Generated),
+            None => {
+                return Err(ConfigError::Missing {
+                    key: describe("cache_keys"),
+                    hint: "KEY_ID:BASE64(32 random bytes), e.g. `k1:$(openssl rand -base64 32)`; \
+                           only a loopback public_url may run without one",
+                });
+            }
+        };
+
+        let downstream = downstream_apis(downstream_raw)?;
+
         Ok(Settings {
+            downstream,
+            cache_keys: Arc::new(cache_keys),
+            cache_keys_source,
             authority,
             client_id,
             client_secret,
@@ -422,10 +490,28 @@ impl Settings {
         self.public_url.scheme() == "https"
     }
 
-    /// Where the cookie key came from; [`CookieKeySource::Generated`] means
+    /// Where the cookie key came from; [`KeySource::Generated`] means
     /// sessions will not survive a restart.
-    pub fn cookie_key_source(&self) -> CookieKeySource {
+    pub fn cookie_key_source(&self) -> KeySource {
         self.cookie_key_source
+    }
+
+    /// Where the cache keys came from; [`KeySource::Generated`] means cached
+    /// tokens will not be readable after a restart.
+    pub fn cache_keys_source(&self) -> KeySource {
+        self.cache_keys_source
+    }
+
+    /// The key ring encrypting token-cache entries.
+    pub fn cache_keys(&self) -> &Arc<CacheKeys> {
+        &self.cache_keys
+    }
+
+    /// Replaces the cache key ring (e.g. to share a generated ring between processes in tests).
+    pub fn with_cache_keys(mut self, keys: Arc<CacheKeys>) -> Self {
+        self.cache_keys = keys;
+        self.cache_keys_source = KeySource::Configured;
+        self
     }
 
     /// The cookie key material (at least 64 bytes).
@@ -523,7 +609,11 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+fn read_toml(
+    text: &str,
+    raw: &mut BTreeMap<&'static str, Raw>,
+    downstream: &mut BTreeMap<(String, String), Raw>,
+) -> Result<(), ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::File {
@@ -532,6 +622,27 @@ fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
         })?;
     let mut azure = BTreeMap::new();
     for (k, v) in &table {
+        if k == "downstream" {
+            let apis = v.as_table().ok_or_else(|| ConfigError::Invalid {
+                key: "downstream".into(),
+                reason: "must be a table of [downstream.NAME] tables".into(),
+            })?;
+            for (name, api) in apis {
+                let fields = api.as_table().ok_or_else(|| ConfigError::Invalid {
+                    key: format!("downstream.{name}"),
+                    reason: "must be a table with base_url and scopes".into(),
+                })?;
+                for (field, value) in fields {
+                    let key = format!("downstream.{name}.{field}");
+                    let value = toml_scalar(value, &key)?;
+                    downstream.insert(
+                        (name.to_ascii_lowercase(), field.clone()),
+                        Raw { value, name: key },
+                    );
+                }
+            }
+            continue;
+        }
         if k == "AzureAd" {
             let section = v.as_table().ok_or_else(|| ConfigError::Invalid {
                 key: "AzureAd".into(),
@@ -571,6 +682,76 @@ fn read_toml(text: &str, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), Co
         );
     }
     apply_azure(azure, raw, false)
+}
+
+fn downstream_apis(
+    raw: BTreeMap<(String, String), Raw>,
+) -> Result<BTreeMap<String, DownstreamApiSettings>, ConfigError> {
+    let mut by_name: BTreeMap<String, (Option<Raw>, Option<Raw>)> = BTreeMap::new();
+    for ((name, field), r) in raw {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                &r,
+                "API names use only letters, digits, - and _".into(),
+            ));
+        }
+        let slot = by_name.entry(name).or_default();
+        match field.as_str() {
+            "base_url" => slot.0 = Some(r),
+            "scopes" => slot.1 = Some(r),
+            _ => {
+                return Err(invalid(
+                    &r,
+                    "unknown field; known fields: base_url, scopes".into(),
+                ));
+            }
+        }
+    }
+    let mut apis = BTreeMap::new();
+    for (name, (base, scopes)) in by_name {
+        let base = base.ok_or_else(|| ConfigError::Missing {
+            key: format!(
+                "downstream.{name}.base_url (IDWEB_DOWNSTREAM__{}__BASE_URL)",
+                name.to_ascii_uppercase()
+            ),
+            hint: "the API's base URL",
+        })?;
+        let mut base_url = parse_url(&base)?;
+        if !base_url.path().ends_with('/') {
+            let p = format!("{}/", base_url.path());
+            base_url.set_path(&p);
+        }
+        let scopes = scopes.ok_or_else(|| ConfigError::Missing {
+            key: format!(
+                "downstream.{name}.scopes (IDWEB_DOWNSTREAM__{}__SCOPES)",
+                name.to_ascii_uppercase()
+            ),
+            hint: "the scopes to ask a token for, e.g. api://todo/todos.read",
+        })?;
+        let list: Vec<String> = scopes
+            .value
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() || list.iter().any(|s| !s.chars().all(is_scope_char)) {
+            return Err(invalid(
+                &scopes,
+                "expected space-separated scope tokens".into(),
+            ));
+        }
+        apis.insert(
+            name,
+            DownstreamApiSettings {
+                base_url,
+                scopes: list,
+            },
+        );
+    }
+    Ok(apis)
 }
 
 fn toml_scalar(v: &toml::Value, name: &str) -> Result<String, ConfigError> {

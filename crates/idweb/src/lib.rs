@@ -39,6 +39,7 @@ mod config;
 mod crypto;
 mod http;
 mod jwt;
+mod keys;
 mod provider;
 mod rp;
 mod secret;
@@ -47,9 +48,12 @@ mod signin;
 mod store;
 mod time;
 
-pub use config::{ClientAuthMethod, ConfigError, CookieKeySource, Settings, StoreSetting};
+pub use config::{
+    ClientAuthMethod, ConfigError, DownstreamApiSettings, KeySource, Settings, StoreSetting,
+};
 pub use http::HttpError;
 pub use jwt::JwsError;
+pub use keys::{CacheKeyError, CacheKeys};
 pub use provider::{Provider, ProviderError, ProviderMetadata};
 pub use rp::{RelyingParty, RelyingPartyBuilder, SignedIn, StartError};
 pub use secret::Secret;

@@ -94,7 +94,7 @@ impl RelyingPartyBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
-        if self.settings.cookie_key_source() == crate::config::CookieKeySource::Generated {
+        if self.settings.cookie_key_source() == crate::config::KeySource::Generated {
             tracing::warn!(
                 "no cookie key configured (IDWEB_COOKIE_KEY): generated a random one for this loopback app; \
                  sessions will not survive a restart"

@@ -17,8 +17,11 @@ fn base() -> Vec<(String, String)> {
         ("IDWEB_CLIENT_SECRET", "secret"),
         ("IDWEB_PUBLIC_URL", "https://app.example.com/"),
         ("IDWEB_COOKIE_KEY", KEY64),
+        ("IDWEB_CACHE_KEYS", CACHE_KEYS),
     ])
 }
+
+const CACHE_KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
 fn with(mut v: Vec<(String, String)>, k: &str, val: &str) -> Vec<(String, String)> {
     v.retain(|(key, _)| key != k);
@@ -49,7 +52,7 @@ fn defaults_and_derived_values() {
     assert_eq!(s.client_auth, ClientAuthMethod::ClientSecretBasic);
     assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
     assert!(s.secure_cookies());
-    assert_eq!(s.cookie_key_source(), CookieKeySource::Configured);
+    assert_eq!(s.cookie_key_source(), KeySource::Configured);
     assert_eq!(s.public_origin(), "https://app.example.com");
 }
 
@@ -104,7 +107,7 @@ fn cookie_key_rules() {
         "http://127.0.0.1:5000",
     );
     let s = Settings::from_sources(None, local).unwrap();
-    assert_eq!(s.cookie_key_source(), CookieKeySource::Generated);
+    assert_eq!(s.cookie_key_source(), KeySource::Generated);
     assert!(s.cookie_key_bytes().len() >= 64);
     let e = err(None, with(base(), "IDWEB_COOKIE_KEY", "c2hvcnQ="));
     assert!(e.contains("IDWEB_COOKIE_KEY") && e.contains("64"), "{e}");
@@ -152,7 +155,11 @@ fn toml_file_and_env_precedence() {
     "#;
     let s = Settings::from_sources(
         Some(toml),
-        env(&[("IDWEB_CLIENT_ID", "from-env"), ("IDWEB_COOKIE_KEY", KEY64)]),
+        env(&[
+            ("IDWEB_CLIENT_ID", "from-env"),
+            ("IDWEB_COOKIE_KEY", KEY64),
+            ("IDWEB_CACHE_KEYS", CACHE_KEYS),
+        ]),
     )
     .unwrap();
     assert_eq!(s.client_id, "from-env");
@@ -183,7 +190,14 @@ fn azure_ad_section_maps_to_settings() {
         ClientSecret = "shh"
         CallbackPath = "/signin-oidc-custom"
     "#;
-    let s = Settings::from_sources(Some(toml), env(&[("IDWEB_COOKIE_KEY", KEY64)])).unwrap();
+    let s = Settings::from_sources(
+        Some(toml),
+        env(&[
+            ("IDWEB_COOKIE_KEY", KEY64),
+            ("IDWEB_CACHE_KEYS", CACHE_KEYS),
+        ]),
+    )
+    .unwrap();
     assert_eq!(
         s.authority.as_str(),
         "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
@@ -199,6 +213,7 @@ fn azure_ad_section_maps_to_settings() {
         Some(toml),
         env(&[
             ("IDWEB_COOKIE_KEY", KEY64),
+            ("IDWEB_CACHE_KEYS", CACHE_KEYS),
             ("AzureAd__ClientId", "env-azure"),
             ("AzureAd__TenantId", "t2"),
         ]),
@@ -224,4 +239,85 @@ fn bad_callback_path() {
         with(base(), "IDWEB_CALLBACK_PATH", "//evil.example.com"),
     );
     assert!(e.contains("IDWEB_CALLBACK_PATH"), "{e}");
+}
+
+#[test]
+fn cache_keys_rules() {
+    let e = err(None, without(base(), "IDWEB_CACHE_KEYS"));
+    assert!(e.contains("IDWEB_CACHE_KEYS"), "{e}");
+    let local = with(
+        without(base(), "IDWEB_CACHE_KEYS"),
+        "IDWEB_PUBLIC_URL",
+        "http://127.0.0.1:5000",
+    );
+    let s = Settings::from_sources(None, local).unwrap();
+    assert_eq!(s.cache_keys_source(), KeySource::Generated);
+    let e = err(None, with(base(), "IDWEB_CACHE_KEYS", "k1:c2hvcnQ="));
+    assert!(
+        e.contains("IDWEB_CACHE_KEYS") && e.contains("32 bytes"),
+        "{e}"
+    );
+    let s = Settings::from_sources(None, base()).unwrap();
+    assert_eq!(s.cache_keys().current_key_id(), "k1");
+    assert!(!format!("{s:?}").contains("AQEBAQEB"));
+}
+
+#[test]
+fn sqlite_store_setting() {
+    let s = Settings::from_sources(None, with(base(), "IDWEB_STORE", "sqlite://data/idweb.db"))
+        .unwrap();
+    assert_eq!(
+        s.store,
+        StoreSetting::Sqlite(PathBuf::from("data/idweb.db"))
+    );
+    let e = err(None, with(base(), "IDWEB_STORE", "sqlite://"));
+    assert!(e.contains("IDWEB_STORE"), "{e}");
+}
+
+#[test]
+fn downstream_apis_from_file_and_env() {
+    let toml = r#"
+        [downstream.todo]
+        base_url = "https://api.example.com/v1"
+        scopes = "api://todo/todos.read api://todo/todos.write"
+    "#;
+    let s = Settings::from_sources(Some(toml), base()).unwrap();
+    let todo = &s.downstream["todo"];
+    assert_eq!(todo.base_url.as_str(), "https://api.example.com/v1/");
+    assert_eq!(
+        todo.scopes,
+        ["api://todo/todos.read", "api://todo/todos.write"]
+    );
+    let s = Settings::from_sources(
+        Some(toml),
+        with(
+            base(),
+            "IDWEB_DOWNSTREAM__TODO__BASE_URL",
+            "http://127.0.0.1:5200",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.downstream["todo"].base_url.as_str(),
+        "http://127.0.0.1:5200/"
+    );
+    let e = err(
+        None,
+        with(
+            base(),
+            "IDWEB_DOWNSTREAM__GRAPH__BASE_URL",
+            "https://graph.example.com",
+        ),
+    );
+    assert!(e.contains("IDWEB_DOWNSTREAM__GRAPH__SCOPES"), "{e}");
+    let e = err(
+        Some("[downstream.todo]\nbase_url = \"http://api.example.com\"\nscopes = \"x\""),
+        base(),
+    );
+    assert!(e.contains("downstream.todo.base_url"), "{e}");
+    let e = err(
+        Some("[downstream.todo]\nbaseurl = \"https://api.example.com\""),
+        base(),
+    );
+    assert!(e.contains("downstream.todo.baseurl"), "{e}");
 }
