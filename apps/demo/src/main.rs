@@ -189,7 +189,9 @@ async fn run_all(
         idweb_demo::webapp::router(&idweb, "idweb sample app"),
         rx.clone(),
     ));
-    let api = tokio::spawn(serve(api_listener, idweb_demo::todo_api::router(), rx));
+    let api_router =
+        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(idp.issuer())).await?;
+    let api = tokio::spawn(serve(api_listener, api_router, rx));
 
     println!("idweb demo is running:");
     println!(

@@ -60,7 +60,9 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
     let home = get_page(&b, &format!("{app}/")).await;
     assert_eq!(home.status(), 200);
     assert!(home.text().await.unwrap().contains("not signed in"));
-    assert_eq!(get_page(&b, &api).await.status(), 200);
+    let anonymous = get_page(&b, &api).await;
+    assert_eq!(anonymous.status(), 401, "the todo API wants a bearer token");
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer realm=\"todo\"");
 
     // /profile → sign-in → the IdP's login page → bob → back to /profile.
     let mut url = format!("{app}/profile");
