@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use idweb::{IdTokenError, SignInError};
+use idweb::{DownstreamError, IdTokenError, SignInError, StoreError, TokenError};
 
 /// Whether the client asked for JSON rather than a page.
 pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
@@ -89,6 +89,9 @@ impl SignInFailure {
                 (StatusCode::BAD_REQUEST, "invalid_id_token_signature")
             }
             SignInError::IdToken(_) => (StatusCode::BAD_REQUEST, "invalid_id_token"),
+            SignInError::Store(StoreError::SignedOut) => {
+                (StatusCode::BAD_REQUEST, "signed_out_meanwhile")
+            }
             SignInError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::BAD_REQUEST, "signin_failed"),
         }
@@ -186,5 +189,94 @@ impl IntoResponse for AuthRejection {
                 "AuthenticatedUser needs the idweb layer: is the idweb layer installed? Call IdWeb::mount(router).",
             ),
         }
+    }
+}
+
+/// A failed token acquisition or downstream call, as an HTTP response.
+///
+/// - the user must come back through the provider (`UiRequired`, or the
+///   session was signed out): browsers are redirected to sign-in asking for
+///   the scopes (and claims) needed, then back to the page; JSON clients get
+///   `401` with `error = "interaction_required"` and the `sign_in_url`;
+/// - the store is down: `503`; the provider or the API unreachable: `502`.
+#[derive(Debug)]
+pub struct ApiRejection {
+    pub(crate) error: DownstreamError,
+    pub(crate) return_url: String,
+    pub(crate) json: bool,
+}
+
+impl ApiRejection {
+    /// The underlying error.
+    pub fn error(&self) -> &DownstreamError {
+        &self.error
+    }
+}
+
+impl IntoResponse for ApiRejection {
+    fn into_response(self) -> Response {
+        let (scopes, claims) = match &self.error {
+            DownstreamError::Token(TokenError::UiRequired { scopes, claims }) => {
+                (scopes.clone(), claims.clone())
+            }
+            DownstreamError::Token(TokenError::SignedOut) => (Vec::new(), None),
+            DownstreamError::Token(TokenError::Store(_)) => {
+                tracing::error!(error = %self.error, "token cache unavailable");
+                let mut resp = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    self.json,
+                    "store_unavailable",
+                    "the token cache is unavailable; try again shortly",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return resp;
+            }
+            DownstreamError::UnknownApi(_) | DownstreamError::InvalidPath(_) => {
+                tracing::error!(error = %self.error, "downstream API misused");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    self.json,
+                    "downstream_misconfigured",
+                    &self.error.to_string(),
+                );
+            }
+            other => {
+                tracing::warn!(error = %other, "downstream call failed");
+                let code = match other {
+                    DownstreamError::Token(TokenError::Rejected { .. }) => "token_request_refused",
+                    DownstreamError::Token(_) => "provider_unreachable",
+                    _ => "downstream_unreachable",
+                };
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    self.json,
+                    code,
+                    &other.to_string(),
+                );
+            }
+        };
+        let url = crate::extract::sign_in_url(&self.return_url, &scopes, claims.as_deref());
+        if self.json {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({
+                    "error": "interaction_required",
+                    "error_description": "the user must sign in again or consent",
+                    "sign_in_url": url,
+                })),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return resp;
+        }
+        let mut resp = StatusCode::FOUND.into_response();
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
     }
 }

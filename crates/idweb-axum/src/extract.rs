@@ -3,9 +3,9 @@
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::Method;
 use axum::http::request::Parts;
-use idweb::Session;
+use idweb::{AccessToken, DownstreamError, DownstreamRequest, DownstreamResponse, Session};
 
-use crate::error::{AuthRejection, wants_json};
+use crate::error::{ApiRejection, AuthRejection, wants_json};
 use crate::{IdWeb, cookies};
 
 /// The signed-in user of this request. Extracting it from a request without a
@@ -13,6 +13,9 @@ use crate::{IdWeb, cookies};
 #[derive(Debug, Clone)]
 pub struct AuthenticatedUser {
     session: Session,
+    idweb: IdWeb,
+    return_url: String,
+    json: bool,
 }
 
 impl AuthenticatedUser {
@@ -40,23 +43,94 @@ impl AuthenticatedUser {
     pub fn session(&self) -> &Session {
         &self.session
     }
+
+    /// An access token for this user with at least `scopes` (from the cache,
+    /// else by refresh). When the user must come back through the provider
+    /// (`idweb::TokenError::UiRequired`), the rejection sends them through
+    /// sign-in asking for those scopes, then back to this page.
+    pub async fn token(&self, scopes: &[&str]) -> Result<AccessToken, ApiRejection> {
+        self.idweb
+            .relying_party()
+            .token_for_user(&self.session, scopes)
+            .await
+            .map_err(|e| self.reject(DownstreamError::Token(e)))
+    }
+
+    /// Calls the configured downstream API `api` with this user's token; a
+    /// claims challenge from the API becomes a sign-in with those claims.
+    pub async fn call_api(
+        &self,
+        api: &str,
+        request: DownstreamRequest,
+    ) -> Result<DownstreamResponse, ApiRejection> {
+        self.idweb
+            .relying_party()
+            .call_api(&self.session, api, request)
+            .await
+            .map_err(|e| self.reject(e))
+    }
+
+    fn reject(&self, error: DownstreamError) -> ApiRejection {
+        ApiRejection {
+            error,
+            return_url: self.return_url.clone(),
+            json: self.json,
+        }
+    }
 }
 
-/// The live session of this request, if any.
-async fn current_session(parts: &Parts) -> Result<Option<Session>, AuthRejection> {
+/// Where to come back after a sign-in started from this request.
+fn return_url(parts: &Parts) -> String {
+    if parts.method == Method::GET {
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into())
+    } else {
+        "/".to_string()
+    }
+}
+
+/// The sign-in URL returning to `return_url`, asking for `scopes` and `claims`.
+pub(crate) fn sign_in_url(return_url: &str, scopes: &[String], claims: Option<&str>) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("returnUrl", return_url);
+    if !scopes.is_empty() {
+        q.append_pair("scope", &scopes.join(" "));
+    }
+    if let Some(c) = claims {
+        q.append_pair("claims", c);
+    }
+    format!("/account/signin?{}", q.finish())
+}
+
+/// The live session of this request, if any, with the idweb handle.
+async fn current(parts: &Parts) -> Result<(IdWeb, Option<Session>), AuthRejection> {
     let idweb = parts
         .extensions
         .get::<IdWeb>()
-        .ok_or(AuthRejection::MissingLayer)?;
-    match cookies::get(&parts.headers, idweb.session_cookie_name()) {
+        .ok_or(AuthRejection::MissingLayer)?
+        .clone();
+    let session = match cookies::get(&parts.headers, idweb.session_cookie_name()) {
         Some(value) => idweb
             .relying_party()
             .session_from_cookie(value)
             .await
             .map_err(|_| AuthRejection::StoreUnavailable {
                 json: wants_json(&parts.headers),
-            }),
-        None => Ok(None),
+            })?,
+        None => None,
+    };
+    Ok((idweb, session))
+}
+
+fn user(parts: &Parts, idweb: IdWeb, session: Session) -> AuthenticatedUser {
+    AuthenticatedUser {
+        session,
+        idweb,
+        return_url: return_url(parts),
+        json: wants_json(&parts.headers),
     }
 }
 
@@ -69,9 +143,8 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthenticatedUser {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(current_session(parts)
-            .await?
-            .map(|session| Self { session }))
+        let (idweb, session) = current(parts).await?;
+        Ok(session.map(|s| user(parts, idweb, s)))
     }
 }
 
@@ -79,27 +152,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUser {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match current_session(parts).await? {
-            Some(session) => Ok(Self { session }),
-            None => {
-                let json = wants_json(&parts.headers);
-                let here = if parts.method == Method::GET {
-                    parts
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| "/".into())
-                } else {
-                    "/".to_string()
-                };
-                let query: String = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("returnUrl", &here)
-                    .finish();
-                Err(AuthRejection::SignInRequired {
-                    sign_in_url: format!("/account/signin?{query}"),
-                    json,
-                })
-            }
+        match current(parts).await? {
+            (idweb, Some(session)) => Ok(user(parts, idweb, session)),
+            (_, None) => Err(AuthRejection::SignInRequired {
+                sign_in_url: sign_in_url(&return_url(parts), &[], None),
+                json: wants_json(&parts.headers),
+            }),
         }
     }
 }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use axum::{Extension, Router};
 use idweb::RelyingParty;
 
-pub use error::{AuthRejection, SignInFailure};
+pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
 
 /// idweb installed on an axum app. Cheap to clone.

@@ -62,6 +62,31 @@ async fn sign_in(
     options.return_url = q.get("returnUrl").cloned();
     options.login_hint = q.get("loginHint").cloned();
     options.prompt = q.get("prompt").cloned();
+    options.extra_scopes = q
+        .get("scope")
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(bad) = options.extra_scopes.iter().find(|s| {
+        !s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    }) {
+        let msg = format!("`{bad}` is not a valid scope");
+        return error_response(StatusCode::BAD_REQUEST, json, "invalid_scope", &msg);
+    }
+    options.claims = match q.get("claims") {
+        Some(c) if serde_json::from_str::<serde_json::Value>(c).is_ok_and(|v| v.is_object()) => {
+            Some(c.clone())
+        }
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                json,
+                "invalid_request",
+                "claims must be a JSON object",
+            );
+        }
+        None => None,
+    };
     let rp = idweb.relying_party();
     let request = match rp.begin_sign_in(&options) {
         Ok(r) => r,

@@ -19,6 +19,7 @@
 //!     [
 //!         ("IDWEB_CLIENT_SECRET".to_string(), "s3cret".to_string()),
 //!         ("IDWEB_COOKIE_KEY".to_string(), "a".repeat(88)),
+//!         ("IDWEB_CACHE_KEYS".to_string(), format!("k1:{}", "A".repeat(43) + "=")),
 //!     ],
 //! )
 //! .unwrap();

@@ -35,8 +35,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache;
 mod config;
 mod crypto;
+mod downstream;
 mod http;
 mod jwt;
 mod keys;
@@ -47,10 +49,17 @@ mod session;
 mod signin;
 mod store;
 mod time;
+mod token_cache;
+mod tokens;
 
+pub use cache::{
+    AccessTokenEntry, AccountEntry, AppMetadataEntry, CacheEntry, EntryKind, IdTokenEntry,
+    MsalFormatError, RefreshTokenEntry, UnknownEntryKind, export_msal_json, import_msal_json,
+};
 pub use config::{
     ClientAuthMethod, ConfigError, DownstreamApiSettings, KeySource, Settings, StoreSetting,
 };
+pub use downstream::{DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY};
 pub use http::HttpError;
 pub use jwt::JwsError;
 pub use keys::{CacheKeyError, CacheKeys};
@@ -67,3 +76,5 @@ pub use store::{
     StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
+pub use token_cache::{CachedPartition, EntrySummary, TokenCache};
+pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenError};

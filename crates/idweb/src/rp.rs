@@ -3,20 +3,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::{TokenResponseParts, account_identity, entries_from_token_response};
 use crate::config::Settings;
 use crate::crypto::Sealer;
 use crate::http::default_client;
 use crate::jwt::str_claim;
 use crate::provider::{Provider, ProviderError};
 use crate::secret::{Secret, constant_time_eq};
-use crate::session::{Session, SessionId, account_id_for};
+use crate::session::{Session, SessionId};
 use crate::signin::{
     CallbackParams, IdTokenExpectations, PENDING_PURPOSE, Pending, SIGN_IN_TIMEOUT, SignInError,
     SignInOptions, SignInRequest, TokenSet, authorization_request, pending_cookie_name,
     redeem_code, same_origin_path, validate_id_token,
 };
+use crate::store::PartitionKey;
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::time::{Clock, SystemClock};
+use crate::token_cache::TokenCache;
+use crate::tokens::SingleFlight;
 
 const SESSION_PURPOSE: &str = "idweb session v1";
 
@@ -101,14 +105,23 @@ impl RelyingPartyBuilder {
             );
         }
         let sealer = Sealer::new(&self.settings.cookie_key_bytes());
+        if self.settings.cache_keys_source() == crate::config::KeySource::Generated {
+            tracing::warn!(
+                "no cache keys configured (IDWEB_CACHE_KEYS): generated one for this loopback app; \
+                 cached tokens will not be readable after a restart"
+            );
+        }
+        let cache = TokenCache::new(store.clone(), self.settings.cache_keys().clone());
         Ok(RelyingParty {
             settings: self.settings,
             provider,
             store,
+            cache,
             http,
             clock,
             sealer,
             skew: i64::try_from(self.clock_skew.as_secs()).unwrap_or(300),
+            single_flight: SingleFlight::default(),
         })
     }
 }
@@ -118,13 +131,15 @@ impl RelyingPartyBuilder {
 /// it on HTTP routes.
 #[derive(Debug)]
 pub struct RelyingParty {
-    settings: Settings,
-    provider: Provider,
-    store: Arc<dyn Store>,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
+    pub(crate) settings: Settings,
+    pub(crate) provider: Provider,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cache: TokenCache,
+    pub(crate) http: reqwest::Client,
+    pub(crate) clock: Arc<dyn Clock>,
     sealer: Sealer,
-    skew: i64,
+    pub(crate) skew: i64,
+    pub(crate) single_flight: SingleFlight,
 }
 
 impl RelyingParty {
@@ -158,6 +173,11 @@ impl RelyingParty {
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The token cache.
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     /// Starts a sign-in. Fails with [`SignInError::InvalidReturnUrl`] when the
@@ -255,9 +275,15 @@ impl RelyingParty {
         let iss = self.provider.issuer().to_string();
         let sub = str_claim(&claims, "sub").unwrap_or_default().to_string();
         let lifetime = i64::try_from(self.settings.session_lifetime.as_secs()).unwrap_or(43_200);
+        let identity = account_identity(
+            &iss,
+            &self.provider.metadata().token_endpoint,
+            &claims,
+            tokens.client_info.as_deref(),
+        );
         let session = Session {
             id: SessionId::generate(),
-            account_id: account_id_for(&iss, &sub),
+            account_id: identity.home_account_id.clone(),
             sid: str_claim(&claims, "sid").map(str::to_string),
             name: str_claim(&claims, "name")
                 .or_else(|| str_claim(&claims, "preferred_username"))
@@ -269,6 +295,38 @@ impl RelyingParty {
             expires_at: now.saturating_add(lifetime),
         };
         self.store.put_session(&session).await?;
+        let requested = self.settings.scopes.join(" ");
+        let granted = tokens.scope.as_deref().unwrap_or(&requested);
+        let parts = TokenResponseParts::new(
+            &self.settings.client_id,
+            granted,
+            tokens.access_token.secret(),
+            now,
+        )
+        .with_token_type(Some("Bearer"))
+        .with_expires_at(tokens.expires_at)
+        .with_ext_expires_at(tokens.ext_expires_at)
+        .with_refresh_on(tokens.refresh_on)
+        .with_family_id(tokens.family_id.as_deref())
+        .with_refresh_token(tokens.refresh_token.as_ref().map(Secret::secret))
+        .with_id_token(Some(session.id_token.secret()))
+        .with_client_info(tokens.client_info.as_deref())
+        .with_grant_type(Some("authorization_code"));
+        let entries = entries_from_token_response(&identity, &parts);
+        if let Err(e) = self
+            .cache
+            .write(
+                &PartitionKey::Session(session.id.clone()),
+                &entries,
+                &[],
+                None,
+            )
+            .await
+        {
+            // No half-made sign-in: without its tokens the session goes too.
+            let _ = self.store.remove_session(&session.id).await;
+            return Err(SignInError::Store(e));
+        }
         tracing::info!(session = ?session.id, sid = ?session.sid, "signed in");
         Ok(SignedIn {
             session,

@@ -54,6 +54,8 @@ pub struct SignInOptions {
     pub prompt: Option<String>,
     /// Scopes to request in addition to the configured ones (incremental consent).
     pub extra_scopes: Vec<String>,
+    /// A claims request (JSON) for the provider, e.g. from an API's claims challenge.
+    pub claims: Option<String>,
 }
 
 impl SignInOptions {
@@ -108,6 +110,14 @@ pub struct TokenSet {
     pub expires_at: Option<i64>,
     /// The granted scopes, when the provider said.
     pub scope: Option<String>,
+    /// Microsoft Entra's `client_info` (base64url JSON with `uid` and `utid`), when sent.
+    pub client_info: Option<String>,
+    /// Unix seconds of Entra's extended expiry (`ext_expires_in`), when sent.
+    pub ext_expires_at: Option<i64>,
+    /// Unix seconds after which the token should be refreshed (`refresh_in`), when sent.
+    pub refresh_on: Option<i64>,
+    /// The family of client ids sharing refresh tokens (Microsoft `foci`), when sent.
+    pub family_id: Option<String>,
 }
 
 /// What is wrong with an ID token.
@@ -239,6 +249,9 @@ pub(crate) fn authorization_request(
         if let Some(prompt) = &options.prompt {
             q.append_pair("prompt", prompt);
         }
+        if let Some(claims) = &options.claims {
+            q.append_pair("claims", claims);
+        }
     }
     Ok((
         url,
@@ -330,6 +343,10 @@ pub(crate) async fn token_request(
     now: i64,
 ) -> Result<TokenSet, TokenRequestError> {
     let url = provider.metadata().token_endpoint.as_str();
+    if is_microsoft_authority(url) {
+        // Entra answers `client_info` (uid, utid) only when asked; MSAL keys accounts with it.
+        form.push(("client_info", "1"));
+    }
     let mut req = http
         .post(url)
         .header(reqwest::header::ACCEPT, "application/json");
@@ -395,6 +412,14 @@ pub(crate) async fn token_request(
         id_token: Option<Secret>,
         #[serde(default)]
         scope: Option<String>,
+        #[serde(default)]
+        client_info: Option<String>,
+        #[serde(default)]
+        ext_expires_in: Option<Value>,
+        #[serde(default)]
+        refresh_in: Option<Value>,
+        #[serde(default)]
+        foci: Option<String>,
     }
     let t: TokenBody = serde_json::from_slice(&body).map_err(|source| {
         TokenRequestError::Http(HttpError::Json {
@@ -408,18 +433,40 @@ pub(crate) async fn token_request(
             description: Some(format!("token_type `{}` is not Bearer", t.token_type)),
         });
     }
-    let expires_in = match t.expires_in {
+    let seconds = |v: Option<Value>| match v {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.parse().ok(),
         _ => None,
     };
+    let at = |v: Option<Value>| seconds(v).map(|s| now.saturating_add(s));
     Ok(TokenSet {
         access_token: t.access_token,
         refresh_token: t.refresh_token,
         id_token: t.id_token,
-        expires_at: expires_in.map(|e| now.saturating_add(e)),
+        expires_at: at(t.expires_in),
         scope: t.scope,
+        client_info: t.client_info,
+        ext_expires_at: at(t.ext_expires_in),
+        refresh_on: at(t.refresh_in),
+        family_id: t.foci,
     })
+}
+
+/// Whether the endpoint belongs to Microsoft Entra ID (which sends `client_info`).
+fn is_microsoft_authority(endpoint: &str) -> bool {
+    let host = Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    [
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    ]
+    .contains(&host.as_str())
+        || host.ends_with(".ciamlogin.com")
+        || host.ends_with(".b2clogin.com")
 }
 
 /// What is expected of an ID token.

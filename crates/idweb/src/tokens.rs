@@ -1,0 +1,567 @@
+//! Token acquisition: access tokens for the signed-in user (from the cache,
+//! else by redeeming the refresh token, one redemption per partition at a
+//! time) and for the app itself (client credentials).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::cache::{CacheEntry, EntryKind};
+use crate::http::HttpError;
+use crate::secret::Secret;
+use crate::store::StoreError;
+
+/// Tokens must stay valid at least this long to be served from the cache.
+pub const MIN_REMAINING_SECS: i64 = 300;
+
+/// OAuth error codes that mean: the user has to come back through the provider.
+const UI_REQUIRED_ERRORS: &[&str] = &[
+    "invalid_grant",
+    "interaction_required",
+    "login_required",
+    "consent_required",
+    "invalid_scope",
+];
+
+/// An access token and what it is good for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AccessToken {
+    /// The token.
+    pub secret: Secret,
+    /// Unix seconds when it expires.
+    pub expires_at: i64,
+    /// The scopes it was granted for.
+    pub scopes: Vec<String>,
+}
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The user must go through the provider again (sign in, consent, or
+    /// satisfy a claims challenge). Web frameworks turn this into a challenge.
+    #[error("the user must sign in again or consent (scopes: {})", scopes.join(" "))]
+    UiRequired {
+        /// The scopes to ask for.
+        scopes: Vec<String>,
+        /// A claims challenge to pass to the provider, if any (JSON).
+        claims: Option<String>,
+    },
+    /// The session was signed out while the token was being acquired.
+    #[error("the session was signed out")]
+    SignedOut,
+    /// The store failed.
+    #[error("the token cache is unavailable")]
+    Store(#[source] StoreError),
+    /// The provider could not be reached or answered nonsense.
+    #[error("cannot reach the identity provider")]
+    Provider(#[source] HttpError),
+    /// The provider refused the request for a reason the user cannot fix.
+    #[error("the identity provider refused the token request: {error}")]
+    Rejected {
+        /// The OAuth error code.
+        error: String,
+        /// The provider's description.
+        description: Option<String>,
+    },
+    /// No downstream API has this name in the configuration.
+    #[error("no downstream API named `{0}` is configured")]
+    UnknownApi(String),
+}
+
+impl From<StoreError> for TokenError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::SignedOut => TokenError::SignedOut,
+            other => TokenError::Store(other),
+        }
+    }
+}
+
+/// Whether an OAuth error code means the user must interact.
+pub(crate) fn needs_ui(error: &str) -> bool {
+    UI_REQUIRED_ERRORS.contains(&error)
+}
+
+/// Lower-cased scope set of a space-separated list.
+pub(crate) fn scope_set(scopes: &str) -> BTreeSet<String> {
+    scopes
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// The cached access token in `entries` for `client_id` covering `wanted`
+/// and valid for at least [`MIN_REMAINING_SECS`] after `now`.
+pub(crate) fn usable_access_token(
+    entries: &[CacheEntry],
+    client_id: &str,
+    wanted: &BTreeSet<String>,
+    now: i64,
+) -> Option<AccessToken> {
+    entries
+        .iter()
+        .filter(|e| e.kind() == EntryKind::AccessToken)
+        .filter(|e| {
+            e.client_id()
+                .is_some_and(|c| c.eq_ignore_ascii_case(client_id))
+        })
+        .filter_map(|e| {
+            let expires = e.expires_on()?;
+            let target = scope_set(e.target().unwrap_or_default());
+            (expires > now + MIN_REMAINING_SECS && wanted.is_subset(&target)).then(|| AccessToken {
+                secret: Secret::new(e.secret().unwrap_or_default()),
+                expires_at: expires,
+                scopes: target.into_iter().collect(),
+            })
+        })
+        .max_by_key(|t| t.expires_at)
+}
+
+/// The refresh token in `entries` for `client_id`.
+pub(crate) fn refresh_token(entries: &[CacheEntry], client_id: &str) -> Option<Secret> {
+    entries
+        .iter()
+        .filter(|e| e.kind() == EntryKind::RefreshToken)
+        .find(|e| {
+            e.client_id()
+                .is_some_and(|c| c.eq_ignore_ascii_case(client_id))
+        })
+        .and_then(|e| e.secret().map(Secret::new))
+}
+
+/// One async mutex per partition, so that one refresh is in flight per
+/// partition in this process; entries are dropped when nobody holds them.
+#[derive(Debug, Default)]
+pub(crate) struct SingleFlight {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SingleFlight {
+    /// Runs `f` while holding the lock of `key`.
+    pub(crate) async fn run<T, F: Future<Output = T>>(&self, key: &str, f: F) -> T {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(key.to_string()).or_default().clone()
+        };
+        let out = {
+            let _guard = lock.lock().await;
+            f.await
+        };
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: ours and the map's — nobody else waits.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(key);
+        }
+        out
+    }
+
+    /// Locks currently tracked (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn single_flight_serialises_per_key_and_cleans_up() {
+        let sf = Arc::new(SingleFlight::default());
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let max = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (sf, running, max) = (sf.clone(), running.clone(), max.clone());
+            tasks.push(tokio::spawn(async move {
+                sf.run("p", async {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    max.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(max.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(sf.len(), 0);
+    }
+
+    #[test]
+    fn scope_sets_ignore_case_and_order() {
+        assert!(scope_set("B a").is_subset(&scope_set("a b c")));
+        assert!(!scope_set("a d").is_subset(&scope_set("a b c")));
+    }
+}
+
+mod acquire {
+    use super::*;
+    use crate::cache::{
+        AccessTokenEntry, TokenResponseParts, account_identity, entries_from_token_response,
+        msal_environment, msal_realm, msal_target,
+    };
+    use crate::downstream::{
+        DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
+        claims_challenge, resolve,
+    };
+    use crate::rp::RelyingParty;
+    use crate::session::Session;
+    use crate::signin::{TokenRequestError, TokenSet, token_request};
+    use crate::store::PartitionKey;
+
+    /// Scopes MSAL adds to every user token request; kept when they were configured at sign-in.
+    const RESERVED: &[&str] = &["openid", "profile", "offline_access"];
+
+    impl RelyingParty {
+        /// An access token for the signed-in user with at least `scopes`,
+        /// valid for at least five more minutes.
+        ///
+        /// From the session's cache partition when possible; otherwise the
+        /// refresh token is redeemed — one redemption per partition at a time
+        /// in this process, concurrent callers wait and reuse its result — and
+        /// the new tokens (with the rotated refresh token) are stored
+        /// atomically. Without a usable refresh token, or when the provider
+        /// answers `invalid_grant` / `interaction_required`, the result is
+        /// [`TokenError::UiRequired`].
+        pub async fn token_for_user(
+            &self,
+            session: &Session,
+            scopes: &[&str],
+        ) -> Result<AccessToken, TokenError> {
+            let key = PartitionKey::Session(session.id.clone());
+            let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
+            let now = self.clock.unix_now();
+            let cached = self.cache.read(&key).await?;
+            if let Some(t) =
+                usable_access_token(&cached.entries, &self.settings.client_id, &wanted, now)
+            {
+                return Ok(t);
+            }
+            self.single_flight
+                .run(
+                    &key.storage_key(),
+                    self.refresh_for_user(session, &key, scopes, &wanted),
+                )
+                .await
+        }
+
+        async fn refresh_for_user(
+            &self,
+            session: &Session,
+            key: &PartitionKey,
+            scopes: &[&str],
+            wanted: &BTreeSet<String>,
+        ) -> Result<AccessToken, TokenError> {
+            let ui_required = || TokenError::UiRequired {
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                claims: None,
+            };
+            // Another caller may have refreshed while we waited.
+            let cached = self.cache.read(key).await?;
+            let now = self.clock.unix_now();
+            if let Some(t) =
+                usable_access_token(&cached.entries, &self.settings.client_id, wanted, now)
+            {
+                return Ok(t);
+            }
+            if self.store.get_session(&session.id).await?.is_none() {
+                return Err(TokenError::SignedOut);
+            }
+            let Some(rt) = refresh_token(&cached.entries, &self.settings.client_id) else {
+                return Err(ui_required());
+            };
+            let mut ask: Vec<&str> = scopes.to_vec();
+            for r in RESERVED {
+                if self.settings.scopes.iter().any(|s| s == r) && !ask.contains(r) {
+                    ask.push(r);
+                }
+            }
+            let scope = ask.join(" ");
+            let form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.secret()),
+                ("scope", scope.as_str()),
+            ];
+            let tokens = match token_request(
+                &self.http,
+                &self.provider,
+                &self.settings.client_id,
+                &self.settings.client_secret,
+                self.settings.client_auth,
+                form,
+                now,
+            )
+            .await
+            {
+                Ok(t) => t,
+                Err(TokenRequestError::Rejected { error, description }) if needs_ui(&error) => {
+                    tracing::info!(%error, "refresh token refused; the user must sign in again");
+                    let _ = description;
+                    // The dead refresh token goes, so the next request does not try it again.
+                    let dead: Vec<String> = cached
+                        .entries
+                        .iter()
+                        .filter(|e| e.kind() == EntryKind::RefreshToken)
+                        .map(CacheEntry::cache_key)
+                        .collect();
+                    let _ = self.cache.write(key, &[], &dead, None).await;
+                    return Err(ui_required());
+                }
+                Err(TokenRequestError::Rejected { error, description }) => {
+                    return Err(TokenError::Rejected { error, description });
+                }
+                Err(TokenRequestError::Http(h)) => return Err(TokenError::Provider(h)),
+            };
+            let entries = self.entries_for_refresh(session, &tokens, &scope, now);
+            // Conditional on the version we read: a concurrent sign-out makes
+            // this fail (SignedOut) instead of writing the tokens back.
+            match self
+                .cache
+                .write(key, &entries, &[], Some(cached.version))
+                .await
+            {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    // Someone else wrote meanwhile (another instance); prefer theirs if usable.
+                    let again = self.cache.read(key).await?;
+                    if let Some(t) = usable_access_token(
+                        &again.entries,
+                        &self.settings.client_id,
+                        wanted,
+                        self.clock.unix_now(),
+                    ) {
+                        return Ok(t);
+                    }
+                    self.cache
+                        .write(key, &entries, &[], Some(again.version))
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let granted = tokens.scope.clone().unwrap_or(scope);
+            Ok(AccessToken {
+                secret: tokens.access_token,
+                expires_at: tokens.expires_at.unwrap_or(now + 3600),
+                scopes: scope_set(&granted).into_iter().collect(),
+            })
+        }
+
+        fn entries_for_refresh(
+            &self,
+            session: &Session,
+            tokens: &TokenSet,
+            scope: &str,
+            now: i64,
+        ) -> Vec<CacheEntry> {
+            let granted = tokens.scope.as_deref().unwrap_or(scope);
+            let claims = serde_json::Map::from_iter([(
+                "sub".to_string(),
+                serde_json::Value::String(session.sub.clone()),
+            )]);
+            let mut identity = account_identity(
+                &session.iss,
+                &self.provider.metadata().token_endpoint,
+                &claims,
+                tokens.client_info.as_deref(),
+            );
+            identity.home_account_id = session.account_id.clone();
+            let parts = TokenResponseParts::new(
+                &self.settings.client_id,
+                granted,
+                tokens.access_token.secret(),
+                now,
+            )
+            .with_token_type(Some("Bearer"))
+            .with_expires_at(tokens.expires_at)
+            .with_ext_expires_at(tokens.ext_expires_at)
+            .with_refresh_on(tokens.refresh_on)
+            .with_family_id(tokens.family_id.as_deref())
+            .with_refresh_token(tokens.refresh_token.as_ref().map(Secret::secret))
+            .with_id_token(tokens.id_token.as_ref().map(Secret::secret))
+            .with_client_info(tokens.client_info.as_deref())
+            .with_grant_type(Some("refresh_token"))
+            .without_account();
+            entries_from_token_response(&identity, &parts)
+        }
+
+        /// An access token for the app itself (client credentials), cached in
+        /// a partition of its own per client, tenant and audience.
+        pub async fn token_for_app(&self, scopes: &[&str]) -> Result<AccessToken, TokenError> {
+            let issuer = self.provider.issuer();
+            let target = msal_target(&scopes.join(" "));
+            let key = PartitionKey::App {
+                client_id: self.settings.client_id.clone(),
+                tenant: msal_realm(&self.provider.metadata().token_endpoint),
+                audience: audience_of(scopes),
+            };
+            let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
+            let cached = self.cache.read(&key).await?;
+            let now = self.clock.unix_now();
+            if let Some(t) =
+                usable_access_token(&cached.entries, &self.settings.client_id, &wanted, now)
+            {
+                return Ok(t);
+            }
+            self.single_flight
+                .run(&key.storage_key(), async {
+                    let cached = self.cache.read(&key).await?;
+                    let now = self.clock.unix_now();
+                    if let Some(t) =
+                        usable_access_token(&cached.entries, &self.settings.client_id, &wanted, now)
+                    {
+                        return Ok(t);
+                    }
+                    let scope = scopes.join(" ");
+                    let form = vec![
+                        ("grant_type", "client_credentials"),
+                        ("scope", scope.as_str()),
+                    ];
+                    let tokens = token_request(
+                        &self.http,
+                        &self.provider,
+                        &self.settings.client_id,
+                        &self.settings.client_secret,
+                        self.settings.client_auth,
+                        form,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        TokenRequestError::Rejected { error, description } => {
+                            TokenError::Rejected { error, description }
+                        }
+                        TokenRequestError::Http(h) => TokenError::Provider(h),
+                    })?;
+                    let expires_at = tokens.expires_at.unwrap_or(now + 3600);
+                    let entry = CacheEntry::AccessToken(AccessTokenEntry {
+                        home_account_id: None,
+                        environment: msal_environment(issuer),
+                        client_id: self.settings.client_id.clone(),
+                        realm: msal_realm(&self.provider.metadata().token_endpoint),
+                        target: target.clone(),
+                        secret: tokens.access_token.clone(),
+                        token_type: Some("Bearer".into()),
+                        cached_at: Some(now),
+                        expires_on: expires_at,
+                        extended_expires_on: Some(expires_at),
+                        refresh_on: None,
+                        key_id: None,
+                        ext_cache_key: None,
+                        extra: serde_json::Map::new(),
+                    });
+                    // Replace older app tokens of this audience.
+                    let stale: Vec<String> =
+                        cached.entries.iter().map(CacheEntry::cache_key).collect();
+                    self.cache.write(&key, &[entry], &stale, None).await?;
+                    Ok(AccessToken {
+                        secret: tokens.access_token,
+                        expires_at,
+                        scopes: scope_set(&target).into_iter().collect(),
+                    })
+                })
+                .await
+        }
+
+        /// Calls the downstream API `api` (configured under `[downstream.NAME]`)
+        /// with the user's token. A `401` carrying a claims challenge
+        /// (`WWW-Authenticate: Bearer ... claims="..."`) becomes
+        /// [`TokenError::UiRequired`] with those claims, so the app can send the
+        /// user through the provider once more and retry.
+        pub async fn call_api(
+            &self,
+            session: &Session,
+            api: &str,
+            request: DownstreamRequest,
+        ) -> Result<DownstreamResponse, DownstreamError> {
+            let conf = self
+                .settings
+                .downstream
+                .get(api)
+                .ok_or_else(|| DownstreamError::UnknownApi(api.to_string()))?;
+            let url = resolve(&conf.base_url, &request.path)
+                .ok_or(DownstreamError::InvalidPath(request.path.clone()))?;
+            let scopes: Vec<&str> = conf.scopes.iter().map(String::as_str).collect();
+            let token = self.token_for_user(session, &scopes).await?;
+            let mut req = self
+                .http
+                .request(request.method.clone(), url)
+                .bearer_auth(token.secret.secret())
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = &request.json {
+                req = req.json(body);
+            }
+            let transport = |source| DownstreamError::Transport {
+                api: api.to_string(),
+                source,
+            };
+            let mut resp = req.send().await.map_err(transport)?;
+            let status = resp.status().as_u16();
+            let header = |name| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let content_type = header(reqwest::header::CONTENT_TYPE);
+            if status == 401
+                && let Some(claims) =
+                    header(reqwest::header::WWW_AUTHENTICATE).and_then(|h| claims_challenge(&h))
+            {
+                return Err(DownstreamError::Token(TokenError::UiRequired {
+                    scopes: conf.scopes.clone(),
+                    claims: Some(claims),
+                }));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                if body.len() + chunk.len() > MAX_DOWNSTREAM_BODY {
+                    return Err(DownstreamError::TooLarge(api.to_string()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(DownstreamResponse {
+                status,
+                content_type,
+                body,
+            })
+        }
+    }
+
+    /// The resource of a set of scopes: `api://todo/read` → `api://todo`,
+    /// `https://graph.microsoft.com/.default` → `https://graph.microsoft.com`.
+    fn audience_of(scopes: &[&str]) -> String {
+        let mut resources: Vec<String> = scopes
+            .iter()
+            .map(|s| match s.rfind('/') {
+                Some(i) if s.contains("://") && i > s.find("://").unwrap_or(0) + 2 => {
+                    s[..i].to_string()
+                }
+                _ => s.to_string(),
+            })
+            .collect();
+        resources.sort();
+        resources.dedup();
+        resources.join(" ")
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn audiences_of_scopes() {
+            assert_eq!(
+                super::audience_of(&["api://todo/read", "api://todo/write"]),
+                "api://todo"
+            );
+            assert_eq!(
+                super::audience_of(&["https://graph.microsoft.com/.default"]),
+                "https://graph.microsoft.com"
+            );
+            assert_eq!(super::audience_of(&["User.Read"]), "User.Read");
+        }
+    }
+}
