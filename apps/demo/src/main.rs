@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use idweb::{RelyingParty, Settings};
+use std::sync::Arc;
+
+use idweb::{RelyingParty, Settings, SystemClock};
 use idweb_axum::IdWeb;
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
 use tokio::net::TcpListener;
@@ -32,6 +34,9 @@ struct Cli {
     /// Address of the sample todo API.
     #[arg(long, default_value = "127.0.0.1:5200")]
     api_listen: SocketAddr,
+    /// Folder for the sample web app's SQLite store and its generated keys.
+    #[arg(long, default_value = ".idweb-demo")]
+    data_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,7 +67,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Webapp { config }) => run_webapp(config).await,
-            None => run_all(cli.idp_listen, cli.app_listen, cli.api_listen).await,
+            None => run_all(cli.idp_listen, cli.app_listen, cli.api_listen, cli.data_dir).await,
         }
     });
     match result {
@@ -80,6 +85,9 @@ fn main() -> std::process::ExitCode {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The scopes of the sample todo API.
+const TODO_SCOPES: &str = "api://todo/todos.read api://todo/todos.write";
 
 /// Resolves when Ctrl-C (or SIGTERM on Unix) arrives.
 async fn shutdown_signal() {
@@ -120,7 +128,13 @@ async fn run_webapp(config: Option<PathBuf>) -> Result<(), BoxError> {
     let settings = Settings::load(config.as_deref())?;
     let listen = settings.listen;
     let public = settings.public_url.clone();
-    let idweb = IdWeb::new(RelyingParty::builder(settings).build().await?);
+    let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
+    let idweb = IdWeb::new(
+        RelyingParty::builder(settings)
+            .with_store(store)
+            .build()
+            .await?,
+    );
     let listener = TcpListener::bind(listen).await?;
     println!("sample web app: {public} (listening on {listen})");
     let (tx, rx) = watch::channel(false);
@@ -142,10 +156,53 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("cannot listen on {addr} for the {what}: {e}").into())
 }
 
+/// Reads the demo's keys from `dir/keys.env`, generating them on first use
+/// (readable by the owner only), so that sessions and cached tokens survive
+/// a restart of the demo.
+fn demo_keys(dir: &std::path::Path) -> Result<(String, String), BoxError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let path = dir.join("keys.env");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        if let (Some(cookie), Some(cache)) = (get("IDWEB_COOKIE_KEY"), get("IDWEB_CACHE_KEYS")) {
+            return Ok((cookie, cache));
+        }
+    }
+    let mut cookie = [0u8; 64];
+    let mut cache = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut cookie).map_err(|_| "the system random number generator failed")?;
+    aws_lc_rs::rand::fill(&mut cache).map_err(|_| "the system random number generator failed")?;
+    let (cookie, cache) = (
+        STANDARD.encode(cookie),
+        format!("demo1:{}", STANDARD.encode(cache)),
+    );
+    std::fs::create_dir_all(dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path)?;
+    std::io::Write::write_all(
+        &mut file,
+        format!("IDWEB_COOKIE_KEY={cookie}\nIDWEB_CACHE_KEYS={cache}\n").as_bytes(),
+    )?;
+    println!(
+        "generated the demo's cookie and cache keys in {}",
+        path.display()
+    );
+    Ok((cookie, cache))
+}
+
 async fn run_all(
     idp_listen: SocketAddr,
     app_listen: SocketAddr,
     api_listen: SocketAddr,
+    data_dir: PathBuf,
 ) -> Result<(), BoxError> {
     // Bind everything first, so that port 0 works and the URLs are known.
     let idp_listener = bind(idp_listen, "identity provider").await?;
@@ -171,6 +228,9 @@ async fn run_all(
     .await
     .map_err(|e| format!("cannot start the development identity provider: {e}"))?;
 
+    let (cookie_key, cache_keys) = demo_keys(&data_dir)?;
+    let store_url = std::env::var("IDWEB_STORE")
+        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("webapp.sqlite").display()));
     let settings = Settings::from_sources(
         None,
         [
@@ -178,10 +238,25 @@ async fn run_all(
             ("IDWEB_CLIENT_ID", "idweb-demo-app".to_string()),
             ("IDWEB_CLIENT_SECRET", client_secret),
             ("IDWEB_PUBLIC_URL", app_url.clone()),
+            (
+                "IDWEB_SCOPES",
+                format!("openid profile offline_access {TODO_SCOPES}"),
+            ),
+            ("IDWEB_STORE", store_url.clone()),
+            ("IDWEB_COOKIE_KEY", cookie_key),
+            ("IDWEB_CACHE_KEYS", cache_keys),
+            ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api_url.clone()),
+            ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     )?;
-    let idweb = IdWeb::new(RelyingParty::builder(settings).build().await?);
+    let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
+    let idweb = IdWeb::new(
+        RelyingParty::builder(settings)
+            .with_store(store)
+            .build()
+            .await?,
+    );
 
     let (tx, rx) = watch::channel(false);
     let app = tokio::spawn(serve(
@@ -190,7 +265,8 @@ async fn run_all(
         rx.clone(),
     ));
     let api_router =
-        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(idp.issuer())).await?;
+        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(idp.issuer()))
+            .await?;
     let api = tokio::spawn(serve(api_listener, api_router, rx));
 
     println!("idweb demo is running:");
@@ -200,6 +276,7 @@ async fn run_all(
     );
     println!("  sample web app:    {app_url}/");
     println!("  todo API:          {api_url}/api/todos");
+    println!("  web app store:     {store_url}");
     println!("Open {app_url}/profile to sign in. Press Ctrl-C to stop.");
 
     shutdown_signal().await;

@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use idweb_axum::{AuthenticatedUser, IdWeb};
+use idweb::{DownstreamRequest, PartitionKey};
+use idweb_axum::{ApiRejection, AuthenticatedUser, IdWeb};
 
 use crate::escape;
 
@@ -23,19 +24,134 @@ pub fn router(idweb: &IdWeb, title: &str) -> Router {
         )
         .route(
             "/profile",
-            get(move |user: AuthenticatedUser, headers: HeaderMap| {
+            get({
                 let title = title.clone();
-                async move { profile(&title, user, &headers) }
+                move |user: AuthenticatedUser, headers: HeaderMap| {
+                    let title = title.clone();
+                    async move { profile(&title, user, &headers) }
+                }
+            }),
+        )
+        .route(
+            "/todos",
+            get({
+                let title = title.clone();
+                move |user: AuthenticatedUser, headers: HeaderMap| {
+                    let title = title.clone();
+                    async move { todos(&title, user, &headers).await }
+                }
+            }),
+        )
+        .route(
+            "/cache",
+            get({
+                let idweb = idweb.clone();
+                move |user: AuthenticatedUser, headers: HeaderMap| {
+                    let title = title.clone();
+                    let idweb = idweb.clone();
+                    async move { cache(&title, &idweb, user, &headers).await }
+                }
             }),
         );
     idweb.mount(app)
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// The user's todo items, fetched from the todo API with the user's token.
+async fn todos(
+    title: &str,
+    user: AuthenticatedUser,
+    headers: &HeaderMap,
+) -> Result<Response, ApiRejection> {
+    let resp = user
+        .call_api("todo", DownstreamRequest::get("api/todos"))
+        .await?;
+    if !resp.is_success() {
+        let body = format!(
+            "<p id=\"error\">The todo API answered HTTP {}.</p>",
+            resp.status
+        );
+        return Ok((StatusCode::BAD_GATEWAY, page(title, &body)).into_response());
+    }
+    let items: Vec<serde_json::Value> = resp.json().unwrap_or_default();
+    if wants_json(headers) {
+        return Ok(Json(items).into_response());
+    }
+    let list: String = items
+        .iter()
+        .map(|i| {
+            format!(
+                "<li>{} {}</li>",
+                if i["done"].as_bool().unwrap_or(false) {
+                    "&#10003;"
+                } else {
+                    "&#9744;"
+                },
+                escape(i["title"].as_str().unwrap_or(""))
+            )
+        })
+        .collect();
+    Ok(page(
+        &format!("{title}: todos"),
+        &format!("<ul id=\"todos\">{list}</ul>"),
+    )
+    .into_response())
+}
+
+/// The session's token-cache entries: kind, scopes, expiry — never a secret.
+async fn cache(
+    title: &str,
+    idweb: &IdWeb,
+    user: AuthenticatedUser,
+    headers: &HeaderMap,
+) -> Response {
+    let key = PartitionKey::Session(user.session().id.clone());
+    let entries = match idweb.relying_party().token_cache().summaries(&key).await {
+        Ok(e) => e,
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page(title, "<p>The token cache is unavailable.</p>"),
+            )
+                .into_response();
+        }
+    };
+    if wants_json(headers) {
+        return Json(serde_json::json!({ "entries": entries })).into_response();
+    }
+    let rows: String = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&e.kind),
+                escape(e.scopes.as_deref().unwrap_or("")),
+                e.expires_at.map(|t| t.to_string()).unwrap_or_default()
+            )
+        })
+        .collect();
+    let body = if entries.is_empty() {
+        "<p id=\"empty\">The token cache of this session is empty.</p>".to_string()
+    } else {
+        format!(
+            "<table id=\"cache\"><tr><th>Entry</th><th>Scopes</th><th>Expires (Unix time)</th></tr>{rows}</table>"
+        )
+    };
+    page(&format!("{title}: token cache"), &body).into_response()
 }
 
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}\
-         nav a{{margin-right:1rem}}</style></head><body><nav><a href=\"/\">Home</a><a href=\"/profile\">Profile</a></nav>\
+         nav a{{margin-right:1rem}}</style></head><body><nav><a href=\"/\">Home</a><a href=\"/profile\">Profile</a>\
+         <a href=\"/todos\">Todos</a><a href=\"/cache\">Token cache</a></nav>\
          <h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     ))
@@ -55,11 +171,7 @@ fn home(title: &str, user: Option<AuthenticatedUser>) -> Html<String> {
 }
 
 fn profile(title: &str, user: AuthenticatedUser, headers: &HeaderMap) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
-    if wants_json {
+    if wants_json(headers) {
         return Json(serde_json::json!({
             "sub": user.sub(),
             "name": user.name(),

@@ -24,6 +24,8 @@ fn url_after<'a>(lines: &'a [String], label: &str) -> &'a str {
 
 #[tokio::test]
 async fn demo_starts_signs_in_and_stops_cleanly() {
+    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("demo-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_idweb-demo"))
         .args([
             "--idp-listen",
@@ -33,6 +35,8 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
             "--api-listen",
             "127.0.0.1:0",
         ])
+        .arg("--data-dir")
+        .arg(&data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -62,7 +66,10 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
     assert!(home.text().await.unwrap().contains("not signed in"));
     let anonymous = get_page(&b, &api).await;
     assert_eq!(anonymous.status(), 401, "the todo API wants a bearer token");
-    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer realm=\"todo\"");
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Bearer realm=\"todo\""
+    );
 
     // /profile → sign-in → the IdP's login page → bob → back to /profile.
     let mut url = format!("{app}/profile");

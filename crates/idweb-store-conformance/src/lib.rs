@@ -2,7 +2,7 @@
 //!
 //! A store crate runs it with one line in its tests:
 //!
-//! ```ignore
+//! ```no_run
 //! idweb_store_conformance::store_conformance_tests!(|clock| async move {
 //!     std::sync::Arc::new(idweb::MemoryStore::with_clock(clock)) as std::sync::Arc<dyn idweb::Store>
 //! });
@@ -688,10 +688,7 @@ where
         cursor = page.last().map(|s| s.id.clone());
         seen.extend(page.into_iter().map(|s| s.id));
     }
-    assert!(
-        seen.contains(&s.id),
-        "the new session is listed"
-    );
+    assert!(seen.contains(&s.id), "the new session is listed");
     let mut sorted_ids: Vec<String> = seen.iter().map(|i| i.secret().to_string()).collect();
     let n = sorted_ids.len();
     sorted_ids.dedup();

@@ -93,6 +93,26 @@ pub enum StoreSetting {
     Sqlite(PathBuf),
 }
 
+impl StoreSetting {
+    /// Parses a store URL: `memory` or `sqlite://PATH`.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        if url == "memory" {
+            return Ok(StoreSetting::Memory);
+        }
+        match url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Some(path) if !path.is_empty() => Ok(StoreSetting::Sqlite(PathBuf::from(path))),
+            _ => Err(ConfigError::Invalid {
+                key: "store (IDWEB_STORE)".into(),
+                reason: format!("unsupported store `{url}`; supported: memory, sqlite://PATH"),
+            }),
+        }
+    }
+}
+
 /// Where a key (cookie key, cache keys) came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySource {
@@ -368,23 +388,10 @@ impl Settings {
 
         let store = match raw.remove("store") {
             None => StoreSetting::Memory,
-            Some(r) => match r.value.trim() {
-                "memory" => StoreSetting::Memory,
-                other => match other
-                    .strip_prefix("sqlite://")
-                    .or_else(|| other.strip_prefix("sqlite:"))
-                {
-                    Some(path) if !path.is_empty() => StoreSetting::Sqlite(PathBuf::from(path)),
-                    _ => {
-                        return Err(invalid(
-                            &r,
-                            format!(
-                                "unsupported store `{other}`; supported: memory, sqlite://PATH"
-                            ),
-                        ));
-                    }
-                },
-            },
+            Some(r) => StoreSetting::parse(&r.value).map_err(|e| match e {
+                ConfigError::Invalid { reason, .. } => invalid(&r, reason),
+                other => other,
+            })?,
         };
 
         let session_lifetime = match raw.remove("session_lifetime") {

@@ -1,0 +1,192 @@
+//! The library behind the `idweb` command: opening a store from its URL, and
+//! the cache reports the command prints.
+//!
+//! The JSON forms are stable: fields are only ever added, never renamed or
+//! removed (see `docs/CLI.md`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use idweb::{
+    CacheKeys, Clock, EntrySummary, MemoryStore, PartitionKey, Session, SessionLookup, Store,
+    StoreError, StoreSetting, SystemClock, TokenCache,
+};
+use serde::Serialize;
+
+/// Opens the store a setting names.
+pub async fn open_store(
+    setting: &StoreSetting,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match setting {
+        StoreSetting::Memory => Ok(Arc::new(MemoryStore::with_clock(clock))),
+        StoreSetting::Sqlite(path) => Ok(Arc::new(
+            idweb_store_sqlite::SqliteStore::open_with_clock(path, clock).await?,
+        )),
+        other => Err(StoreError::Unavailable(
+            format!("this build cannot open the store {other:?}").into(),
+        )),
+    }
+}
+
+/// Opens a store from its URL (`sqlite://PATH`, ...); `memory` is refused
+/// because a command cannot see another process's memory.
+pub async fn open_store_url(url: &str) -> Result<Arc<dyn Store>, String> {
+    let setting = StoreSetting::parse(url).map_err(|e| e.to_string())?;
+    if setting == StoreSetting::Memory {
+        return Err(
+            "`memory` is private to one process; give the URL of a shared store (sqlite://PATH)"
+                .into(),
+        );
+    }
+    open_store(&setting, Arc::new(SystemClock))
+        .await
+        .map_err(|e| error_chain(&e))
+}
+
+/// An error and its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Which sessions a listing covers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this issuer.
+    pub iss: Option<String>,
+    /// Only this subject.
+    pub sub: Option<String>,
+    /// Only this provider session id.
+    pub sid: Option<String>,
+}
+
+/// One session and its cache entries, as listed.
+#[derive(Debug, Serialize)]
+pub struct SessionReport {
+    /// A fingerprint of the session id (never the id itself).
+    pub session: String,
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// Provider session id.
+    pub sid: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// The cache entries (no secrets).
+    pub entries: Vec<EntrySummary>,
+    /// Entries that could not be decrypted with the given keys.
+    pub unreadable_entries: usize,
+}
+
+/// The sessions matching `filter`, with their cache entries.
+pub async fn list(
+    store: Arc<dyn Store>,
+    keys: Arc<CacheKeys>,
+    filter: &Filter,
+) -> Result<Vec<SessionReport>, StoreError> {
+    let sessions = matching_sessions(store.as_ref(), filter).await?;
+    let cache = TokenCache::new(store, keys);
+    let mut out = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        let key = PartitionKey::Session(s.id.clone());
+        let part = cache.read(&key).await?;
+        let entries = cache.summaries(&key).await?;
+        out.push(SessionReport {
+            session: s.id.fingerprint(),
+            iss: s.iss,
+            sub: s.sub,
+            sid: s.sid,
+            name: s.name,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            entries,
+            unreadable_entries: part.unreadable,
+        });
+    }
+    Ok(out)
+}
+
+/// The live sessions matching `filter`: through the indexes when the issuer
+/// is known, otherwise by scanning.
+pub async fn matching_sessions(
+    store: &dyn Store,
+    filter: &Filter,
+) -> Result<Vec<Session>, StoreError> {
+    if let Some(iss) = &filter.iss {
+        let lookup = match (&filter.sid, &filter.sub) {
+            (Some(sid), _) => Some(SessionLookup::ByProviderSession {
+                iss: iss.clone(),
+                sid: sid.clone(),
+            }),
+            (None, Some(sub)) => Some(SessionLookup::BySubject {
+                iss: iss.clone(),
+                sub: sub.clone(),
+            }),
+            (None, None) => None,
+        };
+        if let Some(lookup) = lookup {
+            let mut out = Vec::new();
+            for id in store.find_sessions(&lookup).await? {
+                if let Some(s) = store.get_session(&id).await?
+                    && filter.sub.as_ref().is_none_or(|sub| *sub == s.sub)
+                {
+                    out.push(s);
+                }
+            }
+            return Ok(out);
+        }
+    }
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_sessions(after.as_ref(), 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        out.extend(page.into_iter().filter(|s| {
+            filter.iss.as_ref().is_none_or(|v| *v == s.iss)
+                && filter.sub.as_ref().is_none_or(|v| *v == s.sub)
+                && filter
+                    .sid
+                    .as_ref()
+                    .is_none_or(|v| Some(v) == s.sid.as_ref())
+        }));
+    }
+    Ok(out)
+}
+
+/// Store statistics as printed by `idweb cache stats --json`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct StatsReport {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Cache entries.
+    pub entries: u64,
+    /// Live tombstones.
+    pub tombstones: u64,
+}
+
+/// Counts of what the store holds.
+pub async fn stats(store: &dyn Store) -> Result<StatsReport, StoreError> {
+    let s = store.stats().await?;
+    Ok(StatsReport {
+        sessions: s.sessions,
+        partitions: s.partitions,
+        entries: s.entries,
+        tombstones: s.tombstones,
+    })
+}

@@ -1,0 +1,160 @@
+//! The statements the store runs. Parameters are always bound, never formatted in.
+//!
+//! A unary `+` before a column (`+s.expires_at`) keeps SQLite from choosing
+//! that column's index for the term: the expiry filter must not displace the
+//! primary key or the `(iss, sid)` / `(iss, sub)` index that selects the rows.
+
+// Sessions.
+
+pub(crate) const TOMBSTONE_GET: &str = "SELECT logged_out_at, expires_at FROM tombstones
+     WHERE kind = ?1 AND iss = ?2 AND value = ?3 AND expires_at > ?4";
+
+pub(crate) const SESSION_DELETE_IF_EXPIRED: &str =
+    "DELETE FROM sessions WHERE id = ?1 AND expires_at <= ?2";
+
+pub(crate) const SESSION_UPSERT: &str =
+    "INSERT INTO sessions (id, iss, sub, sid, created_at, expires_at, data)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (id) DO UPDATE SET
+         iss = excluded.iss,
+         sub = excluded.sub,
+         sid = excluded.sid,
+         created_at = excluded.created_at,
+         expires_at = excluded.expires_at,
+         data = excluded.data";
+
+pub(crate) const SESSION_GET: &str = "SELECT data, expires_at FROM sessions WHERE id = ?1";
+
+pub(crate) const SESSION_DELETE: &str = "DELETE FROM sessions WHERE id = ?1";
+
+pub(crate) const SESSIONS_BY_SID: &str = "SELECT id FROM sessions
+     WHERE iss = ?1 AND sid = ?2 AND +expires_at > ?3";
+
+pub(crate) const SESSIONS_BY_SUB: &str = "SELECT id FROM sessions
+     WHERE iss = ?1 AND sub = ?2 AND +expires_at > ?3";
+
+pub(crate) const SESSION_COUNT: &str = "SELECT COUNT(*) FROM sessions WHERE expires_at > ?1";
+
+pub(crate) const SESSIONS_LIST_FIRST: &str = "SELECT data FROM sessions
+     WHERE +expires_at > ?1 ORDER BY id LIMIT ?2";
+
+pub(crate) const SESSIONS_LIST_AFTER: &str = "SELECT data FROM sessions
+     WHERE id > ?1 AND +expires_at > ?2 ORDER BY id LIMIT ?3";
+
+pub(crate) const SESSION_IS_LIVE: &str =
+    "SELECT 1 FROM sessions WHERE id = ?1 AND +expires_at > ?2";
+
+// Partitions and entries.
+
+/// Every entry of a partition with the partition's version, in one statement
+/// (one snapshot); nothing when the partition belongs to a session that is not
+/// live.
+pub(crate) const PARTITION_GET: &str =
+    "SELECT p.version, e.cache_key, e.kind, e.expires_at, e.sealed
+     FROM partitions p JOIN entries e ON e.pkey = p.pkey
+     WHERE p.pkey = ?1
+       AND (p.session_id IS NULL
+            OR EXISTS (SELECT 1 FROM sessions s
+                       WHERE s.id = p.session_id AND +s.expires_at > ?2))";
+
+pub(crate) const PARTITION_VERSION: &str = "SELECT version FROM partitions WHERE pkey = ?1";
+
+pub(crate) const PARTITION_UPSERT: &str = "INSERT INTO partitions (pkey, session_id, version)
+     VALUES (?1, ?2, ?3)
+     ON CONFLICT (pkey) DO UPDATE SET version = excluded.version";
+
+pub(crate) const PARTITION_HAS_ENTRIES: &str =
+    "SELECT EXISTS (SELECT 1 FROM entries WHERE pkey = ?1)";
+
+pub(crate) const PARTITION_DELETE: &str = "DELETE FROM partitions WHERE pkey = ?1";
+
+pub(crate) const ENTRY_DELETE: &str = "DELETE FROM entries WHERE pkey = ?1 AND cache_key = ?2";
+
+pub(crate) const ENTRY_UPSERT: &str =
+    "INSERT INTO entries (pkey, cache_key, kind, expires_at, sealed)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (pkey, cache_key) DO UPDATE SET
+         kind = excluded.kind,
+         expires_at = excluded.expires_at,
+         sealed = excluded.sealed";
+
+// Tombstones and jti records.
+
+/// Records a tombstone. An existing one for the same selector is replaced when
+/// the new sign-out is as late or later, or when the old one has expired; a
+/// live tombstone's expiry is never shortened.
+pub(crate) const TOMBSTONE_PUT: &str =
+    "INSERT INTO tombstones (kind, iss, value, logged_out_at, expires_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (kind, iss, value) DO UPDATE SET
+         logged_out_at = excluded.logged_out_at,
+         expires_at = CASE WHEN tombstones.expires_at > ?6
+                           THEN MAX(tombstones.expires_at, excluded.expires_at)
+                           ELSE excluded.expires_at END
+     WHERE excluded.logged_out_at >= tombstones.logged_out_at
+        OR tombstones.expires_at <= ?6";
+
+pub(crate) const JTI_DELETE_IF_EXPIRED: &str =
+    "DELETE FROM jtis WHERE iss = ?1 AND jti = ?2 AND expires_at <= ?3";
+
+pub(crate) const JTI_INSERT: &str = "INSERT INTO jtis (iss, jti, expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (iss, jti) DO NOTHING";
+
+// Statistics.
+
+pub(crate) const PARTITION_STATS: &str = "SELECT COUNT(DISTINCT e.pkey), COUNT(*)
+     FROM entries e JOIN partitions p ON p.pkey = e.pkey
+     WHERE p.session_id IS NULL
+        OR EXISTS (SELECT 1 FROM sessions s
+                   WHERE s.id = p.session_id AND +s.expires_at > ?1)";
+
+pub(crate) const TOMBSTONE_COUNT: &str = "SELECT COUNT(*) FROM tombstones WHERE expires_at > ?1";
+
+// Purging, in batches so that one purge never holds the write lock for long.
+
+pub(crate) const EXPIRED_SESSIONS: &str = "SELECT id FROM sessions WHERE expires_at <= ?1 LIMIT ?2";
+
+pub(crate) const ENTRIES_DELETE_OF_SESSION: &str = "DELETE FROM entries
+     WHERE pkey IN (SELECT pkey FROM partitions WHERE session_id = ?1)";
+
+pub(crate) const PARTITIONS_DELETE_OF_SESSION: &str =
+    "DELETE FROM partitions WHERE session_id = ?1";
+
+pub(crate) const TOMBSTONES_PURGE: &str = "DELETE FROM tombstones WHERE rowid IN
+     (SELECT rowid FROM tombstones WHERE expires_at <= ?1 LIMIT ?2)";
+
+pub(crate) const JTIS_PURGE: &str = "DELETE FROM jtis WHERE rowid IN
+     (SELECT rowid FROM jtis WHERE expires_at <= ?1 LIMIT ?2)";
+
+/// Every statement whose cost must follow the number of matching rows, with
+/// placeholder parameters, for the query-plan test.
+#[cfg(test)]
+pub(crate) const INDEXED: &[&str] = &[
+    TOMBSTONE_GET,
+    SESSION_DELETE_IF_EXPIRED,
+    SESSION_UPSERT,
+    SESSION_GET,
+    SESSION_DELETE,
+    SESSIONS_BY_SID,
+    SESSIONS_BY_SUB,
+    SESSION_COUNT,
+    SESSIONS_LIST_FIRST,
+    SESSIONS_LIST_AFTER,
+    SESSION_IS_LIVE,
+    PARTITION_GET,
+    PARTITION_VERSION,
+    PARTITION_UPSERT,
+    PARTITION_HAS_ENTRIES,
+    PARTITION_DELETE,
+    ENTRY_DELETE,
+    ENTRY_UPSERT,
+    TOMBSTONE_PUT,
+    JTI_DELETE_IF_EXPIRED,
+    JTI_INSERT,
+    TOMBSTONE_COUNT,
+    EXPIRED_SESSIONS,
+    ENTRIES_DELETE_OF_SESSION,
+    PARTITIONS_DELETE_OF_SESSION,
+    TOMBSTONES_PURGE,
+    JTIS_PURGE,
+];
