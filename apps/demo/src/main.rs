@@ -86,6 +86,15 @@ fn main() -> std::process::ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Prints a line to stdout; a closed stdout (a pipe whose reader went away)
+/// is not a reason to crash a server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The scopes of the sample todo API.
 const TODO_SCOPES: &str = "api://todo/todos.read api://todo/todos.write";
 
@@ -136,7 +145,7 @@ async fn run_webapp(config: Option<PathBuf>) -> Result<(), BoxError> {
             .await?,
     );
     let listener = TcpListener::bind(listen).await?;
-    println!("sample web app: {public} (listening on {listen})");
+    say!("sample web app: {public} (listening on {listen})");
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(serve(
         listener,
@@ -146,7 +155,7 @@ async fn run_webapp(config: Option<PathBuf>) -> Result<(), BoxError> {
     shutdown_signal().await;
     let _ = tx.send(true);
     server.await??;
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }
 
@@ -191,7 +200,7 @@ fn demo_keys(dir: &std::path::Path) -> Result<(String, String), BoxError> {
         &mut file,
         format!("IDWEB_COOKIE_KEY={cookie}\nIDWEB_CACHE_KEYS={cache}\n").as_bytes(),
     )?;
-    println!(
+    say!(
         "generated the demo's cookie and cache keys in {}",
         path.display()
     );
@@ -269,23 +278,23 @@ async fn run_all(
             .await?;
     let api = tokio::spawn(serve(api_listener, api_router, rx));
 
-    println!("idweb demo is running:");
-    println!(
+    say!("idweb demo is running:");
+    say!(
         "  identity provider: {}  (development only; users: alice, bob)",
         idp.issuer()
     );
-    println!("  sample web app:    {app_url}/");
-    println!("  todo API:          {api_url}/api/todos");
-    println!("  web app store:     {store_url}");
-    println!("Open {app_url}/profile to sign in. Press Ctrl-C to stop.");
+    say!("  sample web app:    {app_url}/");
+    say!("  todo API:          {api_url}/api/todos");
+    say!("  web app store:     {store_url}");
+    say!("Open {app_url}/profile to sign in. Press Ctrl-C to stop.");
 
     shutdown_signal().await;
-    println!("shutting down");
+    say!("shutting down");
     let _ = tx.send(true);
     app.await??;
     api.await??;
     idp.shutdown().await;
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }
 

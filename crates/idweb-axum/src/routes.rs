@@ -140,6 +140,14 @@ async fn callback_handler(
     let secure = settings.secure_cookies();
     let mut resp = match rp.complete_sign_in(pending, &params).await {
         Ok(done) => {
+            // A new sign-in in this browser replaces its previous session (and its tokens).
+            if let Some(old) = cookies::get(&headers, idweb.session_cookie_name())
+                .and_then(|v| rp.session_id_from_cookie(v))
+                .filter(|old| !old.matches(&done.session.id))
+                && let Err(e) = rp.store().remove_session(&old).await
+            {
+                tracing::warn!(error = %e, "could not remove the previous session of this browser");
+            }
             let mut resp = redirect(&done.return_url, StatusCode::SEE_OTHER);
             let value = rp.session_cookie_value(&done.session.id);
             let lifetime = settings.session_lifetime.as_secs();

@@ -32,12 +32,25 @@ pub async fn dev_idp(auto_login: bool) -> DevIdp {
 }
 
 /// How to build a test app.
-#[derive(Debug)]
 pub struct AppOptions {
     pub client_id: String,
     pub client_auth: ClientAuthMethod,
     pub clock: Arc<dyn Clock>,
     pub min_jwks_refetch_interval: Duration,
+    /// More `IDWEB_*` settings (scopes, downstream APIs, keys, ...).
+    pub extra_env: Vec<(&'static str, String)>,
+    /// The store; default a new `MemoryStore` on `clock`.
+    pub store: Option<Arc<dyn Store>>,
+    /// The app's routes; default a public `/` and a protected JSON `/profile`.
+    pub routes: Option<fn(&IdWeb) -> Router>,
+}
+
+impl std::fmt::Debug for AppOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppOptions")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AppOptions {
@@ -47,6 +60,9 @@ impl Default for AppOptions {
             client_auth: ClientAuthMethod::ClientSecretBasic,
             clock: Arc::new(SystemClock),
             min_jwks_refetch_interval: Duration::from_secs(30),
+            extra_env: Vec::new(),
+            store: None,
+            routes: None,
         }
     }
 }
@@ -57,8 +73,15 @@ impl Default for AppOptions {
 pub struct TestApp {
     pub url: String,
     pub client_id: String,
-    pub store: MemoryStore,
+    pub store: Arc<dyn Store>,
     pub idweb: IdWeb,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 impl TestApp {
@@ -87,36 +110,41 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
         ClientAuthMethod::ClientSecretPost => "client_secret_post",
         _ => "client_secret_basic",
     };
-    let settings = Settings::from_sources(
-        None,
-        [
-            ("IDWEB_AUTHORITY", idp.issuer().to_string()),
-            ("IDWEB_CLIENT_ID", options.client_id.clone()),
-            ("IDWEB_CLIENT_SECRET", secret),
-            ("IDWEB_PUBLIC_URL", url.clone()),
-            ("IDWEB_CLIENT_AUTH", auth.to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .expect("settings");
-    let store = MemoryStore::with_clock(options.clock.clone());
+    let env: Vec<(String, String)> = [
+        ("IDWEB_AUTHORITY", idp.issuer().to_string()),
+        ("IDWEB_CLIENT_ID", options.client_id.clone()),
+        ("IDWEB_CLIENT_SECRET", secret),
+        ("IDWEB_PUBLIC_URL", url.clone()),
+        ("IDWEB_CLIENT_AUTH", auth.to_string()),
+    ]
+    .into_iter()
+    .chain(options.extra_env)
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let settings = Settings::from_sources(None, env).expect("settings");
+    let store = options
+        .store
+        .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(options.clock.clone())));
     let rp = RelyingParty::builder(settings)
-        .with_store(Arc::new(store.clone()))
+        .with_store(store.clone())
         .with_clock(options.clock.clone())
         .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval)
         .build()
         .await
         .expect("relying party");
     let idweb = IdWeb::new(rp);
-    let app = idweb.mount(Router::new().route("/", get(|| async { "home" })).route(
-        "/profile",
-        get(|user: AuthenticatedUser| async move {
-            axum::Json(
-                serde_json::json!({ "sub": user.sub(), "name": user.name(), "sid": user.sid() }),
-            )
-        }),
-    ));
-    tokio::spawn(async move {
+    let app = match options.routes {
+        Some(routes) => routes(&idweb),
+        None => idweb.mount(
+            Router::new().route("/", get(|| async { "home" })).route(
+                "/profile",
+                get(|user: AuthenticatedUser| async move {
+                    axum::Json(serde_json::json!({ "sub": user.sub(), "name": user.name(), "sid": user.sid() }))
+                }),
+            ),
+        ),
+    };
+    let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     TestApp {
@@ -124,6 +152,7 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
         client_id: options.client_id,
         store,
         idweb,
+        server,
     }
 }
 
@@ -200,10 +229,18 @@ pub async fn sign_in(
     app: &TestApp,
     username: &str,
 ) -> serde_json::Value {
-    let start = app.at(&format!(
-        "/account/signin?returnUrl=%2Fprofile&loginHint={username}"
-    ));
-    let callback = follow_until(browser, &start, &app.at("/signin-oidc")).await;
+    sign_in_at(browser, &app.url, username).await
+}
+
+/// Signs `username` in to the app at `base` (its origin) through the IdP's
+/// automatic mode, and returns the JSON of `/profile`.
+pub async fn sign_in_at(
+    browser: &reqwest::Client,
+    base: &str,
+    username: &str,
+) -> serde_json::Value {
+    let start = format!("{base}/account/signin?returnUrl=%2Fprofile&loginHint={username}");
+    let callback = follow_until(browser, &start, &format!("{base}/signin-oidc")).await;
     let resp = get_page(browser, &callback).await;
     assert_eq!(
         resp.status(),
@@ -211,14 +248,19 @@ pub async fn sign_in(
         "callback: {}",
         resp.text().await.unwrap_or_default()
     );
-    assert_eq!(location(&resp), app.at("/profile"));
-    profile_json(browser, app).await.expect("signed in")
+    assert_eq!(location(&resp), format!("{base}/profile"));
+    profile_json_at(browser, base).await.expect("signed in")
 }
 
 /// `/profile` as JSON, or `None` when the app answers 401.
 pub async fn profile_json(browser: &reqwest::Client, app: &TestApp) -> Option<serde_json::Value> {
+    profile_json_at(browser, &app.url).await
+}
+
+/// `{base}/profile` as JSON, or `None` when the app answers 401.
+pub async fn profile_json_at(browser: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
     let resp = browser
-        .get(app.at("/profile"))
+        .get(format!("{base}/profile"))
         .header(ACCEPT, "application/json")
         .send()
         .await

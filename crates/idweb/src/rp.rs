@@ -24,6 +24,9 @@ use crate::tokens::SingleFlight;
 
 const SESSION_PURPOSE: &str = "idweb session v1";
 
+/// Marks an ID token stored encrypted.
+const SEALED_PREFIX: &str = "sealed:";
+
 /// A completed sign-in.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -294,7 +297,9 @@ impl RelyingParty {
             created_at: now,
             expires_at: now.saturating_add(lifetime),
         };
-        self.store.put_session(&session).await?;
+        self.store
+            .put_session(&self.sealed_session(&session))
+            .await?;
         let requested = self.settings.scopes.join(" ");
         let granted = tokens.scope.as_deref().unwrap_or(&requested);
         let parts = TokenResponseParts::new(
@@ -354,8 +359,48 @@ impl RelyingParty {
         let Some(id) = self.session_id_from_cookie(cookie_value) else {
             return Ok(None);
         };
-        let session = self.store.get_session(&id).await?;
+        self.session(&id).await
+    }
+
+    /// The live session with this id, if any (its ID token decrypted).
+    pub async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let Some(stored) = self.store.get_session(id).await? else {
+            return Ok(None);
+        };
         let now = self.clock.unix_now();
-        Ok(session.filter(|s| !s.is_expired(now) && s.id.matches(&id)))
+        if stored.is_expired(now) || !stored.id.matches(id) {
+            return Ok(None);
+        }
+        self.opened_session(stored).map(Some)
+    }
+
+    /// The session as stored: its ID token encrypted with the cache keys, so
+    /// that the store holds no token in clear.
+    fn sealed_session(&self, session: &Session) -> Session {
+        let aad = format!("session id_token\0{}", session.id.secret());
+        let sealed = self
+            .settings
+            .cache_keys()
+            .seal(aad.as_bytes(), session.id_token.secret().as_bytes());
+        let mut stored = session.clone();
+        stored.id_token = Secret::new(format!("{SEALED_PREFIX}{}", crate::crypto::b64url(&sealed)));
+        stored
+    }
+
+    fn opened_session(&self, mut stored: Session) -> Result<Session, StoreError> {
+        let Some(b64) = stored.id_token.secret().strip_prefix(SEALED_PREFIX) else {
+            return Ok(stored);
+        };
+        let aad = format!("session id_token\0{}", stored.id.secret());
+        let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b64)
+            .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
+        let plain = self
+            .settings
+            .cache_keys()
+            .open(aad.as_bytes(), &raw)
+            .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
+        stored.id_token =
+            Secret::new(String::from_utf8(plain).map_err(|e| StoreError::Corrupt(Box::new(e)))?);
+        Ok(stored)
     }
 }

@@ -467,6 +467,28 @@ mod acquire {
                 .await
         }
 
+        /// Removes an access token from the session's cache (after an API refused it).
+        async fn discard_access_token(
+            &self,
+            session: &Session,
+            token: &AccessToken,
+        ) -> Result<(), TokenError> {
+            let key = PartitionKey::Session(session.id.clone());
+            let cached = self.cache.read(&key).await?;
+            let stale: Vec<String> = cached
+                .entries
+                .iter()
+                .filter(|e| {
+                    e.kind() == EntryKind::AccessToken && e.secret() == Some(token.secret.secret())
+                })
+                .map(CacheEntry::cache_key)
+                .collect();
+            if !stale.is_empty() {
+                self.cache.write(&key, &[], &stale, None).await?;
+            }
+            Ok(())
+        }
+
         /// Calls the downstream API `api` (configured under `[downstream.NAME]`)
         /// with the user's token. A `401` carrying a claims challenge
         /// (`WWW-Authenticate: Bearer ... claims="..."`) becomes
@@ -486,37 +508,51 @@ mod acquire {
             let url = resolve(&conf.base_url, &request.path)
                 .ok_or(DownstreamError::InvalidPath(request.path.clone()))?;
             let scopes: Vec<&str> = conf.scopes.iter().map(String::as_str).collect();
-            let token = self.token_for_user(session, &scopes).await?;
-            let mut req = self
-                .http
-                .request(request.method.clone(), url)
-                .bearer_auth(token.secret.secret())
-                .header(reqwest::header::ACCEPT, "application/json");
-            if let Some(body) = &request.json {
-                req = req.json(body);
-            }
             let transport = |source| DownstreamError::Transport {
                 api: api.to_string(),
                 source,
             };
-            let mut resp = req.send().await.map_err(transport)?;
-            let status = resp.status().as_u16();
-            let header = |name| {
-                resp.headers()
-                    .get(name)
-                    .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-                    .map(str::to_string)
+            let mut retried = false;
+            let mut resp = loop {
+                let token = self.token_for_user(session, &scopes).await?;
+                let mut req = self
+                    .http
+                    .request(request.method.clone(), url.clone())
+                    .bearer_auth(token.secret.secret())
+                    .header(reqwest::header::ACCEPT, "application/json");
+                if let Some(body) = &request.json {
+                    req = req.json(body);
+                }
+                let resp = req.send().await.map_err(transport)?;
+                if resp.status().as_u16() != 401 {
+                    break resp;
+                }
+                let challenge = resp
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(claims_challenge);
+                if let Some(claims) = challenge {
+                    return Err(DownstreamError::Token(TokenError::UiRequired {
+                        scopes: conf.scopes.clone(),
+                        claims: Some(claims),
+                    }));
+                }
+                if retried {
+                    break resp;
+                }
+                // The API refused a token we thought valid (revoked, or signed
+                // with a key the API no longer trusts): drop it and try once
+                // more with a fresh one.
+                retried = true;
+                self.discard_access_token(session, &token).await?;
             };
-            let content_type = header(reqwest::header::CONTENT_TYPE);
-            if status == 401
-                && let Some(claims) =
-                    header(reqwest::header::WWW_AUTHENTICATE).and_then(|h| claims_challenge(&h))
-            {
-                return Err(DownstreamError::Token(TokenError::UiRequired {
-                    scopes: conf.scopes.clone(),
-                    claims: Some(claims),
-                }));
-            }
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > MAX_DOWNSTREAM_BODY {

@@ -1,0 +1,265 @@
+//! Token acquisition over real HTTP: the sample web app calls the sample todo
+//! API with tokens from sign-in, refreshes them once when they expire, and
+//! sends the user back to sign-in when the refresh token is revoked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use idweb::{EntryKind, ManualClock, PartitionKey};
+use idweb_demo::todo_api::{self, TodoApiConfig};
+use idweb_test_support::idweb_devidp::DevIdp;
+use idweb_test_support::{
+    AppOptions, TestApp, browser, dev_idp, follow_until, get_page, location, sign_in, start_app,
+};
+use reqwest::header::ACCEPT;
+use tokio::net::TcpListener;
+
+const TODO_SCOPES: &str = "api://todo/todos.read api://todo/todos.write";
+
+async fn todo_api(idp: &DevIdp) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = todo_api::router(TodoApiConfig::new(idp.issuer()))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+fn demo_routes(idweb: &idweb_axum::IdWeb) -> axum::Router {
+    idweb_demo::webapp::router(idweb, "test app")
+}
+
+async fn demo_app(idp: &DevIdp, clock: Arc<ManualClock>) -> TestApp {
+    let api = todo_api(idp).await;
+    start_app(
+        idp,
+        AppOptions {
+            clock,
+            extra_env: vec![
+                (
+                    "IDWEB_SCOPES",
+                    format!("openid profile offline_access {TODO_SCOPES}"),
+                ),
+                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
+                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+            ],
+            routes: Some(demo_routes),
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
+async fn todos(b: &reqwest::Client, app: &TestApp) -> reqwest::Response {
+    b.get(app.at("/todos"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The refresh token stored in the app's only session partition.
+async fn stored_refresh_token(app: &TestApp) -> String {
+    let sessions = app.store.list_sessions(None, 10).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    let cache = app.idweb.relying_party().token_cache();
+    let part = cache
+        .read(&PartitionKey::Session(sessions[0].id.clone()))
+        .await
+        .unwrap();
+    part.entries
+        .iter()
+        .find(|e| e.kind() == EntryKind::RefreshToken)
+        .and_then(|e| e.secret())
+        .expect("a refresh token is cached")
+        .to_string()
+}
+
+/// Moves the app's clock and the IdP's clock together.
+fn advance(clock: &ManualClock, idp: &DevIdp, total_offset: i64) {
+    clock.advance(Duration::from_secs(3600));
+    idp.set_clock_offset(total_offset);
+}
+
+#[tokio::test]
+async fn todos_use_the_sign_in_token_then_refresh_once_when_it_expires() {
+    let idp = dev_idp(true).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = demo_app(&idp, clock.clone()).await;
+    let b = browser();
+    sign_in(&b, &app, "alice").await;
+
+    let resp = todos(&b, &app).await;
+    assert_eq!(resp.status(), 200);
+    let items: Vec<serde_json::Value> = resp.json().await.unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(
+        idp.stats().refresh_token,
+        0,
+        "the token from code redemption was used"
+    );
+    let rt1 = stored_refresh_token(&app).await;
+
+    advance(&clock, &idp, 3600);
+    assert_eq!(todos(&b, &app).await.status(), 200);
+    assert_eq!(
+        idp.stats().refresh_token,
+        1,
+        "expired access token → one refresh"
+    );
+    let rt2 = stored_refresh_token(&app).await;
+    assert_ne!(rt1, rt2, "the rotated refresh token is stored");
+    assert_eq!(todos(&b, &app).await.status(), 200);
+    assert_eq!(
+        idp.stats().refresh_token,
+        1,
+        "the refreshed token is cached"
+    );
+
+    // The cache page lists entries without secrets.
+    let page = get_page(&b, &app.at("/cache")).await.text().await.unwrap();
+    assert!(
+        page.contains("AccessToken")
+            && page.contains("RefreshToken")
+            && page.contains("api://todo/todos.read")
+    );
+    assert!(!page.contains(&rt2), "no secret on the cache page");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_with_an_expired_token_cause_one_refresh() {
+    let idp = dev_idp(true).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = demo_app(&idp, clock.clone()).await;
+    let b = browser();
+    sign_in(&b, &app, "bob").await;
+    advance(&clock, &idp, 3600);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (b, url) = (b.clone(), app.at("/todos"));
+        tasks.push(tokio::spawn(async move {
+            b.get(url)
+                .header(ACCEPT, "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(
+        idp.stats().refresh_token,
+        1,
+        "exactly one refresh at the IdP"
+    );
+}
+
+#[tokio::test]
+async fn revoked_refresh_token_sends_the_user_back_to_sign_in_then_todos_work_again() {
+    let idp = dev_idp(true).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = demo_app(&idp, clock.clone()).await;
+    let b = browser();
+    sign_in(&b, &app, "alice").await;
+    advance(&clock, &idp, 3600);
+    idp.revoke_refresh_tokens("alice");
+
+    // JSON clients learn where to go.
+    let resp = todos(&b, &app).await;
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "interaction_required");
+
+    // Browsers are sent to sign in, asking for the API's scopes, and come back.
+    let resp = get_page(&b, &app.at("/todos")).await;
+    assert_eq!(resp.status(), 302);
+    let signin = location(&resp);
+    assert!(
+        signin.starts_with(&app.at("/account/signin?returnUrl=%2Ftodos&scope=api")),
+        "{signin}"
+    );
+    let callback = follow_until(&b, &signin, &app.at("/signin-oidc")).await;
+    let resp = get_page(&b, &callback).await;
+    assert_eq!(location(&resp), app.at("/todos"));
+    let resp = todos(&b, &app).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.store.session_count().await.unwrap(),
+        1,
+        "the new sign-in replaced the old session"
+    );
+}
+
+#[tokio::test]
+async fn the_sqlite_file_holds_no_token_in_clear() {
+    let idp = dev_idp(true).await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("webapp.sqlite");
+    let _ = std::fs::remove_file(&db);
+    let store = idweb_store_sqlite::SqliteStore::open(&db).await.unwrap();
+    let api = todo_api(&idp).await;
+    let app = start_app(
+        &idp,
+        AppOptions {
+            extra_env: vec![
+                (
+                    "IDWEB_SCOPES",
+                    format!("openid profile offline_access {TODO_SCOPES}"),
+                ),
+                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
+                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+            ],
+            store: Some(Arc::new(store.clone())),
+            routes: Some(demo_routes),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let b = browser();
+    sign_in(&b, &app, "alice").await;
+    assert_eq!(todos(&b, &app).await.status(), 200);
+
+    let sessions = app.store.list_sessions(None, 10).await.unwrap();
+    let rp = app.idweb.relying_party();
+    let session = rp.session(&sessions[0].id).await.unwrap().unwrap();
+    let part = rp
+        .token_cache()
+        .read(&PartitionKey::Session(session.id.clone()))
+        .await
+        .unwrap();
+    let mut secrets: Vec<String> = part
+        .entries
+        .iter()
+        .filter_map(|e| e.secret().map(str::to_string))
+        .collect();
+    assert_eq!(secrets.len(), 3, "access, refresh and ID token are cached");
+    secrets.push(session.id_token.secret().to_string());
+    store.close().await;
+
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        if let Ok(b) = std::fs::read(format!("{}{suffix}", db.display())) {
+            bytes.extend(b);
+        }
+    }
+    assert!(bytes.len() > 4096, "the database was written");
+    for secret in &secrets {
+        // Any 24-byte piece of a token would betray it; check every window of the token.
+        let s = secret.as_bytes();
+        for w in s.windows(24).step_by(8) {
+            assert!(
+                !bytes.windows(w.len()).any(|x| x == w),
+                "a piece of a token is stored in clear"
+            );
+        }
+    }
+}
