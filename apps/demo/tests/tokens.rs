@@ -263,3 +263,94 @@ async fn the_sqlite_file_holds_no_token_in_clear() {
         }
     }
 }
+
+/// A stand-in API that answers every call with a claims challenge, as
+/// Microsoft Entra's continuous access evaluation does.
+async fn challenging_api() -> String {
+    use base64::Engine;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let claims = base64::engine::general_purpose::STANDARD
+        .encode(r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#);
+    let app = axum::Router::new().fallback(move || {
+        let claims = claims.clone();
+        async move {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    format!(
+                        "Bearer realm=\"\", error=\"insufficient_claims\", claims=\"{claims}\""
+                    ),
+                )],
+            )
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_claims_challenge_from_the_api_becomes_a_sign_in_asking_for_those_claims() {
+    let idp = dev_idp(true).await;
+    let api = challenging_api().await;
+    let app = start_app(
+        &idp,
+        AppOptions {
+            extra_env: vec![
+                (
+                    "IDWEB_SCOPES",
+                    format!("openid profile offline_access {TODO_SCOPES}"),
+                ),
+                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
+                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+            ],
+            routes: Some(demo_routes),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let b = browser();
+    sign_in(&b, &app, "alice").await;
+    let resp = get_page(&b, &app.at("/todos")).await;
+    assert_eq!(resp.status(), 302);
+    let signin = url::Url::parse(&location(&resp)).unwrap();
+    let q: std::collections::HashMap<String, String> = signin.query_pairs().into_owned().collect();
+    assert_eq!(q["returnUrl"], "/todos");
+    assert_eq!(q["scope"], TODO_SCOPES);
+    assert_eq!(
+        q["claims"],
+        r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#
+    );
+    // The sign-in passes the claims on to the provider.
+    let resp = get_page(&b, signin.as_str()).await;
+    let authorize = url::Url::parse(&location(&resp)).unwrap();
+    let claims = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "claims")
+        .map(|(_, v)| v.to_string());
+    assert_eq!(claims.as_deref(), Some(q["claims"].as_str()));
+}
+
+#[tokio::test]
+async fn app_tokens_come_from_client_credentials_and_are_cached() {
+    let idp = dev_idp(true).await;
+    let app = start_app(&idp, AppOptions::default()).await;
+    let rp = app.idweb.relying_party();
+    let first = rp.token_for_app(&["api://todo/todos.read"]).await.unwrap();
+    let second = rp.token_for_app(&["api://todo/todos.read"]).await.unwrap();
+    assert_eq!(first.secret.secret(), second.secret.secret());
+    assert_eq!(
+        idp.stats().client_credentials,
+        1,
+        "the second call was served from the cache"
+    );
+    assert!(first.scopes.contains(&"api://todo/todos.read".to_string()));
+    let stats = app.store.stats().await.unwrap();
+    assert_eq!(
+        stats.partitions, 1,
+        "app tokens live in a partition of their own"
+    );
+}
