@@ -25,9 +25,15 @@
 //! ```
 //!
 //! Routes mounted:
-//! - `GET /account/signin?returnUrl=/path` starts a sign-in (`loginHint` and
-//!   `prompt` are passed on to the provider);
-//! - `GET /signin-oidc` (the callback path) completes it.
+//! - `GET /account/signin?returnUrl=/path` starts a sign-in (`loginHint`,
+//!   `prompt`, `scope` and `claims` are passed on to the provider);
+//! - `GET /signin-oidc` (the callback path) completes it;
+//! - `POST /account/signout` signs this session out (`?scope=all`: every
+//!   session of the user in this app), revokes the refresh token, and
+//!   continues at the provider's end-session endpoint (by POST);
+//! - `GET /signout-callback-oidc` is the post-logout redirect URI;
+//! - `POST /backchannel-logout` takes the provider's logout tokens;
+//! - `GET /signout-oidc?iss=&sid=` is the front-channel logout URI.
 //!
 //! A browser request without a valid session is redirected to sign-in; a
 //! request with `Accept: application/json` gets `401` with a JSON body.
@@ -38,6 +44,7 @@ mod cookies;
 mod error;
 mod extract;
 mod routes;
+mod signout;
 
 use std::sync::Arc;
 
@@ -46,6 +53,7 @@ use idweb::RelyingParty;
 
 pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
+pub use signout::MAX_LOGOUT_BODY;
 
 /// idweb installed on an axum app. Cheap to clone.
 #[derive(Debug, Clone)]

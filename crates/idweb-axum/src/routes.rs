@@ -21,10 +21,11 @@ where
     Router::new()
         .route("/account/signin", get(sign_in))
         .route(&callback, get(callback_handler))
+        .merge(crate::signout::routes())
 }
 
 /// Parses a query string; `None` when a parameter appears twice (RFC 6749 §3.1).
-fn parse_query(raw: Option<&str>) -> Option<HashMap<String, String>> {
+pub(crate) fn parse_query(raw: Option<&str>) -> Option<HashMap<String, String>> {
     let mut map = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         if map.insert(k.into_owned(), v.into_owned()).is_some() {
@@ -34,7 +35,7 @@ fn parse_query(raw: Option<&str>) -> Option<HashMap<String, String>> {
     Some(map)
 }
 
-fn redirect(location: &str, status: StatusCode) -> Response {
+pub(crate) fn redirect(location: &str, status: StatusCode) -> Response {
     let mut resp = status.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);

@@ -100,6 +100,8 @@ pub(crate) const JTI_DELETE_IF_EXPIRED: &str =
 pub(crate) const JTI_INSERT: &str = "INSERT INTO jtis (iss, jti, expires_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (iss, jti) DO NOTHING";
 
+pub(crate) const JTI_FORGET: &str = "DELETE FROM jtis WHERE iss = ?1 AND jti = ?2";
+
 // Statistics.
 
 pub(crate) const PARTITION_STATS: &str = "SELECT COUNT(DISTINCT e.pkey), COUNT(*)
@@ -151,6 +153,7 @@ pub(crate) const INDEXED: &[&str] = &[
     TOMBSTONE_PUT,
     JTI_DELETE_IF_EXPIRED,
     JTI_INSERT,
+    JTI_FORGET,
     TOMBSTONE_COUNT,
     EXPIRED_SESSIONS,
     ENTRIES_DELETE_OF_SESSION,

@@ -388,6 +388,17 @@ impl Store for SqliteStore {
         Ok(inserted == 1)
     }
 
+    async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query(sql::JTI_FORGET)
+            .bind(iss)
+            .bind(jti)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db_error)?;
+        w.commit().await
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let now = self.now();
         // One read transaction: the counts come from one snapshot.

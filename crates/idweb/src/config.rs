@@ -40,6 +40,7 @@ use url::Url;
 use crate::crypto::random_bytes;
 use crate::keys::CacheKeys;
 use crate::secret::Secret;
+use crate::signout::LogoutTokenPolicy;
 
 /// A configuration problem found at start-up. It names the key to fix.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +159,14 @@ pub struct Settings {
     pub store: StoreSetting,
     /// How long a session lasts after sign-in. Default 12 hours. (`IDWEB_SESSION_LIFETIME`, seconds)
     pub session_lifetime: Duration,
+    /// Whether local sign-out revokes the refresh token at the provider
+    /// (RFC 7009), when it has a revocation endpoint. Default true. (`IDWEB_REVOKE_ON_SIGN_OUT`)
+    pub revoke_on_sign_out: bool,
+    /// Rules for back-channel logout tokens. Defaults: `iat` at most 10
+    /// minutes old, `exp` required, `typ` checked when present.
+    /// (`IDWEB_LOGOUT_TOKEN_MAX_AGE` seconds, `IDWEB_LOGOUT_TOKEN_REQUIRE_TYP`,
+    /// `IDWEB_DANGER_ACCEPT_LOGOUT_TOKENS_WITHOUT_EXP` for providers that predate errata 1)
+    pub logout_tokens: LogoutTokenPolicy,
     /// Downstream APIs by name (`[downstream.NAME]`, or `IDWEB_DOWNSTREAM__NAME__BASE_URL` / `__SCOPES`).
     pub downstream: BTreeMap<String, DownstreamApiSettings>,
     cookie_key: Secret,
@@ -184,6 +193,8 @@ impl fmt::Debug for Settings {
             .field("cache_keys", &self.cache_keys)
             .field("cache_keys_source", &self.cache_keys_source)
             .field("downstream", &self.downstream)
+            .field("revoke_on_sign_out", &self.revoke_on_sign_out)
+            .field("logout_tokens", &self.logout_tokens)
             .finish()
     }
 }
@@ -202,6 +213,13 @@ const KEYS: &[(&str, &str)] = &[
     ("cookie_key", "IDWEB_COOKIE_KEY"),
     ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
     ("cache_keys", "IDWEB_CACHE_KEYS"),
+    ("revoke_on_sign_out", "IDWEB_REVOKE_ON_SIGN_OUT"),
+    ("logout_token_max_age", "IDWEB_LOGOUT_TOKEN_MAX_AGE"),
+    ("logout_token_require_typ", "IDWEB_LOGOUT_TOKEN_REQUIRE_TYP"),
+    (
+        "danger_accept_logout_tokens_without_exp",
+        "IDWEB_DANGER_ACCEPT_LOGOUT_TOKENS_WITHOUT_EXP",
+    ),
 ];
 
 const AZURE_KEYS: &[&str] = &[
@@ -456,8 +474,27 @@ impl Settings {
         };
 
         let downstream = downstream_apis(downstream_raw)?;
+        let revoke_on_sign_out = flag(raw.remove("revoke_on_sign_out"), true)?;
+        let mut logout_tokens = LogoutTokenPolicy {
+            require_typ: flag(raw.remove("logout_token_require_typ"), false)?,
+            require_exp: !flag(raw.remove("danger_accept_logout_tokens_without_exp"), false)?,
+            ..LogoutTokenPolicy::default()
+        };
+        if let Some(r) = raw.remove("logout_token_max_age") {
+            let secs: u64 = r
+                .value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(&r, "expected a number of seconds".into()))?;
+            if !(10..=86_400).contains(&secs) {
+                return Err(invalid(&r, "must be between 10 seconds and one day".into()));
+            }
+            logout_tokens.max_age = Duration::from_secs(secs);
+        }
 
         Ok(Settings {
+            revoke_on_sign_out,
+            logout_tokens,
             downstream,
             cache_keys: Arc::new(cache_keys),
             cache_keys_source,
@@ -552,6 +589,17 @@ fn invalid(r: &Raw, reason: String) -> ConfigError {
     ConfigError::Invalid {
         key: r.name.clone(),
         reason,
+    }
+}
+
+fn flag(r: Option<Raw>, default: bool) -> Result<bool, ConfigError> {
+    match r {
+        None => Ok(default),
+        Some(r) => match r.value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(invalid(&r, "expected true or false".into())),
+        },
     }
 }
 

@@ -35,6 +35,7 @@ pub enum JwsError {
 #[derive(Debug)]
 pub(crate) struct Verified {
     pub(crate) alg: Algorithm,
+    pub(crate) typ: Option<String>,
     pub(crate) claims: Map<String, Value>,
 }
 
@@ -72,6 +73,7 @@ pub(crate) async fn verify(
         })?;
     Ok(Verified {
         alg: header.alg,
+        typ: header.typ,
         claims: data.claims,
     })
 }

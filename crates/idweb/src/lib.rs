@@ -47,6 +47,7 @@ mod rp;
 mod secret;
 mod session;
 mod signin;
+mod signout;
 mod store;
 mod time;
 mod token_cache;
@@ -70,6 +71,11 @@ pub use session::{Session, SessionId, account_id_for};
 pub use signin::{
     CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignInError, SignInOptions, SignInRequest,
     TokenSet, pending_cookie_name,
+};
+pub use signout::{
+    BACKCHANNEL_LOGOUT_EVENT, BackChannelError, EndSessionRequest, Eviction, FrontChannelError,
+    LocalSignOut, LogoutRequest, LogoutTokenError, LogoutTokenPolicy, SIGN_OUT_CALLBACK_PATH,
+    SIGN_OUT_STATE_COOKIE, SignOut, SignOutSelector,
 };
 pub use store::{
     BoxError, MemoryStore, PartitionKey, PartitionWrite, SessionLookup, Store, StoreError,

@@ -16,6 +16,7 @@ use crate::signin::{
     SignInOptions, SignInRequest, TokenSet, authorization_request, pending_cookie_name,
     redeem_code, same_origin_path, validate_id_token,
 };
+use crate::signout::SignOut;
 use crate::store::PartitionKey;
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::time::{Clock, SystemClock};
@@ -115,6 +116,12 @@ impl RelyingPartyBuilder {
             );
         }
         let cache = TokenCache::new(store.clone(), self.settings.cache_keys().clone());
+        // Tombstones outlive every session they could cover.
+        let sign_out = SignOut::new(
+            store.clone(),
+            clock.clone(),
+            self.settings.session_lifetime + self.clock_skew + Duration::from_secs(3600),
+        );
         Ok(RelyingParty {
             settings: self.settings,
             provider,
@@ -123,6 +130,7 @@ impl RelyingPartyBuilder {
             http,
             clock,
             sealer,
+            sign_out,
             skew: i64::try_from(self.clock_skew.as_secs()).unwrap_or(300),
             single_flight: SingleFlight::default(),
         })
@@ -140,7 +148,8 @@ pub struct RelyingParty {
     pub(crate) cache: TokenCache,
     pub(crate) http: reqwest::Client,
     pub(crate) clock: Arc<dyn Clock>,
-    sealer: Sealer,
+    pub(crate) sealer: Sealer,
+    pub(crate) sign_out: SignOut,
     pub(crate) skew: i64,
     pub(crate) single_flight: SingleFlight,
 }

@@ -347,32 +347,14 @@ pub(crate) async fn token_request(
         // Entra answers `client_info` (uid, utid) only when asked; MSAL keys accounts with it.
         form.push(("client_info", "1"));
     }
-    let mut req = http
-        .post(url)
-        .header(reqwest::header::ACCEPT, "application/json");
-    match auth {
-        ClientAuthMethod::ClientSecretPost => {
-            form.push(("client_id", client_id));
-            form.push(("client_secret", client_secret.secret()));
-        }
-        _ => {
-            // RFC 6749 §2.3.1: both parts are form-encoded before base64.
-            let enc =
-                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let basic = STANDARD.encode(format!(
-                "{}:{}",
-                enc(client_id),
-                enc(client_secret.secret())
-            ));
-            req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
-        }
-    }
-    let resp = req.form(&form).send().await.map_err(|source| {
-        TokenRequestError::Http(HttpError::Transport {
-            url: url.to_string(),
-            source,
-        })
-    })?;
+    let resp = authenticated_post(http, url, client_id, client_secret, auth, form)
+        .await
+        .map_err(|source| {
+            TokenRequestError::Http(HttpError::Transport {
+                url: url.to_string(),
+                source,
+            })
+        })?;
     let status = resp.status().as_u16();
     let body = read_body(url, resp)
         .await
@@ -452,6 +434,39 @@ pub(crate) async fn token_request(
     })
 }
 
+/// POSTs a form to a provider endpoint with client authentication
+/// (`client_secret_basic`, form-encoding both parts first as RFC 6749 §2.3.1
+/// says, or `client_secret_post`).
+pub(crate) async fn authenticated_post(
+    http: &reqwest::Client,
+    url: &str,
+    client_id: &str,
+    client_secret: &Secret,
+    auth: ClientAuthMethod,
+    mut form: Vec<(&str, &str)>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut req = http
+        .post(url)
+        .header(reqwest::header::ACCEPT, "application/json");
+    match auth {
+        ClientAuthMethod::ClientSecretPost => {
+            form.push(("client_id", client_id));
+            form.push(("client_secret", client_secret.secret()));
+        }
+        _ => {
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let basic = STANDARD.encode(format!(
+                "{}:{}",
+                enc(client_id),
+                enc(client_secret.secret())
+            ));
+            req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+    }
+    req.form(&form).send().await
+}
+
 /// Whether the endpoint belongs to Microsoft Entra ID (which sends `client_info`).
 fn is_microsoft_authority(endpoint: &str) -> bool {
     let host = Url::parse(endpoint)
@@ -480,7 +495,7 @@ pub(crate) struct IdTokenExpectations<'a> {
 }
 
 /// The algorithms acceptable for ID tokens from this provider.
-fn id_token_algorithms(provider: &Provider) -> Vec<Algorithm> {
+pub(crate) fn id_token_algorithms(provider: &Provider) -> Vec<Algorithm> {
     let advertised = &provider.metadata().id_token_signing_alg_values_supported;
     let algs: Vec<Algorithm> = ASYMMETRIC_ALGORITHMS
         .iter()

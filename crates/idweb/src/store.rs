@@ -325,6 +325,10 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// time, `false` when it was already recorded (a replay).
     async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
 
+    /// Forgets a recorded `(iss, jti)` (when the sign-out it announced could
+    /// not be carried out, so that the provider's retry is not taken for a replay).
+    async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError>;
+
     /// Counts of what the store holds.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 }
@@ -594,6 +598,11 @@ impl Store for MemoryStore {
         }
         inner.jtis.insert(key, expires_at);
         Ok(true)
+    }
+
+    async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
+        self.lock().jtis.remove(&(iss.to_string(), jti.to_string()));
+        Ok(())
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

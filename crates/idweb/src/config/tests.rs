@@ -321,3 +321,28 @@ fn downstream_apis_from_file_and_env() {
     );
     assert!(e.contains("downstream.todo.baseurl"), "{e}");
 }
+
+#[test]
+fn sign_out_settings() {
+    let s = Settings::from_sources(None, base()).unwrap();
+    assert!(s.revoke_on_sign_out);
+    assert!(s.logout_tokens.require_exp && !s.logout_tokens.require_typ);
+    assert_eq!(s.logout_tokens.max_age, Duration::from_secs(600));
+    let s = Settings::from_sources(
+        None,
+        with(
+            with(
+                with(base(), "IDWEB_REVOKE_ON_SIGN_OUT", "false"),
+                "IDWEB_DANGER_ACCEPT_LOGOUT_TOKENS_WITHOUT_EXP",
+                "true",
+            ),
+            "IDWEB_LOGOUT_TOKEN_MAX_AGE",
+            "120",
+        ),
+    )
+    .unwrap();
+    assert!(!s.revoke_on_sign_out && !s.logout_tokens.require_exp);
+    assert_eq!(s.logout_tokens.max_age, Duration::from_secs(120));
+    let e = err(None, with(base(), "IDWEB_REVOKE_ON_SIGN_OUT", "maybe"));
+    assert!(e.contains("IDWEB_REVOKE_ON_SIGN_OUT"), "{e}");
+}

@@ -1,0 +1,337 @@
+//! The sign-out routes: local sign-out, the post-logout callback, and the
+//! provider's back-channel and front-channel logout endpoints.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use idweb::{BackChannelError, FrontChannelError, SIGN_OUT_CALLBACK_PATH, SIGN_OUT_STATE_COOKIE};
+
+use crate::IdWeb;
+use crate::cookies::{self, SetCookie};
+use crate::error::{error_response, escape, wants_json};
+use crate::routes::parse_query;
+
+/// Largest back-channel logout request body accepted.
+pub const MAX_LOGOUT_BODY: usize = 16 * 1024;
+
+pub(crate) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/account/signout", post(local_sign_out))
+        .route(SIGN_OUT_CALLBACK_PATH, get(sign_out_callback))
+        .route(
+            "/backchannel-logout",
+            post(back_channel).layer(DefaultBodyLimit::max(MAX_LOGOUT_BODY)),
+        )
+        .route("/signout-oidc", get(front_channel))
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    )
+}
+
+/// Whether a state-changing request comes from this site (CSRF defence):
+/// `Sec-Fetch-Site: same-origin`, or an `Origin` (else `Referer`) on the
+/// public URL's origin. Requests that show none of them are refused.
+fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    if let Some(o) = get("origin") {
+        return o == origin;
+    }
+    get("referer").is_some_and(|r| r == origin || r.starts_with(&format!("{origin}/")))
+}
+
+async fn local_sign_out(
+    Extension(idweb): Extension<IdWeb>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let json = wants_json(&headers);
+    let rp = idweb.relying_party();
+    let settings = rp.settings();
+    if !same_origin(&headers, &settings.public_origin()) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            json,
+            "cross_site_request",
+            "sign-out must be requested from this site (Origin or Sec-Fetch-Site check failed)",
+        );
+    }
+    let Some(q) = parse_query(q.as_deref()) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            json,
+            "invalid_request",
+            "a parameter appears twice",
+        );
+    };
+    let everywhere = match q.get("scope").map(String::as_str) {
+        None => false,
+        Some("all") => true,
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                json,
+                "invalid_request",
+                "scope must be `all` or absent",
+            );
+        }
+    };
+    let secure = settings.secure_cookies();
+    let session = match cookies::get(&headers, idweb.session_cookie_name()) {
+        Some(v) => match rp.session_from_cookie(v).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "sign-out: store unavailable");
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json,
+                    "store_unavailable",
+                    "the sign-out could not be recorded; try again",
+                );
+            }
+        },
+        None => None,
+    };
+    let clear = SetCookie::removal(idweb.session_cookie_name(), "/", secure);
+    let Some(session) = session else {
+        // Already signed out.
+        let mut resp = if json {
+            axum::Json(serde_json::json!({ "signed_out": true, "sessions_removed": 0 }))
+                .into_response()
+        } else {
+            crate::routes::redirect("/", StatusCode::SEE_OTHER)
+        };
+        if let Some(c) = clear {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        return no_store(resp);
+    };
+    let done = match rp.local_sign_out(&session, everywhere).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "sign-out could not be recorded");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json,
+                "store_unavailable",
+                "the sign-out could not be recorded; try again",
+            );
+        }
+    };
+    let mut resp = match (&done.end_session, json) {
+        (_, true) => axum::Json(serde_json::json!({
+            "signed_out": true,
+            "sessions_removed": done.eviction.sessions_removed,
+        }))
+        .into_response(),
+        (None, false) => Html(page(
+            "Signed out",
+            "<p id=\"signed-out\">You have signed out of this app.</p><p><a href=\"/\">Home</a></p>",
+        ))
+        .into_response(),
+        (Some(end), false) => {
+            // POST, not GET: the ID token hint must not travel in a URL.
+            let fields: String = end
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                        escape(k),
+                        escape(v.secret())
+                    )
+                })
+                .collect();
+            let nonce = idweb::SessionId::generate().fingerprint();
+            let body = page(
+                "Signing out",
+                &format!(
+                    "<form id=\"end-session\" method=\"post\" action=\"{}\">{fields}\
+                     <p>You have signed out of this app.</p><button type=\"submit\">Continue signing out at the identity provider</button></form>\
+                     <script nonce=\"{nonce}\">document.getElementById('end-session').submit();</script>",
+                    escape(end.endpoint.as_str())
+                ),
+            );
+            let mut resp = Html(body).into_response();
+            let csp = format!(
+                "default-src 'none'; script-src 'nonce-{nonce}'; form-action {} {}; frame-ancestors 'none'",
+                end.endpoint.origin().ascii_serialization(),
+                settings.public_origin()
+            );
+            if let Ok(v) = HeaderValue::from_str(&csp) {
+                resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+            }
+            let state_cookie = SetCookie {
+                name: end.state_cookie_name,
+                value: end.state_cookie_value.secret(),
+                path: SIGN_OUT_CALLBACK_PATH,
+                max_age: Some(600),
+                secure,
+            };
+            if let Some(c) = state_cookie.header() {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            resp
+        }
+    };
+    if let Some(c) = clear {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    no_store(resp)
+}
+
+async fn sign_out_callback(
+    Extension(idweb): Extension<IdWeb>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let rp = idweb.relying_party();
+    let state = parse_query(q.as_deref()).and_then(|mut q| q.remove("state"));
+    let ok = rp.complete_sign_out(
+        cookies::get(&headers, SIGN_OUT_STATE_COOKIE),
+        state.as_deref(),
+    );
+    let (status, body) = if ok {
+        (
+            StatusCode::OK,
+            page(
+                "Signed out",
+                "<p id=\"signed-out\">You have signed out.</p><p><a href=\"/\">Home</a></p>",
+            ),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            page(
+                "Sign-out response not recognised",
+                "<p>This sign-out response does not belong to this browser (state mismatch or expired). \
+                 You are signed out of this app in any case.</p><p><a href=\"/\">Home</a></p>",
+            ),
+        )
+    };
+    let mut resp = (status, Html(body)).into_response();
+    if let Some(c) = SetCookie::removal(
+        SIGN_OUT_STATE_COOKIE,
+        SIGN_OUT_CALLBACK_PATH,
+        rp.settings().secure_cookies(),
+    ) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    no_store(resp)
+}
+
+fn logout_error(status: StatusCode, code: &str, description: &str) -> Response {
+    no_store(
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": code, "error_description": description })),
+        )
+            .into_response(),
+    )
+}
+
+async fn back_channel(
+    Extension(idweb): Extension<IdWeb>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return logout_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        );
+    }
+    let token = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|b| parse_query(Some(b)))
+        .and_then(|mut q| q.remove("logout_token"));
+    let Some(token) = token else {
+        return logout_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &idweb::LogoutTokenError::Missing.to_string(),
+        );
+    };
+    match idweb.relying_party().back_channel_logout(&token).await {
+        Ok(e) => {
+            tracing::info!(sessions = e.sessions_removed, "back-channel logout");
+            no_store(StatusCode::OK.into_response())
+        }
+        Err(BackChannelError::Invalid(e)) => {
+            tracing::warn!(error = %e, "back-channel logout refused");
+            logout_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "back-channel logout could not be recorded");
+            logout_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the sign-out could not be recorded; retry later",
+            )
+        }
+    }
+}
+
+async fn front_channel(Extension(idweb): Extension<IdWeb>, RawQuery(q): RawQuery) -> Response {
+    let rp = idweb.relying_party();
+    let q = parse_query(q.as_deref()).unwrap_or_default();
+    let result = rp
+        .front_channel_logout(
+            q.get("iss").map(String::as_str),
+            q.get("sid").map(String::as_str),
+        )
+        .await;
+    let (status, text) = match &result {
+        Ok(_) => (StatusCode::OK, "Signed out."),
+        Err(FrontChannelError::Store(e)) => {
+            tracing::error!(error = %e, "front-channel logout could not be recorded");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The sign-out could not be recorded.",
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "front-channel logout refused");
+            (StatusCode::BAD_REQUEST, "Bad sign-out request.")
+        }
+    };
+    let mut resp = (status, Html(page(text, ""))).into_response();
+    // The provider shows this page in an iframe: only the provider may frame it.
+    let issuer_origin = url::Url::parse(rp.provider().issuer())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "'none'".into());
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "default-src 'none'; frame-ancestors {issuer_origin}"
+    )) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    no_store(resp)
+}

@@ -1,0 +1,738 @@
+//! Sign-out: the eviction of sessions and their tokens ([`SignOut`]), and the
+//! validation of back-channel logout tokens (OpenID Connect Back-Channel
+//! Logout 1.0 §2.4–2.6, with errata 1: `exp` is required).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
+use crate::provider::Provider;
+use crate::session::SessionId;
+use crate::store::{SessionLookup, Store, StoreError, Tombstone};
+use crate::time::Clock;
+
+/// The event a logout token must carry.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What to sign out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignOutSelector {
+    /// One session of this app (local sign-out).
+    Session(SessionId),
+    /// Every session of one provider session `(iss, sid)`.
+    ProviderSession {
+        /// Issuer.
+        iss: String,
+        /// The provider's session id.
+        sid: String,
+    },
+    /// Every session of one user `(iss, sub)` ("sign out everywhere").
+    Subject {
+        /// Issuer.
+        iss: String,
+        /// Subject.
+        sub: String,
+    },
+}
+
+/// What an eviction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Eviction {
+    /// Sessions removed (each with its whole token-cache partition).
+    pub sessions_removed: usize,
+}
+
+/// Removes signed-out sessions and every token of theirs, so that nothing
+/// brings them back.
+///
+/// [`SignOut::evict`] first records a [`Tombstone`] (for `(iss, sid)` or
+/// `(iss, sub)`), so that a sign-in or a token refresh still in flight cannot
+/// write the session back; then it removes each selected session together with
+/// its cache partition and index entries; it returns only when all of that is
+/// stored. Its cost is proportional to the sessions selected, not to the size
+/// of the store.
+#[derive(Debug, Clone)]
+pub struct SignOut {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    tombstone_lifetime: Duration,
+}
+
+impl SignOut {
+    /// Evicts from `store`; tombstones last `tombstone_lifetime` (at least the
+    /// longest session lifetime, so that no session they cover can outlive them).
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, tombstone_lifetime: Duration) -> Self {
+        Self {
+            store,
+            clock,
+            tombstone_lifetime,
+        }
+    }
+
+    fn tombstone(&self, selector: SessionLookup) -> Tombstone {
+        let now = self.clock.unix_now();
+        let ttl = i64::try_from(self.tombstone_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        Tombstone::new(selector, now, now.saturating_add(ttl))
+    }
+
+    /// Signs out what `selector` names. Errors leave a retry possible: every
+    /// step is idempotent.
+    pub async fn evict(&self, selector: &SignOutSelector) -> Result<Eviction, StoreError> {
+        let lookup = match selector {
+            SignOutSelector::Session(id) => {
+                let Some(session) = self.store.get_session(id).await? else {
+                    return Ok(Eviction::default());
+                };
+                if let Some(sid) = session.sid {
+                    // The provider session ends too (RP-initiated logout follows).
+                    self.store
+                        .put_tombstone(&self.tombstone(SessionLookup::ByProviderSession {
+                            iss: session.iss,
+                            sid,
+                        }))
+                        .await?;
+                }
+                let removed = self.store.remove_session(id).await?.is_some();
+                tracing::info!(session = ?id, "signed out one session");
+                return Ok(Eviction {
+                    sessions_removed: usize::from(removed),
+                });
+            }
+            SignOutSelector::ProviderSession { iss, sid } => SessionLookup::ByProviderSession {
+                iss: iss.clone(),
+                sid: sid.clone(),
+            },
+            SignOutSelector::Subject { iss, sub } => SessionLookup::BySubject {
+                iss: iss.clone(),
+                sub: sub.clone(),
+            },
+        };
+        self.store
+            .put_tombstone(&self.tombstone(lookup.clone()))
+            .await?;
+        let mut removed = 0;
+        for id in self.store.find_sessions(&lookup).await? {
+            if self.store.remove_session(&id).await?.is_some() {
+                removed += 1;
+            }
+        }
+        tracing::info!(
+            sessions = removed,
+            selector = selector_kind(selector),
+            "signed out"
+        );
+        Ok(Eviction {
+            sessions_removed: removed,
+        })
+    }
+
+    /// Evicts `(iss, sid)` only if some session of this app matches it, and
+    /// writes nothing otherwise (for unauthenticated front-channel requests).
+    pub async fn evict_if_known(&self, iss: &str, sid: &str) -> Result<Eviction, StoreError> {
+        let lookup = SessionLookup::ByProviderSession {
+            iss: iss.to_string(),
+            sid: sid.to_string(),
+        };
+        if self.store.find_sessions(&lookup).await?.is_empty() {
+            return Ok(Eviction::default());
+        }
+        self.evict(&SignOutSelector::ProviderSession {
+            iss: iss.to_string(),
+            sid: sid.to_string(),
+        })
+        .await
+    }
+}
+
+fn selector_kind(s: &SignOutSelector) -> &'static str {
+    match s {
+        SignOutSelector::Session(_) => "session",
+        SignOutSelector::ProviderSession { .. } => "provider session",
+        SignOutSelector::Subject { .. } => "subject",
+    }
+}
+
+/// What a valid logout token asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogoutRequest {
+    /// The issuer.
+    pub iss: String,
+    /// The subject, when present.
+    pub sub: Option<String>,
+    /// The provider session, when present.
+    pub sid: Option<String>,
+    /// The token's id.
+    pub jti: String,
+    /// Unix seconds until which the token could be replayed.
+    pub replayable_until: i64,
+}
+
+impl LogoutRequest {
+    /// The sessions to sign out: `(iss, sid)` when the token has a `sid`,
+    /// otherwise every session of `(iss, sub)`.
+    pub fn selector(&self) -> SignOutSelector {
+        match (&self.sid, &self.sub) {
+            (Some(sid), _) => SignOutSelector::ProviderSession {
+                iss: self.iss.clone(),
+                sid: sid.clone(),
+            },
+            (None, Some(sub)) => SignOutSelector::Subject {
+                iss: self.iss.clone(),
+                sub: sub.clone(),
+            },
+            // Validation guarantees one of them.
+            (None, None) => SignOutSelector::Subject {
+                iss: self.iss.clone(),
+                sub: String::new(),
+            },
+        }
+    }
+}
+
+/// Why a logout token was refused. Nothing is signed out in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogoutTokenError {
+    /// The body carries no single `logout_token`.
+    #[error("the request must carry exactly one logout_token form field")]
+    Missing,
+    /// The signature, header, algorithm or key check failed (§2.6 step 3 via ID-token rules).
+    #[error("the logout token's signature is not valid: {0}")]
+    Signature(#[from] JwsError),
+    /// `typ` is present but not `logout+jwt`, or absent while required.
+    #[error("the logout token's typ header must be logout+jwt")]
+    Typ,
+    /// A required claim is missing or has the wrong type.
+    #[error("the logout token has no valid `{0}` claim")]
+    MissingClaim(&'static str),
+    /// `iss` is not the provider's issuer.
+    #[error("the logout token was issued by someone else (iss)")]
+    Issuer,
+    /// `aud` does not contain this client.
+    #[error("the logout token is not meant for this app (aud)")]
+    Audience,
+    /// `iat` is in the future or too old.
+    #[error("the logout token's issue time is not acceptable (iat)")]
+    IssuedAt,
+    /// `exp` has passed.
+    #[error("the logout token has expired")]
+    Expired,
+    /// `events` lacks the back-channel logout event, or its value is not an object.
+    #[error(
+        "the logout token's events claim must contain {BACKCHANNEL_LOGOUT_EVENT} with an object value"
+    )]
+    Events,
+    /// `nonce` is present (forbidden, so that ID tokens cannot pass as logout tokens).
+    #[error("the logout token must not contain a nonce")]
+    Nonce,
+    /// Neither `sub` nor `sid` is present.
+    #[error("the logout token must contain sub, sid or both")]
+    NoSubject,
+    /// The `jti` was seen before.
+    #[error("the logout token was already used (jti replayed)")]
+    Replayed,
+}
+
+/// Rules for logout tokens beyond the spec's fixed ones.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct LogoutTokenPolicy {
+    /// Oldest acceptable `iat` (plus skew). Default 10 minutes.
+    pub max_age: Duration,
+    /// Tolerated clock difference. Default 5 minutes.
+    pub skew: Duration,
+    /// Whether `exp` is required (Back-Channel Logout errata 1). Default true.
+    pub require_exp: bool,
+    /// Whether the `typ` header must be `logout+jwt`. Default false (it is
+    /// checked when present).
+    pub require_typ: bool,
+}
+
+impl Default for LogoutTokenPolicy {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(600),
+            skew: Duration::from_secs(300),
+            require_exp: true,
+            require_typ: false,
+        }
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// Validates a logout token (§2.6) except the replay check, which needs the store.
+pub(crate) async fn validate_logout_token(
+    provider: &Provider,
+    client_id: &str,
+    token: &str,
+    policy: &LogoutTokenPolicy,
+    now: i64,
+) -> Result<LogoutRequest, LogoutTokenError> {
+    let algs = crate::signin::id_token_algorithms(provider);
+    let verified = jwt::verify(provider, token, &algs).await?;
+    match verified.typ.as_deref() {
+        Some(t)
+            if t.eq_ignore_ascii_case("logout+jwt")
+                || t.eq_ignore_ascii_case("application/logout+jwt") => {}
+        None if !policy.require_typ => {}
+        _ => return Err(LogoutTokenError::Typ),
+    }
+    check_claims(&verified.claims, provider.issuer(), client_id, policy, now)
+}
+
+fn check_claims(
+    c: &Map<String, Value>,
+    issuer: &str,
+    client_id: &str,
+    policy: &LogoutTokenPolicy,
+    now: i64,
+) -> Result<LogoutRequest, LogoutTokenError> {
+    let skew = secs(policy.skew);
+    let iss = str_claim(c, "iss").ok_or(LogoutTokenError::MissingClaim("iss"))?;
+    if iss != issuer {
+        return Err(LogoutTokenError::Issuer);
+    }
+    let aud = audiences(c).ok_or(LogoutTokenError::MissingClaim("aud"))?;
+    if !aud.contains(&client_id) {
+        return Err(LogoutTokenError::Audience);
+    }
+    let iat = time_claim(c, "iat").ok_or(LogoutTokenError::MissingClaim("iat"))?;
+    if iat > now.saturating_add(skew)
+        || iat < now.saturating_sub(secs(policy.max_age).saturating_add(skew))
+    {
+        return Err(LogoutTokenError::IssuedAt);
+    }
+    let exp = match time_claim(c, "exp") {
+        Some(exp) => {
+            if now > exp.saturating_add(skew) {
+                return Err(LogoutTokenError::Expired);
+            }
+            Some(exp)
+        }
+        None if policy.require_exp => return Err(LogoutTokenError::MissingClaim("exp")),
+        None => None,
+    };
+    let jti = str_claim(c, "jti")
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or(LogoutTokenError::MissingClaim("jti"))?;
+    let events = c
+        .get("events")
+        .and_then(Value::as_object)
+        .ok_or(LogoutTokenError::Events)?;
+    if !events
+        .get(BACKCHANNEL_LOGOUT_EVENT)
+        .is_some_and(Value::is_object)
+    {
+        return Err(LogoutTokenError::Events);
+    }
+    if c.contains_key("nonce") {
+        return Err(LogoutTokenError::Nonce);
+    }
+    let nonempty = |name: &'static str| -> Result<Option<String>, LogoutTokenError> {
+        match c.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(Some(s.clone())),
+            Some(_) => Err(LogoutTokenError::MissingClaim(name)),
+        }
+    };
+    let sub = nonempty("sub")?;
+    let sid = nonempty("sid")?;
+    if sub.is_none() && sid.is_none() {
+        return Err(LogoutTokenError::NoSubject);
+    }
+    let horizon = iat.saturating_add(secs(policy.max_age));
+    Ok(LogoutRequest {
+        iss: iss.to_string(),
+        sub,
+        sid,
+        jti: jti.to_string(),
+        replayable_until: exp.unwrap_or(horizon).max(horizon).saturating_add(skew),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.example.com";
+    const NOW: i64 = 1_800_000_000;
+
+    fn good() -> Value {
+        json!({
+            "iss": ISS, "aud": "app", "iat": NOW, "exp": NOW + 120, "jti": "j1",
+            "events": { BACKCHANNEL_LOGOUT_EVENT: {} }, "sub": "alice", "sid": "s1"
+        })
+    }
+
+    fn check(v: Value) -> Result<LogoutRequest, LogoutTokenError> {
+        let Value::Object(m) = v else { panic!() };
+        check_claims(&m, ISS, "app", &LogoutTokenPolicy::default(), NOW)
+    }
+
+    fn without(field: &str) -> Value {
+        let mut v = good();
+        v.as_object_mut().unwrap().remove(field);
+        v
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut v = good();
+        v.as_object_mut().unwrap().insert(field.into(), value);
+        v
+    }
+
+    #[test]
+    fn a_good_token_selects_the_provider_session_or_the_subject() {
+        let r = check(good()).unwrap();
+        assert_eq!(
+            r.selector(),
+            SignOutSelector::ProviderSession {
+                iss: ISS.into(),
+                sid: "s1".into()
+            }
+        );
+        let r = check(without("sid")).unwrap();
+        assert_eq!(
+            r.selector(),
+            SignOutSelector::Subject {
+                iss: ISS.into(),
+                sub: "alice".into()
+            }
+        );
+        assert!(r.replayable_until >= NOW + 600);
+    }
+
+    #[test]
+    fn each_claim_rule_is_enforced() {
+        use LogoutTokenError as E;
+        let cases: Vec<(Value, fn(&E) -> bool)> = vec![
+            (with("iss", json!("https://evil.example.com")), |e| {
+                matches!(e, E::Issuer)
+            }),
+            (without("iss"), |e| matches!(e, E::MissingClaim("iss"))),
+            (with("aud", json!("other")), |e| matches!(e, E::Audience)),
+            (with("aud", json!(["other", "app"])), |_| false),
+            (without("iat"), |e| matches!(e, E::MissingClaim("iat"))),
+            (with("iat", json!(NOW - 2000)), |e| matches!(e, E::IssuedAt)),
+            (with("iat", json!(NOW + 1000)), |e| matches!(e, E::IssuedAt)),
+            (without("exp"), |e| matches!(e, E::MissingClaim("exp"))),
+            (with("exp", json!(NOW - 400)), |e| matches!(e, E::Expired)),
+            (without("jti"), |e| matches!(e, E::MissingClaim("jti"))),
+            (with("jti", json!(7)), |e| {
+                matches!(e, E::MissingClaim("jti"))
+            }),
+            (without("events"), |e| matches!(e, E::Events)),
+            (
+                with("events", json!({ BACKCHANNEL_LOGOUT_EVENT: "yes" })),
+                |e| matches!(e, E::Events),
+            ),
+            (with("events", json!({ "http://other/event": {} })), |e| {
+                matches!(e, E::Events)
+            }),
+            (with("nonce", json!("n")), |e| matches!(e, E::Nonce)),
+            (with("sub", json!(42)), |e| {
+                matches!(e, E::MissingClaim("sub"))
+            }),
+        ];
+        for (i, (token, expected)) in cases.into_iter().enumerate() {
+            match check(token) {
+                Ok(_) if i == 3 => {} // an array audience containing us is fine
+                Ok(r) => panic!("case {i} accepted: {r:?}"),
+                Err(e) => assert!(expected(&e), "case {i}: unexpected {e:?}"),
+            }
+        }
+        let mut neither = good();
+        neither.as_object_mut().unwrap().remove("sub");
+        neither.as_object_mut().unwrap().remove("sid");
+        assert!(matches!(check(neither), Err(E::NoSubject)));
+    }
+
+    #[test]
+    fn lenient_policy_accepts_tokens_without_exp() {
+        let Value::Object(m) = without("exp") else {
+            panic!()
+        };
+        let policy = LogoutTokenPolicy {
+            require_exp: false,
+            ..LogoutTokenPolicy::default()
+        };
+        assert!(check_claims(&m, ISS, "app", &policy, NOW).is_ok());
+    }
+}
+
+/// Why a back-channel logout request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackChannelError {
+    /// The logout token is invalid: nothing was signed out (HTTP 400).
+    #[error(transparent)]
+    Invalid(#[from] LogoutTokenError),
+    /// The sign-out could not be recorded (HTTP 5xx; the provider may retry).
+    #[error("the sign-out could not be recorded")]
+    Store(#[source] StoreError),
+}
+
+/// Why a front-channel logout request was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrontChannelError {
+    /// `sid` is missing or malformed.
+    #[error("the request must carry a sid")]
+    MissingSid,
+    /// `iss` names another issuer than this app's provider.
+    #[error("the request names another issuer")]
+    WrongIssuer,
+    /// The sign-out could not be recorded.
+    #[error("the sign-out could not be recorded")]
+    Store(#[source] StoreError),
+}
+
+/// A local sign-out in progress: the session is already gone; send the
+/// browser to the provider's end-session endpoint (by POSTing `params` to
+/// `endpoint`, so the ID token never appears in a URL), and set the cookie
+/// `state_cookie_name=state_cookie_value` (path: the sign-out callback).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EndSessionRequest {
+    /// The provider's end-session endpoint.
+    pub endpoint: url::Url,
+    /// Form parameters: `id_token_hint`, `post_logout_redirect_uri`, `state`, `client_id`.
+    pub params: Vec<(&'static str, crate::Secret)>,
+    /// Name of the cookie binding `state` to this browser.
+    pub state_cookie_name: &'static str,
+    /// Its sealed value.
+    pub state_cookie_value: crate::Secret,
+}
+
+/// What a local sign-out did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LocalSignOut {
+    /// The eviction.
+    pub eviction: Eviction,
+    /// Where to send the browser next, when the provider has an end-session endpoint.
+    pub end_session: Option<EndSessionRequest>,
+    /// Whether the refresh token was revoked at the provider (RFC 7009).
+    pub refresh_token_revoked: bool,
+}
+
+/// The name of the cookie holding the sign-out `state`.
+pub const SIGN_OUT_STATE_COOKIE: &str = "idweb.signout";
+
+/// The path of the post-logout redirect URI, below the public URL.
+pub const SIGN_OUT_CALLBACK_PATH: &str = "/signout-callback-oidc";
+
+pub(crate) const SIGN_OUT_PURPOSE: &str = "idweb signout v1";
+
+mod relying_party {
+    use super::*;
+    use crate::cache::EntryKind;
+    use crate::crypto::random_token;
+    use crate::rp::RelyingParty;
+    use crate::secret::{Secret, constant_time_eq};
+    use crate::session::Session;
+    use crate::store::PartitionKey;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct PendingSignOut {
+        state: String,
+        created_at: i64,
+    }
+
+    impl RelyingParty {
+        /// The eviction service of this app.
+        pub fn sign_out(&self) -> &SignOut {
+            &self.sign_out
+        }
+
+        /// Back-channel logout: validates `logout_token` (§2.6), refuses a
+        /// replayed `jti`, then evicts `(iss, sid)` — or every session of
+        /// `(iss, sub)` when the token has no `sid`. Success means the
+        /// eviction is stored (also when nothing matched).
+        pub async fn back_channel_logout(
+            &self,
+            logout_token: &str,
+        ) -> Result<Eviction, BackChannelError> {
+            let now = self.clock.unix_now();
+            let request = validate_logout_token(
+                &self.provider,
+                &self.settings.client_id,
+                logout_token,
+                &self.settings.logout_tokens,
+                now,
+            )
+            .await?;
+            let first = self
+                .store
+                .record_jti(&request.iss, &request.jti, request.replayable_until)
+                .await
+                .map_err(BackChannelError::Store)?;
+            if !first {
+                return Err(LogoutTokenError::Replayed.into());
+            }
+            match self.sign_out.evict(&request.selector()).await {
+                Ok(e) => Ok(e),
+                Err(e) => {
+                    // Let the provider's retry through: it is not a replay.
+                    let _ = self.store.forget_jti(&request.iss, &request.jti).await;
+                    Err(BackChannelError::Store(e))
+                }
+            }
+        }
+
+        /// Front-channel logout (`GET ...?iss=&sid=`): evicts `(iss, sid)` if
+        /// sessions of this app match it, and changes nothing otherwise.
+        /// Without `iss` (Microsoft Entra sends only `sid`) the app's one
+        /// provider is assumed.
+        pub async fn front_channel_logout(
+            &self,
+            iss: Option<&str>,
+            sid: Option<&str>,
+        ) -> Result<Eviction, FrontChannelError> {
+            let sid = sid
+                .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
+                .ok_or(FrontChannelError::MissingSid)?;
+            if let Some(iss) = iss
+                && iss != self.provider.issuer()
+            {
+                return Err(FrontChannelError::WrongIssuer);
+            }
+            self.sign_out
+                .evict_if_known(self.provider.issuer(), sid)
+                .await
+                .map_err(FrontChannelError::Store)
+        }
+
+        /// Local sign-out of `session` (or, with `everywhere`, of every session
+        /// of its user in this app): revokes the refresh token at the provider
+        /// when configured and possible, evicts, and prepares the
+        /// RP-initiated logout at the provider.
+        pub async fn local_sign_out(
+            &self,
+            session: &Session,
+            everywhere: bool,
+        ) -> Result<LocalSignOut, StoreError> {
+            let key = PartitionKey::Session(session.id.clone());
+            let refresh_token = if self.settings.revoke_on_sign_out
+                && self.provider.metadata().revocation_endpoint.is_some()
+            {
+                self.cache.read(&key).await.ok().and_then(|p| {
+                    p.entries
+                        .iter()
+                        .find(|e| e.kind() == EntryKind::RefreshToken)
+                        .and_then(|e| e.secret().map(Secret::new))
+                })
+            } else {
+                None
+            };
+            let selector = if everywhere {
+                SignOutSelector::Subject {
+                    iss: session.iss.clone(),
+                    sub: session.sub.clone(),
+                }
+            } else {
+                SignOutSelector::Session(session.id.clone())
+            };
+            let eviction = self.sign_out.evict(&selector).await?;
+            let refresh_token_revoked = match refresh_token {
+                Some(rt) => self.revoke(&rt).await,
+                None => false,
+            };
+            let end_session = self
+                .provider
+                .metadata()
+                .end_session_endpoint
+                .as_ref()
+                .and_then(|e| {
+                    let endpoint = url::Url::parse(e).ok()?;
+                    let state = random_token();
+                    let pending = PendingSignOut {
+                        state: state.clone(),
+                        created_at: self.clock.unix_now(),
+                    };
+                    let json = serde_json::to_vec(&pending).ok()?;
+                    let mut post_logout = self.settings.public_url.clone();
+                    let path = format!(
+                        "{}{SIGN_OUT_CALLBACK_PATH}",
+                        self.settings.public_url.path().trim_end_matches('/')
+                    );
+                    post_logout.set_path(&path);
+                    Some(EndSessionRequest {
+                        endpoint,
+                        params: vec![
+                            ("id_token_hint", session.id_token.clone()),
+                            (
+                                "post_logout_redirect_uri",
+                                Secret::new(post_logout.as_str()),
+                            ),
+                            ("state", Secret::new(state)),
+                            ("client_id", Secret::new(&self.settings.client_id)),
+                        ],
+                        state_cookie_name: SIGN_OUT_STATE_COOKIE,
+                        state_cookie_value: Secret::new(self.sealer.seal(SIGN_OUT_PURPOSE, &json)),
+                    })
+                });
+            Ok(LocalSignOut {
+                eviction,
+                end_session,
+                refresh_token_revoked,
+            })
+        }
+
+        /// Checks the `state` the provider sent back to the post-logout
+        /// redirect URI against the browser's sign-out cookie.
+        pub fn complete_sign_out(&self, cookie: Option<&str>, state: Option<&str>) -> bool {
+            let Some(pending) = cookie
+                .and_then(|c| self.sealer.open(SIGN_OUT_PURPOSE, c))
+                .and_then(|json| serde_json::from_slice::<PendingSignOut>(&json).ok())
+            else {
+                return false;
+            };
+            let fresh = self.clock.unix_now() <= pending.created_at.saturating_add(600);
+            fresh && state.is_some_and(|s| constant_time_eq(s.as_bytes(), pending.state.as_bytes()))
+        }
+
+        /// RFC 7009 revocation of a refresh token; `true` when the provider accepted it.
+        async fn revoke(&self, refresh_token: &Secret) -> bool {
+            let Some(endpoint) = &self.provider.metadata().revocation_endpoint else {
+                return false;
+            };
+            let form = vec![
+                ("token", refresh_token.secret()),
+                ("token_type_hint", "refresh_token"),
+            ];
+            match crate::signin::authenticated_post(
+                &self.http,
+                endpoint,
+                &self.settings.client_id,
+                &self.settings.client_secret,
+                self.settings.client_auth,
+                form,
+            )
+            .await
+            {
+                Ok(resp) if resp.status().is_success() => true,
+                Ok(resp) => {
+                    tracing::warn!(
+                        status = resp.status().as_u16(),
+                        "the provider refused to revoke the refresh token"
+                    );
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the revocation endpoint");
+                    false
+                }
+            }
+        }
+    }
+}
