@@ -7,10 +7,11 @@
 #![deny(missing_docs)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use idweb::{
-    CacheKeys, Clock, EntrySummary, MemoryStore, PartitionKey, Session, SessionLookup, Store,
-    StoreError, StoreSetting, SystemClock, TokenCache,
+    CacheKeys, Clock, EntrySummary, MemoryStore, PartitionKey, Session, SessionLookup, SignOut,
+    SignOutSelector, Store, StoreError, StoreSetting, SystemClock, TokenCache,
 };
 use serde::Serialize;
 
@@ -189,4 +190,61 @@ pub async fn stats(store: &dyn Store) -> Result<StatsReport, StoreError> {
         entries: s.entries,
         tombstones: s.tombstones,
     })
+}
+
+/// What `idweb cache evict` did, as printed with `--json`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct EvictReport {
+    /// Sessions removed, each with its whole token-cache partition.
+    pub sessions_removed: usize,
+    /// The `(iss, sub|sid)` selectors tombstoned.
+    pub selectors: Vec<String>,
+}
+
+/// Signs out, in `store`, the sessions of `--sub` or `--sid` (of `--iss`, or
+/// of every issuer that has matching sessions): tombstones first, then the
+/// sessions with their tokens — the same eviction as a sign-out in the app.
+pub async fn evict(
+    store: Arc<dyn Store>,
+    filter: &Filter,
+    tombstone_lifetime: Duration,
+) -> Result<EvictReport, StoreError> {
+    let sign_out = SignOut::new(store.clone(), Arc::new(SystemClock), tombstone_lifetime);
+    let issuers: Vec<String> = match &filter.iss {
+        Some(iss) => vec![iss.clone()],
+        None => {
+            let mut found: Vec<String> = matching_sessions(store.as_ref(), filter)
+                .await?
+                .into_iter()
+                .map(|s| s.iss)
+                .collect();
+            found.sort();
+            found.dedup();
+            found
+        }
+    };
+    let mut report = EvictReport {
+        sessions_removed: 0,
+        selectors: Vec::new(),
+    };
+    for iss in issuers {
+        let selector = match (&filter.sid, &filter.sub) {
+            (Some(sid), _) => SignOutSelector::ProviderSession {
+                iss: iss.clone(),
+                sid: sid.clone(),
+            },
+            (None, Some(sub)) => SignOutSelector::Subject {
+                iss: iss.clone(),
+                sub: sub.clone(),
+            },
+            (None, None) => return Ok(report),
+        };
+        report.selectors.push(match &selector {
+            SignOutSelector::ProviderSession { iss, sid } => format!("{iss} sid={sid}"),
+            SignOutSelector::Subject { iss, sub } => format!("{iss} sub={sub}"),
+            _ => String::new(),
+        });
+        report.sessions_removed += sign_out.evict(&selector).await?.sessions_removed;
+    }
+    Ok(report)
 }

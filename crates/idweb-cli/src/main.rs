@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use idweb::CacheKeys;
-use idweb_cli::{Filter, error_chain, list, open_store_url, stats};
+use idweb_cli::{Filter, error_chain, evict, list, open_store_url, stats};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +42,27 @@ enum CacheCommand {
         /// Only sessions of this issuer (makes --sub/--sid use the store's indexes).
         #[arg(long)]
         iss: Option<String>,
+        /// Print JSON (stable format, see docs/CLI.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign out sessions: every session of --sub, or of the provider session --sid, with all their tokens.
+    Evict {
+        /// The store, e.g. sqlite://idweb.sqlite (default: IDWEB_STORE).
+        #[arg(long, env = "IDWEB_STORE")]
+        store: String,
+        /// Every session of this subject.
+        #[arg(long, conflicts_with = "sid", required_unless_present = "sid")]
+        sub: Option<String>,
+        /// Every session of this provider session id.
+        #[arg(long)]
+        sid: Option<String>,
+        /// Only this issuer (default: every issuer with matching sessions).
+        #[arg(long)]
+        iss: Option<String>,
+        /// How long the tombstone refuses the sessions' return, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        tombstone_ttl: u64,
         /// Print JSON (stable format, see docs/CLI.md).
         #[arg(long)]
         json: bool,
@@ -131,6 +152,35 @@ async fn run(cli: Cli) -> Result<(), String> {
                         "  ({} entries cannot be decrypted with these keys)",
                         r.unreadable_entries
                     );
+                }
+            }
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Evict {
+            store,
+            sub,
+            sid,
+            iss,
+            tombstone_ttl,
+            json,
+        }) => {
+            let store = open_store_url(&store).await?;
+            let report = evict(
+                store,
+                &Filter { iss, sub, sid },
+                std::time::Duration::from_secs(tombstone_ttl),
+            )
+            .await
+            .map_err(|e| error_chain(&e))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("signed out {} session(s)", report.sessions_removed);
+                for s in &report.selectors {
+                    println!("  tombstoned {s}");
                 }
             }
             Ok(())

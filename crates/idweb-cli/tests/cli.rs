@@ -187,3 +187,43 @@ fn bad_invocations_fail_with_a_clear_message() {
     );
     assert!(!ok && err.contains("IDWEB_CACHE_KEYS"), "{err}");
 }
+
+#[tokio::test]
+async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
+    let db = temp_db("evict");
+    let sessions = populate(&db).await;
+    let url = format!("sqlite://{}", db.display());
+    let (ok, out, err) = idweb(
+        &[
+            "cache", "evict", "--store", &url, "--sid", "sid-b1", "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["sessions_removed"], 1);
+    let (ok, out, _) = idweb(
+        &[
+            "cache", "evict", "--store", &url, "--sub", "alice", "--iss", ISS, "--json",
+        ],
+        None,
+    );
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["sessions_removed"], 2);
+    let (ok, out, _) = idweb(&["cache", "stats", "--store", &url, "--json"], None);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({ "sessions": 0, "partitions": 0, "entries": 0, "tombstones": 2 })
+    );
+    // The tombstones refuse the sessions' return.
+    let store = SqliteStore::open(&db).await.unwrap();
+    assert!(matches!(
+        store.put_session(&sessions[0]).await,
+        Err(idweb::StoreError::SignedOut)
+    ));
+    let (ok, _, err) = idweb(&["cache", "evict", "--store", &url], None);
+    assert!(!ok && err.contains("--sub"), "{err}");
+}
