@@ -28,9 +28,12 @@ struct Cli {
     /// Address of the development identity provider.
     #[arg(long, default_value = "127.0.0.1:5100")]
     idp_listen: SocketAddr,
-    /// Address of the sample web app.
+    /// Address of the sample web app "App A" (public URL http://127.0.0.1:PORT).
     #[arg(long, default_value = "127.0.0.1:5000")]
     app_listen: SocketAddr,
+    /// Address of the sample web app "App B" (public URL http://localhost:PORT).
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    app_b_listen: SocketAddr,
     /// Address of the sample todo API.
     #[arg(long, default_value = "127.0.0.1:5200")]
     api_listen: SocketAddr,
@@ -67,7 +70,16 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Webapp { config }) => run_webapp(config).await,
-            None => run_all(cli.idp_listen, cli.app_listen, cli.api_listen, cli.data_dir).await,
+            None => {
+                run_all(
+                    cli.idp_listen,
+                    cli.app_listen,
+                    cli.app_b_listen,
+                    cli.api_listen,
+                    cli.data_dir,
+                )
+                .await
+            }
         }
     });
     match result {
@@ -207,72 +219,132 @@ fn demo_keys(dir: &std::path::Path) -> Result<(String, String), BoxError> {
     Ok((cookie, cache))
 }
 
+/// One of the demo's sample web apps.
+struct DemoApp {
+    name: &'static str,
+    client_id: &'static str,
+    listener: TcpListener,
+    url: String,
+    secret: String,
+}
+
+impl DemoApp {
+    /// Binds `addr`; the public URL uses `host` (App A and App B use
+    /// different host names so that their cookies stay apart).
+    async fn bind(
+        name: &'static str,
+        client_id: &'static str,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<Self, BoxError> {
+        let listener = bind(addr, name).await?;
+        let url = format!("http://{host}:{}", listener.local_addr()?.port());
+        Ok(Self {
+            name,
+            client_id,
+            listener,
+            url,
+            secret: random_secret()?,
+        })
+    }
+
+    fn client(&self) -> DevClient {
+        let mut client = DevClient::new(
+            self.client_id,
+            self.secret.as_str(),
+            format!("{}/signin-oidc", self.url),
+        );
+        client.post_logout_redirect_uris = vec![format!("{}/signout-callback-oidc", self.url)];
+        client
+    }
+
+    async fn start(
+        self,
+        issuer: &str,
+        data_dir: &std::path::Path,
+        api_url: &str,
+        stop: watch::Receiver<bool>,
+    ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError> {
+        let (cookie_key, cache_keys) = demo_keys(&data_dir.join(self.client_id))?;
+        let store_url = format!(
+            "sqlite://{}",
+            data_dir
+                .join(format!("{}.sqlite", self.client_id))
+                .display()
+        );
+        let settings = Settings::from_sources(
+            None,
+            [
+                ("IDWEB_AUTHORITY", issuer.to_string()),
+                ("IDWEB_CLIENT_ID", self.client_id.to_string()),
+                ("IDWEB_CLIENT_SECRET", self.secret),
+                ("IDWEB_PUBLIC_URL", self.url.clone()),
+                (
+                    "IDWEB_SCOPES",
+                    format!("openid profile offline_access {TODO_SCOPES}"),
+                ),
+                ("IDWEB_STORE", store_url),
+                ("IDWEB_COOKIE_KEY", cookie_key),
+                ("IDWEB_CACHE_KEYS", cache_keys),
+                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api_url.to_string()),
+                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        )?;
+        let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
+        let idweb = IdWeb::new(
+            RelyingParty::builder(settings)
+                .with_store(store)
+                .build()
+                .await?,
+        );
+        Ok(tokio::spawn(serve(
+            self.listener,
+            idweb_demo::webapp::router(&idweb, self.name),
+            stop,
+        )))
+    }
+}
+
 async fn run_all(
     idp_listen: SocketAddr,
     app_listen: SocketAddr,
+    app_b_listen: SocketAddr,
     api_listen: SocketAddr,
     data_dir: PathBuf,
 ) -> Result<(), BoxError> {
     // Bind everything first, so that port 0 works and the URLs are known.
     let idp_listener = bind(idp_listen, "identity provider").await?;
-    let app_listener = bind(app_listen, "sample web app").await?;
+    let app_a = DemoApp::bind("App A", "app-a", app_listen, "127.0.0.1").await?;
+    let app_b = DemoApp::bind("App B", "app-b", app_b_listen, "localhost").await?;
     let api_listener = bind(api_listen, "todo API").await?;
-    let app_url = format!("http://{}", app_listener.local_addr()?);
     let api_url = format!("http://{}", api_listener.local_addr()?);
 
-    let client_secret = random_secret()?;
-    let mut client = DevClient::new(
-        "idweb-demo-app",
-        client_secret.as_str(),
-        format!("{app_url}/signin-oidc"),
-    );
-    client.post_logout_redirect_uris = vec![format!("{app_url}/signout-callback-oidc")];
+    // App A hears of sign-outs by back-channel, App B by front-channel.
+    let client_a = app_a
+        .client()
+        .with_backchannel_logout(format!("{}/backchannel-logout", app_a.url));
+    let client_b = app_b
+        .client()
+        .with_frontchannel_logout(format!("{}/signout-oidc", app_b.url));
     let idp = DevIdp::start_on(
         idp_listener,
         DevIdpConfig {
-            clients: vec![client],
+            clients: vec![client_a, client_b],
             ..DevIdpConfig::default()
         },
     )
     .await
     .map_err(|e| format!("cannot start the development identity provider: {e}"))?;
 
-    let (cookie_key, cache_keys) = demo_keys(&data_dir)?;
-    let store_url = std::env::var("IDWEB_STORE")
-        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("webapp.sqlite").display()));
-    let settings = Settings::from_sources(
-        None,
-        [
-            ("IDWEB_AUTHORITY", idp.issuer().to_string()),
-            ("IDWEB_CLIENT_ID", "idweb-demo-app".to_string()),
-            ("IDWEB_CLIENT_SECRET", client_secret),
-            ("IDWEB_PUBLIC_URL", app_url.clone()),
-            (
-                "IDWEB_SCOPES",
-                format!("openid profile offline_access {TODO_SCOPES}"),
-            ),
-            ("IDWEB_STORE", store_url.clone()),
-            ("IDWEB_COOKIE_KEY", cookie_key),
-            ("IDWEB_CACHE_KEYS", cache_keys),
-            ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api_url.clone()),
-            ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )?;
-    let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
-    let idweb = IdWeb::new(
-        RelyingParty::builder(settings)
-            .with_store(store)
-            .build()
-            .await?,
-    );
-
     let (tx, rx) = watch::channel(false);
-    let app = tokio::spawn(serve(
-        app_listener,
-        idweb_demo::webapp::router(&idweb, "idweb sample app"),
-        rx.clone(),
-    ));
+    let (url_a, url_b) = (app_a.url.clone(), app_b.url.clone());
+    let a = app_a
+        .start(idp.issuer(), &data_dir, &api_url, rx.clone())
+        .await?;
+    let b = app_b
+        .start(idp.issuer(), &data_dir, &api_url, rx.clone())
+        .await?;
     let api_router =
         idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(idp.issuer()))
             .await?;
@@ -283,15 +355,21 @@ async fn run_all(
         "  identity provider: {}  (development only; users: alice, bob)",
         idp.issuer()
     );
-    say!("  sample web app:    {app_url}/");
+    say!("  App A:             {url_a}/  (back-channel logout)");
+    say!("  App B:             {url_b}/  (front-channel logout)");
     say!("  todo API:          {api_url}/api/todos");
-    say!("  web app store:     {store_url}");
-    say!("Open {app_url}/profile to sign in. Press Ctrl-C to stop.");
+    say!("  stores:            {}", data_dir.display());
+    say!(
+        "  sign out everywhere at the provider: {}/admin/end-sessions",
+        idp.issuer()
+    );
+    say!("Open {url_a}/profile to sign in. Press Ctrl-C to stop.");
 
     shutdown_signal().await;
     say!("shutting down");
     let _ = tx.send(true);
-    app.await??;
+    a.await??;
+    b.await??;
     api.await??;
     idp.shutdown().await;
     say!("stopped");

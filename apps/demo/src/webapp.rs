@@ -149,10 +149,13 @@ async fn cache(
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}\
-         nav a{{margin-right:1rem}}</style></head><body><nav><a href=\"/\">Home</a><a href=\"/profile\">Profile</a>\
-         <a href=\"/todos\">Todos</a><a href=\"/cache\">Token cache</a></nav>\
-         <h1>{t}</h1>{body}</body></html>",
+         <style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}}\
+         nav a,nav form{{margin-right:1rem;display:inline}}</style></head><body><nav>\
+         <a href=\"/\">Home</a><a href=\"/profile\">Profile</a><a href=\"/todos\">Todos</a>\
+         <a href=\"/cache\">Token cache</a>\
+         <form method=\"post\" action=\"/account/signout\"><button id=\"signout\">Sign out</button></form>\
+         <form method=\"post\" action=\"/account/signout?scope=all\"><button id=\"signout-all\">Sign out of all my sessions here</button></form>\
+         </nav><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     ))
 }

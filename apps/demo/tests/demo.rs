@@ -35,6 +35,7 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
             "--api-listen",
             "127.0.0.1:0",
         ])
+        .args(["--app-b-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RUST_LOG", "warn")
@@ -57,7 +58,9 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
         }
     }
     let idp = url_after(&lines, "identity provider:").to_string();
-    let app = url_after(&lines, "sample web app:").to_string();
+    let app = url_after(&lines, "App A:").to_string();
+    let app_b = url_after(&lines, "App B:").to_string();
+    assert!(app_b.starts_with("http://localhost:"), "{app_b}");
     let api = url_after(&lines, "todo API:").to_string();
 
     let b = browser();

@@ -1,7 +1,7 @@
 //! The sign-out routes: local sign-out, the post-logout callback, and the
 //! provider's back-channel and front-channel logout endpoints.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -26,7 +26,8 @@ where
         .route(SIGN_OUT_CALLBACK_PATH, get(sign_out_callback))
         .route(
             "/backchannel-logout",
-            post(back_channel).layer(DefaultBodyLimit::max(MAX_LOGOUT_BODY)),
+            // The handler enforces the limit itself, to answer 400 like every other bad request.
+            post(back_channel).layer(DefaultBodyLimit::disable()),
         )
         .route("/signout-oidc", get(front_channel))
 }
@@ -252,8 +253,15 @@ fn logout_error(status: StatusCode, code: &str, description: &str) -> Response {
 async fn back_channel(
     Extension(idweb): Extension<IdWeb>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_LOGOUT_BODY).await else {
+        return logout_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request body is larger than a logout request can be",
+        );
+    };
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

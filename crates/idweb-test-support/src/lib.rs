@@ -46,6 +46,13 @@ pub struct AppOptions {
     pub store: Option<Arc<dyn Store>>,
     /// The app's routes; default a public `/` and a protected JSON `/profile`.
     pub routes: Option<fn(&IdWeb) -> Router>,
+    /// The host name of the public URL: `127.0.0.1` (default) or `localhost`.
+    /// Two apps used by one browser need different host names, since
+    /// browsers keep cookies per host, not per port.
+    pub host: &'static str,
+    /// The client registration at the IdP (redirect URI filled in); lets a
+    /// test add logout URIs. Default: a plain client.
+    pub client: fn(DevClient, &str) -> DevClient,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -66,6 +73,8 @@ impl Default for AppOptions {
             extra_env: Vec::new(),
             store: None,
             routes: None,
+            host: "127.0.0.1",
+            client: |c, _| c,
         }
     }
 }
