@@ -104,14 +104,39 @@ pub struct DevClient {
     pub redirect_uris: Vec<String>,
     /// Allowed `post_logout_redirect_uri` values, compared by exact string match.
     pub post_logout_redirect_uris: Vec<String>,
-    /// The OpenID Connect Back-Channel Logout URI, if any.
+    /// The OpenID Connect Back-Channel Logout URI, if any: when an IdP
+    /// session in which this client signed in ends, the provider POSTs a
+    /// logout token to it. It must be an absolute `http`/`https` URI without
+    /// a fragment (otherwise the notification is recorded as failed and not
+    /// sent).
     pub backchannel_logout_uri: Option<String>,
-    /// The OpenID Connect Front-Channel Logout URI, if any.
+    /// Whether the logout tokens sent to
+    /// [`backchannel_logout_uri`](Self::backchannel_logout_uri) carry the
+    /// `sid` claim. When false they carry only `sub` (the intent being that
+    /// all of the user's sessions at the client end).
+    ///
+    /// Default `true` here ([`DevClient::new`]), unlike the registration
+    /// metadata of the same name whose default is `false`.
+    pub backchannel_logout_session_required: bool,
+    /// The OpenID Connect Front-Channel Logout URI, if any: the logout page
+    /// of an IdP session in which this client signed in renders it in an
+    /// `<iframe>`. It must be an absolute `http`/`https` URI without a
+    /// fragment, with the scheme, host and port of one of the client's
+    /// [`redirect_uris`](Self::redirect_uris) (otherwise no iframe is
+    /// rendered and the notification is recorded as failed).
     pub frontchannel_logout_uri: Option<String>,
+    /// Whether the front-channel logout iframe gets the `iss` and `sid`
+    /// query parameters. When false the bare
+    /// [`frontchannel_logout_uri`](Self::frontchannel_logout_uri) is used.
+    ///
+    /// Default `true` here ([`DevClient::new`]), unlike the registration
+    /// metadata of the same name whose default is `false`.
+    pub frontchannel_logout_session_required: bool,
 }
 
 impl DevClient {
-    /// Creates a client with one redirect URI and no logout settings.
+    /// Creates a client with one redirect URI and no logout settings (both
+    /// `*_logout_session_required` flags are `true`).
     pub fn new(
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
@@ -123,8 +148,28 @@ impl DevClient {
             redirect_uris: vec![redirect_uri.into()],
             post_logout_redirect_uris: Vec::new(),
             backchannel_logout_uri: None,
+            backchannel_logout_session_required: true,
             frontchannel_logout_uri: None,
+            frontchannel_logout_session_required: true,
         }
+    }
+
+    /// Sets the [`backchannel_logout_uri`](Self::backchannel_logout_uri).
+    pub fn with_backchannel_logout(mut self, uri: impl Into<String>) -> Self {
+        self.backchannel_logout_uri = Some(uri.into());
+        self
+    }
+
+    /// Sets the [`frontchannel_logout_uri`](Self::frontchannel_logout_uri).
+    pub fn with_frontchannel_logout(mut self, uri: impl Into<String>) -> Self {
+        self.frontchannel_logout_uri = Some(uri.into());
+        self
+    }
+
+    /// Adds an allowed `post_logout_redirect_uri`.
+    pub fn with_post_logout_redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.post_logout_redirect_uris.push(uri.into());
+        self
     }
 }
 
@@ -136,7 +181,15 @@ impl fmt::Debug for DevClient {
             .field("redirect_uris", &self.redirect_uris)
             .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
             .field("backchannel_logout_uri", &self.backchannel_logout_uri)
+            .field(
+                "backchannel_logout_session_required",
+                &self.backchannel_logout_session_required,
+            )
             .field("frontchannel_logout_uri", &self.frontchannel_logout_uri)
+            .field(
+                "frontchannel_logout_session_required",
+                &self.frontchannel_logout_session_required,
+            )
             .finish()
     }
 }
@@ -172,4 +225,46 @@ pub enum Fault {
     UnknownKid,
     /// `iss` is `"https://wrong-issuer.example"` instead of the issuer.
     WrongIssuer,
+}
+
+/// How a logout notification reached (or was meant to reach) a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogoutChannel {
+    /// OpenID Connect Back-Channel Logout: a logout token POSTed from the
+    /// provider to the client's `backchannel_logout_uri`.
+    BackChannel,
+    /// OpenID Connect Front-Channel Logout: the client's
+    /// `frontchannel_logout_uri` rendered in an `<iframe>` of the provider's
+    /// logout page, loaded by the user's browser.
+    FrontChannel,
+}
+
+/// One logout notification to one client, recorded when an IdP session
+/// ends; see [`DevIdp::logout_deliveries`](crate::DevIdp::logout_deliveries)
+/// and [`DevIdp::end_all_sessions`](crate::DevIdp::end_all_sessions).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutDelivery {
+    /// The client notified.
+    pub client_id: String,
+    /// The channel used.
+    pub channel: LogoutChannel,
+    /// The URI the notification went to: the `backchannel_logout_uri`, or
+    /// the iframe's `src` (the `frontchannel_logout_uri` with any `iss` and
+    /// `sid` parameters added).
+    pub uri: String,
+    /// The `sid` sent (logout token claim or iframe parameter); `None` when
+    /// the client registered that it does not need it.
+    pub sid: Option<String>,
+    /// The subject (`sub`) of the user whose IdP session ended (always in
+    /// back-channel logout tokens; not sent on the front channel).
+    pub sub: String,
+    /// The HTTP status the client answered a back-channel POST with; `None`
+    /// for the front channel and when the POST failed.
+    pub status: Option<u16>,
+    /// Why the notification failed or was not made: the POST could not be
+    /// completed (connection, 5-second timeout), the registered URI is
+    /// unusable, or front-channel logout was skipped because no browser takes
+    /// part. `None` otherwise (a 4xx/5xx answer is in [`status`](Self::status)).
+    pub error: Option<String>,
 }

@@ -116,8 +116,14 @@ impl SigningKey {
     /// Signs `claims` as a compact JWS with header `{"alg":"RS256","typ":typ,"kid":kid}`.
     pub(crate) fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, CryptoError> {
         let header = json!({ "alg": "RS256", "typ": typ, "kid": self.kid });
-        let header = serde_json::to_vec(&header).map_err(|_| CryptoError)?;
-        let payload = serde_json::to_vec(claims).map_err(|_| CryptoError)?;
+        self.sign_jws(&header, claims)
+    }
+
+    /// Signs `payload` with RS256 under exactly the given `header` (which
+    /// should say `"alg":"RS256"`; nothing is checked or added).
+    pub(crate) fn sign_jws(&self, header: &Value, payload: &Value) -> Result<String, CryptoError> {
+        let header = serde_json::to_vec(header).map_err(|_| CryptoError)?;
+        let payload = serde_json::to_vec(payload).map_err(|_| CryptoError)?;
         let signing_input = format!("{}.{}", b64(&header), b64(&payload));
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
         self.pair.sign(

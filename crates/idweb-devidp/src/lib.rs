@@ -21,7 +21,8 @@
 //! | `POST /authorize/login` | The login form's submission |
 //! | `POST /token` | `authorization_code`, `refresh_token` (rotated, replay revokes the family) and `client_credentials` grants; `client_secret_basic` and `client_secret_post` |
 //! | `GET`/`POST /userinfo` | Claims of the access token's user |
-//! | `GET`/`POST /logout` | RP-initiated logout (ends the IdP session; no logout notifications to clients yet) |
+//! | `GET`/`POST /logout` | End-session endpoint (RP-Initiated Logout 1.0): ends the IdP session and notifies every client that signed in during it (Back-Channel Logout 1.0, Front-Channel Logout 1.0), see [Logout](#logout) |
+//! | `GET`/`POST /admin/end-sessions` | **Development only**, no authentication: ends every IdP session of a user (form field `username`) and answers a page listing the notifications, see [`DevIdp::end_all_sessions`] |
 //!
 //! Rules worth knowing:
 //!
@@ -42,6 +43,82 @@
 //! * A `login_hint` naming a configured user other than the one signed in
 //!   makes the existing IdP session unusable for that request (the form is
 //!   shown, or with `auto_login` the hinted user is signed in).
+//!
+//! # Logout
+//!
+//! The provider remembers, per IdP session, every client that received an
+//! authorization code in it (including through silent SSO). When the session
+//! ends, each of those clients is notified on the channels it registered
+//! ([`DevClient::with_backchannel_logout`],
+//! [`DevClient::with_frontchannel_logout`]):
+//!
+//! * **Back channel**: a logout token is POSTed from the provider to the
+//!   client's `backchannel_logout_uri` as the form parameter `logout_token`
+//!   (`application/x-www-form-urlencoded`), redirects not followed, each
+//!   request limited to 5 seconds, all sent at once. The provider waits for
+//!   the answers before it answers the browser. The logout token is an RS256
+//!   JWT signed with the current key, header `typ` `logout+jwt` and `kid`,
+//!   with the claims `iss`, `aud` (the client id), `iat`, `exp` (`iat` +
+//!   120 s), a unique `jti`, `events`
+//!   (`{"http://schemas.openid.net/event/backchannel-logout": {}}`), `sub`
+//!   and `sid` (the `sid` of the client's ID tokens; left out when the client's
+//!   [`backchannel_logout_session_required`](DevClient::backchannel_logout_session_required)
+//!   is false). Never `nonce`.
+//! * **Front channel**: the logout page renders one `<iframe>` per such
+//!   client, whose `src` is its `frontchannel_logout_uri` with `iss` and `sid`
+//!   added to the query (unless its
+//!   [`frontchannel_logout_session_required`](DevClient::frontchannel_logout_session_required)
+//!   is false). The URI must be on the scheme, host and port of one of the
+//!   client's redirect URIs.
+//!
+//! Every notification is recorded as a [`LogoutDelivery`]
+//! ([`DevIdp::logout_deliveries`]): the HTTP status of each back-channel
+//! answer, or why nothing was delivered.
+//!
+//! At `/logout` (GET, or POST with a form body):
+//!
+//! * `id_token_hint`, if given, must be an ID token issued by this provider
+//!   and signed by one of the keys in the JWKS (retired keys kept by
+//!   [`DevIdp::rotate_keys`]`(true)` included); an expired one is accepted.
+//!   Its `aud` names the client, its `sid` the IdP session. A `client_id`
+//!   given as well must be the same client.
+//! * `post_logout_redirect_uri` must exactly match one of the client's
+//!   [`post_logout_redirect_uris`](DevClient::post_logout_redirect_uris), the
+//!   client being known from `id_token_hint` or `client_id`; `state` is
+//!   passed back to it. `logout_hint` (a username or `sub`) is optional;
+//!   `ui_locales` is ignored.
+//! * An invalid request (bad hint, unknown or mismatched client, unregistered
+//!   redirect target, repeated parameter) gets an error page, without any
+//!   redirect, and changes nothing: no session ends, nobody is notified, the
+//!   cookie stays.
+//! * The session to end is the browser's (the `devidp_session` cookie), else
+//!   the one named by the hint's `sid`. Unless the hint names that very
+//!   session (and `logout_hint`, if given, its user), the user is first asked
+//!   to confirm on a page whose form posts the request back with
+//!   `confirm=yes`; `confirm` counts only in a POST.
+//! * The answer: with front-channel clients to notify, a page (200,
+//!   `Cache-Control: no-store`) with their iframes, a link to the
+//!   post-logout redirect target and a `<meta http-equiv="refresh">` going
+//!   there one second after the page and its iframes have loaded; otherwise
+//!   a redirect (302
+//!   for GET, 303 for POST) to the target, or a "signed out" page when there
+//!   is none. The IdP session cookie is cleared.
+//!
+//! "Signed out elsewhere" (at the provider itself, or by an administrator) is
+//! [`DevIdp::end_all_sessions`], or `POST /admin/end-sessions` with
+//! `username=...` (`GET /admin/end-sessions` shows a form). It ends every
+//! IdP session of the user and sends the same back-channel notifications;
+//! front-channel clients cannot be notified without the user's browser and
+//! are recorded as skipped.
+//!
+//! A sign-in of another user in a browser that has an IdP session also ends
+//! that session: its clients get their back-channel logout tokens before the
+//! browser gets its authorization code.
+//!
+//! Test hooks: [`DevIdp::logout_deliveries`], [`DevIdp::sessions_of`],
+//! [`DevIdp::logout_token_for`] (a well-formed logout token, sent nowhere)
+//! and [`DevIdp::mint_jwt`] (arbitrary header and claims signed with the
+//! current key, to build bad logout tokens that still verify).
 //!
 //! # Example
 //!
@@ -71,6 +148,7 @@
 mod config;
 mod crypto;
 mod html;
+mod logout;
 mod params;
 mod server;
 mod state;
@@ -83,7 +161,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{DevClient, DevIdpConfig, DevIdpStats, DevUser, Fault, subject_for};
+pub use config::{
+    DevClient, DevIdpConfig, DevIdpStats, DevUser, Fault, LogoutChannel, LogoutDelivery,
+    subject_for,
+};
 
 use crypto::SigningKey;
 use state::Shared;
@@ -149,7 +230,13 @@ impl DevIdp {
             .await
             .map_err(std::io::Error::other)?
             .map_err(std::io::Error::other)?;
-        let shared = Arc::new(Shared::new(issuer, config, key));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(logout::BACKCHANNEL_TIMEOUT)
+            .user_agent(concat!("idweb-devidp/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let shared = Arc::new(Shared::new(issuer, config, key, http));
         let app = server::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -194,8 +281,8 @@ impl DevIdp {
 
     /// Generates a new RSA-2048 signing key with a new `kid`; new tokens are
     /// signed with it. If `keep_old` the previous public keys stay in the
-    /// JWKS (and keep validating access tokens at /userinfo), otherwise they
-    /// are removed.
+    /// JWKS (and keep validating access tokens at /userinfo and ID tokens
+    /// given as `id_token_hint` at /logout), otherwise they are removed.
     ///
     /// Key generation takes a moment and blocks the calling thread. Should it
     /// fail (it does not in practice), the keys are left unchanged and an
@@ -229,6 +316,106 @@ impl DevIdp {
                 family.revoked = true;
             }
         }
+    }
+
+    /// Ends every IdP session of `username`, as when the user signs out at
+    /// the provider itself or an administrator revokes their sessions
+    /// ("signed out elsewhere"; `POST /admin/end-sessions` does the same over
+    /// HTTP).
+    ///
+    /// For every client that signed in during one of those sessions, a
+    /// logout token is POSTed to its `backchannel_logout_uri` (all at once,
+    /// each with a 5-second timeout) and the answers are awaited.
+    /// Front-channel logout needs the user's browser, so those clients are
+    /// not notified: their deliveries are recorded with an
+    /// [`error`](LogoutDelivery::error) saying so. Returns the deliveries of
+    /// this call (also added to [`logout_deliveries`](Self::logout_deliveries));
+    /// empty when the user had no session.
+    pub async fn end_all_sessions(&self, username: &str) -> Vec<LogoutDelivery> {
+        logout::end_all_sessions(&self.inner.shared, username)
+            .await
+            .1
+    }
+
+    /// Test hook: the `sid` of every live IdP session of `username`
+    /// (sorted).
+    pub fn sessions_of(&self, username: &str) -> Vec<String> {
+        let st = self.inner.shared.lock();
+        let mut sids: Vec<String> = st
+            .sessions
+            .values()
+            .filter(|s| s.username == username)
+            .map(|s| s.sid.clone())
+            .collect();
+        drop(st);
+        sids.sort();
+        sids
+    }
+
+    /// Test hook: every logout notification made so far (RP-initiated
+    /// logout at `/logout` and [`end_all_sessions`](Self::end_all_sessions)),
+    /// oldest first. Only the latest 1000 are kept.
+    pub fn logout_deliveries(&self) -> Vec<LogoutDelivery> {
+        self.inner
+            .shared
+            .lock()
+            .deliveries
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Test hook: a well-formed logout token for `client_id` (header `typ`
+    /// `logout+jwt` and the current key's `kid`; claims `iss`, `aud`, `iat`,
+    /// `exp` = `iat` + 120 s, a fresh `jti`, `events`, and `sub`/`sid` when
+    /// given), signed with the current key but sent nowhere. Pass at least
+    /// one of `sub` and `sid` for a valid token. Times follow the provider's
+    /// clock ([`set_clock_offset`](Self::set_clock_offset)).
+    ///
+    /// Returns an empty string if signing fails (it does not in practice).
+    pub fn logout_token_for(
+        &self,
+        client_id: &str,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> String {
+        let shared = &self.inner.shared;
+        let Some(key) = shared.lock().current_key() else {
+            return String::new();
+        };
+        logout::logout_token(&key, &shared.issuer, client_id, sub, sid, shared.now())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "could not sign a logout token");
+                String::new()
+            })
+    }
+
+    /// Test hook: signs arbitrary `claims` (any JSON value) under an
+    /// arbitrary JWS `header` with the current signing key, so that tests can
+    /// build malformed tokens (wrong `typ`, missing claims, a `nonce` in a
+    /// logout token, ...) that still verify with the JWKS. The header's `alg`
+    /// is set to `RS256` and, unless the given header has a `kid`, `kid` is
+    /// set to the current key's; nothing else is added (no `typ` unless
+    /// given). A header that is not a JSON object is replaced by an empty one.
+    ///
+    /// Returns an empty string if signing fails (it does not in practice).
+    pub fn mint_jwt(&self, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let Some(key) = self.inner.shared.lock().current_key() else {
+            return String::new();
+        };
+        let mut header = match header {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        header.insert("alg".into(), "RS256".into());
+        if !header.contains_key("kid") {
+            header.insert("kid".into(), key.kid().into());
+        }
+        key.sign_jws(&serde_json::Value::Object(header), &claims)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "could not sign a JWT");
+                String::new()
+            })
     }
 
     /// Test hook: the next ID token issued is deliberately broken in the

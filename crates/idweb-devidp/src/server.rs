@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::config::{DevClient, subject_for};
 use crate::html;
+use crate::logout;
 use crate::params::{Params, is_pkce_value, is_scope_token};
 use crate::state::{IdpSession, Shared};
 use crate::tokens;
@@ -35,7 +36,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/authorize/login", post(authorize_login))
         .route("/token", post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
-        .route("/logout", get(logout_get).post(logout_post))
+        .route("/logout", get(logout::logout_get).post(logout::logout_post))
+        .route(
+            "/admin/end-sessions",
+            get(logout::end_sessions_form).post(logout::end_sessions),
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
@@ -285,7 +290,16 @@ async fn authorize_get(
     RawQuery(query): RawQuery,
 ) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes());
-    authorize(&shared, &headers, &params, None, StatusCode::FOUND)
+    let mut replaced = None;
+    let response = authorize(
+        &shared,
+        &headers,
+        &params,
+        None,
+        StatusCode::FOUND,
+        &mut replaced,
+    );
+    finish_authorize(&shared, response, replaced).await
 }
 
 async fn authorize_post(AxumState(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
@@ -296,7 +310,16 @@ async fn authorize_post(AxumState(shared): AppState, headers: HeaderMap, body: B
         );
     }
     let params = Params::parse(&body);
-    authorize(&shared, &headers, &params, None, StatusCode::SEE_OTHER)
+    let mut replaced = None;
+    let response = authorize(
+        &shared,
+        &headers,
+        &params,
+        None,
+        StatusCode::SEE_OTHER,
+        &mut replaced,
+    );
+    finish_authorize(&shared, response, replaced).await
 }
 
 async fn authorize_login(AxumState(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
@@ -312,13 +335,33 @@ async fn authorize_login(AxumState(shared): AppState, headers: HeaderMap, body: 
     }
     let username = params.get("username").unwrap_or_default().to_owned();
     let params = params.without("username");
-    authorize(
+    let mut replaced = None;
+    let response = authorize(
         &shared,
         &headers,
         &params,
         Some(&username),
         StatusCode::SEE_OTHER,
-    )
+        &mut replaced,
+    );
+    finish_authorize(&shared, response, replaced).await
+}
+
+/// When a sign-in replaced the browser's IdP session of another user, that
+/// session has ended: notify its clients (back channel; the front channel
+/// is skipped, the browser being on its way to the new sign-in) before
+/// answering.
+async fn finish_authorize(
+    shared: &Arc<Shared>,
+    response: Response,
+    replaced: Option<IdpSession>,
+) -> Response {
+    if let Some(session) = replaced {
+        tracing::debug!(username = %session.username, "a sign-in of another user ended the browser's IdP session");
+        let notices = logout::plan(&shared.issuer, &shared.lock().clients, &session);
+        logout::deliver_detached(shared, notices, false).await;
+    }
+    response
 }
 
 /// Fresh random values needed while holding the lock.
@@ -339,13 +382,15 @@ impl Fresh {
 }
 
 /// Handles an authorization request; `login_as` is the user chosen on the
-/// login form.
+/// login form. An IdP session of another user that the sign-in replaces is
+/// put in `replaced` (its clients are to be notified).
 fn authorize(
     shared: &Shared,
     headers: &HeaderMap,
     params: &Params,
     login_as: Option<&str>,
     redirect_status: StatusCode,
+    replaced: &mut Option<IdpSession>,
 ) -> Response {
     let issuer = shared.issuer.as_str();
     let now = shared.now();
@@ -389,7 +434,14 @@ fn authorize(
         if st.user(username).is_none() {
             return html::error_page(StatusCode::BAD_REQUEST, "Unknown user.");
         }
-        sign_in(&mut st.sessions, cookie.as_deref(), username, now, &fresh)
+        sign_in(
+            &mut st.sessions,
+            cookie.as_deref(),
+            username,
+            now,
+            &fresh,
+            replaced,
+        )
     } else {
         let hinted = req
             .login_hint
@@ -414,7 +466,14 @@ fn authorize(
         } else if req.prompt.iter().any(|p| p == "none") {
             return error("login_required", "The user is not signed in.");
         } else if let Some(username) = hinted.filter(|_| st.auto_login) {
-            sign_in(&mut st.sessions, cookie.as_deref(), &username, now, &fresh)
+            sign_in(
+                &mut st.sessions,
+                cookie.as_deref(),
+                &username,
+                now,
+                &fresh,
+                replaced,
+            )
         } else {
             return html::login_page(&req.client_id, &st.users, params);
         }
@@ -460,14 +519,16 @@ fn authorize(
 }
 
 /// Signs `username` in: keeps the current session (with a new `auth_time`)
-/// when it belongs to the same user, else replaces it with a new one.
-/// Returns the session cookie value and whether it must be (re)set.
+/// when it belongs to the same user, else replaces it with a new one (the
+/// replaced session is put in `replaced`). Returns the session cookie value
+/// and whether it must be (re)set.
 fn sign_in(
     sessions: &mut std::collections::HashMap<String, IdpSession>,
     cookie: Option<&str>,
     username: &str,
     now: i64,
     fresh: &Fresh,
+    replaced: &mut Option<IdpSession>,
 ) -> (String, bool) {
     if let Some(id) = cookie {
         if let Some(session) = sessions.get_mut(id)
@@ -476,7 +537,7 @@ fn sign_in(
             session.auth_time = now;
             return (id.to_owned(), false);
         }
-        sessions.remove(id);
+        *replaced = sessions.remove(id);
     }
     sessions.insert(
         fresh.cookie.clone(),
@@ -492,7 +553,7 @@ fn sign_in(
 }
 
 /// The value of the IdP session cookie, if the request has one.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -504,20 +565,27 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Redirects to `base` with `pairs` added to its query.
-fn redirect(base: &str, pairs: &[(&str, &str)], status: StatusCode) -> Response {
-    let Ok(mut url) = Url::parse(base) else {
-        return html::error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The registered redirect URI is not a valid URL.",
-        );
-    };
+/// `base` with `pairs` added to its query (existing parameters kept), or
+/// `None` if `base` is not a valid absolute URL.
+pub(crate) fn url_with_query(base: &str, pairs: &[(&str, &str)]) -> Option<Url> {
+    let mut url = Url::parse(base).ok()?;
     if !pairs.is_empty() {
         let mut query = url.query_pairs_mut();
         for (name, value) in pairs {
             query.append_pair(name, value);
         }
     }
+    Some(url)
+}
+
+/// Redirects to `base` with `pairs` added to its query.
+pub(crate) fn redirect(base: &str, pairs: &[(&str, &str)], status: StatusCode) -> Response {
+    let Some(url) = url_with_query(base, pairs) else {
+        return html::error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The registered redirect URI is not a valid URL.",
+        );
+    };
     let Ok(location) = HeaderValue::from_str(url.as_str()) else {
         return html::error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -552,7 +620,7 @@ fn error_redirect(
     redirect(redirect_uri, &pairs, status)
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -708,111 +776,4 @@ fn bearer_error(status: StatusCode, error: &str, description: &str) -> Response 
             .insert(header::WWW_AUTHENTICATE, value);
     }
     no_store(response)
-}
-
-// ---------------------------------------------------------------------------
-// End-session endpoint (RP-Initiated Logout)
-
-async fn logout_get(
-    AxumState(shared): AppState,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let params = Params::parse(query.unwrap_or_default().as_bytes());
-    logout(&shared, &headers, &params, StatusCode::FOUND)
-}
-
-async fn logout_post(AxumState(shared): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    if !is_form(&headers) {
-        return html::error_page(
-            StatusCode::BAD_REQUEST,
-            "The request body must be application/x-www-form-urlencoded.",
-        );
-    }
-    let params = Params::parse(&body);
-    logout(&shared, &headers, &params, StatusCode::SEE_OTHER)
-}
-
-fn logout(
-    shared: &Shared,
-    headers: &HeaderMap,
-    params: &Params,
-    redirect_status: StatusCode,
-) -> Response {
-    if let Some(name) = params.duplicate() {
-        return html::error_page(
-            StatusCode::BAD_REQUEST,
-            &format!("The {name} parameter is repeated."),
-        );
-    }
-    // The client, from id_token_hint (expired hints are fine) and/or client_id.
-    let mut client_id = params.get("client_id").map(str::to_owned);
-    if let Some(hint) = params.get("id_token_hint") {
-        let keys = shared.lock().keys.clone();
-        let claims = crate::crypto::verify_jwt(hint, keys.iter().map(|k| k.as_ref()))
-            .filter(|jwt| jwt.typ.as_deref() != Some("at+jwt"))
-            .map(|jwt| jwt.claims)
-            .filter(|c| c.get("iss").and_then(Value::as_str) == Some(shared.issuer.as_str()));
-        let Some(claims) = claims else {
-            return html::error_page(StatusCode::BAD_REQUEST, "The id_token_hint is invalid.");
-        };
-        let aud = match claims.get("aud") {
-            Some(Value::String(aud)) => Some(aud.clone()),
-            Some(Value::Array(auds)) => auds.first().and_then(Value::as_str).map(str::to_owned),
-            _ => None,
-        };
-        let Some(aud) = aud else {
-            return html::error_page(StatusCode::BAD_REQUEST, "The id_token_hint is invalid.");
-        };
-        if client_id.as_ref().is_some_and(|c| *c != aud) {
-            return html::error_page(
-                StatusCode::BAD_REQUEST,
-                "The client_id does not match the id_token_hint.",
-            );
-        }
-        client_id = Some(aud);
-    }
-
-    let mut st = shared.lock();
-    let target = match params.get("post_logout_redirect_uri") {
-        None => None,
-        Some(uri) => {
-            let allowed = client_id
-                .as_deref()
-                .and_then(|id| st.clients.get(id))
-                .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri));
-            if !allowed {
-                return html::error_page(
-                    StatusCode::BAD_REQUEST,
-                    "The post_logout_redirect_uri is not registered for this client.",
-                );
-            }
-            Some(uri.to_owned())
-        }
-    };
-    let cookie = session_cookie(headers);
-    if let Some(id) = cookie.as_deref()
-        && let Some(session) = st.sessions.remove(id)
-    {
-        tracing::debug!(username = %session.username, "ended an IdP session");
-    }
-    drop(st);
-
-    let mut response = match target {
-        Some(uri) => {
-            let state = params.get("state");
-            let pairs: Vec<(&str, &str)> = state.map(|s| ("state", s)).into_iter().collect();
-            redirect(&uri, &pairs, redirect_status)
-        }
-        None => html::signed_out_page(),
-    };
-    if cookie.is_some() {
-        let expired = format!(
-            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        );
-        if let Ok(value) = HeaderValue::from_str(&expired) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
-    response
 }

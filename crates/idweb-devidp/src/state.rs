@@ -1,29 +1,43 @@
 //! The provider's in-memory state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{DevClient, DevIdpConfig, DevIdpStats, DevUser, Fault, subject_for};
+use crate::config::{
+    DevClient, DevIdpConfig, DevIdpStats, DevUser, Fault, LogoutDelivery, subject_for,
+};
 use crate::crypto::SigningKey;
 
 /// How long a used or expired authorization code is remembered, so that its
 /// replay is still detected (and the tokens issued from it revoked).
 const CODE_MEMORY_SECS: i64 = 600;
 
+/// How many logout deliveries are remembered (the oldest are forgotten).
+const DELIVERY_MEMORY: usize = 1000;
+
 /// State shared by the request handlers and the [`DevIdp`](crate::DevIdp) handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) issuer: String,
+    /// The HTTP client for back-channel logout requests (no redirects,
+    /// 5-second timeout).
+    pub(crate) http: reqwest::Client,
     clock_offset: AtomicI64,
     state: Mutex<State>,
 }
 
 impl Shared {
-    pub(crate) fn new(issuer: String, config: DevIdpConfig, key: SigningKey) -> Self {
+    pub(crate) fn new(
+        issuer: String,
+        config: DevIdpConfig,
+        key: SigningKey,
+        http: reqwest::Client,
+    ) -> Self {
         Shared {
             issuer,
+            http,
             clock_offset: AtomicI64::new(0),
             state: Mutex::new(State::new(config, key)),
         }
@@ -138,6 +152,8 @@ pub(crate) struct State {
     next_family: u64,
     /// Revoked access tokens: `jti` to `exp`.
     pub(crate) revoked_access_tokens: HashMap<String, i64>,
+    /// Logout notifications made, oldest first.
+    pub(crate) deliveries: VecDeque<LogoutDelivery>,
 }
 
 impl State {
@@ -165,6 +181,15 @@ impl State {
             families: HashMap::new(),
             next_family: 0,
             revoked_access_tokens: HashMap::new(),
+            deliveries: VecDeque::new(),
+        }
+    }
+
+    /// Records logout notifications, forgetting the oldest beyond a limit.
+    pub(crate) fn record_deliveries(&mut self, deliveries: &[LogoutDelivery]) {
+        self.deliveries.extend(deliveries.iter().cloned());
+        while self.deliveries.len() > DELIVERY_MEMORY {
+            self.deliveries.pop_front();
         }
     }
 

@@ -22,7 +22,9 @@ fn test_client() -> DevClient {
         redirect_uris: vec![REDIRECT_URI.into()],
         post_logout_redirect_uris: vec!["http://127.0.0.1:9/signed-out".into()],
         backchannel_logout_uri: None,
+        backchannel_logout_session_required: true,
         frontchannel_logout_uri: None,
+        frontchannel_logout_session_required: true,
     }
 }
 

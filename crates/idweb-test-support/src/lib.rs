@@ -111,13 +111,19 @@ impl TestApp {
 /// Registers a client at `idp` and starts an app using it.
 pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let url = format!(
+        "http://{}:{}",
+        options.host,
+        listener.local_addr().expect("addr").port()
+    );
     let secret = format!("secret-{}", idweb::SessionId::generate().fingerprint());
-    idp.register_client(DevClient::new(
+    let mut client = DevClient::new(
         options.client_id.as_str(),
         secret.as_str(),
         format!("{url}/signin-oidc"),
-    ));
+    );
+    client.post_logout_redirect_uris = vec![format!("{url}/signout-callback-oidc")];
+    idp.register_client((options.client)(client, &url));
     let auth = match options.client_auth {
         ClientAuthMethod::ClientSecretPost => "client_secret_post",
         _ => "client_secret_basic",
@@ -317,4 +323,35 @@ fn unescape(s: &str) -> String {
 /// The origin of a URL, e.g. `http://127.0.0.1:1234`.
 pub fn origin(url: &str) -> String {
     Url::parse(url).expect("url").origin().ascii_serialization()
+}
+
+/// The values of attribute `attr` of every tag starting with `tag` (e.g.
+/// `<iframe`) in `html`, HTML-unescaped.
+pub fn attrs(html: &str, tag: &str, attr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(tag) {
+        rest = &rest[i + tag.len()..];
+        let end = rest.find('>').unwrap_or(rest.len());
+        let t = &rest[..end];
+        let key = format!("{attr}=\"");
+        if let Some(start) = t.find(&key) {
+            let v = &t[start + key.len()..];
+            if let Some(stop) = v.find('"') {
+                out.push(unescape(&v[..stop]));
+            }
+        }
+    }
+    out
+}
+
+/// The action of the first form in `html` and its hidden fields.
+pub fn form(html: &str) -> (String, Vec<(String, String)>) {
+    let action = attrs(html, "<form", "action")
+        .into_iter()
+        .next()
+        .expect("a form");
+    let mut fields = form_fields(html, ("", ""));
+    fields.pop();
+    (action, fields)
 }

@@ -414,7 +414,8 @@ mod tests {
     #[test]
     fn each_claim_rule_is_enforced() {
         use LogoutTokenError as E;
-        let cases: Vec<(Value, fn(&E) -> bool)> = vec![
+        type Check = fn(&E) -> bool;
+        let cases: Vec<(Value, Check)> = vec![
             (with("iss", json!("https://evil.example.com")), |e| {
                 matches!(e, E::Issuer)
             }),
