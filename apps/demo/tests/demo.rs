@@ -115,6 +115,31 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
     let home = get_page(&b, &format!("{app}/")).await.text().await.unwrap();
     assert!(home.contains("Signed in as <b>Bob Example</b>"), "{home}");
 
+    // The same browser opens App B: single sign-on at the provider, no form.
+    let resp = idweb_test_support::follow(&b, &format!("{app_b}/profile")).await;
+    assert_eq!(resp.status(), 200, "signed in to App B silently");
+    assert!(resp.text().await.unwrap().contains("Bob Example"));
+    let cache_a = get_page(&b, &format!("{app}/cache")).await;
+    assert_eq!(cache_a.status(), 200);
+    assert!(cache_a.text().await.unwrap().contains("RefreshToken"));
+
+    // Sign out in App B: App B's page POSTs to the provider, which tells App A by back-channel.
+    let resp = b
+        .post(format!("{app_b}/account/signout"))
+        .header("origin", app_b.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (action, fields) = idweb_test_support::form(&resp.text().await.unwrap());
+    assert!(action.starts_with(&idp));
+    let resp = b.post(action).form(&fields).send().await.unwrap();
+    assert!(resp.status().is_success() || resp.status().is_redirection());
+    // App A's cache page now asks to sign in: its session and tokens are gone.
+    let resp = get_page(&b, &format!("{app}/cache")).await;
+    assert_eq!(resp.status(), 302, "App A asks to sign in again");
+    assert!(location(&resp).contains("/account/signin"));
+
     // SIGTERM → clean shutdown with exit status 0.
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -304,3 +304,61 @@ async fn a_logout_that_cannot_be_recorded_answers_5xx_and_succeeds_on_retry() {
     assert_eq!(app.store.get_session(&session.id).await.unwrap(), None);
     assert_eq!(cache_entries(&app, &session.id).await, 0);
 }
+
+#[tokio::test]
+async fn local_sign_out_revokes_the_refresh_token_at_the_provider_unless_told_not_to() {
+    for revoke in [true, false] {
+        let idp = dev_idp(true).await;
+        let app = start_app(
+            &idp,
+            AppOptions {
+                extra_env: vec![("IDWEB_REVOKE_ON_SIGN_OUT", revoke.to_string())],
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        let b = browser();
+        sign_in(&b, &app, "alice").await;
+        let session = only_session(&app).await;
+        let rp = app.idweb.relying_party();
+        let rt = rp
+            .token_cache()
+            .read(&PartitionKey::Session(session.id.clone()))
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .find(|e| e.kind() == idweb::EntryKind::RefreshToken)
+            .and_then(|e| e.secret().map(str::to_string))
+            .unwrap();
+        let resp = b
+            .post(app.at("/account/signout"))
+            .header("origin", origin(&app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            idp.stats().revocations,
+            u64::from(revoke),
+            "revoke={revoke}"
+        );
+        // The old refresh token no longer works at the provider (when revoked).
+        let status = reqwest::Client::new()
+            .post(format!("{}/token", idp.issuer()))
+            .basic_auth(&app.client_id, Some(&app.client_secret))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            status.as_u16() == 400,
+            revoke,
+            "revoke={revoke}: /token answered {status}"
+        );
+    }
+}

@@ -205,6 +205,8 @@ pub struct DevIdpStats {
     pub client_credentials: u64,
     /// /token requests answered with an error, whatever the grant type.
     pub token_errors: u64,
+    /// Refresh tokens revoked through the revocation endpoint (RFC 7009).
+    pub revocations: u64,
 }
 
 /// A deliberate defect for the next ID token, see

@@ -35,6 +35,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/authorize/login", post(authorize_login))
         .route("/token", post(token))
+        .route("/revoke", post(revoke))
         .route("/userinfo", get(userinfo).post(userinfo))
         .route("/logout", get(logout::logout_get).post(logout::logout_post))
         .route(
@@ -56,6 +57,8 @@ async fn discovery(AxumState(shared): AppState) -> Response {
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "jwks_uri": format!("{issuer}/jwks"),
         "userinfo_endpoint": format!("{issuer}/userinfo"),
         "end_session_endpoint": format!("{issuer}/logout"),
@@ -661,6 +664,27 @@ async fn token(
     drop(st);
     match result {
         Ok((_, body)) => no_store(axum::Json(body).into_response()),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Token revocation (RFC 7009): a refresh token of the authenticated client
+/// is revoked with its whole family; unknown tokens also answer 200 (§2.2).
+async fn revoke(
+    AxumState(shared): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return tokens::TokenError::body_rejected(StatusCode::PAYLOAD_TOO_LARGE).into_response();
+    };
+    match tokens::revocation_request(&shared, &headers, &body) {
+        Ok(revoked) => {
+            if revoked {
+                shared.lock().stats.revocations += 1;
+            }
+            no_store(StatusCode::OK.into_response())
+        }
         Err(error) => error.into_response(),
     }
 }

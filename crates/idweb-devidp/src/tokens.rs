@@ -174,6 +174,33 @@ pub(crate) fn token_request(
     }
 }
 
+/// Handles a revocation request (RFC 7009); `Ok(true)` when a refresh token
+/// of the client was revoked.
+pub(crate) fn revocation_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<bool, TokenError> {
+    let params = Params::parse(body);
+    let client = authenticate_client(shared, headers, &params)?;
+    let token = params
+        .get("token")
+        .ok_or_else(|| TokenError::invalid_request("The token parameter is required."))?;
+    let mut st = shared.lock();
+    let family = st
+        .refresh_tokens
+        .get(&token_hash(token))
+        .filter(|r| r.client_id == client.client_id)
+        .map(|r| r.family);
+    match family {
+        Some(family) => {
+            st.revoke_family(family);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Authenticates the client with `client_secret_basic` or `client_secret_post`.
 fn authenticate_client(
     shared: &Shared,

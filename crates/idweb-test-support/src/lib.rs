@@ -85,6 +85,7 @@ impl Default for AppOptions {
 pub struct TestApp {
     pub url: String,
     pub client_id: String,
+    pub client_secret: String,
     pub store: Arc<dyn Store>,
     pub idweb: IdWeb,
     server: tokio::task::JoinHandle<()>,
@@ -117,6 +118,7 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
         listener.local_addr().expect("addr").port()
     );
     let secret = format!("secret-{}", idweb::SessionId::generate().fingerprint());
+    let secret_copy = secret.clone();
     let mut client = DevClient::new(
         options.client_id.as_str(),
         secret.as_str(),
@@ -168,6 +170,7 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
     TestApp {
         url,
         client_id: options.client_id,
+        client_secret: secret_copy,
         store,
         idweb,
         server,
