@@ -695,6 +695,84 @@ where
     assert_eq!(sorted_ids.len(), n, "no session listed twice");
 }
 
+/// Locks: one holder at a time, released by its token only, free again at expiry.
+pub async fn locks_exclude_and_expire<F, Fut>(factory: &F)
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let (store, clock) = store_with(factory).await;
+    let name = unique("refresh");
+    let first = store
+        .try_lock(&name, Duration::from_secs(30))
+        .await
+        .expect("lock")
+        .expect("free");
+    assert!(
+        store
+            .try_lock(&name, Duration::from_secs(30))
+            .await
+            .expect("lock")
+            .is_none(),
+        "held"
+    );
+    store
+        .unlock(&name, &idweb::LockToken::generate())
+        .await
+        .expect("unlock with a wrong token");
+    assert!(
+        store
+            .try_lock(&name, Duration::from_secs(30))
+            .await
+            .expect("lock")
+            .is_none(),
+        "still held"
+    );
+    store.unlock(&name, &first).await.expect("unlock");
+    let second = store
+        .try_lock(&name, Duration::from_secs(30))
+        .await
+        .expect("lock")
+        .expect("free again");
+    assert_ne!(first, second);
+    clock.advance(Duration::from_secs(31));
+    let third = store
+        .try_lock(&name, Duration::from_secs(30))
+        .await
+        .expect("lock")
+        .expect("expired lock is free");
+    store.unlock(&name, &second).await.expect("stale unlock");
+    assert!(
+        store
+            .try_lock(&name, Duration::from_secs(30))
+            .await
+            .expect("lock")
+            .is_none(),
+        "a stale unlock does not free the new holder"
+    );
+    store.unlock(&name, &third).await.expect("unlock");
+
+    let other = unique("refresh");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (store, other) = (store.clone(), other.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .try_lock(&other, Duration::from_secs(30))
+                .await
+                .expect("lock")
+                .is_some()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one concurrent taker wins");
+}
+
 /// Generates one `#[tokio::test]` per conformance test for the store built by
 /// `$factory` (a closure `Fn(Arc<ManualClock>) -> impl Future<Output = Arc<dyn Store>>`).
 #[macro_export]
@@ -716,6 +794,7 @@ macro_rules! store_conformance_tests {
             tombstones_refuse_signed_out_sessions,
             jti_is_recorded_once,
             stats_and_listing,
+            locks_exclude_and_expire,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {

@@ -19,11 +19,18 @@ struct Migration {
 }
 
 /// Every migration, in version order. Never edit a released one: add a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "sessions, partitions, entries, tombstones, jtis",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "sessions, partitions, entries, tombstones, jtis",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "locks",
+        sql: include_str!("../migrations/0002_locks.sql"),
+    },
+];
 
 /// The schema version this build reads and writes.
 pub(crate) fn latest_version() -> i64 {

@@ -102,6 +102,15 @@ pub(crate) const JTI_INSERT: &str = "INSERT INTO jtis (iss, jti, expires_at) VAL
 
 pub(crate) const JTI_FORGET: &str = "DELETE FROM jtis WHERE iss = ?1 AND jti = ?2";
 
+pub(crate) const LOCK_DELETE_IF_EXPIRED: &str =
+    "DELETE FROM locks WHERE name = ?1 AND expires_at <= ?2";
+
+pub(crate) const LOCK_INSERT: &str =
+    "INSERT INTO locks (name, token, expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (name) DO NOTHING";
+
+pub(crate) const LOCK_DELETE: &str = "DELETE FROM locks WHERE name = ?1 AND token = ?2";
+
 // Statistics.
 
 pub(crate) const PARTITION_STATS: &str = "SELECT COUNT(DISTINCT e.pkey), COUNT(*)
@@ -154,6 +163,9 @@ pub(crate) const INDEXED: &[&str] = &[
     JTI_DELETE_IF_EXPIRED,
     JTI_INSERT,
     JTI_FORGET,
+    LOCK_DELETE_IF_EXPIRED,
+    LOCK_INSERT,
+    LOCK_DELETE,
     TOMBSTONE_COUNT,
     EXPIRED_SESSIONS,
     ENTRIES_DELETE_OF_SESSION,

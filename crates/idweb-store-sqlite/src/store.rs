@@ -1,9 +1,11 @@
 //! [`Store`] for [`SqliteStore`].
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use idweb::{
-    PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError, StoreStats,
-    StoredEntry, StoredPartition, Tombstone,
+    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError,
+    StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -386,6 +388,40 @@ impl Store for SqliteStore {
             .rows_affected();
         w.commit().await?;
         Ok(inserted == 1)
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        let now = self.now();
+        let until = now.saturating_add(i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX / 2));
+        let token = LockToken::generate();
+        let mut w = self.begin_write().await?;
+        sqlx::query(sql::LOCK_DELETE_IF_EXPIRED)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db_error)?;
+        let inserted = sqlx::query(sql::LOCK_INSERT)
+            .bind(name)
+            .bind(token.as_str())
+            .bind(until)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        w.commit().await?;
+        Ok((inserted == 1).then_some(token))
+    }
+
+    async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
+        let mut w = self.begin_write().await?;
+        sqlx::query(sql::LOCK_DELETE)
+            .bind(name)
+            .bind(token.as_str())
+            .execute(&mut *w.tx)
+            .await
+            .map_err(db_error)?;
+        w.commit().await
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {

@@ -190,7 +190,7 @@ async fn migrations_are_idempotent() {
             .fetch_all(&pool)
             .await
             .expect("versions");
-    assert_eq!(versions, vec![1], "each migration recorded once");
+    assert_eq!(versions, vec![1, 2], "each migration recorded once");
     pool.close().await;
     common::remove_db(&path);
 }
@@ -205,7 +205,11 @@ async fn a_new_file_is_migrated_once_by_concurrent_openers() {
         store.close().await;
     }
     let pool = raw(&path).await;
-    assert_eq!(rows(&pool, "schema_version").await, 1);
+    assert_eq!(
+        rows(&pool, "schema_version").await,
+        2,
+        "each migration recorded once"
+    );
     pool.close().await;
     common::remove_db(&path);
 }

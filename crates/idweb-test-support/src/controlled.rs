@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use idweb::{
-    PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError, StoreStats,
-    StoredPartition, Tombstone,
+    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError,
+    StoreStats, StoredPartition, Tombstone,
 };
 use tokio::sync::{Mutex, Notify};
 
@@ -138,5 +139,13 @@ impl Store for ControlledStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.check()?;
         self.inner.stats().await
+    }
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.check()?;
+        self.inner.try_lock(name, ttl).await
+    }
+    async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.unlock(name, token).await
     }
 }

@@ -78,8 +78,8 @@ pub use signout::{
     SIGN_OUT_STATE_COOKIE, SignOut, SignOutSelector,
 };
 pub use store::{
-    BoxError, MemoryStore, PartitionKey, PartitionWrite, SessionLookup, Store, StoreError,
-    StoreStats, StoredEntry, StoredPartition, Tombstone,
+    BoxError, LockToken, MemoryStore, PartitionKey, PartitionWrite, SessionLookup, Store,
+    StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};

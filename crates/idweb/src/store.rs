@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -331,6 +332,39 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     /// Counts of what the store holds.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Takes the lock `name` for at most `ttl` unless someone else holds it
+    /// (an expired lock counts as free). Returns the token that releases it,
+    /// or `None` when it is held. Atomic across every user of the store (all
+    /// instances of an app): idweb uses it so that at most one refresh-token
+    /// redemption per partition runs at a time.
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError>;
+
+    /// Releases a lock taken with [`try_lock`](Store::try_lock), if `token`
+    /// still holds it (a lock that expired and was taken by someone else is
+    /// left alone).
+    async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError>;
+}
+
+/// Proof of holding a lock of the store (see [`Store::try_lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockToken(String);
+
+impl LockToken {
+    /// A new random token.
+    pub fn generate() -> Self {
+        Self(crate::crypto::random_token())
+    }
+
+    /// Wraps a token read back from a backend.
+    pub fn from_string(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A store in process memory: for development, tests and single-instance apps
@@ -348,6 +382,7 @@ struct MemoryInner {
     partitions: HashMap<PartitionKey, (u64, BTreeMap<String, StoredEntry>)>,
     tombstones: HashMap<SessionLookup, Tombstone>,
     jtis: HashMap<(String, String), i64>,
+    locks: HashMap<String, (LockToken, std::time::SystemTime)>,
 }
 
 impl Default for MemoryStore {
@@ -602,6 +637,27 @@ impl Store for MemoryStore {
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
         self.lock().jtis.remove(&(iss.to_string(), jti.to_string()));
+        Ok(())
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if inner.locks.get(name).is_some_and(|(_, until)| *until > now) {
+            return Ok(None);
+        }
+        let token = LockToken::generate();
+        inner
+            .locks
+            .insert(name.to_string(), (token.clone(), now + ttl));
+        Ok(Some(token))
+    }
+
+    async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.locks.get(name).is_some_and(|(held, _)| held == token) {
+            inner.locks.remove(name);
+        }
         Ok(())
     }
 

@@ -10,6 +10,12 @@ use crate::http::HttpError;
 use crate::secret::Secret;
 use crate::store::StoreError;
 
+/// How long a refresh lock lasts at most (a crashed holder frees it then).
+const REFRESH_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a caller waits for another instance's refresh.
+const REFRESH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Tokens must stay valid at least this long to be served from the cache.
 pub const MIN_REMAINING_SECS: i64 = 300;
 
@@ -245,9 +251,49 @@ mod acquire {
             self.single_flight
                 .run(
                     &key.storage_key(),
-                    self.refresh_for_user(session, &key, scopes, &wanted),
+                    self.refresh_across_instances(session, &key, scopes, &wanted),
                 )
                 .await
+        }
+
+        /// Takes the store's refresh lock of the partition (so that one
+        /// instance redeems the refresh token while the others wait and reuse
+        /// its result), then refreshes.
+        async fn refresh_across_instances(
+            &self,
+            session: &Session,
+            key: &PartitionKey,
+            scopes: &[&str],
+            wanted: &BTreeSet<String>,
+        ) -> Result<AccessToken, TokenError> {
+            let name = format!("refresh/{}", key.storage_key());
+            let deadline = tokio::time::Instant::now() + REFRESH_LOCK_WAIT;
+            let token = loop {
+                if let Some(token) = self.store.try_lock(&name, REFRESH_LOCK_TTL).await? {
+                    break token;
+                }
+                // Another instance is refreshing: wait for its result.
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                let cached = self.cache.read(key).await?;
+                if let Some(t) = usable_access_token(
+                    &cached.entries,
+                    &self.settings.client_id,
+                    wanted,
+                    self.clock.unix_now(),
+                ) {
+                    return Ok(t);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(TokenError::Store(StoreError::Unavailable(
+                        "timed out waiting for another instance's token refresh".into(),
+                    )));
+                }
+            };
+            let result = self.refresh_for_user(session, key, scopes, wanted).await;
+            if let Err(e) = self.store.unlock(&name, &token).await {
+                tracing::warn!(error = %e, "could not release the refresh lock; it expires by itself");
+            }
+            result
         }
 
         async fn refresh_for_user(
