@@ -354,3 +354,83 @@ async fn app_tokens_come_from_client_credentials_and_are_cached() {
         "app tokens live in a partition of their own"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_sqlite_file_refresh_once_for_a_hundred_requests() {
+    let idp = dev_idp(true).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("instances-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("shared.sqlite");
+    let _ = std::fs::remove_file(&db);
+    let api = todo_api(&idp).await;
+    let shared_env = vec![
+        ("IDWEB_SCOPES", format!("openid profile offline_access {TODO_SCOPES}")),
+        ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
+        ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+        ("IDWEB_COOKIE_KEY", "c2hhcmVkLWJ5LWJvdGgtaW5zdGFuY2VzLXNoYXJlZC1ieS1ib3RoLWluc3RhbmNlcy1zaGFyZWQtYnktYm90aCE=".to_string()),
+        ("IDWEB_CACHE_KEYS", "s1:c2hhcmVkLWNhY2hlLWtleS1mb3ItYm90aC1pbnN0YW4=".to_string()),
+    ];
+    let instance = |register: bool| {
+        let (env, clock, db) = (shared_env.clone(), clock.clone(), db.clone());
+        let idp = idp.clone();
+        async move {
+            let store = idweb_store_sqlite::SqliteStore::open_with_clock(&db, clock.clone())
+                .await
+                .unwrap();
+            start_app(
+                &idp,
+                AppOptions {
+                    client_id: "shared-app".into(),
+                    client_secret: Some("shared-secret".into()),
+                    register,
+                    clock,
+                    extra_env: env,
+                    store: Some(Arc::new(store)),
+                    routes: Some(demo_routes),
+                    ..AppOptions::default()
+                },
+            )
+            .await
+        }
+    };
+    let one = instance(true).await;
+    let b = browser();
+    sign_in(&b, &one, "alice").await;
+    let two = instance(false).await;
+    assert_eq!(
+        todos(&b, &two).await.status(),
+        200,
+        "instance 2 reads instance 1's session and tokens"
+    );
+    assert_eq!(idp.stats().refresh_token, 0);
+
+    advance(&clock, &idp, 3600);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let url = if i % 2 == 0 {
+            one.at("/todos")
+        } else {
+            two.at("/todos")
+        };
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            b.get(url)
+                .header(ACCEPT, "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(
+        idp.stats().refresh_token,
+        1,
+        "one refresh at the IdP for 100 requests on two instances"
+    );
+}

@@ -53,6 +53,11 @@ pub struct AppOptions {
     /// The client registration at the IdP (redirect URI filled in); lets a
     /// test add logout URIs. Default: a plain client.
     pub client: fn(DevClient, &str) -> DevClient,
+    /// The client secret; default a fresh random one.
+    pub client_secret: Option<String>,
+    /// Whether to register the client at the IdP (another instance of the
+    /// same app needs no registration of its own). Default true.
+    pub register: bool,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -75,6 +80,8 @@ impl Default for AppOptions {
             routes: None,
             host: "127.0.0.1",
             client: |c, _| c,
+            client_secret: None,
+            register: true,
         }
     }
 }
@@ -117,7 +124,10 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
         options.host,
         listener.local_addr().expect("addr").port()
     );
-    let secret = format!("secret-{}", idweb::SessionId::generate().fingerprint());
+    let secret = options
+        .client_secret
+        .clone()
+        .unwrap_or_else(|| format!("secret-{}", idweb::SessionId::generate().fingerprint()));
     let secret_copy = secret.clone();
     let mut client = DevClient::new(
         options.client_id.as_str(),
@@ -125,7 +135,9 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
         format!("{url}/signin-oidc"),
     );
     client.post_logout_redirect_uris = vec![format!("{url}/signout-callback-oidc")];
-    idp.register_client((options.client)(client, &url));
+    if options.register {
+        idp.register_client((options.client)(client, &url));
+    }
     let auth = match options.client_auth {
         ClientAuthMethod::ClientSecretPost => "client_secret_post",
         _ => "client_secret_basic",
