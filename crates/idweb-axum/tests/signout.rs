@@ -362,3 +362,17 @@ async fn local_sign_out_revokes_the_refresh_token_at_the_provider_unless_told_no
         );
     }
 }
+
+#[tokio::test]
+async fn a_sign_out_callback_with_a_foreign_state_is_refused() {
+    let idp = dev_idp(true).await;
+    let app = start_app(&idp, AppOptions::default()).await;
+    let resp = reqwest::Client::new()
+        .get(app.at("/signout-callback-oidc?state=forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert!(resp.text().await.unwrap().contains("does not belong to this browser"));
+}
