@@ -92,14 +92,33 @@ pub enum StoreSetting {
     Memory,
     /// An SQLite database file (`sqlite://PATH`).
     Sqlite(PathBuf),
+    /// Redis: `redis://HOST:PORT[/DB]`, `rediss://...` (TLS), or
+    /// `redis+cluster://HOST:PORT,HOST:PORT` (Redis Cluster).
+    Redis {
+        /// The URL as given.
+        url: String,
+        /// Whether an in-process L1 cache (invalidated over pub/sub, bypassed
+        /// while the subscription is down) sits in front. (`IDWEB_STORE_L1`, default true)
+        l1: bool,
+    },
 }
 
 impl StoreSetting {
-    /// Parses a store URL: `memory` or `sqlite://PATH`.
+    /// Parses a store URL: `memory`, `sqlite://PATH`, `redis://HOST:PORT[/DB]`,
+    /// `rediss://HOST:PORT` or `redis+cluster://HOST:PORT,HOST:PORT`.
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
         if url == "memory" {
             return Ok(StoreSetting::Memory);
+        }
+        let redis = ["redis://", "rediss://", "redis+cluster://"]
+            .iter()
+            .any(|p| url.len() > p.len() && url.starts_with(p));
+        if redis {
+            return Ok(StoreSetting::Redis {
+                url: url.to_string(),
+                l1: true,
+            });
         }
         match url
             .strip_prefix("sqlite://")
@@ -108,7 +127,12 @@ impl StoreSetting {
             Some(path) if !path.is_empty() => Ok(StoreSetting::Sqlite(PathBuf::from(path))),
             _ => Err(ConfigError::Invalid {
                 key: "store (IDWEB_STORE)".into(),
-                reason: format!("unsupported store `{url}`; supported: memory, sqlite://PATH"),
+                // Never repeat credentials a URL might carry.
+                reason: format!(
+                    "unsupported store `{}`; supported: memory, sqlite://PATH, redis://HOST:PORT, \
+                     rediss://HOST:PORT, redis+cluster://HOST:PORT,HOST:PORT",
+                    url.rsplit('@').next().unwrap_or_default()
+                ),
             }),
         }
     }
@@ -213,6 +237,7 @@ const KEYS: &[(&str, &str)] = &[
     ("cookie_key", "IDWEB_COOKIE_KEY"),
     ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
     ("cache_keys", "IDWEB_CACHE_KEYS"),
+    ("store_l1", "IDWEB_STORE_L1"),
     ("revoke_on_sign_out", "IDWEB_REVOKE_ON_SIGN_OUT"),
     ("logout_token_max_age", "IDWEB_LOGOUT_TOKEN_MAX_AGE"),
     ("logout_token_require_typ", "IDWEB_LOGOUT_TOKEN_REQUIRE_TYP"),
@@ -410,6 +435,16 @@ impl Settings {
                 ConfigError::Invalid { reason, .. } => invalid(&r, reason),
                 other => other,
             })?,
+        };
+        let store = match (store, raw.remove("store_l1")) {
+            (StoreSetting::Redis { url, .. }, l1) => StoreSetting::Redis {
+                url,
+                l1: flag(l1, true)?,
+            },
+            (_, Some(r)) => {
+                return Err(invalid(&r, "only a Redis store has an L1 cache".into()));
+            }
+            (other, None) => other,
         };
 
         let session_lifetime = match raw.remove("session_lifetime") {

@@ -346,3 +346,39 @@ fn sign_out_settings() {
     let e = err(None, with(base(), "IDWEB_REVOKE_ON_SIGN_OUT", "maybe"));
     assert!(e.contains("IDWEB_REVOKE_ON_SIGN_OUT"), "{e}");
 }
+
+#[test]
+fn redis_store_setting() {
+    let s = Settings::from_sources(None, with(base(), "IDWEB_STORE", "redis://127.0.0.1:6379"))
+        .unwrap();
+    assert_eq!(
+        s.store,
+        StoreSetting::Redis {
+            url: "redis://127.0.0.1:6379".into(),
+            l1: true
+        }
+    );
+    let s = Settings::from_sources(
+        None,
+        with(
+            with(base(), "IDWEB_STORE", "redis+cluster://a:1,b:2"),
+            "IDWEB_STORE_L1",
+            "false",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.store,
+        StoreSetting::Redis {
+            url: "redis+cluster://a:1,b:2".into(),
+            l1: false
+        }
+    );
+    let e = err(None, with(base(), "IDWEB_STORE_L1", "true"));
+    assert!(e.contains("IDWEB_STORE_L1"), "{e}");
+    let e = err(
+        None,
+        with(base(), "IDWEB_STORE", "mongodb://user:hunter2@db"),
+    );
+    assert!(e.contains("IDWEB_STORE") && !e.contains("hunter2"), "{e}");
+}
