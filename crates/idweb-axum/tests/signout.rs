@@ -374,5 +374,10 @@ async fn a_sign_out_callback_with_a_foreign_state_is_refused() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["cache-control"], "no-store");
-    assert!(resp.text().await.unwrap().contains("does not belong to this browser"));
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("does not belong to this browser")
+    );
 }
