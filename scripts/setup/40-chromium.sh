@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser end-to-end test (apps/demo/tests/browser.rs) drives a headless
 # Chromium through chromedriver, both from Debian's packages: it needs
-# /usr/bin/chromium and /usr/bin/chromedriver. Idempotent.
+# /usr/bin/chromium and /usr/bin/chromedriver (and a font for readable
+# screenshots). Idempotent.
 set -euo pipefail
 
 missing() {
@@ -15,7 +16,7 @@ if missing; then
         echo "installing chromium and chromium-driver (Debian packages)"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            chromium chromium-driver >/dev/null
+            chromium chromium-driver fonts-dejavu-core >/dev/null
     else
         echo "error: the browser tests need Debian's chromium and chromium-driver" \
             "(/usr/bin/chromium, /usr/bin/chromedriver): run as root" \

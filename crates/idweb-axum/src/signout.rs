@@ -149,6 +149,13 @@ async fn local_sign_out(
             "<p id=\"signed-out\">You have signed out of this app.</p><p><a href=\"/\">Home</a></p>",
         ))
         .into_response(),
+        (Some(end), false) if end.method == idweb::EndSessionMethod::Get => {
+            let mut url = end.endpoint.clone();
+            for (k, v) in &end.params {
+                url.query_pairs_mut().append_pair(k, v.secret());
+            }
+            crate::routes::redirect(url.as_str(), StatusCode::SEE_OTHER)
+        }
         (Some(end), false) => {
             // POST, not GET: the ID token hint must not travel in a URL.
             let fields: String = end
@@ -181,19 +188,22 @@ async fn local_sign_out(
             if let Ok(v) = HeaderValue::from_str(&csp) {
                 resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
             }
-            let state_cookie = SetCookie {
-                name: end.state_cookie_name,
-                value: end.state_cookie_value.secret(),
-                path: SIGN_OUT_CALLBACK_PATH,
-                max_age: Some(600),
-                secure,
-            };
-            if let Some(c) = state_cookie.header() {
-                resp.headers_mut().append(header::SET_COOKIE, c);
-            }
             resp
         }
     };
+    if let (Some(end), false) = (&done.end_session, json) {
+        // Binds the provider's answer (`state`) to this browser.
+        let state_cookie = SetCookie {
+            name: end.state_cookie_name,
+            value: end.state_cookie_value.secret(),
+            path: SIGN_OUT_CALLBACK_PATH,
+            max_age: Some(600),
+            secure,
+        };
+        if let Some(c) = state_cookie.header() {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+    }
     if let Some(c) = clear {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }

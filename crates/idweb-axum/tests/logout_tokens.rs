@@ -116,7 +116,7 @@ async fn every_bad_logout_token_is_refused_with_400_and_removes_nothing() {
         ),
         (
             "wrong typ",
-            form(&idp.mint_jwt(json!({"typ": "JWT"}), good())),
+            form(&idp.mint_jwt(json!({"typ": "at+jwt"}), good())),
             form_ct,
         ),
         (
@@ -377,4 +377,33 @@ async fn a_logout_for_an_unknown_session_is_200_already_signed_out() {
     let token = idp.logout_token_for(&app.client_id, Some("nobody"), Some("no-such-sid"));
     let resp = post_form(&app, form(&token), "application/x-www-form-urlencoded").await;
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn tokens_typed_plain_jwt_are_accepted_unless_explicit_typing_is_required() {
+    for (require_typ, expected) in [(false, 200), (true, 400)] {
+        let idp = dev_idp(true).await;
+        let app = start_app(
+            &idp,
+            AppOptions {
+                extra_env: vec![("IDWEB_LOGOUT_TOKEN_REQUIRE_TYP", require_typ.to_string())],
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        let profile = sign_in(&browser(), &app, "alice").await;
+        let c = claims(
+            &idp,
+            &app,
+            profile["sub"].as_str().unwrap(),
+            profile["sid"].as_str().unwrap(),
+        );
+        let token = idp.mint_jwt(json!({ "typ": "JWT" }), c);
+        let resp = post_form(&app, form(&token), "application/x-www-form-urlencoded").await;
+        assert_eq!(resp.status(), expected, "require_typ={require_typ}");
+        assert_eq!(
+            app.store.session_count().await.unwrap(),
+            u64::from(require_typ)
+        );
+    }
 }

@@ -381,3 +381,39 @@ async fn a_sign_out_callback_with_a_foreign_state_is_refused() {
             .contains("does not belong to this browser")
     );
 }
+
+#[tokio::test]
+async fn end_session_by_get_redirects_without_the_id_token() {
+    let idp = dev_idp(true).await;
+    let app = start_app(
+        &idp,
+        AppOptions {
+            extra_env: vec![("IDWEB_END_SESSION_METHOD", "get".to_string())],
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let b = browser();
+    sign_in(&b, &app, "alice").await;
+    let resp = b
+        .post(app.at("/account/signout"))
+        .header("origin", origin(&app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let to = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(
+        to.as_str()
+            .starts_with(&format!("{}/logout?", idp.issuer()))
+    );
+    let q: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
+    assert!(!q.contains_key("id_token_hint"), "no token in the URL");
+    assert_eq!(q["client_id"], app.client_id);
+    assert_eq!(
+        q["post_logout_redirect_uri"],
+        app.at("/signout-callback-oidc")
+    );
+    assert!(q["state"].len() >= 43);
+    assert_eq!(app.store.session_count().await.unwrap(), 0);
+}

@@ -1,5 +1,6 @@
-//! The library behind the `idweb` command: opening a store from its URL, and
-//! the cache reports the command prints.
+//! The library behind the `idweb` command: opening a store from its URL, the
+//! cache reports the command prints, and a session's partition as MSAL's
+//! token cache document (export, import, `remove_account`).
 //!
 //! The JSON forms are stable: fields are only ever added, never renamed or
 //! removed (see `docs/CLI.md`).
@@ -14,6 +15,14 @@ use idweb::{
     SignOutSelector, Store, StoreError, StoreSetting, SystemClock, TokenCache,
 };
 use serde::Serialize;
+
+mod msal;
+
+pub use msal::{
+    ImportReport, MAX_IMPORT_BYTES, MsalCommandError, MsalExport, RemoveAccountOptions,
+    RemoveAccountReport, RemovedEntry, export_msal, import_msal, read_msal_document,
+    remove_account, write_private_file,
+};
 
 /// Opens the store a setting names.
 pub async fn open_store(

@@ -1,18 +1,22 @@
-//! `idweb`: inspect the token cache of an idweb store.
+//! `idweb`: inspect the token cache of an idweb store, and move it to and
+//! from MSAL's token cache format.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use idweb::CacheKeys;
-use idweb_cli::{Filter, error_chain, evict, list, open_store_url, stats};
+use idweb_cli::{
+    Filter, RemoveAccountOptions, error_chain, evict, export_msal, import_msal, list,
+    open_store_url, read_msal_document, remove_account, stats, write_private_file,
+};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "idweb",
     version,
-    about = "Inspect the token cache of an idweb store"
+    about = "Inspect the token cache of an idweb store, and move it to and from MSAL"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +28,13 @@ enum Command {
     /// The token cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+}
+
+/// A token cache document format.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    /// MSAL's unified schema, as MSAL Python's SerializableTokenCache serializes it.
+    Msal,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +78,87 @@ enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a provider session's token cache as an MSAL token cache document: it holds the tokens.
+    ///
+    /// THE DOCUMENT HOLDS THE TOKENS THEMSELVES (access, refresh and ID tokens),
+    /// in clear: whoever reads it can act as the user. Prefer --out, which
+    /// creates the file readable by you only (mode 0600); standard output may
+    /// end up in a terminal's scrollback or a log. Needs IDWEB_CACHE_KEYS.
+    Export {
+        /// The document format.
+        #[arg(long, value_enum)]
+        format: Format,
+        /// The provider session id (`sid`) whose sessions are exported.
+        #[arg(long)]
+        sid: String,
+        /// Only this issuer (uses the store's index).
+        #[arg(long)]
+        iss: Option<String>,
+        /// The store, e.g. sqlite://idweb.sqlite (default: IDWEB_STORE).
+        #[arg(long, env = "IDWEB_STORE")]
+        store: String,
+        /// Write to this file (created with mode 0600, replacing an existing
+        /// one) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Write the entries of an MSAL token cache document into a session's token cache.
+    ///
+    /// The provider session must match exactly one live session. Entries
+    /// replace those with the same cache key; others stay. Entries are
+    /// encrypted with the first key of IDWEB_CACHE_KEYS. Refused, writing
+    /// nothing: documents over 1 MiB, malformed ones (the error names the
+    /// entry), and entries of another account or provider than the session's.
+    Import {
+        /// The document format.
+        #[arg(long, value_enum)]
+        format: Format,
+        /// The provider session id (`sid`) of the session to import into.
+        #[arg(long)]
+        sid: String,
+        /// Only this issuer (uses the store's index).
+        #[arg(long)]
+        iss: Option<String>,
+        /// The store, e.g. sqlite://idweb.sqlite (default: IDWEB_STORE).
+        #[arg(long, env = "IDWEB_STORE")]
+        store: String,
+        /// Print JSON (stable format, see docs/CLI.md).
+        #[arg(long)]
+        json: bool,
+        /// The document (`-`: standard input).
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Remove an account's tokens from the token cache, as MSAL's remove_account does.
+    ///
+    /// Removes the account's refresh tokens of this app (or of its family),
+    /// access tokens, ID tokens and Account entries, in every realm; app
+    /// metadata stays. The sessions stay signed in (to sign out, use evict).
+    /// Needs IDWEB_CACHE_KEYS.
+    RemoveAccount {
+        /// The provider session id (`sid`) whose sessions are changed.
+        #[arg(long)]
+        sid: String,
+        /// Only this issuer (uses the store's index).
+        #[arg(long)]
+        iss: Option<String>,
+        /// The store, e.g. sqlite://idweb.sqlite (default: IDWEB_STORE).
+        #[arg(long, env = "IDWEB_STORE")]
+        store: String,
+        /// The account's home_account_id (default: the session's account).
+        #[arg(long, value_name = "HOME_ACCOUNT_ID")]
+        account: Option<String>,
+        /// The account's environment (default: the host of the session's issuer).
+        #[arg(long)]
+        environment: Option<String>,
+        /// The app removing it, for MSAL's refresh-token ownership check
+        /// (default: the one client the session's entries are of).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Print JSON (stable format, see docs/CLI.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Count sessions, partitions, entries and tombstones.
     Stats {
         /// The store, e.g. sqlite://idweb.sqlite (default: IDWEB_STORE).
@@ -99,6 +191,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The app's cache keys, from IDWEB_CACHE_KEYS.
+fn cache_keys() -> Result<CacheKeys, String> {
+    std::env::var("IDWEB_CACHE_KEYS")
+        .map_err(|_| {
+            "IDWEB_CACHE_KEYS is not set: the cache entries cannot be read without the app's keys"
+                .to_string()
+        })
+        .and_then(|v| CacheKeys::parse(&v).map_err(|e| format!("IDWEB_CACHE_KEYS: {e}")))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
 fn fmt_time(t: Option<i64>) -> String {
     t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
 }
@@ -112,9 +222,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             iss,
             json,
         }) => {
-            let keys = std::env::var("IDWEB_CACHE_KEYS")
-                .map_err(|_| "IDWEB_CACHE_KEYS is not set: the cache entries cannot be read without the app's keys".to_string())
-                .and_then(|v| CacheKeys::parse(&v).map_err(|e| format!("IDWEB_CACHE_KEYS: {e}")))?;
+            let keys = cache_keys()?;
             let store = open_store_url(&store).await?;
             let reports = list(store, Arc::new(keys), &Filter { iss, sub, sid })
                 .await
@@ -181,6 +289,120 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!("signed out {} session(s)", report.sessions_removed);
                 for s in &report.selectors {
                     println!("  tombstoned {s}");
+                }
+            }
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Export {
+            format: Format::Msal,
+            sid,
+            iss,
+            store,
+            out,
+        }) => {
+            let keys = cache_keys()?;
+            let store = open_store_url(&store).await?;
+            let filter = Filter {
+                iss,
+                sub: None,
+                sid: Some(sid),
+            };
+            let export = export_msal(store, Arc::new(keys), &filter)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            // Four-space indentation, as MSAL's serialize() writes it.
+            let mut text = Vec::new();
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut text, formatter);
+            serde::Serialize::serialize(&export.document, &mut ser).map_err(|e| e.to_string())?;
+            text.push(b'\n');
+            match out {
+                Some(path) => {
+                    write_private_file(&path, &text)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    println!(
+                        "exported {} entries of {} session(s) to {} (mode 0600; it holds tokens)",
+                        export.entries,
+                        export.sessions,
+                        path.display()
+                    );
+                }
+                None => {
+                    use std::io::Write as _;
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(&text)
+                        .and_then(|()| stdout.flush())
+                        .map_err(|e| format!("cannot write the document: {e}"))?;
+                }
+            }
+            Ok(())
+        }
+        Command::Cache(CacheCommand::Import {
+            format: Format::Msal,
+            sid,
+            iss,
+            store,
+            json,
+            file,
+        }) => {
+            let keys = cache_keys()?;
+            let document = read_msal_document(&file).map_err(|e| error_chain(&e))?;
+            let store = open_store_url(&store).await?;
+            let filter = Filter {
+                iss,
+                sub: None,
+                sid: Some(sid),
+            };
+            let report = import_msal(store, Arc::new(keys), &filter, &file, &document)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if json {
+                return print_json(&report);
+            }
+            println!(
+                "imported {} entries into session #{}",
+                report.entries_written, report.session
+            );
+            Ok(())
+        }
+        Command::Cache(CacheCommand::RemoveAccount {
+            sid,
+            iss,
+            store,
+            account,
+            environment,
+            client_id,
+            json,
+        }) => {
+            let keys = cache_keys()?;
+            let store = open_store_url(&store).await?;
+            let filter = Filter {
+                iss,
+                sub: None,
+                sid: Some(sid),
+            };
+            let options = RemoveAccountOptions {
+                home_account_id: account,
+                environment,
+                client_id,
+            };
+            let reports = remove_account(store, Arc::new(keys), &filter, &options)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if json {
+                return print_json(&serde_json::json!({ "sessions": reports }));
+            }
+            for r in &reports {
+                println!(
+                    "session #{}: removed {} entries of account {} ({})",
+                    r.session,
+                    r.entries_removed.len(),
+                    r.home_account_id,
+                    r.environment
+                );
+                for e in &r.entries_removed {
+                    println!("  {:<12} {}", e.kind, e.cache_key);
                 }
             }
             Ok(())

@@ -227,3 +227,375 @@ async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
     let (ok, _, err) = idweb(&["cache", "evict", "--store", &url], None);
     assert!(!ok && err.contains("--sub"), "{err}");
 }
+
+// ---- export / import / remove-account (MSAL's format) ---------------------
+// Against MSAL Python itself: tests/msal.rs.
+
+fn stats_json(url: &str) -> serde_json::Value {
+    let (ok, out, err) = idweb(&["cache", "stats", "--store", url, "--json"], None);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test]
+async fn export_writes_an_owner_only_file_and_refuses_what_it_cannot_read() {
+    let db = temp_db("export");
+    populate(&db).await;
+    let url = format!("sqlite://{}", db.display());
+    let out_file = db.with_file_name("export.json");
+    std::fs::write(&out_file, "old").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&out_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out_arg = out_file.to_str().unwrap();
+    let (ok, out, err) = idweb(
+        &[
+            "cache", "export", "--format", "msal", "--sid", "sid-a1", "--store", &url, "--out",
+            out_arg,
+        ],
+        Some(KEYS),
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("SECRET"), "the summary shows no token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&out_file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "an existing file's mode does not apply"
+        );
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(doc["AccessToken"].as_object().unwrap().len(), 1);
+    assert_eq!(doc["RefreshToken"].as_object().unwrap().len(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(out_file.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left behind");
+
+    // No match, no keys, wrong keys: an error, no document.
+    let (ok, out, err) = idweb(
+        &[
+            "cache", "export", "--format", "msal", "--sid", "nope", "--store", &url,
+        ],
+        Some(KEYS),
+    );
+    assert!(
+        !ok && out.is_empty() && err.contains("no session matches sid=nope"),
+        "{err}"
+    );
+    let (ok, _, err) = idweb(
+        &[
+            "cache", "export", "--format", "msal", "--sid", "sid-a1", "--store", &url,
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("IDWEB_CACHE_KEYS"), "{err}");
+    let other = "c2:b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktISE=";
+    let (ok, out, err) = idweb(
+        &[
+            "cache", "export", "--format", "msal", "--sid", "sid-a1", "--store", &url,
+        ],
+        Some(other),
+    );
+    assert!(
+        !ok && out.is_empty() && err.contains("2 cache entries") && err.contains("decrypted"),
+        "{err}"
+    );
+    let (ok, _, err) = idweb(
+        &[
+            "cache", "export", "--format", "adal", "--sid", "sid-a1", "--store", &url,
+        ],
+        Some(KEYS),
+    );
+    assert!(!ok && err.contains("msal"), "{err}");
+}
+
+#[tokio::test]
+async fn import_replaces_same_key_entries_of_the_session() {
+    let db = temp_db("import");
+    let sessions = populate(&db).await;
+    let url = format!("sqlite://{}", db.display());
+    let file = db.with_file_name("a1.json");
+    let (ok, _, err) = idweb(
+        &[
+            "cache",
+            "export",
+            "--format",
+            "msal",
+            "--sid",
+            "sid-a1",
+            "--store",
+            &url,
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        Some(KEYS),
+    );
+    assert!(ok, "{err}");
+    // Alice's other session has entries with the same keys: they are replaced.
+    let (ok, out, err) = idweb(
+        &[
+            "cache",
+            "import",
+            "--format",
+            "msal",
+            "--sid",
+            "sid-a2",
+            "--iss",
+            ISS,
+            "--store",
+            &url,
+            "--json",
+            file.to_str().unwrap(),
+        ],
+        Some(KEYS),
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({ "session": sessions[1].id.fingerprint(), "entries_written": 2 })
+    );
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let cache = TokenCache::new(store, Arc::new(CacheKeys::parse(KEYS).unwrap()));
+    let part = cache
+        .read(&PartitionKey::Session(sessions[1].id.clone()))
+        .await
+        .unwrap();
+    let mut secrets: Vec<&str> = part.entries.iter().filter_map(|e| e.secret()).collect();
+    secrets.sort_unstable();
+    assert_eq!(
+        secrets,
+        ["ACCESS-SECRET-alice-sid-a1", "REFRESH-SECRET-alice-sid-a1"]
+    );
+    assert_eq!(stats_json(&url)["entries"], 6);
+
+    // From standard input too.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idweb"))
+        .args([
+            "cache", "import", "--format", "msal", "--sid", "sid-a1", "--store", &url, "-",
+        ])
+        .env("IDWEB_CACHE_KEYS", KEYS)
+        .env_remove("IDWEB_STORE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&std::fs::read(&file).unwrap()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("imported 2 entries")
+    );
+}
+
+#[tokio::test]
+async fn import_refuses_bad_documents_and_other_accounts_writing_nothing() {
+    let db = temp_db("import-refused");
+    populate(&db).await;
+    let url = format!("sqlite://{}", db.display());
+    let file = db.with_file_name("a1.json");
+    let (ok, _, err) = idweb(
+        &[
+            "cache",
+            "export",
+            "--format",
+            "msal",
+            "--sid",
+            "sid-a1",
+            "--store",
+            &url,
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        Some(KEYS),
+    );
+    assert!(ok, "{err}");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let before = stats_json(&url);
+    let import = |doc: &[u8], sid: &str| {
+        let path = db.with_file_name("candidate.json");
+        std::fs::write(&path, doc).unwrap();
+        idweb(
+            &[
+                "cache",
+                "import",
+                "--format",
+                "msal",
+                "--sid",
+                sid,
+                "--store",
+                &url,
+                path.to_str().unwrap(),
+            ],
+            Some(KEYS),
+        )
+    };
+
+    // Over 1 MiB.
+    let mut huge = good.clone();
+    huge["AppMetadata"] = serde_json::json!({ "x": { "padding": "x".repeat(1 << 20) } });
+    let (ok, _, err) = import(huge.to_string().as_bytes(), "sid-a1");
+    assert!(!ok && err.contains("larger than 1 MiB"), "{err}");
+    // Not JSON.
+    let (ok, _, err) = import(b"{ not json", "sid-a1");
+    assert!(
+        !ok && err.contains("is not JSON") && err.contains("line 1"),
+        "{err}"
+    );
+    // A malformed entry is named.
+    let mut bad = good.clone();
+    let at_key = bad["AccessToken"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    bad["AccessToken"][&at_key]
+        .as_object_mut()
+        .unwrap()
+        .remove("expires_on");
+    let (ok, _, err) = import(bad.to_string().as_bytes(), "sid-a1");
+    assert!(
+        !ok && err.contains(&format!("`{at_key}`")) && err.contains("expires_on"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRET"), "no token in the error");
+    // Alice's tokens into Bob's session.
+    let (ok, _, err) = import(serde_json::to_vec(&good).unwrap().as_slice(), "sid-b1");
+    assert!(
+        !ok && err.contains("is not of session") && err.contains("nothing was imported"),
+        "{err}"
+    );
+    // Another provider's tokens.
+    let mut elsewhere = good.clone();
+    elsewhere["AccessToken"][&at_key]["environment"] = "idp.elsewhere.example".into();
+    let (ok, _, err) = import(elsewhere.to_string().as_bytes(), "sid-a1");
+    assert!(!ok && err.contains("idp.elsewhere.example"), "{err}");
+    // No such session.
+    let (ok, _, err) = import(serde_json::to_vec(&good).unwrap().as_slice(), "sid-zz");
+    assert!(
+        !ok && err.contains("no session matches sid=sid-zz"),
+        "{err}"
+    );
+    assert_eq!(stats_json(&url), before, "nothing was written");
+}
+
+#[tokio::test]
+async fn import_needs_exactly_one_session() {
+    let db = temp_db("import-several");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let now = idweb::unix_seconds(std::time::SystemTime::now());
+    for _ in 0..2 {
+        let s = Session::new(
+            ISS,
+            "carol",
+            Some("shared-sid".into()),
+            Secret::new("x"),
+            now,
+            now + 60,
+        );
+        store.put_session(&s).await.unwrap();
+    }
+    let url = format!("sqlite://{}", db.display());
+    let file = db.with_file_name("empty.json");
+    std::fs::write(&file, "{}").unwrap();
+    let (ok, _, err) = idweb(
+        &[
+            "cache",
+            "import",
+            "--format",
+            "msal",
+            "--sid",
+            "shared-sid",
+            "--store",
+            &url,
+            file.to_str().unwrap(),
+        ],
+        Some(KEYS),
+    );
+    assert!(!ok && err.contains("2 sessions match"), "{err}");
+}
+
+#[tokio::test]
+async fn remove_account_removes_the_sessions_tokens_and_keeps_it_signed_in() {
+    let db = temp_db("remove-account");
+    let sessions = populate(&db).await;
+    let url = format!("sqlite://{}", db.display());
+    let (ok, out, err) = idweb(
+        &[
+            "cache",
+            "remove-account",
+            "--sid",
+            "sid-b1",
+            "--store",
+            &url,
+            "--json",
+        ],
+        Some(KEYS),
+    );
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let report = &doc["sessions"][0];
+    assert_eq!(report["session"], sessions[2].id.fingerprint());
+    assert_eq!(report["home_account_id"], sessions[2].account_id.as_str());
+    assert_eq!(report["environment"], "idp.example.com");
+    assert_eq!(report["client_id"], "app");
+    let kinds: Vec<&str> = report["entries_removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&"AccessToken") && kinds.contains(&"RefreshToken"));
+    assert_eq!(
+        stats_json(&url),
+        serde_json::json!({ "sessions": 3, "partitions": 2, "entries": 4, "tombstones": 0 }),
+        "bob is still signed in; his tokens are gone, nobody else's"
+    );
+    // Again: nothing left to remove. Text output.
+    let (ok, out, err) = idweb(
+        &[
+            "cache",
+            "remove-account",
+            "--sid",
+            "sid-b1",
+            "--store",
+            &url,
+        ],
+        Some(KEYS),
+    );
+    assert!(ok && out.contains("removed 0 entries"), "{out} {err}");
+    // Another account: nothing of bob's session matches.
+    let (ok, out, _) = idweb(
+        &[
+            "cache",
+            "remove-account",
+            "--sid",
+            "sid-a1",
+            "--store",
+            &url,
+            "--account",
+            "someone.else",
+        ],
+        Some(KEYS),
+    );
+    assert!(ok && out.contains("removed 0 entries"), "{out}");
+    assert_eq!(stats_json(&url)["entries"], 4);
+}

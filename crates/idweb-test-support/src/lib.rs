@@ -119,16 +119,11 @@ impl TestApp {
 /// Registers a client at `idp` and starts an app using it.
 pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-    let url = format!(
-        "http://{}:{}",
-        options.host,
-        listener.local_addr().expect("addr").port()
-    );
+    let url = app_url(&listener, options.host);
     let secret = options
         .client_secret
         .clone()
         .unwrap_or_else(|| format!("secret-{}", idweb::SessionId::generate().fingerprint()));
-    let secret_copy = secret.clone();
     let mut client = DevClient::new(
         options.client_id.as_str(),
         secret.as_str(),
@@ -138,14 +133,60 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
     if options.register {
         idp.register_client((options.client)(client, &url));
     }
+    let client_id = options.client_id.clone();
+    serve_app(listener, url, idp.issuer(), &client_id, &secret, options).await
+}
+
+/// Starts an app against any provider at `issuer`, with a client registered
+/// there beforehand (`client_id`, `client_secret`; `options.client_id`,
+/// `options.client_secret`, `options.client` and `options.register` are not
+/// used). The app listens on `IDWEB_LISTEN` when `options.extra_env` sets it
+/// (so that a provider configured before the app starts can know its URIs),
+/// else on a free port of 127.0.0.1.
+pub async fn start_app_for(
+    issuer: &str,
+    client_id: &str,
+    client_secret: &str,
+    options: AppOptions,
+) -> TestApp {
+    let listen = options
+        .extra_env
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "IDWEB_LISTEN")
+        .map_or_else(|| "127.0.0.1:0".to_string(), |(_, v)| v.clone());
+    let listener = TcpListener::bind(listen.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("bind app on {listen}: {e}"));
+    let url = app_url(&listener, options.host);
+    serve_app(listener, url, issuer, client_id, client_secret, options).await
+}
+
+/// `http://{host}:{port of listener}`.
+fn app_url(listener: &TcpListener, host: &str) -> String {
+    format!(
+        "http://{host}:{}",
+        listener.local_addr().expect("addr").port()
+    )
+}
+
+/// Builds the relying party of a test app and serves it on `listener`.
+async fn serve_app(
+    listener: TcpListener,
+    url: String,
+    issuer: &str,
+    client_id: &str,
+    secret: &str,
+    options: AppOptions,
+) -> TestApp {
     let auth = match options.client_auth {
         ClientAuthMethod::ClientSecretPost => "client_secret_post",
         _ => "client_secret_basic",
     };
     let env: Vec<(String, String)> = [
-        ("IDWEB_AUTHORITY", idp.issuer().to_string()),
-        ("IDWEB_CLIENT_ID", options.client_id.clone()),
-        ("IDWEB_CLIENT_SECRET", secret),
+        ("IDWEB_AUTHORITY", issuer.to_string()),
+        ("IDWEB_CLIENT_ID", client_id.to_string()),
+        ("IDWEB_CLIENT_SECRET", secret.to_string()),
         ("IDWEB_PUBLIC_URL", url.clone()),
         ("IDWEB_CLIENT_AUTH", auth.to_string()),
     ]
@@ -181,8 +222,8 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
     });
     TestApp {
         url,
-        client_id: options.client_id,
-        client_secret: secret_copy,
+        client_id: client_id.to_string(),
+        client_secret: secret.to_string(),
         store,
         idweb,
         server,

@@ -138,6 +138,17 @@ impl StoreSetting {
     }
 }
 
+/// How RP-initiated logout reaches the provider (see [`Settings::end_session_method`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum EndSessionMethod {
+    /// A form POST with `id_token_hint` (keeps the token out of URLs).
+    #[default]
+    Post,
+    /// A GET redirect without `id_token_hint`.
+    Get,
+}
+
 /// Where a key (cookie key, cache keys) came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySource {
@@ -186,6 +197,12 @@ pub struct Settings {
     /// Whether local sign-out revokes the refresh token at the provider
     /// (RFC 7009), when it has a revocation endpoint. Default true. (`IDWEB_REVOKE_ON_SIGN_OUT`)
     pub revoke_on_sign_out: bool,
+    /// How the browser is sent to the provider's end-session endpoint:
+    /// `post` (default: a form POST carrying `id_token_hint`) or `get` (a
+    /// redirect without `id_token_hint`, so no token is put in a URL; the
+    /// provider finds its session by its own cookie). Use `get` for providers
+    /// that refuse POST there. (`IDWEB_END_SESSION_METHOD`)
+    pub end_session_method: EndSessionMethod,
     /// Rules for back-channel logout tokens. Defaults: `iat` at most 10
     /// minutes old, `exp` required, `typ` checked when present.
     /// (`IDWEB_LOGOUT_TOKEN_MAX_AGE` seconds, `IDWEB_LOGOUT_TOKEN_REQUIRE_TYP`,
@@ -218,6 +235,7 @@ impl fmt::Debug for Settings {
             .field("cache_keys_source", &self.cache_keys_source)
             .field("downstream", &self.downstream)
             .field("revoke_on_sign_out", &self.revoke_on_sign_out)
+            .field("end_session_method", &self.end_session_method)
             .field("logout_tokens", &self.logout_tokens)
             .finish()
     }
@@ -239,6 +257,7 @@ const KEYS: &[(&str, &str)] = &[
     ("cache_keys", "IDWEB_CACHE_KEYS"),
     ("store_l1", "IDWEB_STORE_L1"),
     ("revoke_on_sign_out", "IDWEB_REVOKE_ON_SIGN_OUT"),
+    ("end_session_method", "IDWEB_END_SESSION_METHOD"),
     ("logout_token_max_age", "IDWEB_LOGOUT_TOKEN_MAX_AGE"),
     ("logout_token_require_typ", "IDWEB_LOGOUT_TOKEN_REQUIRE_TYP"),
     (
@@ -510,6 +529,14 @@ impl Settings {
 
         let downstream = downstream_apis(downstream_raw)?;
         let revoke_on_sign_out = flag(raw.remove("revoke_on_sign_out"), true)?;
+        let end_session_method = match raw.remove("end_session_method") {
+            None => EndSessionMethod::Post,
+            Some(r) => match r.value.trim().to_ascii_lowercase().as_str() {
+                "post" => EndSessionMethod::Post,
+                "get" => EndSessionMethod::Get,
+                _ => return Err(invalid(&r, "expected post or get".into())),
+            },
+        };
         let mut logout_tokens = LogoutTokenPolicy {
             require_typ: flag(raw.remove("logout_token_require_typ"), false)?,
             require_exp: !flag(raw.remove("danger_accept_logout_tokens_without_exp"), false)?,
@@ -528,6 +555,7 @@ impl Settings {
         }
 
         Ok(Settings {
+            end_session_method,
             revoke_on_sign_out,
             logout_tokens,
             downstream,

@@ -54,11 +54,14 @@ mod token_cache;
 mod tokens;
 
 pub use cache::{
-    AccessTokenEntry, AccountEntry, AppMetadataEntry, CacheEntry, EntryKind, IdTokenEntry,
-    MsalFormatError, RefreshTokenEntry, UnknownEntryKind, export_msal_json, import_msal_json,
+    AccessTokenEntry, AccountEntry, AccountIdentity, AppMetadataEntry, CacheEntry, EntryKind,
+    IdTokenEntry, MsalFormatError, RefreshTokenEntry, TokenResponseParts, UnknownEntryKind,
+    account_identity, entries_from_token_response, export_msal_json, import_msal_json,
+    msal_environment, msal_realm, remove_account_entries,
 };
 pub use config::{
-    ClientAuthMethod, ConfigError, DownstreamApiSettings, KeySource, Settings, StoreSetting,
+    ClientAuthMethod, ConfigError, DownstreamApiSettings, EndSessionMethod, KeySource, Settings,
+    StoreSetting,
 };
 pub use downstream::{DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY};
 pub use http::HttpError;

@@ -278,10 +278,15 @@ pub(crate) async fn validate_logout_token(
 ) -> Result<LogoutRequest, LogoutTokenError> {
     let algs = crate::signin::id_token_algorithms(provider);
     let verified = jwt::verify(provider, token, &algs).await?;
+    // `logout+jwt` (explicit typing, §2.4) always; plain `JWT` or no `typ`
+    // from providers that predate it unless `require_typ`; anything else
+    // (`at+jwt`, ...) is another kind of token.
+    let explicit = |t: &str| {
+        t.eq_ignore_ascii_case("logout+jwt") || t.eq_ignore_ascii_case("application/logout+jwt")
+    };
     match verified.typ.as_deref() {
-        Some(t)
-            if t.eq_ignore_ascii_case("logout+jwt")
-                || t.eq_ignore_ascii_case("application/logout+jwt") => {}
+        Some(t) if explicit(t) => {}
+        Some(t) if t.eq_ignore_ascii_case("jwt") && !policy.require_typ => {}
         None if !policy.require_typ => {}
         _ => return Err(LogoutTokenError::Typ),
     }
@@ -499,13 +504,17 @@ pub enum FrontChannelError {
 
 /// A local sign-out in progress: the session is already gone; send the
 /// browser to the provider's end-session endpoint (by POSTing `params` to
-/// `endpoint`, so the ID token never appears in a URL), and set the cookie
+/// `endpoint`, or with [`EndSessionMethod::Get`](crate::EndSessionMethod::Get)
+/// by a redirect whose query carries `params` — then without `id_token_hint`,
+/// so no token appears in a URL), and set the cookie
 /// `state_cookie_name=state_cookie_value` (path: the sign-out callback).
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct EndSessionRequest {
     /// The provider's end-session endpoint.
     pub endpoint: url::Url,
+    /// POST a form (with `id_token_hint`) or redirect with a query (without it).
+    pub method: crate::config::EndSessionMethod,
     /// Form parameters: `id_token_hint`, `post_logout_redirect_uri`, `state`, `client_id`.
     pub params: Vec<(&'static str, crate::Secret)>,
     /// Name of the cookie binding `state` to this browser.
@@ -667,17 +676,24 @@ mod relying_party {
                         self.settings.public_url.path().trim_end_matches('/')
                     );
                     post_logout.set_path(&path);
+                    let by_get =
+                        self.settings.end_session_method == crate::config::EndSessionMethod::Get;
+                    let mut params = vec![
+                        (
+                            "post_logout_redirect_uri",
+                            Secret::new(post_logout.as_str()),
+                        ),
+                        ("state", Secret::new(state)),
+                        ("client_id", Secret::new(&self.settings.client_id)),
+                    ];
+                    if !by_get {
+                        // Never in a URL: only sent in a POSTed form.
+                        params.insert(0, ("id_token_hint", session.id_token.clone()));
+                    }
                     Some(EndSessionRequest {
                         endpoint,
-                        params: vec![
-                            ("id_token_hint", session.id_token.clone()),
-                            (
-                                "post_logout_redirect_uri",
-                                Secret::new(post_logout.as_str()),
-                            ),
-                            ("state", Secret::new(state)),
-                            ("client_id", Secret::new(&self.settings.client_id)),
-                        ],
+                        method: self.settings.end_session_method,
+                        params,
                         state_cookie_name: SIGN_OUT_STATE_COOKIE,
                         state_cookie_value: Secret::new(self.sealer.seal(SIGN_OUT_PURPOSE, &json)),
                     })

@@ -2,11 +2,10 @@
 
 mod msal;
 
+pub(crate) use msal::msal_target;
 pub use msal::{
-    AccessTokenEntry, AccountEntry, AppMetadataEntry, CacheEntry, EntryKind, IdTokenEntry,
-    MsalFormatError, RefreshTokenEntry, UnknownEntryKind, export_msal_json, import_msal_json,
-};
-pub(crate) use msal::{
-    TokenResponseParts, account_identity, entries_from_token_response, msal_environment,
-    msal_realm, msal_target,
+    AccessTokenEntry, AccountEntry, AccountIdentity, AppMetadataEntry, CacheEntry, EntryKind,
+    IdTokenEntry, MsalFormatError, RefreshTokenEntry, TokenResponseParts, UnknownEntryKind,
+    account_identity, entries_from_token_response, export_msal_json, import_msal_json,
+    msal_environment, msal_realm, remove_account_entries,
 };

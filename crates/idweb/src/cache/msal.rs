@@ -1221,6 +1221,58 @@ pub fn entries_from_token_response(
     out
 }
 
+/// The entries MSAL Python's `ClientApplication.remove_account(account)`
+/// removes from a cache holding `entries`, when the application `client_id`
+/// calls it for the account `(environment, home_account_id)` (the fields of an
+/// account that `get_accounts()` returns).
+///
+/// As MSAL 1.39 does (`_sign_out`, then `_forget_me`), in every realm:
+/// - RefreshToken entries of the account issued to `client_id`, or whose
+///   `family_id` is the app's (the `family_id` of the AppMetadata entry
+///   `appmetadata-{environment}-{client_id}`, when it has a non-empty one);
+///   other apps' refresh tokens stay;
+/// - AccessToken entries of the account, whatever their client, except those
+///   with an `ext_cache_key` (MSAL's search without one skips them);
+/// - IdToken and Account entries of the account, whatever their client.
+///
+/// "Of the account" means `home_account_id` equal to `home_account_id`
+/// (exactly) and `environment` equal to `environment` lower-cased, as MSAL's
+/// search compares them. AppMetadata entries always stay.
+///
+/// One difference: MSAL's search also drops every *expired* access token it
+/// walks past, whoever it belongs to; this function selects only the
+/// account's entries.
+pub fn remove_account_entries<'a>(
+    entries: &'a [CacheEntry],
+    client_id: &str,
+    environment: &str,
+    home_account_id: &str,
+) -> Vec<&'a CacheEntry> {
+    let environment_lower = environment.to_lowercase();
+    let app_metadata_key = format!("appmetadata-{environment}-{client_id}");
+    let app_family = entries.iter().find_map(|e| match e {
+        CacheEntry::AppMetadata(m) if m.cache_key() == app_metadata_key => {
+            m.family_id.as_deref().filter(|f| !f.is_empty())
+        }
+        _ => None,
+    });
+    entries
+        .iter()
+        .filter(|e| {
+            e.environment() == environment_lower && e.home_account_id() == Some(home_account_id)
+        })
+        .filter(|e| match e {
+            CacheEntry::RefreshToken(rt) => {
+                rt.client_id == client_id
+                    || app_family.is_some_and(|f| rt.family_id.as_deref() == Some(f))
+            }
+            CacheEntry::AccessToken(at) => at.ext_cache_key.is_none(),
+            CacheEntry::IdToken(_) | CacheEntry::Account(_) => true,
+            CacheEntry::AppMetadata(_) => false,
+        })
+        .collect()
+}
+
 /// The document MSAL Python's `SerializableTokenCache.serialize()` writes for
 /// `entries`: an object of sections (only those with entries), each mapping
 /// the recomputed cache key to the entry. A later entry with the same key

@@ -1104,3 +1104,171 @@ fn no_input_makes_import_panic() {
         Some(i64::MAX)
     );
 }
+
+// ---- remove_account ------------------------------------------------------
+
+/// Keys of the entries `remove_account_entries` selects, sorted.
+fn removed_keys(entries: &[CacheEntry], client_id: &str, env: &str, home: &str) -> Vec<String> {
+    let mut keys: Vec<String> = remove_account_entries(entries, client_id, env, home)
+        .into_iter()
+        .map(CacheEntry::cache_key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn remove_account_takes_the_accounts_tokens_and_keeps_app_metadata() {
+    // MSAL's `_sign_out` + `_forget_me`: RT, AT, IdToken, Account of the
+    // account (any realm); AppMetadata stays.
+    let mut other_realm_at = at();
+    other_realm_at.realm = "Fabrikam".into();
+    let mut other_realm_account = account();
+    other_realm_account.realm = "Fabrikam".into();
+    let entries: Vec<CacheEntry> = vec![
+        at().into(),
+        other_realm_at.clone().into(),
+        rt().into(),
+        idt().into(),
+        account().into(),
+        other_realm_account.clone().into(),
+        app_metadata().into(),
+    ];
+    let mut expected = vec![
+        at().cache_key(),
+        other_realm_at.cache_key(),
+        rt().cache_key(),
+        idt().cache_key(),
+        account().cache_key(),
+        other_realm_account.cache_key(),
+    ];
+    expected.sort();
+    // The query's environment is lower-cased (entries' are, as MSAL stores them).
+    assert_eq!(
+        removed_keys(
+            &entries,
+            "Client-ID",
+            "Login.MicrosoftOnline.com",
+            "Uid.Utid"
+        ),
+        expected
+    );
+    // home_account_id is compared exactly, as MSAL's search does.
+    assert!(
+        removed_keys(
+            &entries,
+            "Client-ID",
+            "login.microsoftonline.com",
+            "uid.utid"
+        )
+        .is_empty()
+    );
+    assert!(removed_keys(&entries, "Client-ID", "login.windows.net", "Uid.Utid").is_empty());
+}
+
+#[test]
+fn remove_account_spares_other_accounts_other_apps_refresh_tokens_and_ext_cache_keys() {
+    let mut bob_at = at();
+    bob_at.home_account_id = Some("Bob.Utid".into());
+    let mut bob_rt = rt();
+    bob_rt.home_account_id = Some("Bob.Utid".into());
+    let mut app_at = at();
+    app_at.home_account_id = None;
+    // Another app's access token goes (MSAL skips the ownership check for
+    // ATs), its refresh token stays (unless of the app's family).
+    let mut stranger_at = at();
+    stranger_at.client_id = "Stranger".into();
+    let mut stranger_rt = rt();
+    stranger_rt.client_id = "Stranger".into();
+    let mut stranger_idt = idt();
+    stranger_idt.client_id = "Stranger".into();
+    // An access token isolated by ext_cache_key is not found by MSAL's search.
+    let mut ext_at = at();
+    ext_at.ext_cache_key = Some("abc".into());
+    let entries: Vec<CacheEntry> = vec![
+        bob_at.into(),
+        bob_rt.into(),
+        app_at.into(),
+        stranger_at.clone().into(),
+        stranger_rt.into(),
+        stranger_idt.clone().into(),
+        ext_at.into(),
+        app_metadata().into(),
+    ];
+    let mut expected = vec![stranger_at.cache_key(), stranger_idt.cache_key()];
+    expected.sort();
+    assert_eq!(
+        removed_keys(
+            &entries,
+            "Client-ID",
+            "login.microsoftonline.com",
+            "Uid.Utid"
+        ),
+        expected
+    );
+}
+
+#[test]
+fn remove_account_takes_family_refresh_tokens_when_the_app_is_in_the_family() {
+    let mut sibling_rt = rt();
+    sibling_rt.client_id = "Sibling".into();
+    sibling_rt.family_id = Some("1".into());
+    let mut stranger_rt = rt();
+    stranger_rt.client_id = "Stranger".into();
+    stranger_rt.family_id = Some("2".into());
+    let mut family_meta = app_metadata();
+    family_meta.family_id = Some("1".into());
+    let without_family: Vec<CacheEntry> = vec![
+        sibling_rt.clone().into(),
+        stranger_rt.clone().into(),
+        app_metadata().into(),
+    ];
+    assert!(
+        removed_keys(
+            &without_family,
+            "Client-ID",
+            "login.microsoftonline.com",
+            "Uid.Utid"
+        )
+        .is_empty()
+    );
+    let with_family: Vec<CacheEntry> = vec![
+        sibling_rt.clone().into(),
+        stranger_rt.into(),
+        family_meta.clone().into(),
+    ];
+    assert_eq!(
+        removed_keys(
+            &with_family,
+            "Client-ID",
+            "login.microsoftonline.com",
+            "Uid.Utid"
+        ),
+        [sibling_rt.cache_key()]
+    );
+    // The AppMetadata is looked up by its key, made of the query's
+    // environment as given (not lower-cased), as MSAL's `_get_app_metadata`.
+    assert!(
+        removed_keys(
+            &with_family,
+            "Client-ID",
+            "Login.MicrosoftOnline.com",
+            "Uid.Utid"
+        )
+        .is_empty()
+    );
+    // An empty family_id is no family.
+    family_meta.family_id = Some(String::new());
+    let mut empty_family_rt = sibling_rt;
+    empty_family_rt.family_id = Some(String::new());
+    let entries: Vec<CacheEntry> = vec![empty_family_rt.into(), family_meta.into()];
+    assert!(
+        removed_keys(
+            &entries,
+            "Client-ID",
+            "login.microsoftonline.com",
+            "Uid.Utid"
+        )
+        .is_empty()
+    );
+}
