@@ -266,12 +266,17 @@ impl DemoApp {
         stop: watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError> {
         let (cookie_key, cache_keys) = demo_keys(&data_dir.join(self.client_id))?;
-        let store_url = format!(
-            "sqlite://{}",
-            data_dir
-                .join(format!("{}.sqlite", self.client_id))
-                .display()
-        );
+        // IDWEB_STORE (e.g. redis://127.0.0.1:6379) puts both apps on one shared
+        // store, each under its own key prefix; the default is a SQLite file per app.
+        let store_url = std::env::var("IDWEB_STORE").unwrap_or_else(|_| {
+            format!(
+                "sqlite://{}",
+                data_dir
+                    .join(format!("{}.sqlite", self.client_id))
+                    .display()
+            )
+        });
+        let prefix = format!("idweb-{}", self.client_id);
         let settings = Settings::from_sources(
             None,
             [
@@ -283,13 +288,19 @@ impl DemoApp {
                     "IDWEB_SCOPES",
                     format!("openid profile offline_access {TODO_SCOPES}"),
                 ),
-                ("IDWEB_STORE", store_url),
+                ("IDWEB_STORE", store_url.clone()),
                 ("IDWEB_COOKIE_KEY", cookie_key),
                 ("IDWEB_CACHE_KEYS", cache_keys),
                 ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api_url.to_string()),
                 ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
             ]
-            .map(|(k, v)| (k.to_string(), v)),
+            .map(|(k, v)| (k.to_string(), v))
+            .into_iter()
+            .chain(
+                store_url
+                    .starts_with("redis")
+                    .then(|| ("IDWEB_STORE_PREFIX".to_string(), prefix)),
+            ),
         )?;
         let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
         let idweb = IdWeb::new(

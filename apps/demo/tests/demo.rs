@@ -24,8 +24,21 @@ fn url_after<'a>(lines: &'a [String], label: &str) -> &'a str {
 
 #[tokio::test]
 async fn demo_starts_signs_in_and_stops_cleanly() {
-    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("demo-{}", std::process::id()));
+    demo_story(None).await;
+}
+
+#[tokio::test]
+async fn demo_runs_its_apps_on_redis() {
+    demo_story(Some("redis://127.0.0.1:6379")).await;
+}
+
+/// The demo's story; with `store`, both web apps use that store (IDWEB_STORE).
+async fn demo_story(store: Option<&str>) {
+    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "demo-{}-{}",
+        std::process::id(),
+        store.is_some()
+    ));
     let mut child = Command::new(env!("CARGO_BIN_EXE_idweb-demo"))
         .args([
             "--idp-listen",
@@ -39,6 +52,7 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RUST_LOG", "warn")
+        .envs(store.map(|s| ("IDWEB_STORE", s)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -152,6 +166,13 @@ async fn demo_starts_signs_in_and_stops_cleanly() {
             std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
             assert!(status.success(), "exit status {status}");
             assert!(rest.contains("stopped"), "{rest}");
+            let sqlite_files =
+                data_dir.join("app-a.sqlite").exists() || data_dir.join("app-b.sqlite").exists();
+            assert_eq!(
+                sqlite_files,
+                store.is_none(),
+                "the apps used the store they were given"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

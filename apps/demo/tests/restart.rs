@@ -3,9 +3,9 @@
 //! without any call to the identity provider.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
+
+use common::{start_webapp, stop};
 
 use idweb_demo::todo_api::{self, TodoApiConfig};
 use idweb_test_support::idweb_devidp::{DevClient, subject_for};
@@ -16,49 +16,6 @@ use tokio::net::TcpListener;
 const TODO_SCOPES: &str = "api://todo/todos.read api://todo/todos.write";
 const COOKIE_KEY: &str = "Zm9yLXRlc3RzLW9ubHktZm9yLXRlc3RzLW9ubHktZm9yLXRlc3RzLW9ubHktZm9yLXRlc3RzLW9ubHktZm9yLXRlc3RzLW9ubHkt";
 const CACHE_KEYS: &str = "t1:dGhpcnR5LXR3by1ieXRlcy1mb3ItdGVzdHMtb25seSE=";
-
-fn start_webapp(env: &[(&str, String)]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idweb-demo"))
-        .arg("webapp")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start idweb-demo webapp");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("sample web app"),
-        "unexpected first line: {line:?}"
-    );
-    // Keep reading, so the app's later output finds its reader.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
-    child
-}
-
-fn stop(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("the web app did not stop on SIGTERM");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_the_user_signed_in_and_serves_todos_from_the_cache() {

@@ -34,6 +34,14 @@ pub async fn open_store(
         StoreSetting::Sqlite(path) => Ok(Arc::new(
             idweb_store_sqlite::SqliteStore::open_with_clock(path, clock).await?,
         )),
+        StoreSetting::Redis { url, l1, prefix } => {
+            let redis = idweb_store_redis::RedisStore::open_with_prefix(url, prefix, clock).await?;
+            if *l1 {
+                Ok(Arc::new(idweb_store_redis::CachingStore::new(redis)?))
+            } else {
+                Ok(Arc::new(redis))
+            }
+        }
         other => Err(StoreError::Unavailable(
             format!("this build cannot open the store {other:?}").into(),
         )),
@@ -43,7 +51,14 @@ pub async fn open_store(
 /// Opens a store from its URL (`sqlite://PATH`, ...); `memory` is refused
 /// because a command cannot see another process's memory.
 pub async fn open_store_url(url: &str) -> Result<Arc<dyn Store>, String> {
-    let setting = StoreSetting::parse(url).map_err(|e| e.to_string())?;
+    let mut setting = StoreSetting::parse(url).map_err(|e| e.to_string())?;
+    if let StoreSetting::Redis { prefix, l1, .. } = &mut setting {
+        // A command reads Redis directly: no L1 cache to keep coherent.
+        *l1 = false;
+        if let Ok(p) = std::env::var("IDWEB_STORE_PREFIX") {
+            *prefix = p;
+        }
+    }
     if setting == StoreSetting::Memory {
         return Err(
             "`memory` is private to one process; give the URL of a shared store (sqlite://PATH)"

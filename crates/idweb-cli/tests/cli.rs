@@ -30,7 +30,10 @@ fn idweb(args: &[&str], keys: Option<&str>) -> (bool, String, String) {
 }
 
 async fn populate(path: &std::path::Path) -> Vec<Session> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).await.unwrap());
+    populate_store(Arc::new(SqliteStore::open(path).await.unwrap())).await
+}
+
+async fn populate_store(store: Arc<dyn Store>) -> Vec<Session> {
     let cache = TokenCache::new(store.clone(), Arc::new(CacheKeys::parse(KEYS).unwrap()));
     let now = idweb::unix_seconds(std::time::SystemTime::now());
     let mut sessions = Vec::new();
@@ -598,4 +601,53 @@ async fn remove_account_removes_the_sessions_tokens_and_keeps_it_signed_in() {
     );
     assert!(ok && out.contains("removed 0 entries"), "{out}");
     assert_eq!(stats_json(&url)["entries"], 4);
+}
+
+#[tokio::test]
+async fn list_stats_and_evict_work_against_redis() {
+    let prefix = format!("cli-test-{}", idweb::SessionId::generate().fingerprint());
+    let redis = idweb_store_redis::RedisStore::open_with_prefix(
+        "redis://127.0.0.1:6379",
+        &prefix,
+        Arc::new(idweb::SystemClock),
+    )
+    .await
+    .expect("the Redis at 127.0.0.1:6379 must be running");
+    populate_store(Arc::new(redis)).await;
+    let url = "redis://127.0.0.1:6379";
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_idweb"))
+            .args(args)
+            .env("IDWEB_STORE_PREFIX", &prefix)
+            .env("IDWEB_CACHE_KEYS", KEYS)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let stats = run(&["cache", "stats", "--store", url, "--json"]);
+    assert_eq!(
+        (stats["sessions"].as_u64(), stats["entries"].as_u64()),
+        (Some(3), Some(6))
+    );
+    let list = run(&[
+        "cache", "list", "--store", url, "--json", "--iss", ISS, "--sub", "alice",
+    ]);
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
+    assert_eq!(list["sessions"][0]["entries"].as_array().unwrap().len(), 2);
+    let evicted = run(&["cache", "evict", "--store", url, "--json", "--sub", "alice"]);
+    assert_eq!(evicted["sessions_removed"], 2);
+    let stats = run(&["cache", "stats", "--store", url, "--json"]);
+    assert_eq!(
+        (stats["sessions"].as_u64(), stats["tombstones"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let evicted = run(&[
+        "cache", "evict", "--store", url, "--json", "--sid", "sid-b1",
+    ]);
+    assert_eq!(evicted["sessions_removed"], 1);
 }

@@ -100,6 +100,9 @@ pub enum StoreSetting {
         /// Whether an in-process L1 cache (invalidated over pub/sub, bypassed
         /// while the subscription is down) sits in front. (`IDWEB_STORE_L1`, default true)
         l1: bool,
+        /// The prefix of every key, so several apps can share one Redis.
+        /// (`IDWEB_STORE_PREFIX`, default `idweb`)
+        prefix: String,
     },
 }
 
@@ -118,6 +121,7 @@ impl StoreSetting {
             return Ok(StoreSetting::Redis {
                 url: url.to_string(),
                 l1: true,
+                prefix: "idweb".to_string(),
             });
         }
         match url
@@ -256,6 +260,7 @@ const KEYS: &[(&str, &str)] = &[
     ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
     ("cache_keys", "IDWEB_CACHE_KEYS"),
     ("store_l1", "IDWEB_STORE_L1"),
+    ("store_prefix", "IDWEB_STORE_PREFIX"),
     ("revoke_on_sign_out", "IDWEB_REVOKE_ON_SIGN_OUT"),
     ("end_session_method", "IDWEB_END_SESSION_METHOD"),
     ("logout_token_max_age", "IDWEB_LOGOUT_TOKEN_MAX_AGE"),
@@ -455,15 +460,35 @@ impl Settings {
                 other => other,
             })?,
         };
-        let store = match (store, raw.remove("store_l1")) {
-            (StoreSetting::Redis { url, .. }, l1) => StoreSetting::Redis {
-                url,
-                l1: flag(l1, true)?,
-            },
-            (_, Some(r)) => {
-                return Err(invalid(&r, "only a Redis store has an L1 cache".into()));
+        let store = match (store, raw.remove("store_l1"), raw.remove("store_prefix")) {
+            (StoreSetting::Redis { url, prefix, .. }, l1, new_prefix) => {
+                let prefix = match new_prefix {
+                    None => prefix,
+                    Some(r) => {
+                        let p = r.value.trim();
+                        if p.is_empty()
+                            || p.len() > 64
+                            || p.contains(['{', '}'])
+                            || p.contains(char::is_whitespace)
+                        {
+                            return Err(invalid(
+                                &r,
+                                "1 to 64 characters, no braces or spaces".into(),
+                            ));
+                        }
+                        p.to_string()
+                    }
+                };
+                StoreSetting::Redis {
+                    url,
+                    l1: flag(l1, true)?,
+                    prefix,
+                }
             }
-            (other, None) => other,
+            (_, Some(r), _) | (_, None, Some(r)) => {
+                return Err(invalid(&r, "only a Redis store takes this setting".into()));
+            }
+            (other, None, None) => other,
         };
 
         let session_lifetime = match raw.remove("session_lifetime") {

@@ -355,27 +355,39 @@ fn redis_store_setting() {
         s.store,
         StoreSetting::Redis {
             url: "redis://127.0.0.1:6379".into(),
-            l1: true
+            l1: true,
+            prefix: "idweb".into()
         }
     );
-    let s = Settings::from_sources(
-        None,
+    let env = with(
         with(
             with(base(), "IDWEB_STORE", "redis+cluster://a:1,b:2"),
             "IDWEB_STORE_L1",
             "false",
         ),
-    )
-    .unwrap();
+        "IDWEB_STORE_PREFIX",
+        "app-a",
+    );
+    let s = Settings::from_sources(None, env).unwrap();
     assert_eq!(
         s.store,
         StoreSetting::Redis {
             url: "redis+cluster://a:1,b:2".into(),
-            l1: false
+            l1: false,
+            prefix: "app-a".into()
         }
     );
     let e = err(None, with(base(), "IDWEB_STORE_L1", "true"));
     assert!(e.contains("IDWEB_STORE_L1"), "{e}");
+    let e = err(
+        None,
+        with(
+            with(base(), "IDWEB_STORE", "redis://h:1"),
+            "IDWEB_STORE_PREFIX",
+            "a{b}",
+        ),
+    );
+    assert!(e.contains("IDWEB_STORE_PREFIX"), "{e}");
     let e = err(
         None,
         with(base(), "IDWEB_STORE", "mongodb://user:hunter2@db"),

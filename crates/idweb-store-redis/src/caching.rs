@@ -1,0 +1,832 @@
+//! [`CachingStore`]: an in-process cache (L1) in front of a [`RedisStore`],
+//! kept coherent across instances by pub/sub invalidation, and bypassed
+//! whenever it cannot be known to be coherent.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use idweb::{
+    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store,
+    StoreError, StoreStats, StoredPartition, Tombstone,
+};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
+use tokio::sync::Notify;
+
+use crate::conn::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use crate::error::{Error, unavailable};
+use crate::keys::{Part, l1, selector_tag, session_selectors, session_tag};
+use crate::store::RedisStore;
+
+/// How often the subscription's connection is pinged: a connection lost
+/// without a word (no reset from the peer) is noticed within this plus
+/// the response timeout.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// Waits between subscription attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Invalidations waiting to be published (their write succeeded but the
+/// publish did not) beyond which they are replaced by "drop everything".
+const MAX_OUTBOX: usize = 1_000;
+
+/// The word of an invalidation message that drops every cached entry.
+const DROP_ALL: &str = "*";
+
+/// The first character of the word naming the instance that sent a message.
+const ORIGIN: char = '@';
+
+/// Limits of the in-process cache.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CacheOptions {
+    /// Entries kept at most (sessions and partitions together); when full,
+    /// an arbitrary entry makes room. Default 10 000.
+    pub max_entries: usize,
+    /// Age after which an entry is read from Redis again, whatever the
+    /// invalidations said: a safety net, not the coherence mechanism.
+    /// Default 60 s.
+    pub max_age: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_age: Duration::from_secs(60),
+        }
+    }
+}
+
+impl CacheOptions {
+    /// With at most `n` entries.
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// With entries kept at most `age`.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = age;
+        self
+    }
+}
+
+/// An [`idweb::Store`] that answers `get_session` and `get_partition` from
+/// process memory when it can, and from Redis otherwise. See the
+/// [crate documentation](crate#the-in-process-cache) for the invalidation
+/// protocol and the fail-closed rule.
+///
+/// Every write goes to Redis, then drops this instance's own entries, then
+/// is announced on the invalidation channel; a background task (one
+/// pub/sub connection per `CachingStore`) drops the entries that other
+/// instances announce. Dropping the `CachingStore` stops that task.
+pub struct CachingStore {
+    redis: RedisStore,
+    shared: Arc<Shared>,
+    subscriber: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for CachingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachingStore")
+            .field("redis", &self.redis)
+            .field("options", &self.shared.options)
+            .field("l1_active", &self.l1_active())
+            .field("l1_len", &self.l1_len())
+            .finish()
+    }
+}
+
+impl Drop for CachingStore {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+/// State shared by the store and its subscriber task.
+struct Shared {
+    /// This instance's word in the messages it sends (`@` and a random
+    /// token): its own echoes are skipped, its writes having dropped its
+    /// entries already.
+    origin: String,
+    l1: Mutex<L1>,
+    /// Whether the subscription is known to be live and L1 was cleared
+    /// since it became so. L1 is neither read nor filled otherwise.
+    active: AtomicBool,
+    /// The subscription connection's number; a connection's late events
+    /// do not touch its successor.
+    generation: AtomicU64,
+    /// The number of the last connection known to have failed.
+    failed_generation: AtomicU64,
+    /// Requests to subscribe afresh (counted, so that a subscription ends
+    /// only for requests made after it went live), and their wake-up.
+    resubscribe_requests: AtomicU64,
+    wake: Notify,
+    outbox: Mutex<Vec<String>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    options: CacheOptions,
+    clock: Arc<dyn Clock>,
+}
+
+struct L1 {
+    /// Changes with every invalidation and clear: a value read from Redis
+    /// is kept only if no invalidation happened while it was being read.
+    epoch: u64,
+    entries: HashMap<String, Slot>,
+}
+
+struct Slot {
+    value: Cached,
+    stored: Instant,
+}
+
+#[derive(Clone)]
+enum Cached {
+    Session {
+        session: Session,
+        /// The session's selector tags (to honour tombstone messages).
+        selectors: Vec<String>,
+    },
+    Partition {
+        partition: StoredPartition,
+        /// The session's expiry, for a session partition.
+        session_expires_at: Option<i64>,
+    },
+}
+
+impl Shared {
+    fn new(options: CacheOptions, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            origin: format!("{ORIGIN}{}", LockToken::generate().as_str()),
+            l1: Mutex::new(L1 {
+                epoch: 0,
+                entries: HashMap::new(),
+            }),
+            active: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            failed_generation: AtomicU64::new(0),
+            resubscribe_requests: AtomicU64::new(0),
+            wake: Notify::new(),
+            outbox: Mutex::new(Vec::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            options,
+            clock,
+        }
+    }
+
+    fn l1(&self) -> MutexGuard<'_, L1> {
+        self.l1.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Stops using L1 (and empties it) until the next activation.
+    fn deactivate(&self) {
+        self.active.store(false, Ordering::SeqCst);
+        let mut l1 = self.l1();
+        l1.epoch += 1;
+        l1.entries.clear();
+    }
+
+    /// Starts using L1, empty, unless connection `generation` failed already.
+    fn activate(&self, generation: u64) -> bool {
+        let mut l1 = self.l1();
+        if self.failed_generation.load(Ordering::SeqCst) == generation
+            || self.generation.load(Ordering::SeqCst) != generation
+        {
+            return false;
+        }
+        l1.epoch += 1;
+        l1.entries.clear();
+        self.active.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// Connection `generation` is lost (or given up).
+    fn connection_lost(&self, generation: u64) {
+        self.failed_generation.store(generation, Ordering::SeqCst);
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.deactivate();
+        }
+    }
+
+    /// Asks the subscriber task to subscribe afresh.
+    fn request_resubscribe(&self) {
+        self.resubscribe_requests.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Redis failed under a store operation: the subscription may have
+    /// missed messages too, so L1 is dropped until it has subscribed again.
+    fn redis_failed(&self) {
+        self.deactivate();
+        self.request_resubscribe();
+    }
+
+    /// The epoch to quote when filling L1 after a read, if L1 is in use.
+    fn ticket(&self) -> Option<u64> {
+        let l1 = self.l1();
+        self.active().then_some(l1.epoch)
+    }
+
+    fn lookup(&self, key: &str) -> Option<Cached> {
+        if !self.active() {
+            return None;
+        }
+        let mut l1 = self.l1();
+        let slot = l1.entries.get(key)?;
+        if slot.stored.elapsed() >= self.options.max_age {
+            l1.entries.remove(key);
+            return None;
+        }
+        Some(slot.value.clone())
+    }
+
+    fn fill(&self, ticket: Option<u64>, key: String, value: Cached) {
+        let Some(ticket) = ticket else { return };
+        if self.options.max_entries == 0 {
+            return;
+        }
+        let mut l1 = self.l1();
+        if !self.active() || l1.epoch != ticket {
+            return;
+        }
+        if l1.entries.len() >= self.options.max_entries
+            && !l1.entries.contains_key(&key)
+            && let Some(victim) = l1.entries.keys().next().cloned()
+        {
+            l1.entries.remove(&victim);
+        }
+        l1.entries.insert(
+            key,
+            Slot {
+                value,
+                stored: Instant::now(),
+            },
+        );
+    }
+
+    /// Drops the entries named by the words of an invalidation message.
+    fn invalidate<S: AsRef<str>>(&self, words: &[S]) {
+        let mut l1 = self.l1();
+        l1.epoch += 1;
+        for word in words {
+            let word = word.as_ref();
+            if word == DROP_ALL {
+                l1.entries.clear();
+            } else if let Some(selector) = word.strip_prefix("t:") {
+                // A tombstone: drop the sessions it names, and their partitions.
+                let doomed: Vec<String> = l1
+                    .entries
+                    .iter()
+                    .filter(|(_, slot)| {
+                        matches!(&slot.value, Cached::Session { selectors, .. }
+                            if selectors.iter().any(|s| s == selector))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    l1.entries.remove(&format!("p:{k}"));
+                    l1.entries.remove(&k);
+                }
+            } else {
+                l1.entries.remove(word);
+            }
+        }
+    }
+
+    fn queue(&self, payload: String) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if outbox.len() >= MAX_OUTBOX {
+            outbox.clear();
+            outbox.push(DROP_ALL.to_string());
+        } else {
+            outbox.push(payload);
+        }
+    }
+}
+
+/// Publishes what waits in the outbox; `false` when Redis refused.
+async fn flush_outbox(shared: &Shared, redis: &RedisStore) -> bool {
+    let pending: Vec<String> = {
+        let mut outbox = shared.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *outbox)
+    };
+    if pending.is_empty() {
+        return true;
+    }
+    if redis.publish(&pending.join("\n")).await.is_ok() {
+        return true;
+    }
+    for p in pending {
+        shared.queue(p);
+    }
+    false
+}
+
+/// Opens a RESP3 connection to `node` whose pushes feed `shared`, and
+/// subscribes to `channel`.
+async fn subscribe(
+    shared: &Arc<Shared>,
+    node: ConnectionInfo,
+    channel: &str,
+    generation: u64,
+) -> Result<MultiplexedConnection, redis::RedisError> {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let wanted = channel.as_bytes().to_vec();
+    let on_push = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+        let Some(shared) = weak.upgrade() else {
+            return Ok(());
+        };
+        match push.kind {
+            PushKind::Message => {
+                if let [Value::BulkString(ch), Value::BulkString(payload)] = push.data.as_slice()
+                    && *ch == wanted
+                {
+                    let text = String::from_utf8_lossy(payload);
+                    let words: Vec<&str> = text.split('\n').filter(|w| !w.is_empty()).collect();
+                    if !words.contains(&shared.origin.as_str()) {
+                        shared.invalidate(&words);
+                    }
+                }
+            }
+            PushKind::Disconnection | PushKind::Unsubscribe => {
+                shared.connection_lost(generation);
+                shared.request_resubscribe();
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    let client = redis::Client::open(node)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_push_sender(on_push);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    conn.subscribe(channel).await?;
+    Ok(conn)
+}
+
+/// Watches a live subscription until it must end: a ping fails, or a
+/// resubscription is requested after `requests` were counted.
+async fn watch(
+    shared: &Shared,
+    redis: &RedisStore,
+    conn: &mut MultiplexedConnection,
+    requests: u64,
+) {
+    loop {
+        tokio::select! {
+            () = shared.wake.notified() => {
+                if shared.resubscribe_requests.load(Ordering::SeqCst) != requests {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(PING_EVERY) => {
+                let ping = tokio::time::timeout(
+                    RESPONSE_TIMEOUT,
+                    redis::cmd("PING").query_async::<Value>(conn),
+                )
+                .await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    return;
+                }
+                flush_outbox(shared, redis).await;
+            }
+        }
+    }
+}
+
+/// The subscriber task: subscribe, clear and enable L1, watch the
+/// connection; on any doubt disable L1 and start again.
+async fn run_subscriber(shared: Arc<Shared>, redis: RedisStore) {
+    let channel = redis.keys().channel();
+    let nodes = redis.subscribe_to().to_vec();
+    let mut next = 0usize;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        shared.deactivate();
+        let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let Some(node) = nodes.get(next % nodes.len().max(1)).cloned() else {
+            return;
+        };
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
+            subscribe(&shared, node, &channel, generation),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(mut conn)) => {
+                let requests = shared.resubscribe_requests.load(Ordering::SeqCst);
+                // Refused when the connection was lost since SUBSCRIBE.
+                if shared.activate(generation) {
+                    tracing::debug!(channel, "invalidation subscription live; L1 enabled");
+                    backoff = MIN_BACKOFF;
+                    flush_outbox(&shared, &redis).await;
+                    watch(&shared, &redis, &mut conn, requests).await;
+                    tracing::warn!(channel, "invalidation subscription lost; L1 disabled");
+                }
+                shared.connection_lost(generation);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot subscribe for invalidations");
+                next += 1;
+            }
+            Err(_) => next += 1,
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl CachingStore {
+    /// An L1 cache with the default [`CacheOptions`] in front of `redis`.
+    /// Reads go to Redis until the invalidation subscription is live.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when called outside a Tokio runtime (the
+    /// subscriber task needs one).
+    pub fn new(redis: RedisStore) -> Result<Self, StoreError> {
+        Self::with_options(redis, CacheOptions::default())
+    }
+
+    /// Like [`new`](Self::new), with `options`.
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new).
+    pub fn with_options(redis: RedisStore, options: CacheOptions) -> Result<Self, StoreError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| unavailable(Error::NoRuntime))?;
+        let shared = Arc::new(Shared::new(options, redis.clock().clone()));
+        let subscriber = runtime.spawn(run_subscriber(shared.clone(), redis.clone()));
+        Ok(Self {
+            redis,
+            shared,
+            subscriber,
+        })
+    }
+
+    /// The Redis store behind the cache.
+    pub fn redis(&self) -> &RedisStore {
+        &self.redis
+    }
+
+    /// Whether reads may be answered from L1: the invalidation subscription
+    /// is live, and L1 was emptied after it became so.
+    pub fn l1_active(&self) -> bool {
+        self.shared.active()
+    }
+
+    /// Waits until [`l1_active`](Self::l1_active) or `timeout`; returns
+    /// whether L1 is active.
+    pub async fn wait_until_active(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.l1_active() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.l1_active()
+    }
+
+    /// Reads answered from L1.
+    pub fn l1_hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::Relaxed)
+    }
+
+    /// Cacheable reads (`get_session`, `get_partition`) that went to Redis.
+    pub fn l1_misses(&self) -> u64 {
+        self.shared.misses.load(Ordering::Relaxed)
+    }
+
+    /// Entries in L1 now.
+    pub fn l1_len(&self) -> usize {
+        self.shared.l1().entries.len()
+    }
+
+    /// Passes a result through, disabling L1 when Redis failed.
+    fn seen<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(r, Err(StoreError::Unavailable(_))) {
+            self.shared.redis_failed();
+        }
+        r
+    }
+
+    /// After a write: drop this instance's entries at once, then announce
+    /// the write. A write Redis refused wrote nothing and is not announced;
+    /// one that may or may not have happened is announced when Redis is
+    /// back.
+    async fn written<T>(
+        &self,
+        words: Vec<String>,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.shared.invalidate(&words);
+        let payload = format!("{}\n{}", self.shared.origin, words.join("\n"));
+        match r {
+            Ok(v) => match self.redis.publish(&payload).await {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    // Stored, but other instances were not told: the caller
+                    // hears of it, and the message goes out later.
+                    self.shared.queue(payload);
+                    self.shared.redis_failed();
+                    Err(e)
+                }
+            },
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.shared.queue(payload);
+                self.shared.redis_failed();
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for CachingStore {
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        let tag = session_tag(&session.id);
+        let r = self.redis.put_session(session).await;
+        let words = vec![l1::session(&tag), l1::partition(&Part::Session(tag))];
+        self.written(words, r).await
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let key = l1::session(&session_tag(id));
+        if let Some(Cached::Session { session, .. }) = self.shared.lookup(&key)
+            && session.id.matches(id)
+            && !session.is_expired(self.shared.clock.unix_now())
+        {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(session));
+        }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.shared.ticket();
+        let r = self.seen(self.redis.get_session(id).await);
+        if let Ok(Some(s)) = &r {
+            let selectors = session_selectors(s);
+            self.shared.fill(
+                ticket,
+                key,
+                Cached::Session {
+                    session: s.clone(),
+                    selectors,
+                },
+            );
+        }
+        r
+    }
+
+    async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let tag = session_tag(id);
+        let r = self.redis.remove_session(id).await;
+        let words = vec![l1::session(&tag), l1::partition(&Part::Session(tag))];
+        self.written(words, r).await
+    }
+
+    async fn find_sessions(&self, lookup: &SessionLookup) -> Result<Vec<SessionId>, StoreError> {
+        self.seen(self.redis.find_sessions(lookup).await)
+    }
+
+    async fn session_count(&self) -> Result<u64, StoreError> {
+        self.seen(self.redis.session_count().await)
+    }
+
+    async fn list_sessions(
+        &self,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.seen(self.redis.list_sessions(after, limit).await)
+    }
+
+    async fn get_partition(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<Option<StoredPartition>, StoreError> {
+        let part = Part::of(key).map_err(unavailable)?;
+        let name = l1::partition(&part);
+        if let Some(Cached::Partition {
+            partition,
+            session_expires_at,
+        }) = self.shared.lookup(&name)
+            && session_expires_at.is_none_or(|e| e > self.shared.clock.unix_now())
+        {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(partition));
+        }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        let ticket = self.shared.ticket();
+        let r = self.seen(self.redis.read_partition(key).await)?;
+        Ok(r.map(|(partition, session_expires_at)| {
+            self.shared.fill(
+                ticket,
+                name,
+                Cached::Partition {
+                    partition: partition.clone(),
+                    session_expires_at,
+                },
+            );
+            partition
+        }))
+    }
+
+    async fn write_partition(
+        &self,
+        key: &PartitionKey,
+        write: PartitionWrite,
+    ) -> Result<u64, StoreError> {
+        let part = Part::of(key).map_err(unavailable)?;
+        let r = self.redis.write_partition(key, write).await;
+        self.written(vec![l1::partition(&part)], r).await
+    }
+
+    async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError> {
+        let part = Part::of(key).map_err(unavailable)?;
+        let r = self.redis.remove_partition(key).await;
+        self.written(vec![l1::partition(&part)], r).await
+    }
+
+    async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
+        let tag = selector_tag(&tombstone.selector).map_err(unavailable)?;
+        let r = self.redis.put_tombstone(tombstone).await;
+        self.written(vec![l1::tombstone(&tag)], r).await
+    }
+
+    async fn get_tombstone(
+        &self,
+        selector: &SessionLookup,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        self.seen(self.redis.get_tombstone(selector).await)
+    }
+
+    async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        self.seen(self.redis.record_jti(iss, jti, expires_at).await)
+    }
+
+    async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
+        self.seen(self.redis.forget_jti(iss, jti).await)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.seen(self.redis.stats().await)
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.seen(self.redis.try_lock(name, ttl).await)
+    }
+
+    async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.seen(self.redis.unlock(name, token).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idweb::{ManualClock, Secret};
+
+    fn shared(options: CacheOptions) -> Shared {
+        let s = Shared::new(options, Arc::new(ManualClock::at_unix(1_800_000_000)));
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(generation));
+        s
+    }
+
+    fn cached_session(iss: &str, sub: &str, sid: Option<&str>) -> (String, Cached) {
+        let session = Session::new(
+            iss,
+            sub,
+            sid.map(str::to_string),
+            Secret::new("t"),
+            1_800_000_000,
+            1_800_003_600,
+        );
+        let key = l1::session(&session_tag(&session.id));
+        let selectors = session_selectors(&session);
+        (key, Cached::Session { session, selectors })
+    }
+
+    fn partition() -> Cached {
+        Cached::Partition {
+            partition: StoredPartition::default(),
+            session_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_read_that_overlapped_an_invalidation_is_not_cached() {
+        let s = shared(CacheOptions::default());
+        let ticket = s.ticket();
+        s.invalidate(&["p:a.x"]);
+        s.fill(ticket, "p:s:1".into(), partition());
+        assert!(s.lookup("p:s:1").is_none(), "the old value was planted");
+        s.fill(s.ticket(), "p:s:1".into(), partition());
+        assert!(s.lookup("p:s:1").is_some());
+    }
+
+    #[test]
+    fn while_inactive_nothing_is_read_or_filled_and_activation_empties() {
+        let s = shared(CacheOptions::default());
+        s.fill(s.ticket(), "p:s:1".into(), partition());
+        let ticket = s.ticket();
+        s.deactivate();
+        assert!(s.lookup("p:s:1").is_none());
+        assert_eq!(s.ticket(), None);
+        s.fill(ticket, "p:s:2".into(), partition());
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(generation));
+        assert!(s.lookup("p:s:2").is_none(), "filled while inactive");
+        assert_eq!(s.l1().entries.len(), 0);
+    }
+
+    #[test]
+    fn a_connection_lost_before_activation_is_not_activated() {
+        let s = Shared::new(CacheOptions::default(), Arc::new(ManualClock::at_unix(0)));
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        s.connection_lost(generation);
+        assert!(!s.activate(generation));
+        assert!(!s.active());
+        // A late event of an old connection leaves its successor alone.
+        let next = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(next));
+        s.connection_lost(generation);
+        assert!(s.active());
+        s.connection_lost(next);
+        assert!(!s.active());
+    }
+
+    #[test]
+    fn a_tombstone_drops_the_sessions_it_names_and_their_partitions() {
+        let s = shared(CacheOptions::default());
+        let (k1, v1) = cached_session("iss", "alice", Some("sid-1"));
+        let (k2, v2) = cached_session("iss", "alice", Some("sid-2"));
+        let (k3, v3) = cached_session("iss", "bob", Some("sid-3"));
+        for (k, v) in [(&k1, v1), (&k2, v2), (&k3, v3)] {
+            s.fill(s.ticket(), k.clone(), v);
+            s.fill(s.ticket(), format!("p:{k}"), partition());
+        }
+        let by_sid = selector_tag(&SessionLookup::ByProviderSession {
+            iss: "iss".into(),
+            sid: "sid-1".into(),
+        })
+        .expect("tag");
+        s.invalidate(&[l1::tombstone(&by_sid)]);
+        let left: Vec<bool> = [&k1, &k2, &k3]
+            .iter()
+            .map(|k| s.lookup(k).is_some() && s.lookup(&format!("p:{k}")).is_some())
+            .collect();
+        assert_eq!(left, [false, true, true]);
+        let by_sub = selector_tag(&SessionLookup::BySubject {
+            iss: "iss".into(),
+            sub: "alice".into(),
+        })
+        .expect("tag");
+        s.invalidate(&[l1::tombstone(&by_sub)]);
+        assert!(s.lookup(&k2).is_none() && s.lookup(&format!("p:{k2}")).is_none());
+        assert!(s.lookup(&k3).is_some());
+        s.invalidate(&[DROP_ALL]);
+        assert_eq!(s.l1().entries.len(), 0);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_size_and_age() {
+        let s = shared(CacheOptions::default().max_entries(3));
+        for i in 0..10 {
+            s.fill(s.ticket(), format!("p:a.{i}"), partition());
+        }
+        assert_eq!(s.l1().entries.len(), 3);
+        assert!(s.lookup("p:a.9").is_some(), "the newest entry is kept");
+
+        let s = shared(CacheOptions::default().max_age(Duration::ZERO));
+        s.fill(s.ticket(), "p:a.1".into(), partition());
+        assert!(s.lookup("p:a.1").is_none(), "past its age");
+
+        let s = shared(CacheOptions::default().max_entries(0));
+        s.fill(s.ticket(), "p:a.1".into(), partition());
+        assert_eq!(s.l1().entries.len(), 0, "max_entries 0 disables the cache");
+    }
+
+    #[test]
+    fn a_full_outbox_becomes_drop_everything() {
+        let s = shared(CacheOptions::default());
+        for i in 0..=MAX_OUTBOX {
+            s.queue(format!("p:a.{i}"));
+        }
+        let outbox = s.outbox.lock().expect("outbox");
+        assert_eq!(outbox.as_slice(), [DROP_ALL.to_string()]);
+    }
+}

@@ -1,0 +1,198 @@
+//! # idweb-store-redis
+//!
+//! An [`idweb::Store`] on Redis, for apps that run on several servers:
+//! [`RedisStore`] keeps sessions, token-cache partitions, sign-out
+//! tombstones, logout-token replay records and locks in one Redis (a
+//! standalone server, or a Redis Cluster); [`CachingStore`] puts an
+//! in-process cache in front of it, kept coherent across servers by
+//! pub/sub and bypassed whenever its coherence is in doubt.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use idweb_store_redis::{CacheOptions, CachingStore, RedisStore};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisStore::open("redis://cache.internal:6379/0").await?;
+//! // Either Redis alone...
+//! let plain: Arc<dyn idweb::Store> = Arc::new(redis.clone());
+//! // ...or with the in-process cache in front (spawns its subscriber task).
+//! let cached = CachingStore::with_options(
+//!     redis,
+//!     CacheOptions::default().max_entries(10_000).max_age(Duration::from_secs(60)),
+//! )?;
+//! let shared: Arc<dyn idweb::Store> = Arc::new(cached);
+//! // ... RelyingParty::builder(settings).with_store(shared) ...
+//! # let _ = (plain, shared);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! URLs: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, `rediss://...` (TLS,
+//! server checked against the system's root certificates),
+//! `redis+unix:///PATH`, and for a Redis Cluster
+//! `redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT,...` (seed nodes;
+//! `rediss+cluster://` with TLS). Every connection and every reply is
+//! bounded by 2 s, every store operation by 5 s (60 s for `list_sessions`
+//! and `stats`): while Redis is down, each call fails promptly with
+//! [`StoreError::Unavailable`](idweb::StoreError::Unavailable), whose source
+//! is the Redis error, and the same store works again once Redis is back,
+//! with no new `open`.
+//!
+//! ## Key layout
+//!
+//! `P` is the prefix (`idweb` unless given to
+//! [`RedisStore::open_with_prefix`]); `{...}` is a Redis Cluster hash tag:
+//! keys with the same tag live in the same slot, so one Lua script may use
+//! them together.
+//!
+//! | key | type | holds | lives until |
+//! |---|---|---|---|
+//! | `P:{s:H}:session` | hash | `data` (session JSON), `exp`, `idx` (its index keys) | the session's `expires_at` |
+//! | `P:{s:H}:part` | hash | cache key → entry (`EXPIRY:KINDLEN:KIND` + sealed bytes) | with its session |
+//! | `P:{s:H}:ver` | string | the partition's version | with its session |
+//! | `P:{a:STORAGE_KEY}:part`, `...:ver` | hash, string | an app partition and its version | its latest entry's expiry (no expiry if an entry has none) |
+//! | `P:{x:SEL}:index` | sorted set | session ids, scored by their `expires_at` | its latest session |
+//! | `P:{x:SEL}:tombstone` | string | `LOGGED_OUT_AT:EXPIRES_AT` | the tombstone's `expires_at` |
+//! | `P:jti:ISS.JTI` | string | the record's `expires_at` | that time |
+//! | `P:lock:NAME` | string | `HELD_UNTIL_MS:TOKEN` | the lock's time to live |
+//! | `P:{P.meta}:sessions` / `:ids` | sorted sets | session ids by expiry / in id order (counting, listing) | the latest session |
+//! | `P:{P.meta}:tombstones` | sorted set | tombstone selectors by expiry (counting) | the latest tombstone |
+//! | `P:{P.meta}:apps` | set | app partitions' storage keys (statistics) | — |
+//! | `P:invalidate` | pub/sub channel | [`CachingStore`] invalidations | — |
+//!
+//! `H` is the base64url SHA-256 of the session id: key names and
+//! invalidation messages never carry a session id (a bearer credential).
+//! `SEL` is `sid:B64(ISS).B64(SID)` or `sub:B64(ISS).B64(SUB)`; an index and
+//! the tombstone of the same selector share a slot. Index entries stay in
+//! a sorted set scored by the session's expiry, so that entries of sessions
+//! that ended are pruned by score, within the index's own slot, without
+//! ever asking whether a session exists.
+//!
+//! ## How it keeps the contract
+//!
+//! Every operation on one session's keys is one Lua script, atomic on the
+//! node that holds them:
+//!
+//! - **Session-bound partition writes.** `write_partition` on a session
+//!   partition reads the session's `exp`, refuses with
+//!   [`SignedOut`](idweb::StoreError::SignedOut) unless the session exists
+//!   and is live, compares the version when `expected_version` is set,
+//!   applies removals and upserts, increments the version and gives the
+//!   partition its session's lifetime — all in one script. `remove_session`
+//!   deletes the session, its partition and its version in one script. A
+//!   refresh that finishes after a sign-out is therefore refused, whatever
+//!   the interleaving: nothing comes back.
+//! - **Tombstones.** On a standalone server, `put_session` is one script:
+//!   it reads the tombstones of the session's `(iss, sid)` and `(iss, sub)`
+//!   and refuses while a live one covers the session, otherwise writes the
+//!   session, its index entries and its count entries. `remove_session` is
+//!   one script too (session, partition, version, index and count entries).
+//!   The session's current index keys are read first and checked again
+//!   inside the script (compare-and-set on the `idx` field), so that the
+//!   script touches only keys it was given.
+//! - **Replay records and locks.** `record_jti` and `try_lock` are
+//!   test-and-set scripts; `unlock` compares the token and deletes in one
+//!   script; `forget_jti` is a `DEL`.
+//! - **Lookups** read the index's live entries (by score) and keep the
+//!   sessions that exist, are live and are still indexed under that
+//!   lookup: the cost follows the user's sessions, not the store's size.
+//!   Counting reads a sorted set; listing walks the id-ordered set with a
+//!   cursor; statistics read both and the partitions' sizes. Nothing uses
+//!   `KEYS` or `SCAN`.
+//!
+//! ## Expiry
+//!
+//! Whether something has expired is decided by the [`idweb::Clock`] given at
+//! open, as the contract says, and checked on every read. Redis's own
+//! expiry only reclaims memory: each key is given a time to live computed
+//! from the clock, `expires_at − now` (with `EXPIRE`, `SET ... EX` and
+//! `PX`), which equals `EXPIREAT expires_at` when the clock is the system's
+//! and does not depend on the Redis host's clock being right. Replay records
+//! and locks store their own expiry too, so that a record or lock past its
+//! time by the store's clock counts as absent even while Redis still holds
+//! the key.
+//!
+//! ## Redis Cluster
+//!
+//! A session's keys share the hash tag `{s:H}`, so every single-session
+//! script works unchanged. `put_session` and `remove_session` also touch
+//! index, tombstone and count keys in other slots; on a cluster they are
+//! split into steps whose order keeps the sign-out rules:
+//!
+//! - `put_session` writes the session (its slot), then for each selector
+//!   adds the index entry **and then** reads the tombstone (one script, the
+//!   selector's slot), then updates the count sets. A covering tombstone
+//!   makes it remove the session again and answer `SignedOut`.
+//! - Sign-out writes the tombstone first, then looks the sessions up, then
+//!   removes each. Either the sign-in read the tombstone after it was
+//!   written (and refused), or the sign-in's session and index entry were
+//!   stored before the tombstone, hence before the lookup, which finds and
+//!   removes it. No interleaving lets a sign-in survive the sign-out.
+//! - `remove_session` deletes the session, partition and version in one
+//!   script (the part that matters), then removes index and count entries.
+//!   Entries left behind by a failure there point at a missing session:
+//!   lookups skip them and the index prunes them by score.
+//!
+//! Counts are then updated in a separate step, so `session_count` and
+//! `stats` may be off for a moment (the contract allows approximate counts
+//! on distributed stores).
+//!
+//! ## The in-process cache
+//!
+//! [`CachingStore`] caches `get_session` and `get_partition` results
+//! (bounded in number and age) and sends every other call to Redis.
+//!
+//! **Invalidation protocol.** Every write (`put_session`, `remove_session`,
+//! `write_partition`, `remove_partition`, `put_tombstone`) goes to Redis;
+//! then the writing instance drops its own entries for what it wrote; then
+//! it publishes the names of those entries on `P:invalidate` (hashed
+//! session ids and partition names; for a tombstone its selector, which
+//! drops the sessions it covers). Every instance subscribes with its own
+//! RESP3 connection and drops the entries named. A value read from Redis is
+//! put in the cache only if no invalidation arrived while it was read, so a
+//! read that raced a write cannot plant the old value. A write whose
+//! announcement could not be published returns
+//! [`Unavailable`](idweb::StoreError::Unavailable) (it was stored; the
+//! announcement is published later, when Redis answers again).
+//!
+//! **Fail-closed.** The cache answers only while its subscription is known
+//! to be live: not before the first `SUBSCRIBE` is confirmed, nor after the
+//! subscription's connection closes, fails a ping (every second) or any
+//! store call meets a Redis failure — and after each of those, not until it
+//! has subscribed again and emptied the cache (it may have missed
+//! messages). Meanwhile every read goes to Redis, and so fails while Redis
+//! does: a cached session is never served in place of an error.
+//! [`CachingStore::l1_active`] tells which state it is in.
+//!
+//! **What it costs.** A sign-out returns once Redis has removed the session;
+//! other instances drop their cached copies when the message arrives,
+//! typically within a millisecond on a local network. A read on another
+//! instance overlapping that window can still see the session or its
+//! tokens; a write cannot bring anything back (writes always go to Redis).
+//! Apps that cannot accept that window use [`RedisStore`] directly.
+//!
+//! ## Data at rest
+//!
+//! Sessions are stored as JSON, which includes the session id and the ID
+//! token of the sign-in; cache entries are stored as sealed (already
+//! encrypted) by the token cache. Redis must be private to the app (ACL
+//! user and password, TLS across hosts). A sign-out is as durable as
+//! Redis's persistence and replication: a server restored from an older
+//! snapshot, or a replica promoted before it received the latest writes, can
+//! bring back sessions and tokens that were signed out, and lose
+//! tombstones; run Redis without persistence (a restart signs everyone out)
+//! or with an append-only file synced on every write.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod caching;
+mod codec;
+mod conn;
+mod error;
+mod keys;
+mod scripts;
+mod store;
+
+pub use caching::{CacheOptions, CachingStore};
+pub use store::RedisStore;

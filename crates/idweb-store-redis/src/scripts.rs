@@ -1,0 +1,326 @@
+//! The Lua scripts. Each runs atomically on the Redis node that holds its
+//! keys; every key a script touches is passed in `KEYS` (Redis Cluster
+//! requires it, and then all of them must share a hash slot).
+//!
+//! Numbers cross as decimal text. Replies are status words (`ok`,
+//! `signedout`, `conflict`, `retry`, `corrupt`, `none`), alone or first in an
+//! array, so the Rust side never has to guess.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Index entries and meta entries of sessions that ended more than this many
+/// seconds ago are pruned (a grace for clocks of instances that lag).
+pub(crate) const PRUNE_GRACE_SECS: i64 = 300;
+
+/// Shared Lua helpers.
+const HELPERS: &str = r"
+-- Gives key k at least ttl seconds to live (keys holding several members
+-- live as long as their longest-lived member).
+local function extend(k, ttl)
+  if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+end
+-- Whether tombstone value t (or nil) refuses a session created at `created`:
+-- 'signedout', 'corrupt' or nil.
+local function refuses(t, kind, created, now)
+  if not t then return nil end
+  local lo, ex = string.match(t, '^(%-?%d+):(%-?%d+)$')
+  if not lo then return 'corrupt' end
+  if tonumber(ex) <= now then return nil end
+  if kind == 'sid' or created <= tonumber(lo) then return 'signedout' end
+  return nil
+end
+-- Adds session `id` (ending at exp) to the index in key k.
+local function index_add(k, id, exp, ttl, now)
+  redis.call('ZADD', k, exp, id)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - GRACE)
+  extend(k, ttl)
+end
+-- Records session `id` in the meta sets (count, listing) and prunes a few
+-- sessions that ended long ago.
+local function meta_add(kexp, kids, id, exp, ttl, now)
+  redis.call('ZADD', kexp, exp, id)
+  redis.call('ZADD', kids, 0, id)
+  extend(kexp, ttl)
+  extend(kids, ttl)
+  local dead = redis.call('ZRANGEBYSCORE', kexp, '-inf', now - GRACE, 'LIMIT', 0, 32)
+  for _, d in ipairs(dead) do
+    redis.call('ZREM', kexp, d)
+    redis.call('ZREM', kids, d)
+  end
+end
+";
+
+fn with_helpers(body: &str) -> Script {
+    Script::new(&format!(
+        "local GRACE = {PRUNE_GRACE_SECS}\n{HELPERS}\n{body}"
+    ))
+}
+
+/// Standalone `put_session`, everything in one step.
+///
+/// KEYS: session, part, ver, meta expiry, meta ids, then (index, tombstone)
+/// per selector, then the session's current index keys.
+/// ARGV: now, id, data, exp, ttl, expected idx, new idx, created_at,
+/// selector count, current index count, then each selector's kind.
+pub(crate) static PUT_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    with_helpers(
+        r"
+local now = tonumber(ARGV[1])
+local nsel = tonumber(ARGV[9])
+local nold = tonumber(ARGV[10])
+if (redis.call('HGET', KEYS[1], 'idx') or '') ~= ARGV[6] then return 'retry' end
+local created = tonumber(ARGV[8])
+for i = 1, nsel do
+  local r = refuses(redis.call('GET', KEYS[5 + 2 * i]), ARGV[10 + i], created, now)
+  if r then return r end
+end
+local id, exp, ttl = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+for j = 1, nold do redis.call('ZREM', KEYS[5 + 2 * nsel + j], id) end
+for i = 1, nsel do index_add(KEYS[4 + 2 * i], id, exp, ttl, now) end
+redis.call('HSET', KEYS[1], 'data', ARGV[3], 'exp', ARGV[4], 'idx', ARGV[7])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+meta_add(KEYS[4], KEYS[5], id, exp, ttl, now)
+return 'ok'
+",
+    )
+});
+
+/// Standalone `remove_session`, everything in one step.
+///
+/// KEYS: session, part, ver, meta expiry, meta ids, then the session's index keys.
+/// ARGV: expected idx, id.
+pub(crate) static REMOVE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if (redis.call('HGET', KEYS[1], 'idx') or '') ~= ARGV[1] then return {'retry'} end
+local data = redis.call('HGET', KEYS[1], 'data')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+for i = 4, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+if data then return {'ok', data} end
+return {'none'}
+",
+    )
+});
+
+/// Cluster `put_session`, step 1 (the session's slot): writes the session.
+///
+/// KEYS: session, part, ver. ARGV: expected idx, data, exp, ttl, new idx.
+pub(crate) static SESSION_WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if (redis.call('HGET', KEYS[1], 'idx') or '') ~= ARGV[1] then return 'retry' end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'exp', ARGV[3], 'idx', ARGV[5])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 'ok'
+",
+    )
+});
+
+/// Cluster `put_session`, step 2 (each selector's slot): adds the session to
+/// the index, then reads the tombstone.
+///
+/// KEYS: index, tombstone. ARGV: now, id, exp, ttl, kind, created_at.
+pub(crate) static SELECTOR_ADD: LazyLock<Script> = LazyLock::new(|| {
+    with_helpers(
+        r"
+local now = tonumber(ARGV[1])
+index_add(KEYS[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+return refuses(redis.call('GET', KEYS[2]), ARGV[5], tonumber(ARGV[6]), now) or 'ok'
+",
+    )
+});
+
+/// Cluster `put_session`, step 3 (the meta slot).
+///
+/// KEYS: meta expiry, meta ids. ARGV: now, id, exp, ttl.
+pub(crate) static META_ADD: LazyLock<Script> = LazyLock::new(|| {
+    with_helpers(
+        r"
+meta_add(KEYS[1], KEYS[2], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[1]))
+return 'ok'
+",
+    )
+});
+
+/// Cluster `remove_session`, step 1 (the session's slot): the session, its
+/// partition and its version go together.
+///
+/// KEYS: session, part, ver. Reply: data and idx ('' when absent).
+pub(crate) static SESSION_REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HMGET', KEYS[1], 'data', 'idx')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return {v[1] or '', v[2] or ''}
+",
+    )
+});
+
+/// `write_partition`: the session check (for session partitions), the
+/// version compare-and-set and the write, in one step.
+///
+/// KEYS: part, ver, and the session for a session partition.
+/// ARGV: now, 's' or 'a', expected version or '', removal count, removed
+/// cache keys, upsert count, then (cache key, encoded entry) pairs.
+pub(crate) static WRITE_PARTITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local session = ARGV[2] == 's'
+local ttl = nil
+if session then
+  local exp = tonumber(redis.call('HGET', KEYS[3], 'exp') or '')
+  if not exp or exp <= now then return {'signedout'} end
+  ttl = exp - now
+end
+local ver = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= ver then
+  return {'conflict', string.format('%d', ver)}
+end
+local i = 4
+local nrem = tonumber(ARGV[i])
+for j = 1, nrem do redis.call('HDEL', KEYS[1], ARGV[i + j]) end
+i = i + nrem + 1
+local nup = tonumber(ARGV[i])
+for j = 1, nup do redis.call('HSET', KEYS[1], ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
+local newver = redis.call('INCR', KEYS[2])
+if session then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  -- An app partition lives as long as its latest entry; without a TTL when
+  -- an entry never expires (or cannot be read).
+  local latest, forever = nil, false
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    local e = tonumber(string.match(v, '^(%-?%d*):') or '')
+    if not e then forever = true elseif not latest or e > latest then latest = e end
+  end
+  if forever then
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
+  elseif latest then
+    local t = math.max(latest - now, 1)
+    redis.call('EXPIRE', KEYS[1], string.format('%d', t))
+    redis.call('EXPIRE', KEYS[2], string.format('%d', t))
+  end
+end
+return {'ok', string.format('%d', newver)}
+",
+    )
+});
+
+/// `get_partition`: a consistent snapshot of the session's expiry, the
+/// version and the entries.
+///
+/// KEYS: part, ver, and the session for a session partition.
+/// ARGV: now, 's' or 'a'. Reply: 'none', or 'ok', version, session expiry
+/// ('' for app partitions), then field/value pairs.
+pub(crate) static GET_PARTITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local sexp = ''
+if ARGV[2] == 's' then
+  sexp = redis.call('HGET', KEYS[3], 'exp')
+  if not sexp or (tonumber(sexp) or 0) <= tonumber(ARGV[1]) then return {'none'} end
+end
+local all = redis.call('HGETALL', KEYS[1])
+if #all == 0 then return {'none'} end
+local r = {'ok', redis.call('GET', KEYS[2]) or '0', sexp}
+for i = 1, #all do r[#r + 1] = all[i] end
+return r
+",
+    )
+});
+
+/// `remove_partition`. KEYS: part, ver. Reply: the entry count it had.
+pub(crate) static REMOVE_PARTITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('HLEN', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return n
+",
+    )
+});
+
+/// `put_tombstone`: keeps a live tombstone with a later sign-out.
+///
+/// KEYS: tombstone, and (standalone) meta tombstones.
+/// ARGV: now, logged_out_at, expires_at, ttl, selector tag.
+pub(crate) static PUT_TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
+    with_helpers(
+        r"
+local now = tonumber(ARGV[1])
+local old = redis.call('GET', KEYS[1])
+if old then
+  local lo, ex = string.match(old, '^(%-?%d+):(%-?%d+)$')
+  if lo and tonumber(ex) > now and tonumber(lo) > tonumber(ARGV[2]) then return 'kept' end
+end
+redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[4])
+if #KEYS > 1 then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - GRACE)
+  extend(KEYS[2], tonumber(ARGV[4]))
+end
+return 'ok'
+",
+    )
+});
+
+/// Cluster `put_tombstone`, the meta step. KEYS: meta tombstones.
+/// ARGV: now, expires_at, ttl, selector tag.
+pub(crate) static META_TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
+    with_helpers(
+        r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - GRACE)
+extend(KEYS[1], tonumber(ARGV[3]))
+return 'ok'
+",
+    )
+});
+
+/// `record_jti`: test-and-set, expiry by the store's clock.
+/// KEYS: jti. ARGV: now, expires_at, ttl. Reply: 1 the first time, else 0.
+pub(crate) static RECORD_JTI: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = tonumber(redis.call('GET', KEYS[1]) or '')
+if v and v > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// `try_lock`: free when absent or past its time by the store's clock.
+/// KEYS: lock. ARGV: now ms, value (`until_ms:token`), ttl ms. Reply: 1 when taken.
+pub(crate) static TRY_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local held = tonumber(string.match(v, '^(%d+):') or '')
+  if held and held > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+",
+    )
+});
+
+/// `unlock`: compare-and-delete. KEYS: lock. ARGV: token.
+pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if v and string.match(v, '^%d+:(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+",
+    )
+});
