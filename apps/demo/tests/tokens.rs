@@ -357,13 +357,57 @@ async fn app_tokens_come_from_client_credentials_and_are_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_sqlite_file_refresh_once_for_a_hundred_requests() {
-    let idp = dev_idp(true).await;
-    let clock = Arc::new(ManualClock::starting_now());
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("instances-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("shared.sqlite");
     let _ = std::fs::remove_file(&db);
+    two_instances_refresh_once(Shared::Sqlite(db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_redis_refresh_once_for_a_hundred_requests() {
+    let prefix = format!("instances-{}", idweb::SessionId::generate().fingerprint());
+    two_instances_refresh_once(Shared::Redis(prefix)).await;
+}
+
+/// A store shared by two instances of one app.
+#[derive(Clone)]
+enum Shared {
+    Sqlite(std::path::PathBuf),
+    Redis(String),
+}
+
+impl Shared {
+    async fn open(&self, clock: Arc<ManualClock>) -> Arc<dyn idweb::Store> {
+        match self {
+            Shared::Sqlite(db) => Arc::new(
+                idweb_store_sqlite::SqliteStore::open_with_clock(db, clock)
+                    .await
+                    .unwrap(),
+            ),
+            Shared::Redis(prefix) => {
+                let redis = idweb_store_redis::RedisStore::open_with_prefix(
+                    "redis://127.0.0.1:6379",
+                    prefix,
+                    clock,
+                )
+                .await
+                .expect("the Redis at 127.0.0.1:6379 must be running");
+                let l1 = idweb_store_redis::CachingStore::new(redis).unwrap();
+                assert!(
+                    l1.wait_until_active(Duration::from_secs(5)).await,
+                    "the L1 subscription is live"
+                );
+                Arc::new(l1)
+            }
+        }
+    }
+}
+
+async fn two_instances_refresh_once(shared: Shared) {
+    let idp = dev_idp(true).await;
+    let clock = Arc::new(ManualClock::starting_now());
     let api = todo_api(&idp).await;
     let shared_env = vec![
         ("IDWEB_SCOPES", format!("openid profile offline_access {TODO_SCOPES}")),
@@ -373,12 +417,10 @@ async fn two_instances_on_one_sqlite_file_refresh_once_for_a_hundred_requests() 
         ("IDWEB_CACHE_KEYS", "s1:c2hhcmVkLWNhY2hlLWtleS1mb3ItYm90aC1pbnN0YW4=".to_string()),
     ];
     let instance = |register: bool| {
-        let (env, clock, db) = (shared_env.clone(), clock.clone(), db.clone());
+        let (env, clock, shared) = (shared_env.clone(), clock.clone(), shared.clone());
         let idp = idp.clone();
         async move {
-            let store = idweb_store_sqlite::SqliteStore::open_with_clock(&db, clock.clone())
-                .await
-                .unwrap();
+            let store = shared.open(clock.clone()).await;
             start_app(
                 &idp,
                 AppOptions {
@@ -387,7 +429,7 @@ async fn two_instances_on_one_sqlite_file_refresh_once_for_a_hundred_requests() 
                     register,
                     clock,
                     extra_env: env,
-                    store: Some(Arc::new(store)),
+                    store: Some(store),
                     routes: Some(demo_routes),
                     ..AppOptions::default()
                 },
