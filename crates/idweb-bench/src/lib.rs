@@ -1,7 +1,9 @@
-//! Fixtures for idweb's benchmarks (`benches/sessions.rs`, described in
-//! `docs/PERFORMANCE.md`): a development identity provider, a
-//! [`RelyingParty`] over a store holding a chosen number of sessions, and a
-//! scratch directory for database files.
+//! Fixtures for idweb's benchmarks (`benches/sessions.rs` and
+//! `benches/redis.rs`, described in `docs/PERFORMANCE.md`): a development
+//! identity provider, a [`RelyingParty`] over a store holding a chosen number
+//! of sessions, a scratch directory for database files, and (in
+//! [`redis_fixture`]) the same over Redis, with a counter of Redis round
+//! trips.
 //!
 //! Not part of idweb's API (`publish = false`).
 #![forbid(unsafe_code)]
@@ -18,6 +20,8 @@ use idweb::{
 };
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
 use idweb_store_sqlite::SqliteStore;
+
+pub mod redis_fixture;
 
 /// The scope the cache-hit benchmark asks for.
 pub const HIT_SCOPE: &str = "api://todo/todos.read";
@@ -122,9 +126,13 @@ pub async fn start_idp() -> std::io::Result<DevIdp> {
     DevIdp::start(([127, 0, 0, 1], 0).into(), DevIdpConfig::default()).await
 }
 
-/// A relying party registered at `idp`, over `store`. Building it fetches
-/// the provider's discovery document and keys, nothing else.
-async fn relying_party(idp: &DevIdp, store: Arc<dyn Store>) -> Result<RelyingParty, BoxError> {
+/// Registers a new client at `idp` and returns the settings of a relying
+/// party using it. Relying parties built from clones of these settings share
+/// the client and the token-cache keys, so they read each other's entries.
+///
+/// # Errors
+/// The settings do not validate.
+pub fn register_client(idp: &DevIdp) -> Result<Settings, BoxError> {
     let client_id = format!("bench-{}", SessionId::generate().fingerprint());
     let secret = format!("secret-{}", SessionId::generate().fingerprint());
     idp.register_client(DevClient::new(
@@ -139,11 +147,27 @@ async fn relying_party(idp: &DevIdp, store: Arc<dyn Store>) -> Result<RelyingPar
         ("IDWEB_PUBLIC_URL", PUBLIC_URL.to_string()),
     ]
     .map(|(k, v)| (k.to_string(), v));
-    let settings = Settings::from_sources(None, env)?;
+    Ok(Settings::from_sources(None, env)?)
+}
+
+/// A relying party with `settings`, over `store`. Building it fetches the
+/// provider's discovery document and keys, nothing else.
+///
+/// # Errors
+/// The provider cannot be reached.
+pub async fn relying_party_with(
+    settings: Settings,
+    store: Arc<dyn Store>,
+) -> Result<RelyingParty, BoxError> {
     Ok(RelyingParty::builder(settings)
         .with_store(store)
         .build()
         .await?)
+}
+
+/// A relying party registered at `idp` (a new client), over `store`.
+async fn relying_party(idp: &DevIdp, store: Arc<dyn Store>) -> Result<RelyingParty, BoxError> {
+    relying_party_with(register_client(idp)?, store).await
 }
 
 /// A relying party over a store holding `sessions` live sessions.
@@ -313,7 +337,10 @@ impl Fixture {
     }
 }
 
-fn new_session(iss: &str, sub: &str, now: i64) -> Session {
+/// A new session (not stored) of user `sub` at `iss`, created at `now`: a
+/// random provider session id (`sid`), a 12-hour lifetime and a placeholder
+/// ID token of realistic size.
+pub fn new_session(iss: &str, sub: &str, now: i64) -> Session {
     Session::new(
         iss,
         sub,
@@ -332,7 +359,9 @@ fn environment(rp: &RelyingParty) -> String {
         .to_string()
 }
 
-fn access_token(rp: &RelyingParty, s: &Session, now: i64) -> CacheEntry {
+/// An access token for [`TOKEN_TARGET`], valid for an hour from `now`, for
+/// `rp`'s client and session `s`: what the cache-hit benchmarks find.
+pub fn access_token(rp: &RelyingParty, s: &Session, now: i64) -> CacheEntry {
     CacheEntry::AccessToken(AccessTokenEntry {
         home_account_id: Some(s.account_id.clone()),
         environment: environment(rp),
@@ -352,7 +381,7 @@ fn access_token(rp: &RelyingParty, s: &Session, now: i64) -> CacheEntry {
 }
 
 /// What a session's partition holds after a sign-in: access, refresh and ID token.
-fn user_entries(rp: &RelyingParty, s: &Session, now: i64) -> [CacheEntry; 3] {
+pub fn user_entries(rp: &RelyingParty, s: &Session, now: i64) -> [CacheEntry; 3] {
     let client_id = rp.settings().client_id.clone();
     [
         access_token(rp, s, now),

@@ -5,7 +5,8 @@
 //! at sign-out — all with 9.x — and front-channel logout with 6.31.1, the last
 //! release that has it.
 //!
-//! Every scenario runs on the in-memory store and on SQLite, and checks the
+//! Every scenario runs on the in-memory store, on SQLite and on Redis (with
+//! its L1 cache), and checks the
 //! app's store (sessions, partitions, entries), not only cookies.
 //!
 //! The provider runs from `interop/oidc-provider` as a child process; it needs
@@ -263,6 +264,8 @@ impl OidcProvider {
 enum StoreKind {
     Memory,
     Sqlite,
+    /// Redis at 127.0.0.1:6379 with the L1 cache, under a fresh key prefix.
+    Redis,
 }
 
 /// On 9.x App A (127.0.0.1) hears sign-outs by back-channel with `sid`, App B
@@ -348,6 +351,25 @@ impl Setup {
             async |id: &str, secret: &str, host: &'static str, hold: std::net::TcpListener| {
                 let store: Option<Arc<dyn Store>> = match store {
                     StoreKind::Memory => None,
+                    StoreKind::Redis => {
+                        let prefix = format!(
+                            "interop-{id}-{}",
+                            idweb::SessionId::generate().fingerprint()
+                        );
+                        let redis = idweb_store_redis::RedisStore::open_with_prefix(
+                            "redis://127.0.0.1:6379",
+                            &prefix,
+                            clock.clone(),
+                        )
+                        .await
+                        .expect("the Redis at 127.0.0.1:6379 must be running");
+                        let l1 = idweb_store_redis::CachingStore::new(redis).expect("L1 cache");
+                        assert!(
+                            l1.wait_until_active(std::time::Duration::from_secs(5))
+                                .await
+                        );
+                        Some(Arc::new(l1))
+                    }
                     StoreKind::Sqlite => {
                         let path = db_path(id);
                         files.push(path.clone());
@@ -909,6 +931,14 @@ macro_rules! on_every_store {
                 #[tokio::test]
                 async fn $scenario() {
                     super::$scenario(super::StoreKind::Sqlite).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::StoreKind::Redis).await;
                 }
             )*
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{TokenResponseParts, account_identity, entries_from_token_response};
+use crate::cache::{account_identity, entries_from_token_response};
 use crate::config::Settings;
 use crate::crypto::Sealer;
 use crate::http::default_client;
@@ -311,21 +311,13 @@ impl RelyingParty {
             .await?;
         let requested = self.settings.scopes.join(" ");
         let granted = tokens.scope.as_deref().unwrap_or(&requested);
-        let parts = TokenResponseParts::new(
+        let parts = tokens.response_parts(
             &self.settings.client_id,
             granted,
-            tokens.access_token.secret(),
+            Some(session.id_token.secret()),
+            "authorization_code",
             now,
-        )
-        .with_token_type(Some("Bearer"))
-        .with_expires_at(tokens.expires_at)
-        .with_ext_expires_at(tokens.ext_expires_at)
-        .with_refresh_on(tokens.refresh_on)
-        .with_family_id(tokens.family_id.as_deref())
-        .with_refresh_token(tokens.refresh_token.as_ref().map(Secret::secret))
-        .with_id_token(Some(session.id_token.secret()))
-        .with_client_info(tokens.client_info.as_deref())
-        .with_grant_type(Some("authorization_code"));
+        );
         let entries = entries_from_token_response(&identity, &parts);
         if let Err(e) = self
             .cache

@@ -322,6 +322,29 @@ pub(crate) async fn redeem_code(
         })
 }
 
+impl TokenSet {
+    /// The parts of this response MSAL's cache schema needs, for `grant_type`.
+    pub(crate) fn response_parts<'a>(
+        &'a self,
+        client_id: &'a str,
+        granted: &'a str,
+        id_token: Option<&'a str>,
+        grant_type: &'a str,
+        now: i64,
+    ) -> crate::cache::TokenResponseParts<'a> {
+        crate::cache::TokenResponseParts::new(client_id, granted, self.access_token.secret(), now)
+            .with_token_type(Some("Bearer"))
+            .with_expires_at(self.expires_at)
+            .with_ext_expires_at(self.ext_expires_at)
+            .with_refresh_on(self.refresh_on)
+            .with_family_id(self.family_id.as_deref())
+            .with_refresh_token(self.refresh_token.as_ref().map(Secret::secret))
+            .with_id_token(id_token)
+            .with_client_info(self.client_info.as_deref())
+            .with_grant_type(Some(grant_type))
+    }
+}
+
 /// Why a token request failed.
 #[derive(Debug)]
 pub(crate) enum TokenRequestError {

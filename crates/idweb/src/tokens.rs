@@ -208,8 +208,8 @@ mod tests {
 mod acquire {
     use super::*;
     use crate::cache::{
-        AccessTokenEntry, TokenResponseParts, account_identity, entries_from_token_response,
-        msal_environment, msal_realm, msal_target,
+        AccessTokenEntry, account_identity, entries_from_token_response, msal_environment,
+        msal_realm, msal_target,
     };
     use crate::downstream::{
         DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
@@ -223,7 +223,36 @@ mod acquire {
     /// Scopes MSAL adds to every user token request; kept when they were configured at sign-in.
     const RESERVED: &[&str] = &["openid", "profile", "offline_access"];
 
+    impl From<TokenRequestError> for TokenError {
+        fn from(e: TokenRequestError) -> Self {
+            match e {
+                TokenRequestError::Rejected { error, description } => {
+                    TokenError::Rejected { error, description }
+                }
+                TokenRequestError::Http(h) => TokenError::Provider(h),
+            }
+        }
+    }
+
     impl RelyingParty {
+        /// A token request with this app's client authentication.
+        async fn request_tokens(
+            &self,
+            form: Vec<(&str, &str)>,
+            now: i64,
+        ) -> Result<TokenSet, TokenRequestError> {
+            token_request(
+                &self.http,
+                &self.provider,
+                &self.settings.client_id,
+                &self.settings.client_secret,
+                self.settings.client_auth,
+                form,
+                now,
+            )
+            .await
+        }
+
         /// An access token for the signed-in user with at least `scopes`,
         /// valid for at least five more minutes.
         ///
@@ -333,17 +362,7 @@ mod acquire {
                 ("refresh_token", rt.secret()),
                 ("scope", scope.as_str()),
             ];
-            let tokens = match token_request(
-                &self.http,
-                &self.provider,
-                &self.settings.client_id,
-                &self.settings.client_secret,
-                self.settings.client_auth,
-                form,
-                now,
-            )
-            .await
-            {
+            let tokens = match self.request_tokens(form, now).await {
                 Ok(t) => t,
                 Err(TokenRequestError::Rejected { error, description }) if needs_ui(&error) => {
                     tracing::info!(%error, "refresh token refused; the user must sign in again");
@@ -358,10 +377,7 @@ mod acquire {
                     let _ = self.cache.write(key, &[], &dead, None).await;
                     return Err(ui_required());
                 }
-                Err(TokenRequestError::Rejected { error, description }) => {
-                    return Err(TokenError::Rejected { error, description });
-                }
-                Err(TokenRequestError::Http(h)) => return Err(TokenError::Provider(h)),
+                Err(e) => return Err(e.into()),
             };
             let entries = self.entries_for_refresh(session, &tokens, &scope, now);
             // Conditional on the version we read: a concurrent sign-out makes
@@ -416,22 +432,15 @@ mod acquire {
                 tokens.client_info.as_deref(),
             );
             identity.home_account_id = session.account_id.clone();
-            let parts = TokenResponseParts::new(
-                &self.settings.client_id,
-                granted,
-                tokens.access_token.secret(),
-                now,
-            )
-            .with_token_type(Some("Bearer"))
-            .with_expires_at(tokens.expires_at)
-            .with_ext_expires_at(tokens.ext_expires_at)
-            .with_refresh_on(tokens.refresh_on)
-            .with_family_id(tokens.family_id.as_deref())
-            .with_refresh_token(tokens.refresh_token.as_ref().map(Secret::secret))
-            .with_id_token(tokens.id_token.as_ref().map(Secret::secret))
-            .with_client_info(tokens.client_info.as_deref())
-            .with_grant_type(Some("refresh_token"))
-            .without_account();
+            let parts = tokens
+                .response_parts(
+                    &self.settings.client_id,
+                    granted,
+                    tokens.id_token.as_ref().map(Secret::secret),
+                    "refresh_token",
+                    now,
+                )
+                .without_account();
             entries_from_token_response(&identity, &parts)
         }
 
@@ -467,22 +476,7 @@ mod acquire {
                         ("grant_type", "client_credentials"),
                         ("scope", scope.as_str()),
                     ];
-                    let tokens = token_request(
-                        &self.http,
-                        &self.provider,
-                        &self.settings.client_id,
-                        &self.settings.client_secret,
-                        self.settings.client_auth,
-                        form,
-                        now,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        TokenRequestError::Rejected { error, description } => {
-                            TokenError::Rejected { error, description }
-                        }
-                        TokenRequestError::Http(h) => TokenError::Provider(h),
-                    })?;
+                    let tokens = self.request_tokens(form, now).await?;
                     let expires_at = tokens.expires_at.unwrap_or(now + 3600);
                     let entry = CacheEntry::AccessToken(AccessTokenEntry {
                         home_account_id: None,
