@@ -44,18 +44,41 @@ pub fn sample_session(iss: &str, sub: &str, sid: Option<&str>, now: i64) -> Sess
     s
 }
 
+/// Builds the store under test from the test's clock: any closure
+/// `Fn(Arc<ManualClock>) -> impl Future<Output = Arc<dyn Store>>`.
+pub trait StoreFactory {
+    /// A store that decides expiry by `clock`.
+    fn make(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<dyn Store>>;
+}
+
+impl<F, Fut> StoreFactory for F
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    fn make(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<dyn Store>> {
+        self(clock)
+    }
+}
+
+/// Fixes a closure's type as a [`StoreFactory`] (so that its argument type
+/// is inferred).
+pub fn factory<F, Fut>(f: F) -> F
+where
+    F: Fn(Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    f
+}
+
 /// A fresh clock standing at a fixed time.
 pub fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::at_unix(1_800_000_000))
 }
 
-async fn store_with<F, Fut>(factory: &F) -> (Arc<dyn Store>, Arc<ManualClock>)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+async fn store_with(factory: &impl StoreFactory) -> (Arc<dyn Store>, Arc<ManualClock>) {
     let clock = clock();
-    (factory(clock.clone()).await, clock)
+    (factory.make(clock.clone()).await, clock)
 }
 
 fn sorted(mut ids: Vec<SessionId>) -> Vec<String> {
@@ -65,11 +88,7 @@ fn sorted(mut ids: Vec<SessionId>) -> Vec<String> {
 }
 
 /// A stored session reads back equal; an unknown id reads as `None`.
-pub async fn put_then_get<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn put_then_get(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let s = sample_session(
         &unique("https://iss"),
@@ -92,11 +111,7 @@ where
 }
 
 /// Replacing a session moves its index entries.
-pub async fn put_replaces_and_reindexes<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn put_replaces_and_reindexes(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let iss = unique("https://iss");
     let (sid1, sid2) = (unique("sid"), unique("sid"));
@@ -130,11 +145,7 @@ where
 }
 
 /// Removal returns the session and clears both indexes; removing again is not an error.
-pub async fn remove_clears_session_and_indexes<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn remove_clears_session_and_indexes(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
     let s = sample_session(&iss, &sub, Some(&sid), clock.unix_now());
@@ -157,11 +168,7 @@ where
 
 /// Lookups by `(iss, sid)` and `(iss, sub)` find exactly the matching sessions,
 /// and issuers are kept apart.
-pub async fn lookups_select_exactly<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn lookups_select_exactly(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let now = clock.unix_now();
     let (iss, other_iss, sub) = (
@@ -207,11 +214,7 @@ where
 }
 
 /// Expired sessions are neither returned nor found, nor counted.
-pub async fn expired_sessions_are_invisible<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn expired_sessions_are_invisible(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
     let s = sample_session(&iss, &sub, Some(&sid), clock.unix_now());
@@ -240,11 +243,7 @@ where
 }
 
 /// Many concurrent writers for one user: every session is stored and indexed.
-pub async fn concurrent_writers<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn concurrent_writers(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let (iss, sub) = (unique("https://iss"), unique("sub"));
     let now = clock.unix_now();
@@ -269,11 +268,7 @@ where
 }
 
 /// The session count follows puts and removals.
-pub async fn count_follows_changes<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn count_follows_changes(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let before = store.session_count().await.expect("count");
     let s = sample_session(
@@ -304,11 +299,7 @@ fn by_key(p: &idweb::StoredPartition) -> Vec<(String, Vec<u8>)> {
 
 /// Partition writes insert, replace and remove entries and bump the version;
 /// reads return exactly what was written.
-pub async fn partition_writes_and_reads<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn partition_writes_and_reads(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let s = sample_session(
         &unique("https://iss"),
@@ -359,11 +350,7 @@ where
 }
 
 /// A session partition cannot be written when its session does not exist.
-pub async fn partition_write_needs_a_live_session<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn partition_write_needs_a_live_session(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let never = PartitionKey::Session(SessionId::generate());
     let r = store
@@ -398,11 +385,9 @@ where
 
 /// Removing a session removes its partition, and a write that comes after
 /// (an in-flight refresh finishing late) is refused: nothing comes back.
-pub async fn removed_session_takes_its_partition_and_refuses_late_writes<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn removed_session_takes_its_partition_and_refuses_late_writes(
+    factory: &impl StoreFactory,
+) {
     let (store, clock) = store_with(factory).await;
     let s = sample_session(
         &unique("https://iss"),
@@ -434,11 +419,7 @@ where
 
 /// Conditional writes: a stale version is refused, and among concurrent
 /// writers expecting the same version exactly one succeeds.
-pub async fn conditional_writes_are_compare_and_set<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn conditional_writes_are_compare_and_set(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let s = sample_session(
         &unique("https://iss"),
@@ -495,11 +476,7 @@ where
 }
 
 /// App partitions (client credentials) need no session.
-pub async fn app_partitions_stand_alone<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn app_partitions_stand_alone(factory: &impl StoreFactory) {
     let (store, _clock) = store_with(factory).await;
     let key = PartitionKey::App {
         client_id: unique("client"),
@@ -526,11 +503,7 @@ where
 
 /// A `(iss, sid)` tombstone refuses that provider session; a `(iss, sub)`
 /// tombstone refuses sessions created up to the sign-out, not later ones.
-pub async fn tombstones_refuse_signed_out_sessions<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn tombstones_refuse_signed_out_sessions(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let now = clock.unix_now();
     let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
@@ -591,11 +564,7 @@ where
 }
 
 /// `record_jti` is test-and-set per `(iss, jti)`, atomic, and forgets at expiry.
-pub async fn jti_is_recorded_once<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn jti_is_recorded_once(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let now = clock.unix_now();
     let (iss, jti) = (unique("https://iss"), unique("jti"));
@@ -648,11 +617,7 @@ where
 }
 
 /// Statistics and listing follow what is stored.
-pub async fn stats_and_listing<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn stats_and_listing(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let before = store.stats().await.expect("stats");
     let s = sample_session(
@@ -696,11 +661,7 @@ where
 }
 
 /// Locks: one holder at a time, released by its token only, free again at expiry.
-pub async fn locks_exclude_and_expire<F, Fut>(factory: &F)
-where
-    F: Fn(Arc<ManualClock>) -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
+pub async fn locks_exclude_and_expire(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
     let name = unique("refresh");
     let first = store
@@ -801,7 +762,7 @@ macro_rules! store_conformance_tests {
         $(
             #[$crate::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $crate::$name(&$factory).await;
+                $crate::$name(&$crate::factory($factory)).await;
             }
         )*
     };

@@ -156,8 +156,12 @@ pub async fn partition_write_races_sign_out(
     );
     assert_eq!(writer.session_count().await.expect("count"), 0);
     println!("writes landed before the removal: {landed}, refused after it: {refused}");
+    // Both orders must have happened: writes that landed before the removal
+    // and writes refused after it. (How many of each depends on the machine's
+    // load, so only their presence is asserted; the safety checks above hold
+    // for every round.)
     assert!(
-        refused > 0 && landed > rounds,
+        refused > 0 && landed > 0,
         "the race did not try both orders (landed {landed}, refused {refused})"
     );
 }
