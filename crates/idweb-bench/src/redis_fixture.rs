@@ -266,7 +266,7 @@ impl RedisAdmin {
     }
 
     /// Deletes every key of this run: `SCAN MATCH PREFIX.*` in steps of
-    /// [`SCAN_COUNT`], each step's keys with one `UNLINK` (freed by Redis in
+    /// `SCAN_COUNT`, each step's keys with one `UNLINK` (freed by Redis in
     /// the background), then a last `SCAN` to check that none is left.
     /// Returns the number of keys deleted. Blocking (usable in `Drop`).
     ///
