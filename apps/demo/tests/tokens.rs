@@ -29,6 +29,39 @@ async fn todo_api(idp: &DevIdp) -> String {
     url
 }
 
+/// Settings that give the sample web app the todo API: its scopes at sign-in
+/// and the downstream API named `todo` at `api`.
+fn todo_env(api: String) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "IDWEB_SCOPES",
+            format!("openid profile offline_access {TODO_SCOPES}"),
+        ),
+        ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
+        ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+    ]
+}
+
+/// Sends one JSON `GET` per URL at once; asserts that every one answers 200.
+async fn all_answer_200(b: &reqwest::Client, urls: Vec<String>) {
+    let mut tasks = Vec::new();
+    for url in urls {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            b.get(url)
+                .header(ACCEPT, "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+}
+
 fn demo_routes(idweb: &idweb_axum::IdWeb) -> axum::Router {
     idweb_demo::webapp::router(idweb, "test app")
 }
@@ -39,14 +72,7 @@ async fn demo_app(idp: &DevIdp, clock: Arc<ManualClock>) -> TestApp {
         idp,
         AppOptions {
             clock,
-            extra_env: vec![
-                (
-                    "IDWEB_SCOPES",
-                    format!("openid profile offline_access {TODO_SCOPES}"),
-                ),
-                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
-                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
-            ],
+            extra_env: todo_env(api),
             routes: Some(demo_routes),
             ..AppOptions::default()
         },
@@ -138,22 +164,7 @@ async fn fifty_concurrent_requests_with_an_expired_token_cause_one_refresh() {
     let b = browser();
     sign_in(&b, &app, "bob").await;
     advance(&clock, &idp, 3600);
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let (b, url) = (b.clone(), app.at("/todos"));
-        tasks.push(tokio::spawn(async move {
-            b.get(url)
-                .header(ACCEPT, "application/json")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
+    all_answer_200(&b, vec![app.at("/todos"); 50]).await;
     assert_eq!(
         idp.stats().refresh_token,
         1,
@@ -210,14 +221,7 @@ async fn the_sqlite_file_holds_no_token_in_clear() {
     let app = start_app(
         &idp,
         AppOptions {
-            extra_env: vec![
-                (
-                    "IDWEB_SCOPES",
-                    format!("openid profile offline_access {TODO_SCOPES}"),
-                ),
-                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
-                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
-            ],
+            extra_env: todo_env(api),
             store: Some(Arc::new(store.clone())),
             routes: Some(demo_routes),
             ..AppOptions::default()
@@ -299,14 +303,7 @@ async fn a_claims_challenge_from_the_api_becomes_a_sign_in_asking_for_those_clai
     let app = start_app(
         &idp,
         AppOptions {
-            extra_env: vec![
-                (
-                    "IDWEB_SCOPES",
-                    format!("openid profile offline_access {TODO_SCOPES}"),
-                ),
-                ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
-                ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
-            ],
+            extra_env: todo_env(api),
             routes: Some(demo_routes),
             ..AppOptions::default()
         },
@@ -409,13 +406,11 @@ async fn two_instances_refresh_once(shared: Shared) {
     let idp = dev_idp(true).await;
     let clock = Arc::new(ManualClock::starting_now());
     let api = todo_api(&idp).await;
-    let shared_env = vec![
-        ("IDWEB_SCOPES", format!("openid profile offline_access {TODO_SCOPES}")),
-        ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api),
-        ("IDWEB_DOWNSTREAM__TODO__SCOPES", TODO_SCOPES.to_string()),
+    let mut shared_env = todo_env(api);
+    shared_env.extend([
         ("IDWEB_COOKIE_KEY", "c2hhcmVkLWJ5LWJvdGgtaW5zdGFuY2VzLXNoYXJlZC1ieS1ib3RoLWluc3RhbmNlcy1zaGFyZWQtYnktYm90aCE=".to_string()),
         ("IDWEB_CACHE_KEYS", "s1:c2hhcmVkLWNhY2hlLWtleS1mb3ItYm90aC1pbnN0YW4=".to_string()),
-    ];
+    ]);
     let instance = |register: bool| {
         let (env, clock, shared) = (shared_env.clone(), clock.clone(), shared.clone());
         let idp = idp.clone();
@@ -449,27 +444,17 @@ async fn two_instances_refresh_once(shared: Shared) {
     assert_eq!(idp.stats().refresh_token, 0);
 
     advance(&clock, &idp, 3600);
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let url = if i % 2 == 0 {
-            one.at("/todos")
-        } else {
-            two.at("/todos")
-        };
-        let b = b.clone();
-        tasks.push(tokio::spawn(async move {
-            b.get(url)
-                .header(ACCEPT, "application/json")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
+    // Spread over both instances.
+    let urls = (0..100)
+        .map(|i| {
+            if i % 2 == 0 {
+                one.at("/todos")
+            } else {
+                two.at("/todos")
+            }
+        })
+        .collect();
+    all_answer_200(&b, urls).await;
     assert_eq!(
         idp.stats().refresh_token,
         1,
