@@ -266,6 +266,17 @@ async fn a_redis_outage_gives_503s_and_the_same_process_recovers() {
     assert_eq!(get_json(&b, &format!("{url}/todos")).await.0, 200);
 
     redis.down();
+    // The instance learns of the outage when its L1 subscription drops; until
+    // then (milliseconds) it may still answer from L1. Wait, bounded, for that.
+    let mut noticed = false;
+    for _ in 0..50 {
+        if get_json(&b, &format!("{url}/profile")).await.0 == 503 {
+            noticed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(noticed, "the web app never noticed that Redis is down");
     for path in ["/profile", "/todos", "/cache"] {
         let (status, body) = get_json(&b, &format!("{url}{path}")).await;
         assert_eq!(status, 503, "{path} while Redis is down: {body}");
