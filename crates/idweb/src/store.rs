@@ -303,6 +303,16 @@ pub trait Store: Debug + Send + Sync + 'static {
         key: &PartitionKey,
     ) -> Result<Option<StoredPartition>, StoreError>;
 
+    /// The current version of a partition (`None` when it has no entries):
+    /// the same number [`get_partition`](Store::get_partition) would return,
+    /// without reading the entries. The request path calls it on every cache
+    /// hit to check that its decoded view of the partition is still current,
+    /// so stores should answer it with one indexed read (or from memory that
+    /// is kept coherent). The default reads the whole partition.
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        Ok(self.get_partition(key).await?.map(|p| p.version))
+    }
+
     /// Applies `write` atomically; returns the new version.
     async fn write_partition(
         &self,
