@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use idweb::{EntryKind, ManualClock, PartitionKey};
+use idweb::{ManualClock, PartitionKey, msal::EntryKind};
 use idweb_demo::todo_api::{self, TodoApiConfig};
 use idweb_test_support::idweb_devidp::DevIdp;
 use idweb_test_support::{

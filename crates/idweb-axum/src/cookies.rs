@@ -1,17 +1,21 @@
-//! Minimal, strict cookie reading and writing.
+//! Cookie reading and writing through the `cookie` crate. The values idweb
+//! puts in cookies are sealed by `idweb` itself (decision 0003); this module
+//! only parses `Cookie` headers and renders `Set-Cookie` with idweb's fixed
+//! attributes.
 
 use axum::http::{HeaderMap, HeaderValue, header};
+use cookie::{Cookie, SameSite};
 
 /// The value of the first cookie named `name` in the request.
-pub(crate) fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn get(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value_trimmed().to_string())
 }
 
 /// Attributes of a cookie to set.
@@ -26,17 +30,16 @@ pub(crate) struct SetCookie<'a> {
 impl SetCookie<'_> {
     /// The `Set-Cookie` header value: always HttpOnly and SameSite=Lax.
     pub(crate) fn header(&self) -> Option<HeaderValue> {
-        let mut s = format!(
-            "{}={}; Path={}; HttpOnly; SameSite=Lax",
-            self.name, self.value, self.path
-        );
+        let mut c = Cookie::build((self.name, self.value))
+            .path(self.path)
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.secure);
         if let Some(age) = self.max_age {
-            s.push_str(&format!("; Max-Age={age}"));
+            let secs = i64::try_from(age).unwrap_or(i64::MAX);
+            c = c.max_age(cookie::time::Duration::seconds(secs));
         }
-        if self.secure {
-            s.push_str("; Secure");
-        }
-        HeaderValue::from_str(&s).ok()
+        HeaderValue::from_str(&c.build().to_string()).ok()
     }
 
     /// A header that deletes the cookie.
@@ -63,9 +66,9 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; idweb.session=xyz; b=2"),
         );
-        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
-        assert_eq!(get(&h, "idweb.session"), Some("xyz"));
-        assert_eq!(get(&h, "c"), Some("3"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=\"3\""));
+        assert_eq!(get(&h, "idweb.session").as_deref(), Some("xyz"));
+        assert_eq!(get(&h, "c").as_deref(), Some("3"));
         assert_eq!(get(&h, "idweb"), None);
     }
 
@@ -81,11 +84,17 @@ mod tests {
         .header()
         .unwrap();
         let s = v.to_str().unwrap();
+        assert!(s.starts_with("n=v"), "{s}");
         assert!(
             s.contains("HttpOnly")
                 && s.contains("SameSite=Lax")
                 && s.contains("Secure")
                 && s.contains("Max-Age=5")
+                && s.contains("Path=/"),
+            "{s}"
         );
+        let removal = SetCookie::removal("n", "/cb", false).unwrap();
+        let r = removal.to_str().unwrap();
+        assert!(r.contains("Max-Age=0") && !r.contains("Secure"), "{r}");
     }
 }

@@ -1,9 +1,13 @@
 //! The [`AuthenticatedUser`] extractor.
 
+use std::sync::{Arc, OnceLock};
+
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::Method;
 use axum::http::request::Parts;
 use idweb::{AccessToken, DownstreamError, DownstreamRequest, DownstreamResponse, Session};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::{ApiRejection, AuthRejection, wants_json};
 use crate::{IdWeb, cookies};
@@ -16,6 +20,8 @@ pub struct AuthenticatedUser {
     idweb: IdWeb,
     return_url: String,
     json: bool,
+    /// The ID token's claims, decoded on first use.
+    claims: Arc<OnceLock<Map<String, Value>>>,
 }
 
 impl AuthenticatedUser {
@@ -37,6 +43,35 @@ impl AuthenticatedUser {
     /// The user's display name, when known.
     pub fn name(&self) -> Option<&str> {
         self.session.name.as_deref()
+    }
+
+    /// Every claim of the ID token the user signed in with (`email`,
+    /// `preferred_username`, `roles`, `groups`, `tid`, ...), decoded on first
+    /// use. Its signature and claims were checked at sign-in.
+    pub fn claims(&self) -> &Map<String, Value> {
+        self.claims.get_or_init(|| self.session.id_token_claims())
+    }
+
+    /// The user's e-mail address (`email` claim), when the provider sent one.
+    pub fn email(&self) -> Option<&str> {
+        self.claims().get("email").and_then(Value::as_str)
+    }
+
+    /// The app roles of the user (`roles` claim: an array, as Microsoft Entra
+    /// sends, or a space-separated string).
+    pub fn roles(&self) -> Vec<&str> {
+        string_list(self.claims().get("roles"))
+    }
+
+    /// Whether the user has the app role `role` (exact, case-sensitive match,
+    /// as Microsoft.Identity.Web's `IsInRole`).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().contains(&role)
+    }
+
+    /// The group ids of the user (`groups` claim), when the provider sent them.
+    pub fn groups(&self) -> Vec<&str> {
+        string_list(self.claims().get("groups"))
     }
 
     /// The whole server-side session.
@@ -70,12 +105,36 @@ impl AuthenticatedUser {
             .map_err(|e| self.reject(e))
     }
 
+    /// Calls `api` and parses its 2xx JSON answer as `T` (any other status is
+    /// [`DownstreamError::Status`]).
+    pub async fn call_api_json<T: DeserializeOwned>(
+        &self,
+        api: &str,
+        request: DownstreamRequest,
+    ) -> Result<T, ApiRejection> {
+        self.idweb
+            .relying_party()
+            .downstream()
+            .call_json(&self.session, api, request)
+            .await
+            .map_err(|e| self.reject(e))
+    }
+
     fn reject(&self, error: DownstreamError) -> ApiRejection {
         ApiRejection {
             error,
             return_url: self.return_url.clone(),
             json: self.json,
         }
+    }
+}
+
+/// The strings of a claim that is an array of strings or one space-separated string.
+fn string_list(claim: Option<&Value>) -> Vec<&str> {
+    match claim {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -115,7 +174,7 @@ async fn current(parts: &Parts) -> Result<(IdWeb, Option<Session>), AuthRejectio
     let session = match cookies::get(&parts.headers, idweb.session_cookie_name()) {
         Some(value) => idweb
             .relying_party()
-            .session_from_cookie(value)
+            .session_from_cookie(&value)
             .await
             .map_err(|_| AuthRejection::StoreUnavailable {
                 json: wants_json(&parts.headers),
@@ -131,6 +190,7 @@ fn user(parts: &Parts, idweb: IdWeb, session: Session) -> AuthenticatedUser {
         idweb,
         return_url: return_url(parts),
         json: wants_json(&parts.headers),
+        claims: Arc::default(),
     }
 }
 

@@ -328,7 +328,7 @@ async fn local_sign_out_revokes_the_refresh_token_at_the_provider_unless_told_no
             .unwrap()
             .entries
             .iter()
-            .find(|e| e.kind() == idweb::EntryKind::RefreshToken)
+            .find(|e| e.kind() == idweb::msal::EntryKind::RefreshToken)
             .and_then(|e| e.secret().map(str::to_string))
             .unwrap();
         let resp = b

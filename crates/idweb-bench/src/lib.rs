@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idweb::{
-    AccessTokenEntry, BoxError, CacheEntry, IdTokenEntry, MemoryStore, PartitionKey,
-    PartitionWrite, RefreshTokenEntry, RelyingParty, Secret, Session, SessionId, SessionLookup,
-    Settings, Store, StoredEntry,
+    BoxError, MemoryStore, PartitionKey, PartitionWrite, RelyingParty, Secret, Session, SessionId,
+    SessionLookup, Settings, Store, StoredEntry,
+    msal::{AccessTokenEntry, CacheEntry, IdTokenEntry, RefreshTokenEntry},
 };
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
 use idweb_store_sqlite::SqliteStore;

@@ -6,8 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use idweb::{
-    CacheEntry, CacheKeys, MsalFormatError, PartitionKey, Session, Store, StoreError, TokenCache,
-    export_msal_json, import_msal_json, msal_environment, remove_account_entries,
+    CacheKeys, PartitionKey, Session, Store, StoreError, TokenCache,
+    msal::{
+        CacheEntry, MsalFormatError, export_msal_json, import_msal_json, msal_environment,
+        remove_account_entries,
+    },
 };
 use serde::Serialize;
 

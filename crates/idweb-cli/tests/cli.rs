@@ -5,8 +5,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use idweb::{
-    AccessTokenEntry, CacheEntry, CacheKeys, PartitionKey, RefreshTokenEntry, Secret, Session,
-    Store, TokenCache,
+    CacheKeys, PartitionKey, Secret, Session, Store, TokenCache,
+    msal::{AccessTokenEntry, CacheEntry, RefreshTokenEntry},
 };
 use idweb_store_sqlite::SqliteStore;
 

@@ -22,8 +22,11 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use idweb::{
-    CacheEntry, CacheKeys, PartitionKey, Secret, Session, Store, TokenCache, TokenResponseParts,
-    account_identity, entries_from_token_response, export_msal_json,
+    CacheKeys, PartitionKey, Secret, Session, Store, TokenCache,
+    msal::{
+        CacheEntry, TokenResponseParts, account_identity, entries_from_token_response,
+        export_msal_json,
+    },
 };
 use idweb_store_sqlite::SqliteStore;
 use serde_json::{Value, json};

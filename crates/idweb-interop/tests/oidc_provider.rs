@@ -20,7 +20,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idweb::{CacheEntry, Clock, EntryKind, ManualClock, PartitionKey, Session, Store, SystemClock};
+use idweb::{
+    Clock, ManualClock, PartitionKey, Session, Store, SystemClock,
+    msal::{CacheEntry, EntryKind},
+};
 use idweb_store_sqlite::SqliteStore;
 use idweb_test_support::{
     AppOptions, TestApp, attrs, browser, form, get_page, location, origin, profile_json,

@@ -40,7 +40,6 @@ use url::Url;
 use crate::crypto::random_bytes;
 use crate::keys::CacheKeys;
 use crate::secret::Secret;
-use crate::signout::LogoutTokenPolicy;
 
 /// A configuration problem found at start-up. It names the key to fix.
 #[derive(Debug, thiserror::Error)]
@@ -983,6 +982,32 @@ fn apply_azure(
         }
     }
     Ok(())
+}
+
+/// Rules for logout tokens beyond the spec's fixed ones.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct LogoutTokenPolicy {
+    /// Oldest acceptable `iat` (plus skew). Default 10 minutes.
+    pub max_age: Duration,
+    /// Tolerated clock difference. Default 5 minutes.
+    pub skew: Duration,
+    /// Whether `exp` is required (Back-Channel Logout errata 1). Default true.
+    pub require_exp: bool,
+    /// Whether the `typ` header must be `logout+jwt`. Default false (it is
+    /// checked when present).
+    pub require_typ: bool,
+}
+
+impl Default for LogoutTokenPolicy {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(600),
+            skew: Duration::from_secs(300),
+            require_exp: true,
+            require_typ: false,
+        }
+    }
 }
 
 #[cfg(test)]

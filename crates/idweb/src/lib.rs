@@ -1,8 +1,8 @@
 //! # idweb
 //!
-//! OpenID Connect sign-in for Rust web apps, with server-side sessions — and,
-//! as later parts land, a token cache whose entries leave on every kind of
-//! sign-out.
+//! OpenID Connect sign-in for Rust web apps, server-side sessions, a token
+//! cache for calling web APIs on the user's behalf — and sign-out that
+//! removes every token of the session, on every path and every instance.
 //!
 //! This crate is framework-free; `idweb-axum` mounts it on an axum router.
 //!
@@ -29,55 +29,95 @@
 //! ## Concepts
 //! - [`Settings`]: validated configuration from TOML and `IDWEB_*` variables.
 //! - [`Provider`]: discovery metadata and the provider's keys, refetched on an unknown `kid`.
-//! - [`RelyingParty`]: sign-in (code flow + PKCE S256, state, nonce) and sessions.
-//! - [`Store`]: where sessions live; [`MemoryStore`] in process.
+//! - [`RelyingParty`]: composes one service per role, each given only what it needs:
+//!   - [`SignIn`]: code flow with PKCE S256, `state`, `nonce`, ID-token checks;
+//!   - [`Sessions`]: server-side sessions behind a sealed cookie;
+//!   - [`TokenAcquirer`]: access tokens from the cache, else by refresh (one
+//!     redemption per partition across instances), else [`TokenError::UiRequired`];
+//!   - [`DownstreamApi`]: calls to configured web APIs with the user's token;
+//!   - [`LogoutHandler`]: back-channel, front-channel and local sign-out, each
+//!     ending in [`SignOut::evict`] (tombstone first, then sessions and tokens).
+//! - [`Store`]: where sessions, tokens, tombstones live; [`MemoryStore`] in process.
+//! - [`msal`]: the token-cache entries in MSAL's unified schema.
 //! - [`Clock`]: injected time, so expiry is testable without sleeping.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod cache;
-mod config;
-mod crypto;
-mod downstream;
-mod http;
-mod jwt;
-mod keys;
-mod provider;
-mod rp;
+// Modules in dependency order (blank lines keep rustfmt from sorting them):
+// each uses only modules above it; tests/module_order.rs checks it.
 mod secret;
-mod session;
-mod signin;
-mod signout;
-mod store;
+
 mod time;
+
+mod crypto;
+
+mod http;
+
+mod keys;
+
+mod session;
+
+mod store;
+
+mod cache;
+
 mod token_cache;
+
+mod config;
+
+mod provider;
+
+mod jwt;
+
+mod client;
+
+mod sessions;
+
+mod signin;
+
 mod tokens;
 
-pub use cache::{
-    AccessTokenEntry, AccountEntry, AccountIdentity, AppMetadataEntry, CacheEntry, EntryKind,
-    IdTokenEntry, MsalFormatError, RefreshTokenEntry, TokenResponseParts, UnknownEntryKind,
-    account_identity, entries_from_token_response, export_msal_json, import_msal_json,
-    msal_environment, msal_realm, remove_account_entries,
-};
+mod downstream;
+
+mod signout;
+
+mod rp;
+
+/// MSAL's unified token-cache schema: the entries idweb keeps per partition,
+/// and their MSAL JSON form (export to, import from and `remove_account` as
+/// MSAL Python, MSAL.NET and MSAL Java do).
+pub mod msal {
+    pub use crate::cache::{
+        AccessTokenEntry, AccountEntry, AccountIdentity, AppMetadataEntry, CacheEntry, EntryKind,
+        IdTokenEntry, MsalFormatError, RefreshTokenEntry, TokenResponseParts, UnknownEntryKind,
+        account_identity, entries_from_token_response, export_msal_json, import_msal_json,
+        msal_environment, msal_realm, remove_account_entries,
+    };
+}
+
+pub use client::TokenSet;
 pub use config::{
-    ClientAuthMethod, ConfigError, DownstreamApiSettings, EndSessionMethod, KeySource, Settings,
-    StoreSetting,
+    ClientAuthMethod, ConfigError, DownstreamApiSettings, EndSessionMethod, KeySource,
+    LogoutTokenPolicy, Settings, StoreSetting,
 };
-pub use downstream::{DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY};
+pub use downstream::{
+    DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
+};
 pub use http::HttpError;
 pub use jwt::JwsError;
 pub use keys::{CacheKeyError, CacheKeys};
 pub use provider::{Provider, ProviderError, ProviderMetadata};
-pub use rp::{RelyingParty, RelyingPartyBuilder, SignedIn, StartError};
+pub use rp::{RelyingParty, RelyingPartyBuilder, StartError};
 pub use secret::Secret;
 pub use session::{Session, SessionId, account_id_for};
+pub use sessions::Sessions;
 pub use signin::{
-    CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignInError, SignInOptions, SignInRequest,
-    TokenSet, pending_cookie_name,
+    CallbackParams, IdTokenError, SIGN_IN_TIMEOUT, SignIn, SignInError, SignInOptions,
+    SignInRequest, SignedIn, pending_cookie_name,
 };
 pub use signout::{
     BACKCHANNEL_LOGOUT_EVENT, BackChannelError, EndSessionRequest, Eviction, FrontChannelError,
-    LocalSignOut, LogoutRequest, LogoutTokenError, LogoutTokenPolicy, SIGN_OUT_CALLBACK_PATH,
+    LocalSignOut, LogoutHandler, LogoutRequest, LogoutTokenError, SIGN_OUT_CALLBACK_PATH,
     SIGN_OUT_STATE_COOKIE, SignOut, SignOutSelector,
 };
 pub use store::{
@@ -86,4 +126,4 @@ pub use store::{
 };
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};
-pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenError};
+pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenAcquirer, TokenError};

@@ -3,42 +3,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{account_identity, entries_from_token_response};
-use crate::config::Settings;
+use crate::client::ProviderClient;
+use crate::config::{KeySource, Settings};
 use crate::crypto::Sealer;
+use crate::downstream::{DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse};
 use crate::http::default_client;
-use crate::jwt::str_claim;
 use crate::provider::{Provider, ProviderError};
-use crate::secret::{Secret, constant_time_eq};
+use crate::secret::Secret;
 use crate::session::{Session, SessionId};
+use crate::sessions::Sessions;
 use crate::signin::{
-    CallbackParams, IdTokenExpectations, PENDING_PURPOSE, Pending, SIGN_IN_TIMEOUT, SignInError,
-    SignInOptions, SignInRequest, TokenSet, authorization_request, pending_cookie_name,
-    redeem_code, same_origin_path, validate_id_token,
+    CallbackParams, SignIn, SignInConfig, SignInError, SignInOptions, SignInRequest, SignedIn,
 };
-use crate::signout::SignOut;
-use crate::store::PartitionKey;
+use crate::signout::{
+    BackChannelError, Eviction, FrontChannelError, LocalSignOut, LogoutConfig, LogoutHandler,
+    SIGN_OUT_CALLBACK_PATH, SignOut,
+};
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::time::{Clock, SystemClock};
 use crate::token_cache::TokenCache;
-use crate::tokens::SingleFlight;
-
-const SESSION_PURPOSE: &str = "idweb session v1";
-
-/// Marks an ID token stored encrypted.
-const SEALED_PREFIX: &str = "sealed:";
-
-/// A completed sign-in.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct SignedIn {
-    /// The new session (already stored).
-    pub session: Session,
-    /// Where to send the user: a same-origin path.
-    pub return_url: String,
-    /// The tokens from the code redemption.
-    pub tokens: TokenSet,
-}
+use crate::tokens::{AccessToken, TokenAcquirer, TokenError};
 
 /// Why a [`RelyingParty`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,62 +80,119 @@ impl RelyingPartyBuilder {
     pub async fn build(self) -> Result<RelyingParty, StartError> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let http = self.http.unwrap_or_else(default_client);
-        let provider = Provider::discover(&self.settings.authority, http.clone(), clock.clone())
-            .await?
-            .with_min_refetch_interval(self.min_jwks_refetch_interval);
+        let provider = Arc::new(
+            Provider::discover(&self.settings.authority, http.clone(), clock.clone())
+                .await?
+                .with_min_refetch_interval(self.min_jwks_refetch_interval),
+        );
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
-        if self.settings.cookie_key_source() == crate::config::KeySource::Generated {
+        let settings = self.settings;
+        if settings.cookie_key_source() == KeySource::Generated {
             tracing::warn!(
                 "no cookie key configured (IDWEB_COOKIE_KEY): generated a random one for this loopback app; \
                  sessions will not survive a restart"
             );
         }
-        let sealer = Sealer::new(&self.settings.cookie_key_bytes());
-        if self.settings.cache_keys_source() == crate::config::KeySource::Generated {
+        if settings.cache_keys_source() == KeySource::Generated {
             tracing::warn!(
                 "no cache keys configured (IDWEB_CACHE_KEYS): generated one for this loopback app; \
                  cached tokens will not be readable after a restart"
             );
         }
-        let cache = TokenCache::new(store.clone(), self.settings.cache_keys().clone());
+        let skew = i64::try_from(self.clock_skew.as_secs()).unwrap_or(300);
+        let sealer = Arc::new(Sealer::new(&settings.cookie_key_bytes()));
+        let keys = settings.cache_keys().clone();
+        let cache = TokenCache::new(store.clone(), keys.clone());
+        let client = Arc::new(ProviderClient::new(
+            http.clone(),
+            provider.clone(),
+            settings.client_id.clone(),
+            settings.client_secret.clone(),
+            settings.client_auth,
+        ));
+        let sessions = Sessions::new(store.clone(), sealer.clone(), keys, clock.clone());
+        let sign_in = SignIn::new(
+            SignInConfig {
+                client_id: settings.client_id.clone(),
+                redirect_uri: settings.redirect_uri(),
+                public_url: settings.public_url.clone(),
+                scopes: settings.scopes.clone(),
+                session_lifetime: i64::try_from(settings.session_lifetime.as_secs())
+                    .unwrap_or(43_200),
+                skew,
+            },
+            client.clone(),
+            sealer.clone(),
+            sessions.clone(),
+            cache.clone(),
+            clock.clone(),
+        );
+        let tokens = Arc::new(TokenAcquirer::new(
+            client.clone(),
+            cache.clone(),
+            store.clone(),
+            clock.clone(),
+            settings.scopes.clone(),
+        ));
+        let downstream = DownstreamApi::new(settings.downstream.clone(), http, tokens.clone());
         // Tombstones outlive every session they could cover.
         let sign_out = SignOut::new(
             store.clone(),
             clock.clone(),
-            self.settings.session_lifetime + self.clock_skew + Duration::from_secs(3600),
+            settings.session_lifetime + self.clock_skew + Duration::from_secs(3600),
+        );
+        let mut post_logout_redirect_uri = settings.public_url.clone();
+        post_logout_redirect_uri.set_path(&format!(
+            "{}{SIGN_OUT_CALLBACK_PATH}",
+            settings.public_url.path().trim_end_matches('/')
+        ));
+        let logout = LogoutHandler::new(
+            LogoutConfig {
+                logout_tokens: settings.logout_tokens,
+                revoke_on_sign_out: settings.revoke_on_sign_out,
+                end_session_method: settings.end_session_method,
+                post_logout_redirect_uri,
+            },
+            client,
+            cache.clone(),
+            sign_out,
+            sealer,
+            clock.clone(),
         );
         Ok(RelyingParty {
-            settings: self.settings,
+            settings,
             provider,
             store,
-            cache,
-            http,
             clock,
-            sealer,
-            sign_out,
-            skew: i64::try_from(self.clock_skew.as_secs()).unwrap_or(300),
-            single_flight: SingleFlight::default(),
+            cache,
+            sessions,
+            sign_in,
+            tokens,
+            downstream,
+            logout,
         })
     }
 }
 
-/// The web app's side of OpenID Connect: starts and completes sign-ins,
-/// creates and finds server-side sessions. Framework-free; `idweb-axum` puts
-/// it on HTTP routes.
+/// The web app's side of OpenID Connect, composed of one service per role:
+/// [`SignIn`], [`Sessions`], [`TokenAcquirer`], [`DownstreamApi`] and
+/// [`LogoutHandler`] (which ends in [`SignOut`]). Framework-free;
+/// `idweb-axum` puts it on HTTP routes. The methods below are shorthands for
+/// the services' own.
 #[derive(Debug)]
 pub struct RelyingParty {
-    pub(crate) settings: Settings,
-    pub(crate) provider: Provider,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) cache: TokenCache,
-    pub(crate) http: reqwest::Client,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) sealer: Sealer,
-    pub(crate) sign_out: SignOut,
-    pub(crate) skew: i64,
-    pub(crate) single_flight: SingleFlight,
+    settings: Settings,
+    provider: Arc<Provider>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    cache: TokenCache,
+    sessions: Sessions,
+    sign_in: SignIn,
+    tokens: Arc<TokenAcquirer>,
+    downstream: DownstreamApi,
+    logout: LogoutHandler,
 }
 
 impl RelyingParty {
@@ -192,216 +233,125 @@ impl RelyingParty {
         &self.cache
     }
 
-    /// Starts a sign-in. Fails with [`SignInError::InvalidReturnUrl`] when the
-    /// return URL leaves this site (no open redirect).
-    pub fn begin_sign_in(&self, options: &SignInOptions) -> Result<SignInRequest, SignInError> {
-        let return_url =
-            same_origin_path(options.return_url.as_deref(), &self.settings.public_url)?;
-        let (authorization_url, pending) = authorization_request(
-            &self.provider,
-            &self.settings.client_id,
-            &self.settings.redirect_uri(),
-            &self.settings.scopes,
-            options,
-            return_url,
-            self.clock.unix_now(),
-        )?;
-        let json = serde_json::to_vec(&pending).map_err(|_| SignInError::NoPendingSignIn)?;
-        Ok(SignInRequest {
-            authorization_url,
-            cookie_name: pending_cookie_name(&pending.state),
-            cookie_value: Secret::new(self.sealer.seal(PENDING_PURPOSE, &json)),
-            max_age: SIGN_IN_TIMEOUT,
-        })
+    /// The sign-in service.
+    pub fn sign_in(&self) -> &SignIn {
+        &self.sign_in
     }
 
-    /// Completes a sign-in at the redirect URI. `pending_cookie` is the value
-    /// of the cookie named [`pending_cookie_name`]`(state)`. On success the
-    /// session is stored; on any error nothing is stored.
+    /// The sessions service.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The token acquisition service.
+    pub fn tokens(&self) -> &TokenAcquirer {
+        &self.tokens
+    }
+
+    /// The downstream API service.
+    pub fn downstream(&self) -> &DownstreamApi {
+        &self.downstream
+    }
+
+    /// The sign-out flows (back-channel, front-channel, local).
+    pub fn logout(&self) -> &LogoutHandler {
+        &self.logout
+    }
+
+    /// The eviction service of this app.
+    pub fn sign_out(&self) -> &SignOut {
+        self.logout.sign_out()
+    }
+
+    /// [`SignIn::begin`].
+    pub fn begin_sign_in(&self, options: &SignInOptions) -> Result<SignInRequest, SignInError> {
+        self.sign_in.begin(options)
+    }
+
+    /// [`SignIn::complete`].
     pub async fn complete_sign_in(
         &self,
         pending_cookie: Option<&str>,
         params: &CallbackParams,
     ) -> Result<SignedIn, SignInError> {
-        let now = self.clock.unix_now();
-        let pending: Pending = pending_cookie
-            .and_then(|c| self.sealer.open(PENDING_PURPOSE, c))
-            .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or(SignInError::NoPendingSignIn)?;
-        let timeout = i64::try_from(SIGN_IN_TIMEOUT.as_secs()).unwrap_or(600);
-        if now > pending.created_at.saturating_add(timeout)
-            || now < pending.created_at.saturating_sub(self.skew)
-        {
-            return Err(SignInError::NoPendingSignIn);
-        }
-        let state = params.state.as_deref().ok_or(SignInError::StateMismatch)?;
-        if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
-            return Err(SignInError::StateMismatch);
-        }
-        match params.iss.as_deref() {
-            Some(iss) if iss != self.provider.issuer() => return Err(SignInError::IssuerMismatch),
-            None if self
-                .provider
-                .metadata()
-                .authorization_response_iss_parameter_supported =>
-            {
-                return Err(SignInError::IssuerMismatch);
-            }
-            _ => {}
-        }
-        if let Some(error) = &params.error {
-            return Err(SignInError::Provider {
-                error: error.clone(),
-                description: params.error_description.clone(),
-            });
-        }
-        let code = params.code.as_ref().ok_or(SignInError::MissingCode)?;
-        let tokens = redeem_code(
-            &self.http,
-            &self.provider,
-            &self.settings.client_id,
-            &self.settings.client_secret,
-            self.settings.client_auth,
-            code,
-            &self.settings.redirect_uri(),
-            &pending.verifier,
-            now,
-        )
-        .await?;
-        let id_token = tokens.id_token.clone().ok_or(SignInError::IdToken(
-            crate::signin::IdTokenError::MissingClaim("id_token"),
-        ))?;
-        let claims = validate_id_token(
-            &self.provider,
-            &id_token,
-            &IdTokenExpectations {
-                client_id: &self.settings.client_id,
-                nonce: Some(&pending.nonce),
-                access_token: Some(&tokens.access_token),
-                now,
-                skew: self.skew,
-                max_age: 3600,
-            },
-        )
-        .await?;
-        let iss = self.provider.issuer().to_string();
-        let sub = str_claim(&claims, "sub").unwrap_or_default().to_string();
-        let lifetime = i64::try_from(self.settings.session_lifetime.as_secs()).unwrap_or(43_200);
-        let identity = account_identity(
-            &iss,
-            &self.provider.metadata().token_endpoint,
-            &claims,
-            tokens.client_info.as_deref(),
-        );
-        let session = Session {
-            id: SessionId::generate(),
-            account_id: identity.home_account_id.clone(),
-            sid: str_claim(&claims, "sid").map(str::to_string),
-            name: str_claim(&claims, "name")
-                .or_else(|| str_claim(&claims, "preferred_username"))
-                .map(str::to_string),
-            iss,
-            sub,
-            id_token,
-            created_at: now,
-            expires_at: now.saturating_add(lifetime),
-        };
-        self.store
-            .put_session(&self.sealed_session(&session))
-            .await?;
-        let requested = self.settings.scopes.join(" ");
-        let granted = tokens.scope.as_deref().unwrap_or(&requested);
-        let parts = tokens.response_parts(
-            &self.settings.client_id,
-            granted,
-            Some(session.id_token.secret()),
-            "authorization_code",
-            now,
-        );
-        let entries = entries_from_token_response(&identity, &parts);
-        if let Err(e) = self
-            .cache
-            .write(
-                &PartitionKey::Session(session.id.clone()),
-                &entries,
-                &[],
-                None,
-            )
-            .await
-        {
-            // No half-made sign-in: without its tokens the session goes too.
-            let _ = self.store.remove_session(&session.id).await;
-            return Err(SignInError::Store(e));
-        }
-        tracing::info!(session = ?session.id, sid = ?session.sid, "signed in");
-        Ok(SignedIn {
-            session,
-            return_url: pending.return_url,
-            tokens,
-        })
+        self.sign_in.complete(pending_cookie, params).await
     }
 
-    /// The sealed cookie value for a session id.
+    /// [`Sessions::cookie_value`].
     pub fn session_cookie_value(&self, id: &SessionId) -> Secret {
-        Secret::new(self.sealer.seal(SESSION_PURPOSE, id.secret().as_bytes()))
+        self.sessions.cookie_value(id)
     }
 
-    /// The session id inside a cookie value, if the cookie is genuine.
+    /// [`Sessions::id_from_cookie`].
     pub fn session_id_from_cookie(&self, cookie_value: &str) -> Option<SessionId> {
-        let raw = self.sealer.open(SESSION_PURPOSE, cookie_value)?;
-        String::from_utf8(raw).ok().map(SessionId::from_string)
+        self.sessions.id_from_cookie(cookie_value)
     }
 
-    /// The live session a cookie value points to, if any.
+    /// [`Sessions::from_cookie`].
     pub async fn session_from_cookie(
         &self,
         cookie_value: &str,
     ) -> Result<Option<Session>, StoreError> {
-        let Some(id) = self.session_id_from_cookie(cookie_value) else {
-            return Ok(None);
-        };
-        self.session(&id).await
+        self.sessions.from_cookie(cookie_value).await
     }
 
-    /// The live session with this id, if any (its ID token decrypted).
+    /// [`Sessions::get`].
     pub async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let Some(stored) = self.store.get_session(id).await? else {
-            return Ok(None);
-        };
-        let now = self.clock.unix_now();
-        if stored.is_expired(now) || !stored.id.matches(id) {
-            return Ok(None);
-        }
-        self.opened_session(stored).map(Some)
+        self.sessions.get(id).await
     }
 
-    /// The session as stored: its ID token encrypted with the cache keys, so
-    /// that the store holds no token in clear.
-    fn sealed_session(&self, session: &Session) -> Session {
-        let aad = format!("session id_token\0{}", session.id.secret());
-        let sealed = self
-            .settings
-            .cache_keys()
-            .seal(aad.as_bytes(), session.id_token.secret().as_bytes());
-        let mut stored = session.clone();
-        stored.id_token = Secret::new(format!("{SEALED_PREFIX}{}", crate::crypto::b64url(&sealed)));
-        stored
+    /// [`TokenAcquirer::token_for_user`].
+    pub async fn token_for_user(
+        &self,
+        session: &Session,
+        scopes: &[&str],
+    ) -> Result<AccessToken, TokenError> {
+        self.tokens.token_for_user(session, scopes).await
     }
 
-    fn opened_session(&self, mut stored: Session) -> Result<Session, StoreError> {
-        let Some(b64) = stored.id_token.secret().strip_prefix(SEALED_PREFIX) else {
-            return Ok(stored);
-        };
-        let aad = format!("session id_token\0{}", stored.id.secret());
-        let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b64)
-            .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
-        let plain = self
-            .settings
-            .cache_keys()
-            .open(aad.as_bytes(), &raw)
-            .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
-        stored.id_token =
-            Secret::new(String::from_utf8(plain).map_err(|e| StoreError::Corrupt(Box::new(e)))?);
-        Ok(stored)
+    /// [`TokenAcquirer::token_for_app`].
+    pub async fn token_for_app(&self, scopes: &[&str]) -> Result<AccessToken, TokenError> {
+        self.tokens.token_for_app(scopes).await
+    }
+
+    /// [`DownstreamApi::call`].
+    pub async fn call_api(
+        &self,
+        session: &Session,
+        api: &str,
+        request: DownstreamRequest,
+    ) -> Result<DownstreamResponse, DownstreamError> {
+        self.downstream.call(session, api, request).await
+    }
+
+    /// [`LogoutHandler::back_channel_logout`].
+    pub async fn back_channel_logout(
+        &self,
+        logout_token: &str,
+    ) -> Result<Eviction, BackChannelError> {
+        self.logout.back_channel_logout(logout_token).await
+    }
+
+    /// [`LogoutHandler::front_channel_logout`].
+    pub async fn front_channel_logout(
+        &self,
+        iss: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Eviction, FrontChannelError> {
+        self.logout.front_channel_logout(iss, sid).await
+    }
+
+    /// [`LogoutHandler::local_sign_out`].
+    pub async fn local_sign_out(
+        &self,
+        session: &Session,
+        everywhere: bool,
+    ) -> Result<LocalSignOut, StoreError> {
+        self.logout.local_sign_out(session, everywhere).await
+    }
+
+    /// [`LogoutHandler::complete_sign_out`].
+    pub fn complete_sign_out(&self, cookie: Option<&str>, state: Option<&str>) -> bool {
+        self.logout.complete_sign_out(cookie, state)
     }
 }

@@ -100,6 +100,20 @@ impl Session {
     pub fn is_expired(&self, now: i64) -> bool {
         now >= self.expires_at
     }
+
+    /// Every claim of the ID token the session was created with (its
+    /// signature and claims were checked at sign-in); empty when the session
+    /// holds no readable ID token (e.g. a session as the store keeps it, with
+    /// the ID token still sealed).
+    pub fn id_token_claims(&self) -> serde_json::Map<String, serde_json::Value> {
+        use base64::Engine;
+        let payload = self.id_token.secret().split('.').nth(1).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A stable account id for providers that do not send Microsoft's
@@ -122,6 +136,27 @@ mod tests {
         assert!(!shown.contains(id.secret()), "{shown}");
         assert!(id.matches(&id.clone()));
         assert!(!id.matches(&SessionId::generate()));
+    }
+
+    #[test]
+    fn id_token_claims_are_read_from_the_payload() {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"alice","roles":["admin"],"email":"a@example.com"}"#);
+        let mut s = Session::new(
+            "https://idp.example.com",
+            "alice",
+            None,
+            Secret::new(""),
+            0,
+            10,
+        );
+        s.id_token = Secret::new(format!("e30.{payload}.sig"));
+        let claims = s.id_token_claims();
+        assert_eq!(claims["email"], "a@example.com");
+        assert_eq!(claims["roles"][0], "admin");
+        s.id_token = Secret::new("sealed:AAAA");
+        assert!(s.id_token_claims().is_empty());
     }
 
     #[test]

@@ -2,29 +2,33 @@
 //! bound to the browser in a short-lived sealed cookie, code redemption and
 //! ID-token validation (OpenID Connect Core 1.0 §3.1.3.7).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::ClientAuthMethod;
-use crate::crypto::{b64url, hex, random_token, sha256};
-use crate::http::{HttpError, read_body};
+use crate::cache::{account_identity, entries_from_token_response};
+use crate::client::{ProviderClient, TokenRequestError, TokenSet};
+use crate::crypto::{Sealer, b64url, hex, random_token, sha256};
+use crate::http::HttpError;
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
 use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider};
 use crate::secret::{Secret, constant_time_eq};
-use crate::store::StoreError;
+use crate::session::{Session, SessionId};
+use crate::sessions::Sessions;
+use crate::store::{PartitionKey, StoreError};
+use crate::time::Clock;
+use crate::token_cache::TokenCache;
 
 /// How long a started sign-in may take before its cookie is refused.
 pub const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The sealing purpose of the pending sign-in cookie.
-pub(crate) const PENDING_PURPOSE: &str = "idweb signin v1";
+const PENDING_PURPOSE: &str = "idweb signin v1";
 
 /// The parameters the provider sends back to the redirect URI.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,30 +98,6 @@ pub struct SignInRequest {
     pub cookie_value: Secret,
     /// Its lifetime.
     pub max_age: Duration,
-}
-
-/// The tokens returned by the token endpoint.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct TokenSet {
-    /// The access token.
-    pub access_token: Secret,
-    /// The refresh token, when one was issued.
-    pub refresh_token: Option<Secret>,
-    /// The ID token, when one was issued.
-    pub id_token: Option<Secret>,
-    /// Unix seconds when the access token expires, when the provider said.
-    pub expires_at: Option<i64>,
-    /// The granted scopes, when the provider said.
-    pub scope: Option<String>,
-    /// Microsoft Entra's `client_info` (base64url JSON with `uid` and `utid`), when sent.
-    pub client_info: Option<String>,
-    /// Unix seconds of Entra's extended expiry (`ext_expires_in`), when sent.
-    pub ext_expires_at: Option<i64>,
-    /// Unix seconds after which the token should be refreshed (`refresh_in`), when sent.
-    pub refresh_on: Option<i64>,
-    /// The family of client ids sharing refresh tokens (Microsoft `foci`), when sent.
-    pub family_id: Option<String>,
 }
 
 /// What is wrong with an ID token.
@@ -198,9 +178,9 @@ pub enum SignInError {
 
 /// The content of the pending sign-in cookie.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Pending {
-    pub(crate) state: String,
-    pub(crate) nonce: String,
+struct Pending {
+    state: String,
+    nonce: String,
     pub(crate) verifier: String,
     pub(crate) return_url: String,
     pub(crate) created_at: i64,
@@ -212,7 +192,7 @@ pub fn pending_cookie_name(state: &str) -> String {
 }
 
 /// Builds the authorization request; returns the URL and the pending state.
-pub(crate) fn authorization_request(
+fn authorization_request(
     provider: &Provider,
     client_id: &str,
     redirect_uri: &Url,
@@ -266,7 +246,7 @@ pub(crate) fn authorization_request(
 }
 
 /// Checks that a return URL stays on this site; returns it as a path.
-pub(crate) fn same_origin_path(raw: Option<&str>, public_url: &Url) -> Result<String, SignInError> {
+fn same_origin_path(raw: Option<&str>, public_url: &Url) -> Result<String, SignInError> {
     let raw = match raw.map(str::trim) {
         None | Some("") => return Ok("/".to_string()),
         Some(r) => r,
@@ -293,222 +273,8 @@ pub(crate) fn same_origin_path(raw: Option<&str>, public_url: &Url) -> Result<St
     Ok(path)
 }
 
-/// Redeems the authorization code at the token endpoint.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn redeem_code(
-    http: &reqwest::Client,
-    provider: &Provider,
-    client_id: &str,
-    client_secret: &Secret,
-    auth: ClientAuthMethod,
-    code: &Secret,
-    redirect_uri: &Url,
-    verifier: &str,
-    now: i64,
-) -> Result<TokenSet, SignInError> {
-    let form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code.secret()),
-        ("redirect_uri", redirect_uri.as_str()),
-        ("code_verifier", verifier),
-    ];
-    token_request(http, provider, client_id, client_secret, auth, form, now)
-        .await
-        .map_err(|e| match e {
-            TokenRequestError::Rejected { error, description } => {
-                SignInError::TokenRejected { error, description }
-            }
-            TokenRequestError::Http(h) => SignInError::TokenEndpoint(h),
-        })
-}
-
-impl TokenSet {
-    /// The parts of this response MSAL's cache schema needs, for `grant_type`.
-    pub(crate) fn response_parts<'a>(
-        &'a self,
-        client_id: &'a str,
-        granted: &'a str,
-        id_token: Option<&'a str>,
-        grant_type: &'a str,
-        now: i64,
-    ) -> crate::cache::TokenResponseParts<'a> {
-        crate::cache::TokenResponseParts::new(client_id, granted, self.access_token.secret(), now)
-            .with_token_type(Some("Bearer"))
-            .with_expires_at(self.expires_at)
-            .with_ext_expires_at(self.ext_expires_at)
-            .with_refresh_on(self.refresh_on)
-            .with_family_id(self.family_id.as_deref())
-            .with_refresh_token(self.refresh_token.as_ref().map(Secret::secret))
-            .with_id_token(id_token)
-            .with_client_info(self.client_info.as_deref())
-            .with_grant_type(Some(grant_type))
-    }
-}
-
-/// Why a token request failed.
-#[derive(Debug)]
-pub(crate) enum TokenRequestError {
-    Rejected {
-        error: String,
-        description: Option<String>,
-    },
-    Http(HttpError),
-}
-
-/// Sends a token request with client authentication; parses the answer.
-pub(crate) async fn token_request(
-    http: &reqwest::Client,
-    provider: &Provider,
-    client_id: &str,
-    client_secret: &Secret,
-    auth: ClientAuthMethod,
-    mut form: Vec<(&str, &str)>,
-    now: i64,
-) -> Result<TokenSet, TokenRequestError> {
-    let url = provider.metadata().token_endpoint.as_str();
-    if is_microsoft_authority(url) {
-        // Entra answers `client_info` (uid, utid) only when asked; MSAL keys accounts with it.
-        form.push(("client_info", "1"));
-    }
-    let resp = authenticated_post(http, url, client_id, client_secret, auth, form)
-        .await
-        .map_err(|source| {
-            TokenRequestError::Http(HttpError::Transport {
-                url: url.to_string(),
-                source,
-            })
-        })?;
-    let status = resp.status().as_u16();
-    let body = read_body(url, resp)
-        .await
-        .map_err(TokenRequestError::Http)?;
-    if status == 400 || status == 401 {
-        #[derive(Deserialize)]
-        struct ErrorBody {
-            error: String,
-            error_description: Option<String>,
-        }
-        return match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => Err(TokenRequestError::Rejected {
-                error: e.error,
-                description: e.error_description,
-            }),
-            Err(_) => Err(TokenRequestError::Http(HttpError::Status {
-                url: url.to_string(),
-                status,
-            })),
-        };
-    }
-    if status != 200 {
-        return Err(TokenRequestError::Http(HttpError::Status {
-            url: url.to_string(),
-            status,
-        }));
-    }
-    #[derive(Deserialize)]
-    struct TokenBody {
-        access_token: Secret,
-        token_type: String,
-        #[serde(default)]
-        expires_in: Option<Value>,
-        #[serde(default)]
-        refresh_token: Option<Secret>,
-        #[serde(default)]
-        id_token: Option<Secret>,
-        #[serde(default)]
-        scope: Option<String>,
-        #[serde(default)]
-        client_info: Option<String>,
-        #[serde(default)]
-        ext_expires_in: Option<Value>,
-        #[serde(default)]
-        refresh_in: Option<Value>,
-        #[serde(default)]
-        foci: Option<String>,
-    }
-    let t: TokenBody = serde_json::from_slice(&body).map_err(|source| {
-        TokenRequestError::Http(HttpError::Json {
-            url: url.to_string(),
-            source,
-        })
-    })?;
-    if !t.token_type.eq_ignore_ascii_case("bearer") {
-        return Err(TokenRequestError::Rejected {
-            error: "unsupported_token_type".into(),
-            description: Some(format!("token_type `{}` is not Bearer", t.token_type)),
-        });
-    }
-    let seconds = |v: Option<Value>| match v {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    };
-    let at = |v: Option<Value>| seconds(v).map(|s| now.saturating_add(s));
-    Ok(TokenSet {
-        access_token: t.access_token,
-        refresh_token: t.refresh_token,
-        id_token: t.id_token,
-        expires_at: at(t.expires_in),
-        scope: t.scope,
-        client_info: t.client_info,
-        ext_expires_at: at(t.ext_expires_in),
-        refresh_on: at(t.refresh_in),
-        family_id: t.foci,
-    })
-}
-
-/// POSTs a form to a provider endpoint with client authentication
-/// (`client_secret_basic`, form-encoding both parts first as RFC 6749 §2.3.1
-/// says, or `client_secret_post`).
-pub(crate) async fn authenticated_post(
-    http: &reqwest::Client,
-    url: &str,
-    client_id: &str,
-    client_secret: &Secret,
-    auth: ClientAuthMethod,
-    mut form: Vec<(&str, &str)>,
-) -> Result<reqwest::Response, reqwest::Error> {
-    let mut req = http
-        .post(url)
-        .header(reqwest::header::ACCEPT, "application/json");
-    match auth {
-        ClientAuthMethod::ClientSecretPost => {
-            form.push(("client_id", client_id));
-            form.push(("client_secret", client_secret.secret()));
-        }
-        _ => {
-            let enc =
-                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let basic = STANDARD.encode(format!(
-                "{}:{}",
-                enc(client_id),
-                enc(client_secret.secret())
-            ));
-            req = req.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
-        }
-    }
-    req.form(&form).send().await
-}
-
-/// Whether the endpoint belongs to Microsoft Entra ID (which sends `client_info`).
-fn is_microsoft_authority(endpoint: &str) -> bool {
-    let host = Url::parse(endpoint)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-        .unwrap_or_default();
-    [
-        "login.microsoftonline.com",
-        "login.microsoftonline.us",
-        "login.chinacloudapi.cn",
-        "login.partner.microsoftonline.cn",
-    ]
-    .contains(&host.as_str())
-        || host.ends_with(".ciamlogin.com")
-        || host.ends_with(".b2clogin.com")
-}
-
 /// What is expected of an ID token.
-pub(crate) struct IdTokenExpectations<'a> {
+struct IdTokenExpectations<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) nonce: Option<&'a str>,
     pub(crate) access_token: Option<&'a Secret>,
@@ -537,7 +303,7 @@ pub(crate) fn id_token_algorithms(provider: &Provider) -> Vec<Algorithm> {
 }
 
 /// Validates an ID token (OpenID Connect Core 1.0 §3.1.3.7); returns its claims.
-pub(crate) async fn validate_id_token(
+async fn validate_id_token(
     provider: &Provider,
     token: &Secret,
     expect: &IdTokenExpectations<'_>,
@@ -595,6 +361,216 @@ pub(crate) async fn validate_id_token(
         }
     }
     Ok(verified.claims)
+}
+
+/// What the sign-in service needs to know of the app's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct SignInConfig {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: Url,
+    pub(crate) public_url: Url,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) session_lifetime: i64,
+    pub(crate) skew: i64,
+}
+
+/// A completed sign-in.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SignedIn {
+    /// The new session (already stored).
+    pub session: Session,
+    /// Where to send the user: a same-origin path.
+    pub return_url: String,
+    /// The tokens from the code redemption.
+    pub tokens: TokenSet,
+}
+
+/// Sign-in: starts the authorization code flow and completes it at the
+/// redirect URI, creating the session and caching its tokens.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    config: SignInConfig,
+    client: Arc<ProviderClient>,
+    sealer: Arc<Sealer>,
+    sessions: Sessions,
+    cache: TokenCache,
+    clock: Arc<dyn Clock>,
+}
+
+impl SignIn {
+    pub(crate) fn new(
+        config: SignInConfig,
+        client: Arc<ProviderClient>,
+        sealer: Arc<Sealer>,
+        sessions: Sessions,
+        cache: TokenCache,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            client,
+            sealer,
+            sessions,
+            cache,
+            clock,
+        }
+    }
+
+    fn provider(&self) -> &Provider {
+        self.client.provider()
+    }
+
+    /// Starts a sign-in. Fails with [`SignInError::InvalidReturnUrl`] when the
+    /// return URL leaves this site (no open redirect).
+    pub fn begin(&self, options: &SignInOptions) -> Result<SignInRequest, SignInError> {
+        let return_url = same_origin_path(options.return_url.as_deref(), &self.config.public_url)?;
+        let (authorization_url, pending) = authorization_request(
+            self.provider(),
+            &self.config.client_id,
+            &self.config.redirect_uri,
+            &self.config.scopes,
+            options,
+            return_url,
+            self.clock.unix_now(),
+        )?;
+        let json = serde_json::to_vec(&pending).map_err(|_| SignInError::NoPendingSignIn)?;
+        Ok(SignInRequest {
+            authorization_url,
+            cookie_name: pending_cookie_name(&pending.state),
+            cookie_value: Secret::new(self.sealer.seal(PENDING_PURPOSE, &json)),
+            max_age: SIGN_IN_TIMEOUT,
+        })
+    }
+
+    /// Completes a sign-in at the redirect URI. `pending_cookie` is the value
+    /// of the cookie named [`pending_cookie_name`]`(state)`. On success the
+    /// session is stored; on any error nothing is stored.
+    pub async fn complete(
+        &self,
+        pending_cookie: Option<&str>,
+        params: &CallbackParams,
+    ) -> Result<SignedIn, SignInError> {
+        let now = self.clock.unix_now();
+        let skew = self.config.skew;
+        let pending: Pending = pending_cookie
+            .and_then(|c| self.sealer.open(PENDING_PURPOSE, c))
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or(SignInError::NoPendingSignIn)?;
+        let timeout = i64::try_from(SIGN_IN_TIMEOUT.as_secs()).unwrap_or(600);
+        if now > pending.created_at.saturating_add(timeout)
+            || now < pending.created_at.saturating_sub(skew)
+        {
+            return Err(SignInError::NoPendingSignIn);
+        }
+        let state = params.state.as_deref().ok_or(SignInError::StateMismatch)?;
+        if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
+            return Err(SignInError::StateMismatch);
+        }
+        let provider = self.provider();
+        match params.iss.as_deref() {
+            Some(iss) if iss != provider.issuer() => return Err(SignInError::IssuerMismatch),
+            None if provider
+                .metadata()
+                .authorization_response_iss_parameter_supported =>
+            {
+                return Err(SignInError::IssuerMismatch);
+            }
+            _ => {}
+        }
+        if let Some(error) = &params.error {
+            return Err(SignInError::Provider {
+                error: error.clone(),
+                description: params.error_description.clone(),
+            });
+        }
+        let code = params.code.as_ref().ok_or(SignInError::MissingCode)?;
+        let form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.secret()),
+            ("redirect_uri", self.config.redirect_uri.as_str()),
+            ("code_verifier", pending.verifier.as_str()),
+        ];
+        let tokens = self
+            .client
+            .token_request(form, now)
+            .await
+            .map_err(|e| match e {
+                TokenRequestError::Rejected { error, description } => {
+                    SignInError::TokenRejected { error, description }
+                }
+                TokenRequestError::Http(h) => SignInError::TokenEndpoint(h),
+            })?;
+        let id_token = tokens
+            .id_token
+            .clone()
+            .ok_or(SignInError::IdToken(IdTokenError::MissingClaim("id_token")))?;
+        let claims = validate_id_token(
+            provider,
+            &id_token,
+            &IdTokenExpectations {
+                client_id: &self.config.client_id,
+                nonce: Some(&pending.nonce),
+                access_token: Some(&tokens.access_token),
+                now,
+                skew,
+                max_age: 3600,
+            },
+        )
+        .await?;
+        let iss = provider.issuer().to_string();
+        let sub = str_claim(&claims, "sub").unwrap_or_default().to_string();
+        let identity = account_identity(
+            &iss,
+            &provider.metadata().token_endpoint,
+            &claims,
+            tokens.client_info.as_deref(),
+        );
+        let session = Session {
+            id: SessionId::generate(),
+            account_id: identity.home_account_id.clone(),
+            sid: str_claim(&claims, "sid").map(str::to_string),
+            name: str_claim(&claims, "name")
+                .or_else(|| str_claim(&claims, "preferred_username"))
+                .map(str::to_string),
+            iss,
+            sub,
+            id_token,
+            created_at: now,
+            expires_at: now.saturating_add(self.config.session_lifetime),
+        };
+        self.sessions.put(&session).await?;
+        let requested = self.config.scopes.join(" ");
+        let granted = tokens.scope.as_deref().unwrap_or(&requested);
+        let parts = tokens.response_parts(
+            &self.config.client_id,
+            granted,
+            Some(session.id_token.secret()),
+            "authorization_code",
+            now,
+        );
+        let entries = entries_from_token_response(&identity, &parts);
+        if let Err(e) = self
+            .cache
+            .write(
+                &PartitionKey::Session(session.id.clone()),
+                &entries,
+                &[],
+                None,
+            )
+            .await
+        {
+            // No half-made sign-in: without its tokens the session goes too.
+            let _ = self.sessions.discard(&session.id).await;
+            return Err(SignInError::Store(e));
+        }
+        tracing::info!(session = ?session.id, sid = ?session.sid, "signed in");
+        Ok(SignedIn {
+            session,
+            return_url: pending.return_url,
+            tokens,
+        })
+    }
 }
 
 #[cfg(test)]

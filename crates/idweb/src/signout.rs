@@ -7,11 +7,17 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::cache::EntryKind;
+use crate::client::ProviderClient;
+use crate::config::{EndSessionMethod, LogoutTokenPolicy};
+use crate::crypto::{Sealer, random_token};
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
 use crate::provider::Provider;
-use crate::session::SessionId;
-use crate::store::{SessionLookup, Store, StoreError, Tombstone};
+use crate::secret::{Secret, constant_time_eq};
+use crate::session::{Session, SessionId};
+use crate::store::{PartitionKey, SessionLookup, Store, StoreError, Tombstone};
 use crate::time::Clock;
+use crate::token_cache::TokenCache;
 
 /// The event a logout token must carry.
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -238,32 +244,6 @@ pub enum LogoutTokenError {
     Replayed,
 }
 
-/// Rules for logout tokens beyond the spec's fixed ones.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct LogoutTokenPolicy {
-    /// Oldest acceptable `iat` (plus skew). Default 10 minutes.
-    pub max_age: Duration,
-    /// Tolerated clock difference. Default 5 minutes.
-    pub skew: Duration,
-    /// Whether `exp` is required (Back-Channel Logout errata 1). Default true.
-    pub require_exp: bool,
-    /// Whether the `typ` header must be `logout+jwt`. Default false (it is
-    /// checked when present).
-    pub require_typ: bool,
-}
-
-impl Default for LogoutTokenPolicy {
-    fn default() -> Self {
-        Self {
-            max_age: Duration::from_secs(600),
-            skew: Duration::from_secs(300),
-            require_exp: true,
-            require_typ: false,
-        }
-    }
-}
-
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
 }
@@ -361,6 +341,308 @@ fn check_claims(
         jti: jti.to_string(),
         replayable_until: exp.unwrap_or(horizon).max(horizon).saturating_add(skew),
     })
+}
+
+/// Why a back-channel logout request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackChannelError {
+    /// The logout token is invalid: nothing was signed out (HTTP 400).
+    #[error(transparent)]
+    Invalid(#[from] LogoutTokenError),
+    /// The sign-out could not be recorded (HTTP 5xx; the provider may retry).
+    #[error("the sign-out could not be recorded")]
+    Store(#[source] StoreError),
+}
+
+/// Why a front-channel logout request was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrontChannelError {
+    /// `sid` is missing or malformed.
+    #[error("the request must carry a sid")]
+    MissingSid,
+    /// `iss` names another issuer than this app's provider.
+    #[error("the request names another issuer")]
+    WrongIssuer,
+    /// The sign-out could not be recorded.
+    #[error("the sign-out could not be recorded")]
+    Store(#[source] StoreError),
+}
+
+/// A local sign-out in progress: the session is already gone; send the
+/// browser to the provider's end-session endpoint (by POSTing `params` to
+/// `endpoint`, or with [`EndSessionMethod::Get`](crate::EndSessionMethod::Get)
+/// by a redirect whose query carries `params` — then without `id_token_hint`,
+/// so no token appears in a URL), and set the cookie
+/// `state_cookie_name=state_cookie_value` (path: the sign-out callback).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EndSessionRequest {
+    /// The provider's end-session endpoint.
+    pub endpoint: url::Url,
+    /// POST a form (with `id_token_hint`) or redirect with a query (without it).
+    pub method: EndSessionMethod,
+    /// Form parameters: `id_token_hint`, `post_logout_redirect_uri`, `state`, `client_id`.
+    pub params: Vec<(&'static str, Secret)>,
+    /// Name of the cookie binding `state` to this browser.
+    pub state_cookie_name: &'static str,
+    /// Its sealed value.
+    pub state_cookie_value: Secret,
+}
+
+/// What a local sign-out did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LocalSignOut {
+    /// The eviction.
+    pub eviction: Eviction,
+    /// Where to send the browser next, when the provider has an end-session endpoint.
+    pub end_session: Option<EndSessionRequest>,
+    /// Whether the refresh token was revoked at the provider (RFC 7009).
+    pub refresh_token_revoked: bool,
+}
+
+/// The name of the cookie holding the sign-out `state`.
+pub const SIGN_OUT_STATE_COOKIE: &str = "idweb.signout";
+
+/// The path of the post-logout redirect URI, below the public URL.
+pub const SIGN_OUT_CALLBACK_PATH: &str = "/signout-callback-oidc";
+
+pub(crate) const SIGN_OUT_PURPOSE: &str = "idweb signout v1";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingSignOut {
+    state: String,
+    created_at: i64,
+}
+
+/// What the sign-out flows need to know of the app's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct LogoutConfig {
+    pub(crate) logout_tokens: LogoutTokenPolicy,
+    pub(crate) revoke_on_sign_out: bool,
+    pub(crate) end_session_method: EndSessionMethod,
+    /// The post-logout redirect URI.
+    pub(crate) post_logout_redirect_uri: url::Url,
+}
+
+/// The sign-out flows of the app: back-channel and front-channel logout
+/// requests from the provider, and local sign-out (with refresh-token
+/// revocation and the RP-initiated logout that follows). Each ends in
+/// [`SignOut::evict`].
+#[derive(Debug, Clone)]
+pub struct LogoutHandler {
+    config: LogoutConfig,
+    client: Arc<ProviderClient>,
+    cache: TokenCache,
+    store: Arc<dyn Store>,
+    sign_out: SignOut,
+    sealer: Arc<Sealer>,
+    clock: Arc<dyn Clock>,
+}
+
+impl LogoutHandler {
+    pub(crate) fn new(
+        config: LogoutConfig,
+        client: Arc<ProviderClient>,
+        cache: TokenCache,
+        sign_out: SignOut,
+        sealer: Arc<Sealer>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            store: cache.store().clone(),
+            client,
+            cache,
+            sign_out,
+            sealer,
+            clock,
+        }
+    }
+
+    fn provider(&self) -> &Provider {
+        self.client.provider()
+    }
+
+    /// The eviction service underneath.
+    pub fn sign_out(&self) -> &SignOut {
+        &self.sign_out
+    }
+
+    /// Back-channel logout: validates `logout_token` (§2.6), refuses a
+    /// replayed `jti`, then evicts `(iss, sid)` — or every session of
+    /// `(iss, sub)` when the token has no `sid`. Success means the
+    /// eviction is stored (also when nothing matched).
+    pub async fn back_channel_logout(
+        &self,
+        logout_token: &str,
+    ) -> Result<Eviction, BackChannelError> {
+        let now = self.clock.unix_now();
+        let request = validate_logout_token(
+            self.provider(),
+            self.client.client_id(),
+            logout_token,
+            &self.config.logout_tokens,
+            now,
+        )
+        .await?;
+        let first = self
+            .store
+            .record_jti(&request.iss, &request.jti, request.replayable_until)
+            .await
+            .map_err(BackChannelError::Store)?;
+        if !first {
+            return Err(LogoutTokenError::Replayed.into());
+        }
+        match self.sign_out.evict(&request.selector()).await {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                // Let the provider's retry through: it is not a replay.
+                let _ = self.store.forget_jti(&request.iss, &request.jti).await;
+                Err(BackChannelError::Store(e))
+            }
+        }
+    }
+
+    /// Front-channel logout (`GET ...?iss=&sid=`): evicts `(iss, sid)` if
+    /// sessions of this app match it, and changes nothing otherwise.
+    /// Without `iss` (Microsoft Entra sends only `sid`) the app's one
+    /// provider is assumed.
+    pub async fn front_channel_logout(
+        &self,
+        iss: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Eviction, FrontChannelError> {
+        let sid = sid
+            .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
+            .ok_or(FrontChannelError::MissingSid)?;
+        if let Some(iss) = iss
+            && iss != self.provider().issuer()
+        {
+            return Err(FrontChannelError::WrongIssuer);
+        }
+        self.sign_out
+            .evict_if_known(self.provider().issuer(), sid)
+            .await
+            .map_err(FrontChannelError::Store)
+    }
+
+    /// Local sign-out of `session` (or, with `everywhere`, of every session
+    /// of its user in this app): revokes the refresh token at the provider
+    /// when configured and possible, evicts, and prepares the
+    /// RP-initiated logout at the provider.
+    pub async fn local_sign_out(
+        &self,
+        session: &Session,
+        everywhere: bool,
+    ) -> Result<LocalSignOut, StoreError> {
+        let key = PartitionKey::Session(session.id.clone());
+        let refresh_token = if self.config.revoke_on_sign_out
+            && self.provider().metadata().revocation_endpoint.is_some()
+        {
+            self.cache.read(&key).await.ok().and_then(|p| {
+                p.entries
+                    .iter()
+                    .find(|e| e.kind() == EntryKind::RefreshToken)
+                    .and_then(|e| e.secret().map(Secret::new))
+            })
+        } else {
+            None
+        };
+        let selector = if everywhere {
+            SignOutSelector::Subject {
+                iss: session.iss.clone(),
+                sub: session.sub.clone(),
+            }
+        } else {
+            SignOutSelector::Session(session.id.clone())
+        };
+        let eviction = self.sign_out.evict(&selector).await?;
+        let refresh_token_revoked = match refresh_token {
+            Some(rt) => self.revoke(&rt).await,
+            None => false,
+        };
+        let end_session = self
+            .provider()
+            .metadata()
+            .end_session_endpoint
+            .as_ref()
+            .and_then(|e| {
+                let endpoint = url::Url::parse(e).ok()?;
+                let state = random_token();
+                let pending = PendingSignOut {
+                    state: state.clone(),
+                    created_at: self.clock.unix_now(),
+                };
+                let json = serde_json::to_vec(&pending).ok()?;
+                let post_logout = &self.config.post_logout_redirect_uri;
+                let by_get = self.config.end_session_method == EndSessionMethod::Get;
+                let mut params = vec![
+                    (
+                        "post_logout_redirect_uri",
+                        Secret::new(post_logout.as_str()),
+                    ),
+                    ("state", Secret::new(state)),
+                    ("client_id", Secret::new(self.client.client_id())),
+                ];
+                if !by_get {
+                    // Never in a URL: only sent in a POSTed form.
+                    params.insert(0, ("id_token_hint", session.id_token.clone()));
+                }
+                Some(EndSessionRequest {
+                    endpoint,
+                    method: self.config.end_session_method,
+                    params,
+                    state_cookie_name: SIGN_OUT_STATE_COOKIE,
+                    state_cookie_value: Secret::new(self.sealer.seal(SIGN_OUT_PURPOSE, &json)),
+                })
+            });
+        Ok(LocalSignOut {
+            eviction,
+            end_session,
+            refresh_token_revoked,
+        })
+    }
+
+    /// Checks the `state` the provider sent back to the post-logout
+    /// redirect URI against the browser's sign-out cookie.
+    pub fn complete_sign_out(&self, cookie: Option<&str>, state: Option<&str>) -> bool {
+        let Some(pending) = cookie
+            .and_then(|c| self.sealer.open(SIGN_OUT_PURPOSE, c))
+            .and_then(|json| serde_json::from_slice::<PendingSignOut>(&json).ok())
+        else {
+            return false;
+        };
+        let fresh = self.clock.unix_now() <= pending.created_at.saturating_add(600);
+        fresh && state.is_some_and(|s| constant_time_eq(s.as_bytes(), pending.state.as_bytes()))
+    }
+
+    /// RFC 7009 revocation of a refresh token; `true` when the provider accepted it.
+    async fn revoke(&self, refresh_token: &Secret) -> bool {
+        let Some(endpoint) = &self.provider().metadata().revocation_endpoint else {
+            return false;
+        };
+        let form = vec![
+            ("token", refresh_token.secret()),
+            ("token_type_hint", "refresh_token"),
+        ];
+        match self.client.authenticated_post(endpoint, form).await {
+            Ok(resp) if resp.status().is_success() => true,
+            Ok(resp) => {
+                tracing::warn!(
+                    status = resp.status().as_u16(),
+                    "the provider refused to revoke the refresh token"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the revocation endpoint");
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -472,284 +754,5 @@ mod tests {
             ..LogoutTokenPolicy::default()
         };
         assert!(check_claims(&m, ISS, "app", &policy, NOW).is_ok());
-    }
-}
-
-/// Why a back-channel logout request failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackChannelError {
-    /// The logout token is invalid: nothing was signed out (HTTP 400).
-    #[error(transparent)]
-    Invalid(#[from] LogoutTokenError),
-    /// The sign-out could not be recorded (HTTP 5xx; the provider may retry).
-    #[error("the sign-out could not be recorded")]
-    Store(#[source] StoreError),
-}
-
-/// Why a front-channel logout request was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FrontChannelError {
-    /// `sid` is missing or malformed.
-    #[error("the request must carry a sid")]
-    MissingSid,
-    /// `iss` names another issuer than this app's provider.
-    #[error("the request names another issuer")]
-    WrongIssuer,
-    /// The sign-out could not be recorded.
-    #[error("the sign-out could not be recorded")]
-    Store(#[source] StoreError),
-}
-
-/// A local sign-out in progress: the session is already gone; send the
-/// browser to the provider's end-session endpoint (by POSTing `params` to
-/// `endpoint`, or with [`EndSessionMethod::Get`](crate::EndSessionMethod::Get)
-/// by a redirect whose query carries `params` — then without `id_token_hint`,
-/// so no token appears in a URL), and set the cookie
-/// `state_cookie_name=state_cookie_value` (path: the sign-out callback).
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct EndSessionRequest {
-    /// The provider's end-session endpoint.
-    pub endpoint: url::Url,
-    /// POST a form (with `id_token_hint`) or redirect with a query (without it).
-    pub method: crate::config::EndSessionMethod,
-    /// Form parameters: `id_token_hint`, `post_logout_redirect_uri`, `state`, `client_id`.
-    pub params: Vec<(&'static str, crate::Secret)>,
-    /// Name of the cookie binding `state` to this browser.
-    pub state_cookie_name: &'static str,
-    /// Its sealed value.
-    pub state_cookie_value: crate::Secret,
-}
-
-/// What a local sign-out did.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct LocalSignOut {
-    /// The eviction.
-    pub eviction: Eviction,
-    /// Where to send the browser next, when the provider has an end-session endpoint.
-    pub end_session: Option<EndSessionRequest>,
-    /// Whether the refresh token was revoked at the provider (RFC 7009).
-    pub refresh_token_revoked: bool,
-}
-
-/// The name of the cookie holding the sign-out `state`.
-pub const SIGN_OUT_STATE_COOKIE: &str = "idweb.signout";
-
-/// The path of the post-logout redirect URI, below the public URL.
-pub const SIGN_OUT_CALLBACK_PATH: &str = "/signout-callback-oidc";
-
-pub(crate) const SIGN_OUT_PURPOSE: &str = "idweb signout v1";
-
-mod relying_party {
-    use super::*;
-    use crate::cache::EntryKind;
-    use crate::crypto::random_token;
-    use crate::rp::RelyingParty;
-    use crate::secret::{Secret, constant_time_eq};
-    use crate::session::Session;
-    use crate::store::PartitionKey;
-
-    #[derive(serde::Serialize, serde::Deserialize)]
-    struct PendingSignOut {
-        state: String,
-        created_at: i64,
-    }
-
-    impl RelyingParty {
-        /// The eviction service of this app.
-        pub fn sign_out(&self) -> &SignOut {
-            &self.sign_out
-        }
-
-        /// Back-channel logout: validates `logout_token` (§2.6), refuses a
-        /// replayed `jti`, then evicts `(iss, sid)` — or every session of
-        /// `(iss, sub)` when the token has no `sid`. Success means the
-        /// eviction is stored (also when nothing matched).
-        pub async fn back_channel_logout(
-            &self,
-            logout_token: &str,
-        ) -> Result<Eviction, BackChannelError> {
-            let now = self.clock.unix_now();
-            let request = validate_logout_token(
-                &self.provider,
-                &self.settings.client_id,
-                logout_token,
-                &self.settings.logout_tokens,
-                now,
-            )
-            .await?;
-            let first = self
-                .store
-                .record_jti(&request.iss, &request.jti, request.replayable_until)
-                .await
-                .map_err(BackChannelError::Store)?;
-            if !first {
-                return Err(LogoutTokenError::Replayed.into());
-            }
-            match self.sign_out.evict(&request.selector()).await {
-                Ok(e) => Ok(e),
-                Err(e) => {
-                    // Let the provider's retry through: it is not a replay.
-                    let _ = self.store.forget_jti(&request.iss, &request.jti).await;
-                    Err(BackChannelError::Store(e))
-                }
-            }
-        }
-
-        /// Front-channel logout (`GET ...?iss=&sid=`): evicts `(iss, sid)` if
-        /// sessions of this app match it, and changes nothing otherwise.
-        /// Without `iss` (Microsoft Entra sends only `sid`) the app's one
-        /// provider is assumed.
-        pub async fn front_channel_logout(
-            &self,
-            iss: Option<&str>,
-            sid: Option<&str>,
-        ) -> Result<Eviction, FrontChannelError> {
-            let sid = sid
-                .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
-                .ok_or(FrontChannelError::MissingSid)?;
-            if let Some(iss) = iss
-                && iss != self.provider.issuer()
-            {
-                return Err(FrontChannelError::WrongIssuer);
-            }
-            self.sign_out
-                .evict_if_known(self.provider.issuer(), sid)
-                .await
-                .map_err(FrontChannelError::Store)
-        }
-
-        /// Local sign-out of `session` (or, with `everywhere`, of every session
-        /// of its user in this app): revokes the refresh token at the provider
-        /// when configured and possible, evicts, and prepares the
-        /// RP-initiated logout at the provider.
-        pub async fn local_sign_out(
-            &self,
-            session: &Session,
-            everywhere: bool,
-        ) -> Result<LocalSignOut, StoreError> {
-            let key = PartitionKey::Session(session.id.clone());
-            let refresh_token = if self.settings.revoke_on_sign_out
-                && self.provider.metadata().revocation_endpoint.is_some()
-            {
-                self.cache.read(&key).await.ok().and_then(|p| {
-                    p.entries
-                        .iter()
-                        .find(|e| e.kind() == EntryKind::RefreshToken)
-                        .and_then(|e| e.secret().map(Secret::new))
-                })
-            } else {
-                None
-            };
-            let selector = if everywhere {
-                SignOutSelector::Subject {
-                    iss: session.iss.clone(),
-                    sub: session.sub.clone(),
-                }
-            } else {
-                SignOutSelector::Session(session.id.clone())
-            };
-            let eviction = self.sign_out.evict(&selector).await?;
-            let refresh_token_revoked = match refresh_token {
-                Some(rt) => self.revoke(&rt).await,
-                None => false,
-            };
-            let end_session = self
-                .provider
-                .metadata()
-                .end_session_endpoint
-                .as_ref()
-                .and_then(|e| {
-                    let endpoint = url::Url::parse(e).ok()?;
-                    let state = random_token();
-                    let pending = PendingSignOut {
-                        state: state.clone(),
-                        created_at: self.clock.unix_now(),
-                    };
-                    let json = serde_json::to_vec(&pending).ok()?;
-                    let mut post_logout = self.settings.public_url.clone();
-                    let path = format!(
-                        "{}{SIGN_OUT_CALLBACK_PATH}",
-                        self.settings.public_url.path().trim_end_matches('/')
-                    );
-                    post_logout.set_path(&path);
-                    let by_get =
-                        self.settings.end_session_method == crate::config::EndSessionMethod::Get;
-                    let mut params = vec![
-                        (
-                            "post_logout_redirect_uri",
-                            Secret::new(post_logout.as_str()),
-                        ),
-                        ("state", Secret::new(state)),
-                        ("client_id", Secret::new(&self.settings.client_id)),
-                    ];
-                    if !by_get {
-                        // Never in a URL: only sent in a POSTed form.
-                        params.insert(0, ("id_token_hint", session.id_token.clone()));
-                    }
-                    Some(EndSessionRequest {
-                        endpoint,
-                        method: self.settings.end_session_method,
-                        params,
-                        state_cookie_name: SIGN_OUT_STATE_COOKIE,
-                        state_cookie_value: Secret::new(self.sealer.seal(SIGN_OUT_PURPOSE, &json)),
-                    })
-                });
-            Ok(LocalSignOut {
-                eviction,
-                end_session,
-                refresh_token_revoked,
-            })
-        }
-
-        /// Checks the `state` the provider sent back to the post-logout
-        /// redirect URI against the browser's sign-out cookie.
-        pub fn complete_sign_out(&self, cookie: Option<&str>, state: Option<&str>) -> bool {
-            let Some(pending) = cookie
-                .and_then(|c| self.sealer.open(SIGN_OUT_PURPOSE, c))
-                .and_then(|json| serde_json::from_slice::<PendingSignOut>(&json).ok())
-            else {
-                return false;
-            };
-            let fresh = self.clock.unix_now() <= pending.created_at.saturating_add(600);
-            fresh && state.is_some_and(|s| constant_time_eq(s.as_bytes(), pending.state.as_bytes()))
-        }
-
-        /// RFC 7009 revocation of a refresh token; `true` when the provider accepted it.
-        async fn revoke(&self, refresh_token: &Secret) -> bool {
-            let Some(endpoint) = &self.provider.metadata().revocation_endpoint else {
-                return false;
-            };
-            let form = vec![
-                ("token", refresh_token.secret()),
-                ("token_type_hint", "refresh_token"),
-            ];
-            match crate::signin::authenticated_post(
-                &self.http,
-                endpoint,
-                &self.settings.client_id,
-                &self.settings.client_secret,
-                self.settings.client_auth,
-                form,
-            )
-            .await
-            {
-                Ok(resp) if resp.status().is_success() => true,
-                Ok(resp) => {
-                    tracing::warn!(
-                        status = resp.status().as_u16(),
-                        "the provider refused to revoke the refresh token"
-                    );
-                    false
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot reach the revocation endpoint");
-                    false
-                }
-            }
-        }
     }
 }

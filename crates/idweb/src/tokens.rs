@@ -5,10 +5,18 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::cache::{CacheEntry, EntryKind};
+use crate::cache::{
+    AccessTokenEntry, CacheEntry, EntryKind, account_identity, entries_from_token_response,
+    msal_environment, msal_realm, msal_target,
+};
+use crate::client::{ProviderClient, TokenRequestError, TokenSet};
 use crate::http::HttpError;
+use crate::provider::Provider;
 use crate::secret::Secret;
-use crate::store::StoreError;
+use crate::session::Session;
+use crate::store::{PartitionKey, Store, StoreError};
+use crate::time::Clock;
+use crate::token_cache::TokenCache;
 
 /// How long a refresh lock lasts at most (a crashed holder frees it then).
 const REFRESH_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -70,9 +78,10 @@ pub enum TokenError {
         /// The provider's description.
         description: Option<String>,
     },
-    /// No downstream API has this name in the configuration.
-    #[error("no downstream API named `{0}` is configured")]
-    UnknownApi(String),
+    /// Another instance was redeeming the refresh token of this partition
+    /// and did not finish in time (it may have crashed; its lock expires).
+    #[error("timed out waiting for another instance's token refresh")]
+    RefreshWaitTimedOut,
 }
 
 impl From<StoreError> for TokenError {
@@ -169,6 +178,356 @@ impl SingleFlight {
     }
 }
 
+/// Scopes MSAL adds to every user token request; kept when they were configured at sign-in.
+const RESERVED: &[&str] = &["openid", "profile", "offline_access"];
+
+impl From<TokenRequestError> for TokenError {
+    fn from(e: TokenRequestError) -> Self {
+        match e {
+            TokenRequestError::Rejected { error, description } => {
+                TokenError::Rejected { error, description }
+            }
+            TokenRequestError::Http(h) => TokenError::Provider(h),
+        }
+    }
+}
+
+/// Token acquisition: access tokens for the signed-in user from the
+/// session's cache partition, else by redeeming its refresh token (one
+/// redemption per partition at a time, across instances), and for the app
+/// itself (client credentials).
+#[derive(Debug)]
+pub struct TokenAcquirer {
+    client: Arc<ProviderClient>,
+    cache: TokenCache,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// The scopes configured for sign-in (MSAL's reserved ones among them are
+    /// asked for again on refresh).
+    sign_in_scopes: Vec<String>,
+    single_flight: SingleFlight,
+}
+
+impl TokenAcquirer {
+    pub(crate) fn new(
+        client: Arc<ProviderClient>,
+        cache: TokenCache,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        sign_in_scopes: Vec<String>,
+    ) -> Self {
+        Self {
+            client,
+            cache,
+            store,
+            clock,
+            sign_in_scopes,
+            single_flight: SingleFlight::default(),
+        }
+    }
+
+    fn client_id(&self) -> &str {
+        self.client.client_id()
+    }
+
+    fn provider(&self) -> &Provider {
+        self.client.provider()
+    }
+
+    /// A token request with this app's client authentication.
+    async fn request_tokens(
+        &self,
+        form: Vec<(&str, &str)>,
+        now: i64,
+    ) -> Result<TokenSet, TokenRequestError> {
+        self.client.token_request(form, now).await
+    }
+
+    /// An access token for the signed-in user with at least `scopes`,
+    /// valid for at least five more minutes.
+    ///
+    /// From the session's cache partition when possible; otherwise the
+    /// refresh token is redeemed — one redemption per partition at a time
+    /// in this process, concurrent callers wait and reuse its result — and
+    /// the new tokens (with the rotated refresh token) are stored
+    /// atomically. Without a usable refresh token, or when the provider
+    /// answers `invalid_grant` / `interaction_required`, the result is
+    /// [`TokenError::UiRequired`].
+    pub async fn token_for_user(
+        &self,
+        session: &Session,
+        scopes: &[&str],
+    ) -> Result<AccessToken, TokenError> {
+        let key = PartitionKey::Session(session.id.clone());
+        let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let now = self.clock.unix_now();
+        let cached = self.cache.read(&key).await?;
+        if let Some(t) = usable_access_token(&cached.entries, self.client_id(), &wanted, now) {
+            return Ok(t);
+        }
+        self.single_flight
+            .run(
+                &key.storage_key(),
+                self.refresh_across_instances(session, &key, scopes, &wanted),
+            )
+            .await
+    }
+
+    /// Takes the store's refresh lock of the partition (so that one
+    /// instance redeems the refresh token while the others wait and reuse
+    /// its result), then refreshes.
+    async fn refresh_across_instances(
+        &self,
+        session: &Session,
+        key: &PartitionKey,
+        scopes: &[&str],
+        wanted: &BTreeSet<String>,
+    ) -> Result<AccessToken, TokenError> {
+        let name = format!("refresh/{}", key.storage_key());
+        let deadline = tokio::time::Instant::now() + REFRESH_LOCK_WAIT;
+        let token = loop {
+            if let Some(token) = self.store.try_lock(&name, REFRESH_LOCK_TTL).await? {
+                break token;
+            }
+            // Another instance is refreshing: wait for its result.
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            let cached = self.cache.read(key).await?;
+            if let Some(t) = usable_access_token(
+                &cached.entries,
+                self.client_id(),
+                wanted,
+                self.clock.unix_now(),
+            ) {
+                return Ok(t);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TokenError::RefreshWaitTimedOut);
+            }
+        };
+        let result = self.refresh_for_user(session, key, scopes, wanted).await;
+        if let Err(e) = self.store.unlock(&name, &token).await {
+            tracing::warn!(error = %e, "could not release the refresh lock; it expires by itself");
+        }
+        result
+    }
+
+    async fn refresh_for_user(
+        &self,
+        session: &Session,
+        key: &PartitionKey,
+        scopes: &[&str],
+        wanted: &BTreeSet<String>,
+    ) -> Result<AccessToken, TokenError> {
+        let ui_required = || TokenError::UiRequired {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            claims: None,
+        };
+        // Another caller may have refreshed while we waited.
+        let cached = self.cache.read(key).await?;
+        let now = self.clock.unix_now();
+        if let Some(t) = usable_access_token(&cached.entries, self.client_id(), wanted, now) {
+            return Ok(t);
+        }
+        if self.store.get_session(&session.id).await?.is_none() {
+            return Err(TokenError::SignedOut);
+        }
+        let Some(rt) = refresh_token(&cached.entries, self.client_id()) else {
+            return Err(ui_required());
+        };
+        let mut ask: Vec<&str> = scopes.to_vec();
+        for r in RESERVED {
+            if self.sign_in_scopes.iter().any(|s| s == r) && !ask.contains(r) {
+                ask.push(r);
+            }
+        }
+        let scope = ask.join(" ");
+        let form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.secret()),
+            ("scope", scope.as_str()),
+        ];
+        let tokens = match self.request_tokens(form, now).await {
+            Ok(t) => t,
+            Err(TokenRequestError::Rejected { error, description }) if needs_ui(&error) => {
+                tracing::info!(%error, "refresh token refused; the user must sign in again");
+                let _ = description;
+                // The dead refresh token goes, so the next request does not try it again.
+                let dead: Vec<String> = cached
+                    .entries
+                    .iter()
+                    .filter(|e| e.kind() == EntryKind::RefreshToken)
+                    .map(CacheEntry::cache_key)
+                    .collect();
+                let _ = self.cache.write(key, &[], &dead, None).await;
+                return Err(ui_required());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let entries = self.entries_for_refresh(session, &tokens, &scope, now);
+        // Conditional on the version we read: a concurrent sign-out makes
+        // this fail (SignedOut) instead of writing the tokens back.
+        match self
+            .cache
+            .write(key, &entries, &[], Some(cached.version))
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                // Someone else wrote meanwhile (another instance); prefer theirs if usable.
+                let again = self.cache.read(key).await?;
+                if let Some(t) = usable_access_token(
+                    &again.entries,
+                    self.client_id(),
+                    wanted,
+                    self.clock.unix_now(),
+                ) {
+                    return Ok(t);
+                }
+                self.cache
+                    .write(key, &entries, &[], Some(again.version))
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let granted = tokens.scope.clone().unwrap_or(scope);
+        Ok(AccessToken {
+            secret: tokens.access_token,
+            expires_at: tokens.expires_at.unwrap_or(now + 3600),
+            scopes: scope_set(&granted).into_iter().collect(),
+        })
+    }
+
+    fn entries_for_refresh(
+        &self,
+        session: &Session,
+        tokens: &TokenSet,
+        scope: &str,
+        now: i64,
+    ) -> Vec<CacheEntry> {
+        let granted = tokens.scope.as_deref().unwrap_or(scope);
+        let claims = serde_json::Map::from_iter([(
+            "sub".to_string(),
+            serde_json::Value::String(session.sub.clone()),
+        )]);
+        let mut identity = account_identity(
+            &session.iss,
+            &self.provider().metadata().token_endpoint,
+            &claims,
+            tokens.client_info.as_deref(),
+        );
+        identity.home_account_id = session.account_id.clone();
+        let parts = tokens
+            .response_parts(
+                self.client_id(),
+                granted,
+                tokens.id_token.as_ref().map(Secret::secret),
+                "refresh_token",
+                now,
+            )
+            .without_account();
+        entries_from_token_response(&identity, &parts)
+    }
+
+    /// An access token for the app itself (client credentials), cached in
+    /// a partition of its own per client, tenant and audience.
+    pub async fn token_for_app(&self, scopes: &[&str]) -> Result<AccessToken, TokenError> {
+        let issuer = self.provider().issuer();
+        let target = msal_target(&scopes.join(" "));
+        let key = PartitionKey::App {
+            client_id: self.client_id().to_string(),
+            tenant: msal_realm(&self.provider().metadata().token_endpoint),
+            audience: audience_of(scopes),
+        };
+        let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let cached = self.cache.read(&key).await?;
+        let now = self.clock.unix_now();
+        if let Some(t) = usable_access_token(&cached.entries, self.client_id(), &wanted, now) {
+            return Ok(t);
+        }
+        self.single_flight
+            .run(&key.storage_key(), async {
+                let cached = self.cache.read(&key).await?;
+                let now = self.clock.unix_now();
+                if let Some(t) =
+                    usable_access_token(&cached.entries, self.client_id(), &wanted, now)
+                {
+                    return Ok(t);
+                }
+                let scope = scopes.join(" ");
+                let form = vec![
+                    ("grant_type", "client_credentials"),
+                    ("scope", scope.as_str()),
+                ];
+                let tokens = self.request_tokens(form, now).await?;
+                let expires_at = tokens.expires_at.unwrap_or(now + 3600);
+                let entry = CacheEntry::AccessToken(AccessTokenEntry {
+                    home_account_id: None,
+                    environment: msal_environment(issuer),
+                    client_id: self.client_id().to_string(),
+                    realm: msal_realm(&self.provider().metadata().token_endpoint),
+                    target: target.clone(),
+                    secret: tokens.access_token.clone(),
+                    token_type: Some("Bearer".into()),
+                    cached_at: Some(now),
+                    expires_on: expires_at,
+                    extended_expires_on: Some(expires_at),
+                    refresh_on: None,
+                    key_id: None,
+                    ext_cache_key: None,
+                    extra: serde_json::Map::new(),
+                });
+                // Replace older app tokens of this audience.
+                let stale: Vec<String> = cached.entries.iter().map(CacheEntry::cache_key).collect();
+                self.cache.write(&key, &[entry], &stale, None).await?;
+                Ok(AccessToken {
+                    secret: tokens.access_token,
+                    expires_at,
+                    scopes: scope_set(&target).into_iter().collect(),
+                })
+            })
+            .await
+    }
+
+    /// Removes an access token from the session's cache (after an API refused it).
+    pub(crate) async fn discard_access_token(
+        &self,
+        session: &Session,
+        token: &AccessToken,
+    ) -> Result<(), TokenError> {
+        let key = PartitionKey::Session(session.id.clone());
+        let cached = self.cache.read(&key).await?;
+        let stale: Vec<String> = cached
+            .entries
+            .iter()
+            .filter(|e| {
+                e.kind() == EntryKind::AccessToken && e.secret() == Some(token.secret.secret())
+            })
+            .map(CacheEntry::cache_key)
+            .collect();
+        if !stale.is_empty() {
+            self.cache.write(&key, &[], &stale, None).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The resource of a set of scopes: `api://todo/read` → `api://todo`,
+/// `https://graph.microsoft.com/.default` → `https://graph.microsoft.com`.
+fn audience_of(scopes: &[&str]) -> String {
+    let mut resources: Vec<String> = scopes
+        .iter()
+        .map(|s| match s.rfind('/') {
+            Some(i) if s.contains("://") && i > s.find("://").unwrap_or(0) + 2 => {
+                s[..i].to_string()
+            }
+            _ => s.to_string(),
+        })
+        .collect();
+    resources.sort();
+    resources.dedup();
+    resources.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,441 +562,17 @@ mod tests {
         assert!(scope_set("B a").is_subset(&scope_set("a b c")));
         assert!(!scope_set("a d").is_subset(&scope_set("a b c")));
     }
-}
 
-mod acquire {
-    use super::*;
-    use crate::cache::{
-        AccessTokenEntry, account_identity, entries_from_token_response, msal_environment,
-        msal_realm, msal_target,
-    };
-    use crate::downstream::{
-        DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
-        claims_challenge, resolve,
-    };
-    use crate::rp::RelyingParty;
-    use crate::session::Session;
-    use crate::signin::{TokenRequestError, TokenSet, token_request};
-    use crate::store::PartitionKey;
-
-    /// Scopes MSAL adds to every user token request; kept when they were configured at sign-in.
-    const RESERVED: &[&str] = &["openid", "profile", "offline_access"];
-
-    impl From<TokenRequestError> for TokenError {
-        fn from(e: TokenRequestError) -> Self {
-            match e {
-                TokenRequestError::Rejected { error, description } => {
-                    TokenError::Rejected { error, description }
-                }
-                TokenRequestError::Http(h) => TokenError::Provider(h),
-            }
-        }
-    }
-
-    impl RelyingParty {
-        /// A token request with this app's client authentication.
-        async fn request_tokens(
-            &self,
-            form: Vec<(&str, &str)>,
-            now: i64,
-        ) -> Result<TokenSet, TokenRequestError> {
-            token_request(
-                &self.http,
-                &self.provider,
-                &self.settings.client_id,
-                &self.settings.client_secret,
-                self.settings.client_auth,
-                form,
-                now,
-            )
-            .await
-        }
-
-        /// An access token for the signed-in user with at least `scopes`,
-        /// valid for at least five more minutes.
-        ///
-        /// From the session's cache partition when possible; otherwise the
-        /// refresh token is redeemed — one redemption per partition at a time
-        /// in this process, concurrent callers wait and reuse its result — and
-        /// the new tokens (with the rotated refresh token) are stored
-        /// atomically. Without a usable refresh token, or when the provider
-        /// answers `invalid_grant` / `interaction_required`, the result is
-        /// [`TokenError::UiRequired`].
-        pub async fn token_for_user(
-            &self,
-            session: &Session,
-            scopes: &[&str],
-        ) -> Result<AccessToken, TokenError> {
-            let key = PartitionKey::Session(session.id.clone());
-            let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
-            let now = self.clock.unix_now();
-            let cached = self.cache.read(&key).await?;
-            if let Some(t) =
-                usable_access_token(&cached.entries, &self.settings.client_id, &wanted, now)
-            {
-                return Ok(t);
-            }
-            self.single_flight
-                .run(
-                    &key.storage_key(),
-                    self.refresh_across_instances(session, &key, scopes, &wanted),
-                )
-                .await
-        }
-
-        /// Takes the store's refresh lock of the partition (so that one
-        /// instance redeems the refresh token while the others wait and reuse
-        /// its result), then refreshes.
-        async fn refresh_across_instances(
-            &self,
-            session: &Session,
-            key: &PartitionKey,
-            scopes: &[&str],
-            wanted: &BTreeSet<String>,
-        ) -> Result<AccessToken, TokenError> {
-            let name = format!("refresh/{}", key.storage_key());
-            let deadline = tokio::time::Instant::now() + REFRESH_LOCK_WAIT;
-            let token = loop {
-                if let Some(token) = self.store.try_lock(&name, REFRESH_LOCK_TTL).await? {
-                    break token;
-                }
-                // Another instance is refreshing: wait for its result.
-                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-                let cached = self.cache.read(key).await?;
-                if let Some(t) = usable_access_token(
-                    &cached.entries,
-                    &self.settings.client_id,
-                    wanted,
-                    self.clock.unix_now(),
-                ) {
-                    return Ok(t);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(TokenError::Store(StoreError::Unavailable(
-                        "timed out waiting for another instance's token refresh".into(),
-                    )));
-                }
-            };
-            let result = self.refresh_for_user(session, key, scopes, wanted).await;
-            if let Err(e) = self.store.unlock(&name, &token).await {
-                tracing::warn!(error = %e, "could not release the refresh lock; it expires by itself");
-            }
-            result
-        }
-
-        async fn refresh_for_user(
-            &self,
-            session: &Session,
-            key: &PartitionKey,
-            scopes: &[&str],
-            wanted: &BTreeSet<String>,
-        ) -> Result<AccessToken, TokenError> {
-            let ui_required = || TokenError::UiRequired {
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                claims: None,
-            };
-            // Another caller may have refreshed while we waited.
-            let cached = self.cache.read(key).await?;
-            let now = self.clock.unix_now();
-            if let Some(t) =
-                usable_access_token(&cached.entries, &self.settings.client_id, wanted, now)
-            {
-                return Ok(t);
-            }
-            if self.store.get_session(&session.id).await?.is_none() {
-                return Err(TokenError::SignedOut);
-            }
-            let Some(rt) = refresh_token(&cached.entries, &self.settings.client_id) else {
-                return Err(ui_required());
-            };
-            let mut ask: Vec<&str> = scopes.to_vec();
-            for r in RESERVED {
-                if self.settings.scopes.iter().any(|s| s == r) && !ask.contains(r) {
-                    ask.push(r);
-                }
-            }
-            let scope = ask.join(" ");
-            let form = vec![
-                ("grant_type", "refresh_token"),
-                ("refresh_token", rt.secret()),
-                ("scope", scope.as_str()),
-            ];
-            let tokens = match self.request_tokens(form, now).await {
-                Ok(t) => t,
-                Err(TokenRequestError::Rejected { error, description }) if needs_ui(&error) => {
-                    tracing::info!(%error, "refresh token refused; the user must sign in again");
-                    let _ = description;
-                    // The dead refresh token goes, so the next request does not try it again.
-                    let dead: Vec<String> = cached
-                        .entries
-                        .iter()
-                        .filter(|e| e.kind() == EntryKind::RefreshToken)
-                        .map(CacheEntry::cache_key)
-                        .collect();
-                    let _ = self.cache.write(key, &[], &dead, None).await;
-                    return Err(ui_required());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let entries = self.entries_for_refresh(session, &tokens, &scope, now);
-            // Conditional on the version we read: a concurrent sign-out makes
-            // this fail (SignedOut) instead of writing the tokens back.
-            match self
-                .cache
-                .write(key, &entries, &[], Some(cached.version))
-                .await
-            {
-                Ok(_) => {}
-                Err(StoreError::Conflict { .. }) => {
-                    // Someone else wrote meanwhile (another instance); prefer theirs if usable.
-                    let again = self.cache.read(key).await?;
-                    if let Some(t) = usable_access_token(
-                        &again.entries,
-                        &self.settings.client_id,
-                        wanted,
-                        self.clock.unix_now(),
-                    ) {
-                        return Ok(t);
-                    }
-                    self.cache
-                        .write(key, &entries, &[], Some(again.version))
-                        .await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let granted = tokens.scope.clone().unwrap_or(scope);
-            Ok(AccessToken {
-                secret: tokens.access_token,
-                expires_at: tokens.expires_at.unwrap_or(now + 3600),
-                scopes: scope_set(&granted).into_iter().collect(),
-            })
-        }
-
-        fn entries_for_refresh(
-            &self,
-            session: &Session,
-            tokens: &TokenSet,
-            scope: &str,
-            now: i64,
-        ) -> Vec<CacheEntry> {
-            let granted = tokens.scope.as_deref().unwrap_or(scope);
-            let claims = serde_json::Map::from_iter([(
-                "sub".to_string(),
-                serde_json::Value::String(session.sub.clone()),
-            )]);
-            let mut identity = account_identity(
-                &session.iss,
-                &self.provider.metadata().token_endpoint,
-                &claims,
-                tokens.client_info.as_deref(),
-            );
-            identity.home_account_id = session.account_id.clone();
-            let parts = tokens
-                .response_parts(
-                    &self.settings.client_id,
-                    granted,
-                    tokens.id_token.as_ref().map(Secret::secret),
-                    "refresh_token",
-                    now,
-                )
-                .without_account();
-            entries_from_token_response(&identity, &parts)
-        }
-
-        /// An access token for the app itself (client credentials), cached in
-        /// a partition of its own per client, tenant and audience.
-        pub async fn token_for_app(&self, scopes: &[&str]) -> Result<AccessToken, TokenError> {
-            let issuer = self.provider.issuer();
-            let target = msal_target(&scopes.join(" "));
-            let key = PartitionKey::App {
-                client_id: self.settings.client_id.clone(),
-                tenant: msal_realm(&self.provider.metadata().token_endpoint),
-                audience: audience_of(scopes),
-            };
-            let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
-            let cached = self.cache.read(&key).await?;
-            let now = self.clock.unix_now();
-            if let Some(t) =
-                usable_access_token(&cached.entries, &self.settings.client_id, &wanted, now)
-            {
-                return Ok(t);
-            }
-            self.single_flight
-                .run(&key.storage_key(), async {
-                    let cached = self.cache.read(&key).await?;
-                    let now = self.clock.unix_now();
-                    if let Some(t) =
-                        usable_access_token(&cached.entries, &self.settings.client_id, &wanted, now)
-                    {
-                        return Ok(t);
-                    }
-                    let scope = scopes.join(" ");
-                    let form = vec![
-                        ("grant_type", "client_credentials"),
-                        ("scope", scope.as_str()),
-                    ];
-                    let tokens = self.request_tokens(form, now).await?;
-                    let expires_at = tokens.expires_at.unwrap_or(now + 3600);
-                    let entry = CacheEntry::AccessToken(AccessTokenEntry {
-                        home_account_id: None,
-                        environment: msal_environment(issuer),
-                        client_id: self.settings.client_id.clone(),
-                        realm: msal_realm(&self.provider.metadata().token_endpoint),
-                        target: target.clone(),
-                        secret: tokens.access_token.clone(),
-                        token_type: Some("Bearer".into()),
-                        cached_at: Some(now),
-                        expires_on: expires_at,
-                        extended_expires_on: Some(expires_at),
-                        refresh_on: None,
-                        key_id: None,
-                        ext_cache_key: None,
-                        extra: serde_json::Map::new(),
-                    });
-                    // Replace older app tokens of this audience.
-                    let stale: Vec<String> =
-                        cached.entries.iter().map(CacheEntry::cache_key).collect();
-                    self.cache.write(&key, &[entry], &stale, None).await?;
-                    Ok(AccessToken {
-                        secret: tokens.access_token,
-                        expires_at,
-                        scopes: scope_set(&target).into_iter().collect(),
-                    })
-                })
-                .await
-        }
-
-        /// Removes an access token from the session's cache (after an API refused it).
-        async fn discard_access_token(
-            &self,
-            session: &Session,
-            token: &AccessToken,
-        ) -> Result<(), TokenError> {
-            let key = PartitionKey::Session(session.id.clone());
-            let cached = self.cache.read(&key).await?;
-            let stale: Vec<String> = cached
-                .entries
-                .iter()
-                .filter(|e| {
-                    e.kind() == EntryKind::AccessToken && e.secret() == Some(token.secret.secret())
-                })
-                .map(CacheEntry::cache_key)
-                .collect();
-            if !stale.is_empty() {
-                self.cache.write(&key, &[], &stale, None).await?;
-            }
-            Ok(())
-        }
-
-        /// Calls the downstream API `api` (configured under `[downstream.NAME]`)
-        /// with the user's token. A `401` carrying a claims challenge
-        /// (`WWW-Authenticate: Bearer ... claims="..."`) becomes
-        /// [`TokenError::UiRequired`] with those claims, so the app can send the
-        /// user through the provider once more and retry.
-        pub async fn call_api(
-            &self,
-            session: &Session,
-            api: &str,
-            request: DownstreamRequest,
-        ) -> Result<DownstreamResponse, DownstreamError> {
-            let conf = self
-                .settings
-                .downstream
-                .get(api)
-                .ok_or_else(|| DownstreamError::UnknownApi(api.to_string()))?;
-            let url = resolve(&conf.base_url, &request.path)
-                .ok_or(DownstreamError::InvalidPath(request.path.clone()))?;
-            let scopes: Vec<&str> = conf.scopes.iter().map(String::as_str).collect();
-            let transport = |source| DownstreamError::Transport {
-                api: api.to_string(),
-                source,
-            };
-            let mut retried = false;
-            let mut resp = loop {
-                let token = self.token_for_user(session, &scopes).await?;
-                let mut req = self
-                    .http
-                    .request(request.method.clone(), url.clone())
-                    .bearer_auth(token.secret.secret())
-                    .header(reqwest::header::ACCEPT, "application/json");
-                if let Some(body) = &request.json {
-                    req = req.json(body);
-                }
-                let resp = req.send().await.map_err(transport)?;
-                if resp.status().as_u16() != 401 {
-                    break resp;
-                }
-                let challenge = resp
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(claims_challenge);
-                if let Some(claims) = challenge {
-                    return Err(DownstreamError::Token(TokenError::UiRequired {
-                        scopes: conf.scopes.clone(),
-                        claims: Some(claims),
-                    }));
-                }
-                if retried {
-                    break resp;
-                }
-                // The API refused a token we thought valid (revoked, or signed
-                // with a key the API no longer trusts): drop it and try once
-                // more with a fresh one.
-                retried = true;
-                self.discard_access_token(session, &token).await?;
-            };
-            let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-                if body.len() + chunk.len() > MAX_DOWNSTREAM_BODY {
-                    return Err(DownstreamError::TooLarge(api.to_string()));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(DownstreamResponse {
-                status,
-                content_type,
-                body,
-            })
-        }
-    }
-
-    /// The resource of a set of scopes: `api://todo/read` → `api://todo`,
-    /// `https://graph.microsoft.com/.default` → `https://graph.microsoft.com`.
-    fn audience_of(scopes: &[&str]) -> String {
-        let mut resources: Vec<String> = scopes
-            .iter()
-            .map(|s| match s.rfind('/') {
-                Some(i) if s.contains("://") && i > s.find("://").unwrap_or(0) + 2 => {
-                    s[..i].to_string()
-                }
-                _ => s.to_string(),
-            })
-            .collect();
-        resources.sort();
-        resources.dedup();
-        resources.join(" ")
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn audiences_of_scopes() {
-            assert_eq!(
-                super::audience_of(&["api://todo/read", "api://todo/write"]),
-                "api://todo"
-            );
-            assert_eq!(
-                super::audience_of(&["https://graph.microsoft.com/.default"]),
-                "https://graph.microsoft.com"
-            );
-            assert_eq!(super::audience_of(&["User.Read"]), "User.Read");
-        }
+    #[test]
+    fn audiences_of_scopes() {
+        assert_eq!(
+            audience_of(&["api://todo/read", "api://todo/write"]),
+            "api://todo"
+        );
+        assert_eq!(
+            audience_of(&["https://graph.microsoft.com/.default"]),
+            "https://graph.microsoft.com"
+        );
+        assert_eq!(audience_of(&["User.Read"]), "User.Read");
     }
 }
