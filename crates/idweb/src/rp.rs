@@ -142,7 +142,8 @@ impl RelyingPartyBuilder {
             store.clone(),
             clock.clone(),
             settings.session_lifetime + self.clock_skew + Duration::from_secs(3600),
-        );
+        )
+        .with_cache(cache.clone());
         let mut post_logout_redirect_uri = settings.public_url.clone();
         post_logout_redirect_uri.set_path(&format!(
             "{}{SIGN_OUT_CALLBACK_PATH}",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Its `Debug` output is redacted and it has no `Display`: reading it takes an
 /// explicit call to [`Secret::secret`], which makes every use visible in review.
+/// Its memory is overwritten with zeros when it is dropped.
 ///
 /// ```
 /// use idweb::Secret;
@@ -28,6 +29,12 @@ impl Secret {
     /// The secret value. Never log it.
     pub fn secret(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

@@ -66,6 +66,9 @@ pub struct SignOut {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     tombstone_lifetime: Duration,
+    /// The token cache of this process, whose decoded views of the removed
+    /// partitions are dropped before `evict` returns.
+    cache: Option<TokenCache>,
 }
 
 impl SignOut {
@@ -76,6 +79,19 @@ impl SignOut {
             store,
             clock,
             tombstone_lifetime,
+            cache: None,
+        }
+    }
+
+    /// Also drops the in-process views of `cache` for the sessions evicted.
+    pub(crate) fn with_cache(mut self, cache: TokenCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn forget_views(&self, id: &SessionId) {
+        if let Some(cache) = &self.cache {
+            cache.forget(&PartitionKey::Session(id.clone()));
         }
     }
 
@@ -103,6 +119,7 @@ impl SignOut {
                         .await?;
                 }
                 let removed = self.store.remove_session(id).await?.is_some();
+                self.forget_views(id);
                 tracing::info!(session = ?id, "signed out one session");
                 return Ok(Eviction {
                     sessions_removed: usize::from(removed),
@@ -125,6 +142,7 @@ impl SignOut {
             if self.store.remove_session(&id).await?.is_some() {
                 removed += 1;
             }
+            self.forget_views(&id);
         }
         tracing::info!(
             sessions = removed,

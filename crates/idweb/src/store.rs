@@ -567,6 +567,20 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        let now = self.clock.unix_now();
+        let inner = self.lock();
+        if let Some(id) = key.session_id()
+            && !inner.live_session(id, now)
+        {
+            return Ok(None);
+        }
+        Ok(inner
+            .partitions
+            .get(key)
+            .and_then(|(version, entries)| (!entries.is_empty()).then_some(*version)))
+    }
+
     async fn write_partition(
         &self,
         key: &PartitionKey,

@@ -243,6 +243,31 @@ impl TokenAcquirer {
         self.client.token_request(form, now).await
     }
 
+    /// The hot path: the cached access token of `key` covering `scopes` and
+    /// valid for at least [`MIN_REMAINING_SECS`], from the partition's
+    /// decoded view (one version check against the store; no decryption
+    /// unless the partition changed).
+    async fn cached_token(
+        &self,
+        key: &PartitionKey,
+        scopes: &[&str],
+    ) -> Result<Option<AccessToken>, StoreError> {
+        let Some(view) = self.cache.access_tokens(key, self.client_id()).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.unix_now();
+        Ok(view
+            .tokens
+            .iter()
+            .filter(|t| t.expires_at > now + MIN_REMAINING_SECS && t.covers(scopes))
+            .max_by_key(|t| t.expires_at)
+            .map(|t| AccessToken {
+                secret: t.secret.clone(),
+                expires_at: t.expires_at,
+                scopes: t.scopes.iter().map(|s| s.to_string()).collect(),
+            }))
+    }
+
     /// An access token for the signed-in user with at least `scopes`,
     /// valid for at least five more minutes.
     ///
@@ -259,12 +284,10 @@ impl TokenAcquirer {
         scopes: &[&str],
     ) -> Result<AccessToken, TokenError> {
         let key = PartitionKey::Session(session.id.clone());
-        let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
-        let now = self.clock.unix_now();
-        let cached = self.cache.read(&key).await?;
-        if let Some(t) = usable_access_token(&cached.entries, self.client_id(), &wanted, now) {
+        if let Some(t) = self.cached_token(&key, scopes).await? {
             return Ok(t);
         }
+        let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
         self.single_flight
             .run(
                 &key.storage_key(),
@@ -291,13 +314,7 @@ impl TokenAcquirer {
             }
             // Another instance is refreshing: wait for its result.
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-            let cached = self.cache.read(key).await?;
-            if let Some(t) = usable_access_token(
-                &cached.entries,
-                self.client_id(),
-                wanted,
-                self.clock.unix_now(),
-            ) {
+            if let Some(t) = self.cached_token(key, scopes).await? {
                 return Ok(t);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -438,12 +455,10 @@ impl TokenAcquirer {
             tenant: msal_realm(&self.provider().metadata().token_endpoint),
             audience: audience_of(scopes),
         };
-        let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
-        let cached = self.cache.read(&key).await?;
-        let now = self.clock.unix_now();
-        if let Some(t) = usable_access_token(&cached.entries, self.client_id(), &wanted, now) {
+        if let Some(t) = self.cached_token(&key, scopes).await? {
             return Ok(t);
         }
+        let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
         self.single_flight
             .run(&key.storage_key(), async {
                 let cached = self.cache.read(&key).await?;
