@@ -61,7 +61,7 @@ pub use cache::{
 };
 pub use config::{
     ClientAuthMethod, ConfigError, DownstreamApiSettings, EndSessionMethod, KeySource, Settings,
-    StoreSetting,
+    StoreUrl,
 };
 pub use downstream::{DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY};
 pub use http::HttpError;
