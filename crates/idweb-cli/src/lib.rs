@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    CacheKeys, EntrySummary, PartitionKey, Session, SessionLookup, SignOut,
-    SignOutSelector, Store, StoreError, StoreUrl, SystemClock, TokenCache,
+    CacheKeys, EntrySummary, PartitionKey, Session, SessionLookup, SignOut, SignOutSelector, Store,
+    StoreError, StoreUrl, SystemClock, TokenCache,
 };
 use serde::Serialize;
 
@@ -60,7 +60,9 @@ fn store_url(
         }
     }
     if store.scheme().starts_with("redis") {
-        store = store.with_option("l1", "false").map_err(|e| e.to_string())?;
+        store = store
+            .with_option("l1", "false")
+            .map_err(|e| e.to_string())?;
     }
     Ok(store)
 }
