@@ -25,7 +25,7 @@
 //! [`IdWeb::from_env`] reads the `IDWEB_*` variables, opens the store that
 //! `IDWEB_STORE` names (`memory` by default; `sqlite://PATH`, or
 //! `redis://HOST:PORT` for several instances) and discovers the provider.
-//! [`IdWeb::builder`] does the same from [`Settings`](idweb::Settings) you
+//! [`IdWeb::builder`] does the same from [`Settings`] you
 //! loaded, with the `with_*` options of the relying party (a store, an HTTP
 //! client, a clock).
 //!

@@ -288,7 +288,10 @@ async fn from_env_opens_the_store_the_variables_name() {
             && output.contains("IDWEB_STORE_PREFIX"),
         "{output}"
     );
-    assert!(!std::path::Path::new("x.db").exists(), "refused before opening");
+    assert!(
+        !std::path::Path::new("x.db").exists(),
+        "refused before opening"
+    );
     let (ok, output) = run_child(base("memory".into()).split_off(1)).await;
     assert!(
         !ok && output.contains("invalid idweb settings") && output.contains("IDWEB_AUTHORITY"),

@@ -154,6 +154,7 @@ fn invalid(url: &StoreUrl, e: impl Into<BoxError>) -> OpenStoreError {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "redis"))]
 fn failed(url: &StoreUrl, e: StoreError) -> OpenStoreError {
     OpenStoreError::Open {
         scheme: url.scheme().to_string(),
