@@ -31,6 +31,9 @@
 //! - [`Provider`]: discovery metadata and the provider's keys, refetched on an unknown `kid`.
 //! - [`RelyingParty`]: sign-in (code flow + PKCE S256, state, nonce) and sessions.
 //! - [`Store`]: where sessions live; [`MemoryStore`] in process.
+//! - [`StoreUrl`]: the store the settings name (`IDWEB_STORE`), opaque here;
+//!   `idweb-stores` opens it, and [`RelyingParty::builder`] refuses to start
+//!   on anything but `memory` without the opened store.
 //! - [`Clock`]: injected time, so expiry is testable without sleeping.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
