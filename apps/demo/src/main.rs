@@ -8,9 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use std::sync::Arc;
 
-use idweb::{RelyingParty, Settings, SystemClock};
+use idweb::Settings;
 use idweb_axum::IdWeb;
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
 use tokio::net::TcpListener;
@@ -149,13 +148,7 @@ async fn run_webapp(config: Option<PathBuf>) -> Result<(), BoxError> {
     let settings = Settings::load(config.as_deref())?;
     let listen = settings.listen;
     let public = settings.public_url.clone();
-    let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
-    let idweb = IdWeb::new(
-        RelyingParty::builder(settings)
-            .with_store(store)
-            .build()
-            .await?,
-    );
+    let idweb = IdWeb::builder(settings).build().await?;
     let listener = TcpListener::bind(listen).await?;
     say!("sample web app: {public} (listening on {listen})");
     let (tx, rx) = watch::channel(false);
@@ -302,13 +295,7 @@ impl DemoApp {
                     .then(|| ("IDWEB_STORE_PREFIX".to_string(), prefix)),
             ),
         )?;
-        let store = idweb_cli::open_store(&settings.store, Arc::new(SystemClock)).await?;
-        let idweb = IdWeb::new(
-            RelyingParty::builder(settings)
-                .with_store(store)
-                .build()
-                .await?,
-        );
+        let idweb = IdWeb::builder(settings).build().await?;
         Ok(tokio::spawn(serve(
             self.listener,
             idweb_demo::webapp::router(&idweb, self.name),

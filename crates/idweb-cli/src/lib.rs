@@ -1,5 +1,5 @@
-//! The library behind the `idweb` command: opening a store from its URL, the
-//! cache reports the command prints, and a session's partition as MSAL's
+//! The library behind the `idweb` command: opening a store from its URL (as
+//! a command needs it), the cache reports the command prints, and a session's partition as MSAL's
 //! token cache document (export, import, `remove_account`).
 //!
 //! The JSON forms are stable: fields are only ever added, never renamed or
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    CacheKeys, Clock, EntrySummary, MemoryStore, PartitionKey, Session, SessionLookup, SignOut,
-    SignOutSelector, Store, StoreError, StoreSetting, SystemClock, TokenCache,
+    CacheKeys, EntrySummary, PartitionKey, Session, SessionLookup, SignOut, SignOutSelector, Store,
+    StoreError, StoreUrl, SystemClock, TokenCache,
 };
 use serde::Serialize;
 
@@ -24,50 +24,47 @@ pub use msal::{
     remove_account, write_private_file,
 };
 
-/// Opens the store a setting names.
-pub async fn open_store(
-    setting: &StoreSetting,
-    clock: Arc<dyn Clock>,
-) -> Result<Arc<dyn Store>, StoreError> {
-    match setting {
-        StoreSetting::Memory => Ok(Arc::new(MemoryStore::with_clock(clock))),
-        StoreSetting::Sqlite(path) => Ok(Arc::new(
-            idweb_store_sqlite::SqliteStore::open_with_clock(path, clock).await?,
-        )),
-        StoreSetting::Redis { url, l1, prefix } => {
-            let redis = idweb_store_redis::RedisStore::open_with_prefix(url, prefix, clock).await?;
-            if *l1 {
-                Ok(Arc::new(idweb_store_redis::CachingStore::new(redis)?))
-            } else {
-                Ok(Arc::new(redis))
-            }
-        }
-        other => Err(StoreError::Unavailable(
-            format!("this build cannot open the store {other:?}").into(),
-        )),
-    }
+/// Opens the store at `url` (`--store` or `IDWEB_STORE`) as the command
+/// needs it, through `idweb_stores::open`: with the options the app's
+/// environment gives (`IDWEB_STORE_*`, e.g. `IDWEB_STORE_PREFIX`), so that
+/// the command sees the store the app uses, and without Redis's in-process
+/// L1 cache (a command reads the store directly: there is no cache to keep
+/// coherent). `memory` is refused: a command cannot see another process's
+/// memory.
+pub async fn open_store_url(url: &str) -> Result<Arc<dyn Store>, String> {
+    let url = store_url(url, std::env::vars())?;
+    idweb_stores::open(&url, Arc::new(SystemClock))
+        .await
+        .map_err(|e| error_chain(&e))
 }
 
-/// Opens a store from its URL (`sqlite://PATH`, ...); `memory` is refused
-/// because a command cannot see another process's memory.
-pub async fn open_store_url(url: &str) -> Result<Arc<dyn Store>, String> {
-    let mut setting = StoreSetting::parse(url).map_err(|e| e.to_string())?;
-    if let StoreSetting::Redis { prefix, l1, .. } = &mut setting {
-        // A command reads Redis directly: no L1 cache to keep coherent.
-        *l1 = false;
-        if let Ok(p) = std::env::var("IDWEB_STORE_PREFIX") {
-            *prefix = p;
-        }
-    }
-    if setting == StoreSetting::Memory {
+/// The store URL the command opens: `url` with the `IDWEB_STORE_*` options
+/// of `env`, and `l1` off for Redis.
+fn store_url(
+    url: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<StoreUrl, String> {
+    let mut store = StoreUrl::parse(url).map_err(|e| e.to_string())?;
+    if store.is_memory() {
         return Err(
-            "`memory` is private to one process; give the URL of a shared store (sqlite://PATH)"
+            "`memory` is private to one process; give the URL of a shared store \
+             (sqlite://PATH, redis://HOST:PORT)"
                 .into(),
         );
     }
-    open_store(&setting, Arc::new(SystemClock))
-        .await
-        .map_err(|e| error_chain(&e))
+    for (name, value) in env {
+        if let Some(option) = name.strip_prefix("IDWEB_STORE_") {
+            store = store
+                .with_option(option, value)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if store.scheme().starts_with("redis") {
+        store = store
+            .with_option("l1", "false")
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(store)
 }
 
 /// An error and its causes, on one line.
@@ -271,4 +268,39 @@ pub async fn evict(
         report.sessions_removed += sign_out.evict(&selector).await?.sessions_removed;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_command_sees_the_apps_store_without_l1() {
+        let app_env = env(&[
+            ("IDWEB_STORE_PREFIX", "app-a"),
+            ("IDWEB_STORE_L1", "true"),
+            ("IDWEB_CLIENT_ID", "not a store option"),
+        ]);
+        let url = store_url("redis://127.0.0.1:6379", app_env).expect("redis");
+        assert_eq!(url.option("prefix"), Some("app-a"));
+        assert_eq!(url.option("l1"), Some("false"));
+        assert_eq!(url.options().count(), 2);
+        let url = store_url("sqlite://idweb.db", env(&[])).expect("sqlite");
+        assert_eq!((url.scheme(), url.options().count()), ("sqlite", 0));
+    }
+
+    #[test]
+    fn memory_is_refused() {
+        for memory in ["memory", "MEMORY"] {
+            let e = store_url(memory, env(&[])).expect_err("memory");
+            assert!(e.contains("memory") && e.contains("sqlite://"), "{e}");
+        }
+    }
 }

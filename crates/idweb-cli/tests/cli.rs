@@ -182,8 +182,15 @@ fn bad_invocations_fail_with_a_clear_message() {
     assert!(!ok && err.contains("IDWEB_CACHE_KEYS"), "{err}");
     let (ok, _, err) = idweb(&["cache", "stats", "--store", "memory"], None);
     assert!(!ok && err.contains("memory"), "{err}");
-    let (ok, _, err) = idweb(&["cache", "stats", "--store", "cassandra://x"], None);
-    assert!(!ok && err.contains("unsupported store"), "{err}");
+    let (ok, _, err) = idweb(
+        &["cache", "stats", "--store", "cassandra://u:hunter2@x"],
+        None,
+    );
+    assert!(
+        !ok && err.contains("`cassandra` store") && err.contains("sqlite://PATH"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
     let (ok, _, err) = idweb(
         &["cache", "list", "--store", "sqlite://x.sqlite"],
         Some("garbage"),

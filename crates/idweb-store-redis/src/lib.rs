@@ -188,6 +188,7 @@
 
 mod caching;
 mod codec;
+mod config;
 mod conn;
 mod error;
 mod keys;
@@ -195,4 +196,5 @@ mod scripts;
 mod store;
 
 pub use caching::{CacheOptions, CachingStore};
+pub use config::{RedisConfig, RedisUrlError};
 pub use store::RedisStore;

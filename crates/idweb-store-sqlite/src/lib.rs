@@ -85,6 +85,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod config;
 mod error;
 mod migrations;
 mod sql;
@@ -99,6 +100,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
+
+pub use config::{SqliteConfig, SqliteUrlError};
 
 use crate::error::{db_error, unavailable};
 
@@ -343,29 +346,7 @@ impl SqliteStore {
 
 /// The file path of a `sqlite://PATH` or `sqlite:PATH` URL.
 fn path_of_url(url: &str) -> Result<PathBuf, StoreError> {
-    let rest = strip_prefix_ignore_case(url, "sqlite://")
-        .or_else(|| strip_prefix_ignore_case(url, "sqlite:"))
-        .ok_or_else(|| unavailable("a SQLite store URL must start with `sqlite://`"))?;
-    if rest.is_empty() {
-        return Err(unavailable("the SQLite store URL names no file"));
-    }
-    if rest.contains(['?', '#']) {
-        return Err(unavailable(
-            "the SQLite store URL must be a plain path: options (`?...`) are not supported",
-        ));
-    }
-    if rest == ":memory:" {
-        return Err(unavailable(
-            "an in-memory SQLite store loses every session on restart; give a file path",
-        ));
-    }
-    Ok(PathBuf::from(rest))
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    config::parse_path(url).map_err(unavailable)
 }
 
 /// Creates the database file, readable and writable by its owner only, if it

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use idweb::{ClientAuthMethod, Clock, MemoryStore, RelyingParty, Settings, Store, SystemClock};
+use idweb::{ClientAuthMethod, Clock, Settings, Store, SystemClock};
 use idweb_axum::{AuthenticatedUser, IdWeb};
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
 use reqwest::header::{ACCEPT, LOCATION};
@@ -42,7 +42,9 @@ pub struct AppOptions {
     pub min_jwks_refetch_interval: Duration,
     /// More `IDWEB_*` settings (scopes, downstream APIs, keys, ...).
     pub extra_env: Vec<(&'static str, String)>,
-    /// The store; default a new `MemoryStore` on `clock`.
+    /// The store; default the one the settings name (`IDWEB_STORE` in
+    /// `extra_env`, else a new `MemoryStore` on `clock`), opened as
+    /// `IdWeb::builder` opens it.
     pub store: Option<Arc<dyn Store>>,
     /// The app's routes; default a public `/` and a protected JSON `/profile`.
     pub routes: Option<fn(&IdWeb) -> Router>,
@@ -195,17 +197,19 @@ async fn serve_app(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let settings = Settings::from_sources(None, env).expect("settings");
-    let store = options
-        .store
-        .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(options.clock.clone())));
-    let rp = RelyingParty::builder(settings)
-        .with_store(store.clone())
+    // As an app would: the store the settings name (`IDWEB_STORE` in
+    // `extra_env`; default `memory`, on `clock`) unless one is given.
+    let mut builder = IdWeb::builder(settings)
         .with_clock(options.clock.clone())
-        .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval)
+        .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval);
+    if let Some(store) = options.store {
+        builder = builder.with_store(store);
+    }
+    let idweb = builder
         .build()
         .await
-        .expect("relying party");
-    let idweb = IdWeb::new(rp);
+        .unwrap_or_else(|e| panic!("start the app: {}", error_chain(&e)));
+    let store = idweb.relying_party().store().clone();
     let app = match options.routes {
         Some(routes) => routes(&idweb),
         None => idweb.mount(
@@ -228,6 +232,18 @@ async fn serve_app(
         idweb,
         server,
     }
+}
+
+/// An error and its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A browser: keeps cookies, follows no redirects.

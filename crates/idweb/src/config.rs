@@ -41,6 +41,14 @@ use crate::crypto::random_bytes;
 use crate::keys::CacheKeys;
 use crate::secret::Secret;
 
+mod store_url;
+pub use store_url::StoreUrl;
+
+/// Keys of the file starting with this (`store_prefix`), and variables
+/// starting with [`STORE_OPTION_VAR`] (`IDWEB_STORE_PREFIX`), are options of the store.
+const STORE_OPTION_KEY: &str = "store_";
+const STORE_OPTION_VAR: &str = "IDWEB_STORE_";
+
 /// A configuration problem found at start-up. It names the key to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -81,64 +89,6 @@ pub enum ClientAuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the request body.
     ClientSecretPost,
-}
-
-/// Where sessions and tokens are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreSetting {
-    /// In process memory: lost on restart, not shared between instances.
-    Memory,
-    /// An SQLite database file (`sqlite://PATH`).
-    Sqlite(PathBuf),
-    /// Redis: `redis://HOST:PORT[/DB]`, `rediss://...` (TLS), or
-    /// `redis+cluster://HOST:PORT,HOST:PORT` (Redis Cluster).
-    Redis {
-        /// The URL as given.
-        url: String,
-        /// Whether an in-process L1 cache (invalidated over pub/sub, bypassed
-        /// while the subscription is down) sits in front. (`IDWEB_STORE_L1`, default true)
-        l1: bool,
-        /// The prefix of every key, so several apps can share one Redis.
-        /// (`IDWEB_STORE_PREFIX`, default `idweb`)
-        prefix: String,
-    },
-}
-
-impl StoreSetting {
-    /// Parses a store URL: `memory`, `sqlite://PATH`, `redis://HOST:PORT[/DB]`,
-    /// `rediss://HOST:PORT` or `redis+cluster://HOST:PORT,HOST:PORT`.
-    pub fn parse(url: &str) -> Result<Self, ConfigError> {
-        let url = url.trim();
-        if url == "memory" {
-            return Ok(StoreSetting::Memory);
-        }
-        let redis = ["redis://", "rediss://", "redis+cluster://"]
-            .iter()
-            .any(|p| url.len() > p.len() && url.starts_with(p));
-        if redis {
-            return Ok(StoreSetting::Redis {
-                url: url.to_string(),
-                l1: true,
-                prefix: "idweb".to_string(),
-            });
-        }
-        match url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            Some(path) if !path.is_empty() => Ok(StoreSetting::Sqlite(PathBuf::from(path))),
-            _ => Err(ConfigError::Invalid {
-                key: "store (IDWEB_STORE)".into(),
-                // Never repeat credentials a URL might carry.
-                reason: format!(
-                    "unsupported store `{}`; supported: memory, sqlite://PATH, redis://HOST:PORT, \
-                     rediss://HOST:PORT, redis+cluster://HOST:PORT,HOST:PORT",
-                    url.rsplit('@').next().unwrap_or_default()
-                ),
-            }),
-        }
-    }
 }
 
 /// How RP-initiated logout reaches the provider (see [`Settings::end_session_method`]).
@@ -193,8 +143,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Scopes requested at sign-in. Default `openid profile offline_access`; `openid` is always included. (`IDWEB_SCOPES`)
     pub scopes: Vec<String>,
-    /// The store. Default `memory`. (`IDWEB_STORE`)
-    pub store: StoreSetting,
+    /// The store: a URL the store crates understand (`memory`,
+    /// `sqlite://PATH`, `redis://HOST:PORT`, ...), with its options
+    /// (`IDWEB_STORE_NAME` variables, `store_name` keys). Default `memory`.
+    /// `idweb-stores` opens it; [`RelyingParty::builder`](crate::RelyingParty::builder)
+    /// refuses to start without a store unless it is `memory`. (`IDWEB_STORE`)
+    pub store: StoreUrl,
     /// How long a session lasts after sign-in. Default 12 hours. (`IDWEB_SESSION_LIFETIME`, seconds)
     pub session_lifetime: Duration,
     /// Whether local sign-out revokes the refresh token at the provider
@@ -258,8 +212,6 @@ const KEYS: &[(&str, &str)] = &[
     ("cookie_key", "IDWEB_COOKIE_KEY"),
     ("session_lifetime", "IDWEB_SESSION_LIFETIME"),
     ("cache_keys", "IDWEB_CACHE_KEYS"),
-    ("store_l1", "IDWEB_STORE_L1"),
-    ("store_prefix", "IDWEB_STORE_PREFIX"),
     ("revoke_on_sign_out", "IDWEB_REVOKE_ON_SIGN_OUT"),
     ("end_session_method", "IDWEB_END_SESSION_METHOD"),
     ("logout_token_max_age", "IDWEB_LOGOUT_TOKEN_MAX_AGE"),
@@ -314,11 +266,22 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
         let mut downstream: BTreeMap<(String, String), Raw> = BTreeMap::new();
+        let mut store_options: BTreeMap<String, Raw> = BTreeMap::new();
         if let Some(text) = toml_text {
-            read_toml(text, &mut raw, &mut downstream)?;
+            read_toml(text, &mut raw, &mut downstream, &mut store_options)?;
         }
         let env: BTreeMap<String, String> = env.into_iter().collect();
         for (k, v) in &env {
+            if let Some(option) = k.strip_prefix(STORE_OPTION_VAR) {
+                store_options.insert(
+                    option.to_ascii_lowercase(),
+                    Raw {
+                        value: v.clone(),
+                        name: k.clone(),
+                    },
+                );
+                continue;
+            }
             if let Some(rest) = k.strip_prefix("IDWEB_DOWNSTREAM__") {
                 let Some((name, field)) = rest.split_once("__") else {
                     return Err(ConfigError::Invalid {
@@ -362,12 +325,13 @@ impl Settings {
                 );
             }
         }
-        Self::validate(raw, downstream)
+        Self::validate(raw, downstream, store_options)
     }
 
     fn validate(
         mut raw: BTreeMap<&'static str, Raw>,
         downstream_raw: BTreeMap<(String, String), Raw>,
+        store_options: BTreeMap<String, Raw>,
     ) -> Result<Self, ConfigError> {
         let authority_raw = required(
             &mut raw,
@@ -452,43 +416,7 @@ impl Settings {
             scopes.insert(0, "openid".into());
         }
 
-        let store = match raw.remove("store") {
-            None => StoreSetting::Memory,
-            Some(r) => StoreSetting::parse(&r.value).map_err(|e| match e {
-                ConfigError::Invalid { reason, .. } => invalid(&r, reason),
-                other => other,
-            })?,
-        };
-        let store = match (store, raw.remove("store_l1"), raw.remove("store_prefix")) {
-            (StoreSetting::Redis { url, prefix, .. }, l1, new_prefix) => {
-                let prefix = match new_prefix {
-                    None => prefix,
-                    Some(r) => {
-                        let p = r.value.trim();
-                        if p.is_empty()
-                            || p.len() > 64
-                            || p.contains(['{', '}'])
-                            || p.contains(char::is_whitespace)
-                        {
-                            return Err(invalid(
-                                &r,
-                                "1 to 64 characters, no braces or spaces".into(),
-                            ));
-                        }
-                        p.to_string()
-                    }
-                };
-                StoreSetting::Redis {
-                    url,
-                    l1: flag(l1, true)?,
-                    prefix,
-                }
-            }
-            (_, Some(r), _) | (_, None, Some(r)) => {
-                return Err(invalid(&r, "only a Redis store takes this setting".into()));
-            }
-            (other, None, None) => other,
-        };
+        let store = store_url(raw.remove("store"), store_options)?;
 
         let session_lifetime = match raw.remove("session_lifetime") {
             None => Duration::from_secs(12 * 3600),
@@ -661,6 +589,39 @@ fn describe(key: &str) -> String {
     }
 }
 
+/// The store URL and its options. Which options a store takes is the
+/// store's business; the core only refuses options for `memory`, which has
+/// none (an option set while `IDWEB_STORE` is forgotten must not fall back
+/// to a private in-process store unnoticed).
+fn store_url(url: Option<Raw>, options: BTreeMap<String, Raw>) -> Result<StoreUrl, ConfigError> {
+    let mut store = match url {
+        None => StoreUrl::memory(),
+        Some(r) => StoreUrl::parse(&r.value).map_err(|e| match e {
+            ConfigError::Invalid { reason, .. } => invalid(&r, reason),
+            other => other,
+        })?,
+    };
+    for (name, r) in options {
+        if store.is_memory() {
+            return Err(invalid(
+                &r,
+                format!(
+                    "a store option, but {} is `memory`, which takes none; \
+                     set IDWEB_STORE to the store it is meant for",
+                    describe("store")
+                ),
+            ));
+        }
+        store = store
+            .with_option(&name, r.value.trim())
+            .map_err(|e| match e {
+                ConfigError::Invalid { reason, .. } => invalid(&r, reason),
+                other => other,
+            })?;
+    }
+    Ok(store)
+}
+
 fn required(
     raw: &mut BTreeMap<&'static str, Raw>,
     key: &'static str,
@@ -756,6 +717,7 @@ fn read_toml(
     text: &str,
     raw: &mut BTreeMap<&'static str, Raw>,
     downstream: &mut BTreeMap<(String, String), Raw>,
+    store_options: &mut BTreeMap<String, Raw>,
 ) -> Result<(), ConfigError> {
     let table: toml::Table = text
         .parse()
@@ -809,11 +771,24 @@ fn read_toml(
             }
             continue;
         }
+        if let Some(option) = k.strip_prefix(STORE_OPTION_KEY) {
+            store_options.insert(
+                option.to_ascii_lowercase(),
+                Raw {
+                    value: toml_scalar(v, k)?,
+                    name: format!("`{k}` (file)"),
+                },
+            );
+            continue;
+        }
         let Some((key, _)) = KEYS.iter().find(|(known, _)| known == k) else {
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             return Err(ConfigError::Invalid {
                 key: format!("`{k}`"),
-                reason: format!("unknown key; known keys: {}, [AzureAd]", known.join(", ")),
+                reason: format!(
+                    "unknown key; known keys: {}, store_* (options of the store), [AzureAd]",
+                    known.join(", ")
+                ),
             });
         };
         raw.insert(

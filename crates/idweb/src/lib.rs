@@ -39,6 +39,9 @@
 //!     ending in [`SignOut::evict`] (tombstone first, then sessions and tokens).
 //! - [`Store`]: where sessions, tokens, tombstones live; [`MemoryStore`] in process.
 //! - [`msal`]: the token-cache entries in MSAL's unified schema.
+//! - [`StoreUrl`]: the store the settings name (`IDWEB_STORE`), opaque here;
+//!   `idweb-stores` opens it, and [`RelyingParty::builder`] refuses to start
+//!   on anything but `memory` without the opened store.
 //! - [`Clock`]: injected time, so expiry is testable without sleeping.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -98,7 +101,7 @@ pub mod msal {
 pub use client::TokenSet;
 pub use config::{
     ClientAuthMethod, ConfigError, DownstreamApiSettings, EndSessionMethod, KeySource,
-    LogoutTokenPolicy, Settings, StoreSetting,
+    LogoutTokenPolicy, Settings, StoreUrl,
 };
 pub use downstream::{
     DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,

@@ -31,6 +31,20 @@ pub enum StartError {
     /// Discovery failed.
     #[error("cannot load the identity provider's configuration")]
     Provider(#[from] ProviderError),
+    /// The settings name a store (`IDWEB_STORE`) other than `memory`, and no
+    /// store was passed with [`RelyingPartyBuilder::with_store`]. Starting on
+    /// a private in-process store instead would keep sessions apart from the
+    /// other instances, and a sign-out on one would not reach the others.
+    #[error(
+        "IDWEB_STORE names a `{scheme}` store, but none was passed to the relying party: \
+         open it with `idweb_stores::open(&settings.store, clock)` and pass it to `with_store`, \
+         or start with `idweb_axum::IdWeb::from_env()` (or `IdWeb::builder(settings)`), which opens it"
+    )]
+    StoreNotOpened {
+        /// The scheme of the store the settings name (never the URL, which
+        /// may hold a password).
+        scheme: String,
+    },
 }
 
 /// Builds a [`RelyingParty`]. Every setting has a documented, safe default.
@@ -45,7 +59,11 @@ pub struct RelyingPartyBuilder {
 }
 
 impl RelyingPartyBuilder {
-    /// The store for sessions. Default: a new [`MemoryStore`].
+    /// The store for sessions and tokens: the one `settings.store` names,
+    /// opened (e.g. by `idweb_stores::open`). Default: a new [`MemoryStore`]
+    /// when `settings.store` is `memory`; for any other store,
+    /// [`build`](Self::build) fails with [`StartError::StoreNotOpened`]
+    /// rather than use a store other than the one configured.
     pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
@@ -77,17 +95,30 @@ impl RelyingPartyBuilder {
     }
 
     /// Fetches the provider's metadata and keys, and builds the relying party.
+    ///
+    /// # Errors
+    /// [`StartError::StoreNotOpened`] (before any network call) when no
+    /// store was passed and `settings.store` is not `memory`;
+    /// [`StartError::Provider`] when discovery fails.
     pub async fn build(self) -> Result<RelyingParty, StartError> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = match self.store {
+            Some(store) => store,
+            None if self.settings.store.is_memory() => {
+                Arc::new(MemoryStore::with_clock(clock.clone()))
+            }
+            None => {
+                return Err(StartError::StoreNotOpened {
+                    scheme: self.settings.store.scheme().to_string(),
+                });
+            }
+        };
         let http = self.http.unwrap_or_else(default_client);
         let provider = Arc::new(
             Provider::discover(&self.settings.authority, http.clone(), clock.clone())
                 .await?
                 .with_min_refetch_interval(self.min_jwks_refetch_interval),
         );
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
         let settings = self.settings;
         if settings.cookie_key_source() == KeySource::Generated {
             tracing::warn!(
