@@ -207,14 +207,30 @@ impl ApiCaller {
         }))
     }
 
-    /// A claims challenge (401 `insufficient_claims`) with this API's realm;
-    /// see [`ClaimsChallenge`].
-    pub fn claims_challenge(&self, claims: Map<String, Value>) -> ClaimsChallenge {
-        let challenge = ClaimsChallenge::new(claims);
-        match self.inner.jwt.realm() {
-            Some(realm) => challenge.with_realm(realm),
-            None => challenge,
-        }
+    /// The 401 `insufficient_claims` answer for `challenge`, with this
+    /// API's realm unless the challenge has its own.
+    ///
+    /// ```
+    /// use idweb_api::{ApiCaller, ApiRejection, ClaimsChallenge};
+    ///
+    /// // Step-up: this route needs the authentication context "c1".
+    /// async fn transfer(caller: ApiCaller) -> Result<&'static str, ApiRejection> {
+    ///     let has_c1 = caller
+    ///         .claim("acrs")
+    ///         .and_then(|v| v.as_array())
+    ///         .is_some_and(|acrs| acrs.iter().any(|v| v == "c1"));
+    ///     if !has_c1 {
+    ///         return Err(caller.claims_challenge(ClaimsChallenge::auth_context("c1")));
+    ///     }
+    ///     Ok("done")
+    /// }
+    /// ```
+    pub fn claims_challenge(&self, challenge: ClaimsChallenge) -> ApiRejection {
+        let challenge = match (challenge.realm(), self.inner.jwt.realm()) {
+            (None, Some(realm)) => challenge.with_realm(realm),
+            _ => challenge,
+        };
+        ApiRejection::from(challenge)
     }
 
     fn rejection(&self, reason: RejectionReason) -> ApiRejection {
