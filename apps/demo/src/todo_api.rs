@@ -113,8 +113,7 @@ pub async fn router(config: TodoApiConfig) -> Result<Router, BuildError> {
         )
         .route(
             "/api/todos/{id}",
-            axum::routing::patch(update_todo.layer(write.clone()))
-                .delete(delete_todo.layer(write)),
+            axum::routing::patch(update_todo.layer(write.clone())).delete(delete_todo.layer(write)),
         )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .layer(jwt.layer())

@@ -733,3 +733,45 @@ async fn a_shared_provider_is_used_as_is() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn provider_verify_jws_refuses_symmetric_algorithms_even_when_listed() {
+    let idp = dev_idp().await;
+    let authority = url::Url::parse(idp.issuer()).unwrap();
+    let provider = idweb::Provider::discover(
+        &authority,
+        idweb::provider_http_client(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let real = client_token(&idp, READ).await;
+    let listed = [
+        jsonwebtoken::Algorithm::HS256,
+        jsonwebtoken::Algorithm::RS256,
+    ];
+
+    let verified = provider.verify_jws(&real, &listed).await.unwrap();
+    assert_eq!(verified.algorithm, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(verified.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(verified.claims["sub"], CLIENT_ID);
+
+    let (_, claims) = jwt_parts(&real);
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"any secret"),
+    )
+    .unwrap();
+    assert!(matches!(
+        provider.verify_jws(&hs, &listed).await,
+        Err(idweb::JwsError::DisallowedAlgorithm(_))
+    ));
+    // An RS256 token is refused when RS256 is not listed.
+    assert!(matches!(
+        provider
+            .verify_jws(&real, &[jsonwebtoken::Algorithm::ES256])
+            .await,
+        Err(idweb::JwsError::DisallowedAlgorithm(_))
+    ));
+}
