@@ -10,7 +10,7 @@ use idweb::ProviderError;
 use serde_json::json;
 
 use crate::challenge::ClaimsChallenge;
-use crate::validate::{InvalidToken, ValidationError};
+use crate::validate::InvalidToken;
 
 /// Why a request was refused: what [`ApiRejection::reason`] returns.
 #[derive(Debug, thiserror::Error)]
@@ -214,15 +214,6 @@ impl From<ClaimsChallenge> for ApiRejection {
     fn from(challenge: ClaimsChallenge) -> Self {
         let realm = challenge.realm().map(Arc::from);
         Self::new(RejectionReason::InsufficientClaims(challenge), realm)
-    }
-}
-
-impl From<ValidationError> for RejectionReason {
-    fn from(e: ValidationError) -> Self {
-        match e {
-            ValidationError::Invalid(reason) => RejectionReason::InvalidToken(reason),
-            ValidationError::KeysUnavailable(source) => RejectionReason::KeysUnavailable(source),
-        }
     }
 }
 

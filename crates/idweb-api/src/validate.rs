@@ -217,9 +217,6 @@ impl JwtBearer {
         if values.next().is_some() {
             return Err(self.rejection(RejectionReason::AmbiguousAuthorization));
         }
-        if value.len() > self.inner.max_token_len + "Bearer ".len() + 16 {
-            return Err(self.rejection(RejectionReason::InvalidToken(InvalidToken::TooLong)));
-        }
         let malformed = || self.rejection(RejectionReason::InvalidToken(InvalidToken::Malformed));
         let value = value.to_str().map_err(|_| malformed())?;
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
