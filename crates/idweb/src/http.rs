@@ -108,3 +108,10 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
         source,
     })
 }
+
+/// The HTTP client idweb uses for calls to a provider when none is given:
+/// redirects are not followed, connecting may take at most 5 seconds and a
+/// whole call at most 15 seconds.
+pub fn provider_http_client() -> reqwest::Client {
+    default_client()
+}

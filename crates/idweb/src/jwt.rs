@@ -10,6 +10,10 @@ use crate::provider::{Provider, ProviderError};
 /// Largest token idweb will look at.
 pub(crate) const MAX_JWT_LEN: usize = 16 * 1024;
 
+/// The longest compact JWS [`Provider::verify_jws`] looks at, in bytes
+/// (16 KiB); longer tokens are refused as malformed before any parsing.
+pub const MAX_JWS_LEN: usize = MAX_JWT_LEN;
+
 /// Why a token's signature could not be verified.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,6 +80,22 @@ pub(crate) async fn verify(
         typ: header.typ,
         claims: data.claims,
     })
+}
+
+/// A JWS whose signature [`Provider::verify_jws`] verified with one of the
+/// provider's keys. Only the signature, the algorithm and the header were
+/// checked: the claims (`iss`, `aud`, `exp`, ...) are the caller's to check.
+///
+/// Holds no part of the token itself, only its decoded header fields and claims.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct VerifiedJws {
+    /// The signature algorithm (always an asymmetric one).
+    pub algorithm: Algorithm,
+    /// The header's `typ`, as sent (compare it case-insensitively, RFC 7515 §4.1.9).
+    pub typ: Option<String>,
+    /// The claims set (a JSON object).
+    pub claims: Map<String, Value>,
 }
 
 /// A claim that must be a string.

@@ -106,8 +106,8 @@ pub use config::{
 pub use downstream::{
     DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
 };
-pub use http::HttpError;
-pub use jwt::JwsError;
+pub use http::{HttpError, provider_http_client};
+pub use jwt::{JwsError, MAX_JWS_LEN, VerifiedJws};
 pub use keys::{CacheKeyError, CacheKeys};
 pub use provider::{Provider, ProviderError, ProviderMetadata};
 pub use rp::{RelyingParty, RelyingPartyBuilder, StartError};
@@ -130,3 +130,33 @@ pub use store::{
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};
 pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenAcquirer, TokenError};
+
+/// Whether `url`'s host is a loopback name or address (`localhost`,
+/// `127.0.0.0/8`, `::1`): the only hosts idweb lets use plain `http`, for
+/// development.
+pub fn is_loopback(url: &url::Url) -> bool {
+    config::is_loopback(url)
+}
+
+/// The claims challenge of a `WWW-Authenticate` header, as a web API sends
+/// it when the caller's access token lacks claims it needs (Microsoft
+/// Entra's Continuous Access Evaluation and Conditional Access
+/// authentication contexts): for `Bearer error="insufficient_claims",
+/// claims="<base64 JSON>"`, the decoded JSON object. `None` when the header
+/// is not a Bearer challenge with a claims parameter holding a JSON object.
+///
+/// This is the parser idweb uses itself on downstream API answers; the JSON
+/// is what to send as the `claims` parameter of the next authorization or
+/// token request.
+///
+/// ```
+/// let header = r#"Bearer realm="", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZX19fQ==""#;
+/// assert_eq!(
+///     idweb::parse_claims_challenge(header).as_deref(),
+///     Some(r#"{"access_token":{"nbf":{"essential":true}}}"#)
+/// );
+/// assert_eq!(idweb::parse_claims_challenge(r#"Bearer error="invalid_token""#), None);
+/// ```
+pub fn parse_claims_challenge(www_authenticate: &str) -> Option<String> {
+    downstream::claims_challenge(www_authenticate)
+}
