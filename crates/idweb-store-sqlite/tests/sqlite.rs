@@ -13,7 +13,7 @@ use idweb::{
 };
 use idweb_store_conformance::{clock, sample_session};
 use idweb_store_sqlite::SqliteStore;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use rusqlite::Connection;
 use tokio::sync::Barrier;
 
 fn unique(prefix: &str) -> String {
@@ -25,25 +25,21 @@ fn entry(key: &str, sealed: &[u8]) -> StoredEntry {
 }
 
 /// A plain connection to the file, to look at rows the store would not show.
-async fn raw(path: &Path) -> SqlitePool {
-    SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
-        .await
-        .expect("raw connection")
+fn raw(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("raw connection");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn
 }
 
-async fn count(pool: &SqlitePool, table: &'static str, column: &'static str, value: &str) -> i64 {
+fn count(conn: &Connection, table: &'static str, column: &'static str, value: &str) -> i64 {
     let statement = format!("SELECT COUNT(*) FROM {table} WHERE {column} = ?1");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
-        .bind(value)
-        .fetch_one(pool)
-        .await
+    conn.query_row(&statement, [value], |r| r.get(0))
         .expect("count")
 }
 
-async fn rows(pool: &SqlitePool, table: &'static str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(pool)
-        .await
+fn rows(conn: &Connection, table: &'static str) -> i64 {
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
 }
 
@@ -184,14 +180,13 @@ async fn migrations_are_idempotent() {
     assert_eq!(b.get_session(&s.id).await.expect("get"), Some(s));
     a.close().await;
     b.close().await;
-    let pool = raw(&path).await;
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
-            .fetch_all(&pool)
-            .await
-            .expect("versions");
+    let conn = raw(&path);
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .expect("versions");
     assert_eq!(versions, vec![1, 2], "each migration recorded once");
-    pool.close().await;
+    drop(conn);
     common::remove_db(&path);
 }
 
@@ -204,13 +199,13 @@ async fn a_new_file_is_migrated_once_by_concurrent_openers() {
         assert_eq!(store.session_count().await.expect("count"), 0);
         store.close().await;
     }
-    let pool = raw(&path).await;
+    let pool = raw(&path);
     assert_eq!(
-        rows(&pool, "schema_version").await,
+        rows(&pool, "schema_version"),
         2,
         "each migration recorded once"
     );
-    pool.close().await;
+    drop(pool);
     common::remove_db(&path);
 }
 
@@ -323,7 +318,7 @@ async fn remove_session_and_write_partition_race_never_leaves_a_partition() {
     let signer_out = SqliteStore::open_with_clock(&path, clock.clone())
         .await
         .expect("open");
-    let pool = raw(&path).await;
+    let pool = raw(&path);
     let (mut refused, mut before_removal) = (0, 0);
     for round in 0..200 {
         let s = sample_session("https://iss", &unique("sub"), None, clock.unix_now());
@@ -364,22 +359,18 @@ async fn remove_session_and_write_partition_race_never_leaves_a_partition() {
             Err(e) => panic!("round {round}: unexpected {e:?}"),
         }
         let pkey = key.storage_key();
-        assert_eq!(count(&pool, "sessions", "id", s.id.secret()).await, 0);
+        assert_eq!(count(&pool, "sessions", "id", s.id.secret()), 0);
         assert_eq!(
-            count(&pool, "partitions", "pkey", &pkey).await,
+            count(&pool, "partitions", "pkey", &pkey),
             0,
             "round {round}"
         );
-        assert_eq!(
-            count(&pool, "entries", "pkey", &pkey).await,
-            0,
-            "round {round}"
-        );
+        assert_eq!(count(&pool, "entries", "pkey", &pkey), 0, "round {round}");
         assert_eq!(refresher.get_partition(&key).await.expect("get"), None);
     }
     assert_eq!(refused + before_removal, 200);
     eprintln!("writes refused: {refused}, writes before the removal: {before_removal}");
-    pool.close().await;
+    drop(pool);
     refresher.close().await;
     signer_out.close().await;
     common::remove_db(&path);
@@ -515,14 +506,14 @@ async fn purge_expired_removes_expired_rows_and_keeps_live_ones() {
     assert_eq!(store.purge_expired().await.expect("purge"), 6);
     assert_eq!(store.purge_expired().await.expect("purge"), 0);
 
-    let pool = raw(&path).await;
-    assert_eq!(count(&pool, "sessions", "id", short.id.secret()).await, 0);
+    let pool = raw(&path);
+    assert_eq!(count(&pool, "sessions", "id", short.id.secret()), 0);
     let short_key = PartitionKey::Session(short.id.clone()).storage_key();
-    assert_eq!(count(&pool, "partitions", "pkey", &short_key).await, 0);
-    assert_eq!(count(&pool, "entries", "pkey", &short_key).await, 0);
-    assert_eq!(rows(&pool, "tombstones").await, 1);
-    assert_eq!(rows(&pool, "jtis").await, 1);
-    pool.close().await;
+    assert_eq!(count(&pool, "partitions", "pkey", &short_key), 0);
+    assert_eq!(count(&pool, "entries", "pkey", &short_key), 0);
+    assert_eq!(rows(&pool, "tombstones"), 1);
+    assert_eq!(rows(&pool, "jtis"), 1);
+    drop(pool);
 
     assert_eq!(
         store.get_session(&long.id).await.expect("get"),
@@ -606,10 +597,10 @@ async fn reading_an_expired_session_deletes_it_and_its_tokens() {
         .expect("write");
     clock.advance(Duration::from_secs(3600));
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
-    let pool = raw(&path).await;
-    assert_eq!(count(&pool, "sessions", "id", s.id.secret()).await, 0);
-    assert_eq!(count(&pool, "entries", "pkey", &key.storage_key()).await, 0);
-    pool.close().await;
+    let pool = raw(&path);
+    assert_eq!(count(&pool, "sessions", "id", s.id.secret()), 0);
+    assert_eq!(count(&pool, "entries", "pkey", &key.storage_key()), 0);
+    drop(pool);
     // Stored again under the same id, it starts without the old tokens.
     let mut again = s.clone();
     again.created_at = clock.unix_now();
@@ -629,13 +620,12 @@ async fn damaged_rows_are_corrupt_and_can_still_be_removed() {
         .expect("open");
     let s = sample_session("https://iss", &unique("sub"), None, clock.unix_now());
     store.put_session(&s).await.expect("put");
-    let pool = raw(&path).await;
-    sqlx::query("UPDATE sessions SET data = '{not json' WHERE id = ?1")
-        .bind(s.id.secret())
-        .execute(&pool)
-        .await
+    raw(&path)
+        .execute(
+            "UPDATE sessions SET data = '{not json' WHERE id = ?1",
+            [s.id.secret()],
+        )
         .expect("damage");
-    pool.close().await;
     assert!(matches!(
         store.get_session(&s.id).await,
         Err(StoreError::Corrupt(_))
