@@ -281,10 +281,11 @@ impl Batcher {
                 }
             }
         };
-        if !matches!(fate, Fate::Committed) && !self.conn.is_autocommit() {
-            if let Err(e) = self.exec(sql::ROLLBACK) {
-                tracing::warn!(error = %e, "rolling back a failed transaction failed");
-            }
+        if !matches!(fate, Fate::Committed)
+            && !self.conn.is_autocommit()
+            && let Err(e) = self.exec(sql::ROLLBACK)
+        {
+            tracing::warn!(error = %e, "rolling back a failed transaction failed");
         }
         for op in batch {
             op.answer(&fate);

@@ -38,12 +38,24 @@ fn session(id: &str, iss: &str, sub: &str, sid: Option<&str>, lifetime: i64) -> 
 
 /// Alice, signed in twice at issuer A (two provider sessions).
 pub fn alice_1() -> Session {
-    session("fixture-session-alice-1", ISS_A, "alice", Some("sid-a1"), LONG)
+    session(
+        "fixture-session-alice-1",
+        ISS_A,
+        "alice",
+        Some("sid-a1"),
+        LONG,
+    )
 }
 
 /// Alice's second session.
 pub fn alice_2() -> Session {
-    session("fixture-session-alice-2", ISS_A, "alice", Some("sid-a2"), LONG)
+    session(
+        "fixture-session-alice-2",
+        ISS_A,
+        "alice",
+        Some("sid-a2"),
+        LONG,
+    )
 }
 
 /// Bob at issuer B, which sends no `sid`.
