@@ -30,18 +30,66 @@
 //! # }
 //! ```
 //!
+//! ## Connections and threads
+//!
+//! A store (and all its clones) has one **writer** connection on a thread of
+//! its own, and a few **reader** connections.
+//!
+//! - **Reads** take an idle reader connection and run their one statement
+//!   right where they are called: in WAL mode a reader never waits for the
+//!   writer, so a point read (`get_session`, `partition_version`,
+//!   `get_partition`, `find_sessions`, `get_tombstone`) costs the statement
+//!   (a few microseconds), not a hop to another thread. The reads whose cost
+//!   grows with the store (`session_count`, `list_sessions`, `stats`) run on
+//!   tokio's blocking threads, as does a read that finds the file locked by
+//!   another process recovering its log (it then waits up to the busy
+//!   timeout there).
+//! - **Writes** are queued to the writer thread, which commits them in
+//!   groups (below).
+//! - Every statement is prepared once per connection and cached.
+//!
+//! ## Group commit
+//!
+//! The writer takes the first waiting write, opens a `BEGIN IMMEDIATE`
+//! transaction, applies that write and every other write already waiting
+//! (at most 128), and commits once: one flush of the log for the whole
+//! group. Writes that arrive while a group is being committed form the next
+//! group. Under concurrent load (many sign-outs at once) the store thus
+//! commits many writes per flush; a lone write costs one transaction, as
+//! before.
+//!
+//! - **Each caller is answered only after the commit holding its write has
+//!   returned**: an `Ok` is durable.
+//! - Each write runs in its own savepoint. A write **refused** for a logical
+//!   reason ([`StoreError::Conflict`], [`StoreError::SignedOut`] because of a
+//!   tombstone or a removed session, a replayed jti answered `false`, a held
+//!   lock answered `None`) or failing on its own is rolled back to its
+//!   savepoint, and the other writes of the group go on.
+//! - If the **commit fails** (I/O error, full disk), or SQLite rolls the whole
+//!   transaction back after one write's error, **every caller of the group**
+//!   gets [`StoreError::Unavailable`], refusals included (a refusal may have
+//!   been decided on a write of the group that did not happen), and none of
+//!   the group's writes is in the file.
+//! - If the write lock cannot be taken within the busy timeout (another
+//!   process holds it), the writes waiting for it fail with
+//!   [`StoreError::Unavailable`] without being attempted.
+//! - The writes of one group are applied in the order they were queued; a
+//!   caller that awaits each write before the next sees its writes in
+//!   order. Once queued, a write is carried out even if its caller stops
+//!   waiting (drops the future).
+//!
 //! ## How it keeps the contract
 //!
-//! - Every write runs in one `BEGIN IMMEDIATE` transaction, which takes the
-//!   database's write lock before reading anything. The check that a session
-//!   is live and the partition write, the tombstone check and the session
-//!   insert, the replay test and the replay record: each pair happens with no
-//!   other writer in between, in this process or another one. An error or a
-//!   dropped future rolls the transaction back.
-//! - Writers of one [`SqliteStore`] (and its clones) queue in order before
-//!   taking the lock; other processes on the same file wait up to the busy
-//!   timeout (5 seconds), after which the operation fails with
-//!   [`StoreError::Unavailable`].
+//! - Every check and the write it guards run inside the writer's
+//!   `BEGIN IMMEDIATE` transaction, which holds the database's write lock
+//!   from before the check: the check that a session is live and the
+//!   partition write, the tombstone check and the session insert, the replay
+//!   test and the replay record, the lock test and the lock record. No other
+//!   writer comes in between, in this process or another one.
+//! - Other processes on the same file wait up to the busy timeout (5
+//!   seconds) for the write lock. A second [`SqliteStore`] on the same file
+//!   sees every committed write on its next read: each read statement starts
+//!   from the latest commit.
 //! - Token-cache entries are rows, inserted, replaced and deleted one by one;
 //!   a partition is never rewritten as a whole. A session's partition and its
 //!   entries are deleted with the session (by key and by foreign-key cascade).
@@ -50,19 +98,21 @@
 //!   partition, and [`SqliteStore::purge_expired`] deletes the rest.
 //! - Lookups by `(iss, sid)` and `(iss, sub)` use their own indexes: their cost
 //!   follows the sessions of that user, not the size of the file.
+//!   [`Store::partition_version`](idweb::Store::partition_version) is one
+//!   statement on primary keys.
 //!
 //! ## Durability: `synchronous = FULL`
 //!
 //! The database runs in WAL mode (readers never wait for the writer) with
 //! `synchronous = FULL`: every committed transaction is flushed to stable
-//! storage before the call returns. `NORMAL` would be faster (no flush per
-//! commit), and is safe against a crash of the application, but a power cut
-//! or an operating-system crash can then undo the last commits. Here one of
-//! those commits can be a sign-out: the session and its tokens would come
-//! back after the restart. A sign-out that was answered with success must
-//! stay done, so this store pays one flush of the write-ahead log per write
-//! (sign-ins, token refreshes and sign-outs are not frequent enough for it to
-//! matter).
+//! storage before its callers are answered. `NORMAL` would be faster (no
+//! flush per commit), and is safe against a crash of the application, but a
+//! power cut or an operating-system crash can then undo the last commits.
+//! Here one of those commits can be a sign-out: the session and its tokens
+//! would come back after the restart. A sign-out that was answered with
+//! success must stay done, so this store pays one flush of the write-ahead
+//! log per commit, and group commit shares that flush among the writes that
+//! arrive together.
 //!
 //! ## Data at rest
 //!
@@ -79,75 +129,83 @@
 //!
 //! Versioned migrations are embedded in the crate and run at open, in one
 //! `BEGIN IMMEDIATE` transaction, recording each version in `schema_version`.
-//! A database with a newer schema than this build knows is refused with
-//! [`StoreError::Corrupt`]. Tables: `sessions`, `partitions`, `entries`,
-//! `tombstones`, `jtis`.
+//! Files written by earlier versions of this store (including the first one,
+//! built on sqlx) are opened as they are. A database with a newer schema than
+//! this build knows is refused with [`StoreError::Corrupt`]. Tables:
+//! `sessions`, `partitions`, `entries`, `tombstones`, `jtis`, `locks`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod config;
 mod error;
 mod migrations;
+mod ops;
+mod pool;
 mod sql;
 mod store;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idweb::{Clock, SessionId, StoreError, SystemClock};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use idweb::{Clock, StoreError, SystemClock};
+use rusqlite::{Connection, OpenFlags};
 
 pub use config::{SqliteConfig, SqliteUrlError};
 
 use crate::error::{db_error, unavailable};
+use crate::pool::Readers;
+use crate::writer::Writer;
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long an operation waits for a free connection of the pool.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections per file: readers run in parallel, writers take turns.
-const MAX_CONNECTIONS: u32 = 8;
-
 /// Rows deleted per transaction by [`SqliteStore::purge_expired`].
 const PURGE_BATCH: i64 = 500;
 
+/// Prepared statements kept per connection (the store has about 40).
+const STATEMENT_CACHE: usize = 64;
+
+/// Reader connections per store: enough for every runtime thread to read at
+/// once, plus reads running on blocking threads.
+fn reader_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get() + 2)
+        .clamp(4, 16)
+}
+
 /// An [`idweb::Store`] in a SQLite database. See the [crate documentation](crate).
 ///
-/// Cloning is cheap: clones share one connection pool.
-#[derive(Debug, Clone)]
+/// Cloning is cheap: clones share the connections and the writer.
+#[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` for a database in memory: the writer's connection is the only one.
+    readers: Option<Arc<Readers>>,
+    writer: Writer,
     clock: Arc<dyn Clock>,
-    /// Writers of this pool queue here, in order, before taking the
-    /// database's write lock, instead of retrying against each other.
-    write_gate: Arc<Mutex<()>>,
+    /// The file, for `Debug`.
+    path: Option<PathBuf>,
 }
 
-/// A write transaction (`BEGIN IMMEDIATE`) with this store's turn to write.
-/// Dropped without [`commit`](WriteTx::commit), it rolls back.
-struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: OwnedMutexGuard<()>,
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("readers", &self.inner.readers)
+            .finish_non_exhaustive()
+    }
 }
 
-impl WriteTx {
-    async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(db_error)
-    }
-
-    /// Rolls back; nothing was written.
-    async fn abort(self) {
-        if let Err(e) = self.tx.rollback().await {
-            // The connection discards the transaction in any case.
-            tracing::warn!(error = %e, "rolling back a refused write failed");
-        }
-    }
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
 }
 
 impl SqliteStore {
@@ -171,51 +229,53 @@ impl SqliteStore {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let to_create = path.clone();
-        tokio::task::spawn_blocking(move || create_private_file(&to_create))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            .pragma("secure_delete", "ON");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        Self::ready(pool, clock).await
+        let now = clock.unix_now();
+        let file = path.clone();
+        let (writer, readers) = tokio::task::spawn_blocking(move || {
+            create_private_file(&file).map_err(unavailable)?;
+            let writer = connect(&file, Role::Writer)?;
+            migrations::run(&writer, now)?;
+            let readers = (0..reader_count())
+                .map(|_| connect(&file, Role::Reader))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>((writer, readers))
+        })
+        .await
+        .map_err(unavailable)??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                readers: Some(Readers::new(readers)),
+                writer: Writer::spawn(writer)?,
+                clock,
+                path: Some(path),
+            }),
+        })
     }
 
     /// A store in a private in-memory database, gone when the store (and
     /// every clone) is dropped; for tests. All operations share one
-    /// connection.
+    /// connection, the writer's.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when SQLite cannot open it.
     pub async fn open_in_memory_with_clock(clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
-            .foreign_keys(true)
-            .pragma("secure_delete", "ON");
-        // One connection that never closes by itself: the database lives as
-        // long as that connection.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        Self::ready(pool, clock).await
+        let now = clock.unix_now();
+        let conn = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_in_memory().map_err(db_error)?;
+            configure(&conn, Role::Writer, false)?;
+            migrations::run(&conn, now)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .await
+        .map_err(unavailable)??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                readers: None,
+                writer: Writer::spawn(conn)?,
+                clock,
+                path: None,
+            }),
+        })
     }
 
     /// Parses `sqlite://PATH` (also `sqlite:PATH`) and opens that file with
@@ -232,7 +292,8 @@ impl SqliteStore {
 
     /// Deletes expired sessions (with their partitions and entries),
     /// tombstones and jti records; returns how many rows went. Works in
-    /// batches, so other writers are never held up for long.
+    /// batches of a few hundred rows, each committed with the other writes
+    /// of its moment, so other writers are never held up for long.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`]; batches already done stay done.
@@ -241,49 +302,19 @@ impl SqliteStore {
         let batch = usize::try_from(PURGE_BATCH).unwrap_or(usize::MAX);
         let mut total = 0u64;
         loop {
-            let mut w = self.begin_write().await?;
-            let ids: Vec<String> = sqlx::query_scalar(sql::EXPIRED_SESSIONS)
-                .bind(now)
-                .bind(PURGE_BATCH)
-                .fetch_all(&mut *w.tx)
-                .await
-                .map_err(db_error)?;
-            for id in &ids {
-                for statement in [
-                    sql::ENTRIES_DELETE_OF_SESSION,
-                    sql::PARTITIONS_DELETE_OF_SESSION,
-                ] {
-                    total += sqlx::query(statement)
-                        .bind(id)
-                        .execute(&mut *w.tx)
-                        .await
-                        .map_err(db_error)?
-                        .rows_affected();
-                }
-                total += sqlx::query(sql::SESSION_DELETE_IF_EXPIRED)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *w.tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-            }
-            w.commit().await?;
-            if ids.len() < batch {
+            let (rows, sessions) = self
+                .write(move |conn| ops::purge_sessions(conn, now, PURGE_BATCH))
+                .await?;
+            total += rows;
+            if sessions < batch {
                 break;
             }
         }
         for statement in [sql::TOMBSTONES_PURGE, sql::JTIS_PURGE] {
             loop {
-                let mut w = self.begin_write().await?;
-                let n = sqlx::query(statement)
-                    .bind(now)
-                    .bind(PURGE_BATCH)
-                    .execute(&mut *w.tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                w.commit().await?;
+                let n = self
+                    .write(move |conn| ops::purge_batch(conn, statement, now, PURGE_BATCH))
+                    .await?;
                 total += n;
                 if n < PURGE_BATCH.unsigned_abs() {
                     break;
@@ -294,54 +325,103 @@ impl SqliteStore {
         Ok(total)
     }
 
-    /// Closes the store's connections, waiting for running operations; the
-    /// last connection to close checkpoints the write-ahead log into the
-    /// database file. Every clone is closed too: operations after this fail
-    /// with [`StoreError::Unavailable`].
+    /// Closes the store's connections: waits for running reads, lets the
+    /// writes already queued commit, then closes; the last connection to
+    /// close checkpoints the write-ahead log into the database file. Every
+    /// clone is closed too: operations after this fail with
+    /// [`StoreError::Unavailable`].
     pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn ready(pool: SqlitePool, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        if let Err(e) = migrations::run(&pool, clock.unix_now()).await {
-            pool.close().await;
-            return Err(e);
+        if let Some(readers) = &self.inner.readers {
+            readers.close().await;
         }
-        Ok(Self {
-            pool,
-            clock,
-            write_gate: Arc::new(Mutex::new(())),
-        })
+        self.inner.writer.close().await;
     }
 
     fn now(&self) -> i64 {
-        self.clock.unix_now()
+        self.inner.clock.unix_now()
     }
 
-    /// Waits for this store's turn to write, then takes the database's write
-    /// lock (`BEGIN IMMEDIATE`, waiting up to the busy timeout for other
-    /// processes).
-    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let turn = self.write_gate.clone().lock_owned().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
-        Ok(WriteTx { tx, _turn: turn })
+    /// Runs `f` in the writer's next transaction (see the crate docs on
+    /// group commit).
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.writer.write(f).await
     }
 
-    /// Deletes the session `id` (and, by cascade, its partition) if it has expired.
-    async fn delete_if_expired(&self, id: &SessionId, now: i64) -> Result<(), StoreError> {
-        let mut w = self.begin_write().await?;
-        sqlx::query(sql::SESSION_DELETE_IF_EXPIRED)
-            .bind(id.secret())
-            .bind(now)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(db_error)?;
-        w.commit().await
+    /// Runs `f`, one short indexed read, on a reader connection where it is
+    /// called.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.inner.readers {
+            Some(readers) => readers.read(BUSY_TIMEOUT, f).await,
+            None => self.inner.writer.read(f).await,
+        }
     }
+
+    /// Runs `f`, a read whose cost grows with the store, on a reader
+    /// connection on a blocking thread.
+    async fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.inner.readers {
+            Some(readers) => readers.read_blocking(BUSY_TIMEOUT, f).await,
+            None => self.inner.writer.read(f).await,
+        }
+    }
+}
+
+/// Opens a connection to the database file for `role`.
+fn connect(path: &Path, role: Role) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if role == Role::Writer {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    configure(&conn, role, true)?;
+    Ok(conn)
+}
+
+/// The settings of every connection (see the crate docs on durability).
+fn configure(conn: &Connection, role: Role, file: bool) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    if file {
+        // Persistent in the file; the writer sets it, readers check it.
+        let statement = match role {
+            Role::Writer => "PRAGMA journal_mode = WAL",
+            Role::Reader => "PRAGMA journal_mode",
+        };
+        let mode: String = conn
+            .query_row(statement, [], |row| row.get(0))
+            .map_err(db_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(unavailable(format!(
+                "the database could not be put in WAL mode (it is in `{mode}` mode)"
+            )));
+        }
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
+    )
+    .map_err(db_error)?;
+    if role == Role::Reader {
+        // Reads on the caller's thread fail fast on a locked file and are
+        // retried on a blocking thread (see `pool`); a reader never writes.
+        conn.execute_batch("PRAGMA query_only = ON;")
+            .map_err(db_error)?;
+        conn.busy_timeout(Duration::ZERO).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 /// The file path of a `sqlite://PATH` or `sqlite:PATH` URL.
@@ -404,26 +484,31 @@ mod tests {
         }
     }
 
-    async fn pragma(store: &SqliteStore, name: &str) -> String {
-        let row: (String,) = sqlx::query_as(match name {
-            "journal_mode" => "SELECT CAST(journal_mode AS TEXT) FROM pragma_journal_mode",
-            "synchronous" => "SELECT CAST(synchronous AS TEXT) FROM pragma_synchronous",
-            "foreign_keys" => "SELECT CAST(foreign_keys AS TEXT) FROM pragma_foreign_keys",
-            "secure_delete" => "SELECT CAST(secure_delete AS TEXT) FROM pragma_secure_delete",
-            "busy_timeout" => "SELECT CAST(timeout AS TEXT) FROM pragma_busy_timeout",
-            _ => "SELECT 'unknown'",
-        })
-        .fetch_one(&store.pool)
-        .await
-        .expect("pragma");
-        row.0
+    /// A pragma's value on the writer connection or on a reader connection.
+    async fn pragma(store: &SqliteStore, role: Role, name: &'static str) -> String {
+        let statement = format!("SELECT CAST({name} AS TEXT) FROM pragma_{name}");
+        let read = move |conn: &Connection| {
+            let column = if name == "busy_timeout" {
+                "timeout"
+            } else {
+                name
+            };
+            let statement = statement.replacen(name, column, 1);
+            conn.query_row(&statement, [], |row| row.get::<_, String>(0))
+                .map_err(db_error)
+        };
+        match role {
+            Role::Writer => store.inner.writer.read(read).await,
+            Role::Reader => store.read(read).await,
+        }
+        .expect("pragma")
     }
 
     fn temp_path(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!(
             "idweb-sqlite-unit-{}-{}-{name}",
             std::process::id(),
-            SessionId::generate().fingerprint()
+            idweb::SessionId::generate().fingerprint()
         ))
     }
 
@@ -439,30 +524,50 @@ mod tests {
     async fn file_settings_are_applied() {
         let path = temp_path("settings.db");
         let store = SqliteStore::open(&path).await.expect("open");
-        assert_eq!(pragma(&store, "journal_mode").await, "wal");
-        // 2 = FULL.
-        assert_eq!(pragma(&store, "synchronous").await, "2");
-        assert_eq!(pragma(&store, "foreign_keys").await, "1");
-        assert_eq!(pragma(&store, "secure_delete").await, "1");
-        assert_eq!(pragma(&store, "busy_timeout").await, "5000");
+        for role in [Role::Writer, Role::Reader] {
+            assert_eq!(pragma(&store, role, "journal_mode").await, "wal");
+            // 2 = FULL.
+            assert_eq!(pragma(&store, role, "synchronous").await, "2");
+            assert_eq!(pragma(&store, role, "foreign_keys").await, "1");
+            assert_eq!(pragma(&store, role, "secure_delete").await, "1");
+        }
+        assert_eq!(pragma(&store, Role::Writer, "busy_timeout").await, "5000");
+        assert_eq!(pragma(&store, Role::Writer, "query_only").await, "0");
+        // Readers fail fast inline (and wait on a blocking thread instead).
+        assert_eq!(pragma(&store, Role::Reader, "busy_timeout").await, "0");
+        assert_eq!(pragma(&store, Role::Reader, "query_only").await, "1");
         store.close().await;
         remove_db(&path);
     }
 
+    /// A database in memory with the schema, for query plans.
+    fn schema() -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        configure(&conn, Role::Writer, false).expect("configure");
+        migrations::run(&conn, 0).expect("migrate");
+        conn
+    }
+
+    fn plan(conn: &Connection, statement: &str) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {statement}");
+        let mut st = conn
+            .prepare(&explain)
+            .unwrap_or_else(|e| panic!("{e}: {statement}"));
+        let mut rows = st.raw_query();
+        let mut plan = Vec::new();
+        while let Some(row) = rows.next().expect("plan row") {
+            plan.push(row.get::<_, String>(3).expect("detail"));
+        }
+        plan
+    }
+
     /// Every lookup is served by a key or an index: no statement reads a
     /// whole table, and none sorts.
-    #[tokio::test]
-    async fn statements_use_indexes() {
-        let store = SqliteStore::open_in_memory_with_clock(Arc::new(SystemClock))
-            .await
-            .expect("open");
+    #[test]
+    fn statements_use_indexes() {
+        let conn = schema();
         for statement in sql::INDEXED {
-            let explain = format!("EXPLAIN QUERY PLAN {statement}");
-            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(explain))
-                .fetch_all(&store.pool)
-                .await
-                .unwrap_or_else(|e| panic!("{e}: {statement}"));
-            let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+            let plan = plan(&conn, statement);
             for step in &plan {
                 // The first page of a listing walks the primary key in
                 // order, stopping at the limit.
@@ -479,37 +584,44 @@ mod tests {
                 );
             }
         }
-        let by_index = |statement: &'static str, index: &'static str| {
-            let pool = store.pool.clone();
-            async move {
-                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(
-                    format!("EXPLAIN QUERY PLAN {statement}"),
-                ))
-                .fetch_all(&pool)
-                .await
-                .expect("plan");
-                assert!(
-                    rows.iter().any(|r| r.3.contains(index)),
-                    "{statement} does not use {index}: {rows:?}"
-                );
-            }
+        let by_index = |statement: &str, index: &str| {
+            let plan = plan(&conn, statement);
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{statement} does not use {index}: {plan:?}"
+            );
         };
-        by_index(sql::SESSIONS_BY_SID, "sessions_by_provider_session").await;
-        by_index(sql::SESSIONS_BY_SUB, "sessions_by_subject").await;
-        by_index(sql::EXPIRED_SESSIONS, "sessions_by_expiry").await;
-        by_index(sql::PARTITIONS_DELETE_OF_SESSION, "partitions_by_session").await;
+        by_index(sql::SESSIONS_BY_SID, "sessions_by_provider_session");
+        by_index(sql::SESSIONS_BY_SUB, "sessions_by_subject");
+        by_index(sql::EXPIRED_SESSIONS, "sessions_by_expiry");
+        by_index(sql::PARTITIONS_DELETE_OF_SESSION, "partitions_by_session");
+        // One row of `partitions` by its key, then a probe of each other
+        // table by its key.
+        let version = plan(&conn, sql::PARTITION_LIVE_VERSION);
+        for index in [
+            "sqlite_autoindex_partitions_1",
+            "sqlite_autoindex_entries_1",
+            "sqlite_autoindex_sessions_1",
+        ] {
+            assert!(
+                version.iter().any(|step| step.contains(index)),
+                "{version:?} does not use {index}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn a_newer_schema_is_refused() {
         let path = temp_path("newer.db");
         let store = SqliteStore::open(&path).await.expect("open");
-        sqlx::query("INSERT INTO schema_version (version, description, applied_at) VALUES (?1, 'from the future', 0)")
-            .bind(migrations::latest_version() + 1)
-            .execute(&store.pool)
-            .await
-            .expect("insert");
         store.close().await;
+        let conn = Connection::open(&path).expect("raw connection");
+        conn.execute(
+            "INSERT INTO schema_version (version, description, applied_at) VALUES (?1, 'from the future', 0)",
+            [migrations::latest_version() + 1],
+        )
+        .expect("insert");
+        drop(conn);
         let r = SqliteStore::open(&path).await;
         assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
         remove_db(&path);

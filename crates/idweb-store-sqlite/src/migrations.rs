@@ -7,7 +7,7 @@
 //! finds nothing left to do.
 
 use idweb::StoreError;
-use sqlx::SqlitePool;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::error::{corrupt, db_error};
 
@@ -38,22 +38,24 @@ pub(crate) fn latest_version() -> i64 {
 }
 
 /// Brings the database to [`latest_version`]; refuses a database written by a
-/// newer version.
-pub(crate) async fn run(pool: &SqlitePool, now: i64) -> Result<(), StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-    sqlx::query(
+/// newer version. Files written by every earlier version of this store (on
+/// sqlx or on rusqlite) carry the same `schema_version` table.
+pub(crate) fn run(conn: &Connection, now: i64) -> Result<(), StoreError> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db_error)?;
+    tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
              version     INTEGER NOT NULL PRIMARY KEY,
              description TEXT    NOT NULL,
              applied_at  INTEGER NOT NULL
          ) STRICT",
     )
-    .execute(&mut *tx)
-    .await
     .map_err(db_error)?;
-    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        .fetch_one(&mut *tx)
-        .await
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |row| row.get(0),
+        )
         .map_err(db_error)?;
     let latest = latest_version();
     if current > latest {
@@ -62,18 +64,11 @@ pub(crate) async fn run(pool: &SqlitePool, now: i64) -> Result<(), StoreError> {
         )));
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        sqlx::query(
+        tx.execute_batch(m.sql).map_err(db_error)?;
+        tx.execute(
             "INSERT INTO schema_version (version, description, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![m.version, m.description, now],
         )
-        .bind(m.version)
-        .bind(m.description)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
         .map_err(db_error)?;
         tracing::info!(
             version = m.version,
@@ -81,7 +76,7 @@ pub(crate) async fn run(pool: &SqlitePool, now: i64) -> Result<(), StoreError> {
             "applied a schema migration"
         );
     }
-    tx.commit().await.map_err(db_error)
+    tx.commit().map_err(db_error)
 }
 
 #[cfg(test)]

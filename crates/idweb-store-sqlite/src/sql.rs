@@ -57,6 +57,16 @@ pub(crate) const PARTITION_GET: &str =
             OR EXISTS (SELECT 1 FROM sessions s
                        WHERE s.id = p.session_id AND +s.expires_at > ?2))";
 
+/// The version [`PARTITION_GET`] would return, without reading the entries:
+/// by primary keys only, with the same conditions (the partition has an
+/// entry, and its session, if any, is live).
+pub(crate) const PARTITION_LIVE_VERSION: &str = "SELECT p.version FROM partitions p
+     WHERE p.pkey = ?1
+       AND EXISTS (SELECT 1 FROM entries e WHERE e.pkey = p.pkey)
+       AND (p.session_id IS NULL
+            OR EXISTS (SELECT 1 FROM sessions s
+                       WHERE s.id = p.session_id AND +s.expires_at > ?2))";
+
 pub(crate) const PARTITION_VERSION: &str = "SELECT version FROM partitions WHERE pkey = ?1";
 
 pub(crate) const PARTITION_UPSERT: &str = "INSERT INTO partitions (pkey, session_id, version)
@@ -121,6 +131,21 @@ pub(crate) const PARTITION_STATS: &str = "SELECT COUNT(DISTINCT e.pkey), COUNT(*
 
 pub(crate) const TOMBSTONE_COUNT: &str = "SELECT COUNT(*) FROM tombstones WHERE expires_at > ?1";
 
+// Group commit: one transaction for many operations, one savepoint per
+// operation.
+
+pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
+
+pub(crate) const COMMIT: &str = "COMMIT";
+
+pub(crate) const ROLLBACK: &str = "ROLLBACK";
+
+pub(crate) const SAVEPOINT: &str = "SAVEPOINT op";
+
+pub(crate) const SAVEPOINT_RELEASE: &str = "RELEASE op";
+
+pub(crate) const SAVEPOINT_ROLLBACK: &str = "ROLLBACK TO op";
+
 // Purging, in batches so that one purge never holds the write lock for long.
 
 pub(crate) const EXPIRED_SESSIONS: &str = "SELECT id FROM sessions WHERE expires_at <= ?1 LIMIT ?2";
@@ -153,6 +178,7 @@ pub(crate) const INDEXED: &[&str] = &[
     SESSIONS_LIST_AFTER,
     SESSION_IS_LIVE,
     PARTITION_GET,
+    PARTITION_LIVE_VERSION,
     PARTITION_VERSION,
     PARTITION_UPSERT,
     PARTITION_HAS_ENTRIES,

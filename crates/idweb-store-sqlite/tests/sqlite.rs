@@ -13,7 +13,7 @@ use idweb::{
 };
 use idweb_store_conformance::{clock, sample_session};
 use idweb_store_sqlite::SqliteStore;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use rusqlite::Connection;
 use tokio::sync::Barrier;
 
 fn unique(prefix: &str) -> String {
@@ -25,25 +25,21 @@ fn entry(key: &str, sealed: &[u8]) -> StoredEntry {
 }
 
 /// A plain connection to the file, to look at rows the store would not show.
-async fn raw(path: &Path) -> SqlitePool {
-    SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
-        .await
-        .expect("raw connection")
+fn raw(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("raw connection");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn
 }
 
-async fn count(pool: &SqlitePool, table: &'static str, column: &'static str, value: &str) -> i64 {
+fn count(conn: &Connection, table: &'static str, column: &'static str, value: &str) -> i64 {
     let statement = format!("SELECT COUNT(*) FROM {table} WHERE {column} = ?1");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
-        .bind(value)
-        .fetch_one(pool)
-        .await
+    conn.query_row(&statement, [value], |r| r.get(0))
         .expect("count")
 }
 
-async fn rows(pool: &SqlitePool, table: &'static str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(pool)
-        .await
+fn rows(conn: &Connection, table: &'static str) -> i64 {
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
 }
 
@@ -184,14 +180,13 @@ async fn migrations_are_idempotent() {
     assert_eq!(b.get_session(&s.id).await.expect("get"), Some(s));
     a.close().await;
     b.close().await;
-    let pool = raw(&path).await;
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
-            .fetch_all(&pool)
-            .await
-            .expect("versions");
+    let conn = raw(&path);
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .expect("versions");
     assert_eq!(versions, vec![1, 2], "each migration recorded once");
-    pool.close().await;
+    drop(conn);
     common::remove_db(&path);
 }
 
@@ -204,13 +199,13 @@ async fn a_new_file_is_migrated_once_by_concurrent_openers() {
         assert_eq!(store.session_count().await.expect("count"), 0);
         store.close().await;
     }
-    let pool = raw(&path).await;
+    let pool = raw(&path);
     assert_eq!(
-        rows(&pool, "schema_version").await,
+        rows(&pool, "schema_version"),
         2,
         "each migration recorded once"
     );
-    pool.close().await;
+    drop(pool);
     common::remove_db(&path);
 }
 
@@ -323,7 +318,7 @@ async fn remove_session_and_write_partition_race_never_leaves_a_partition() {
     let signer_out = SqliteStore::open_with_clock(&path, clock.clone())
         .await
         .expect("open");
-    let pool = raw(&path).await;
+    let pool = raw(&path);
     let (mut refused, mut before_removal) = (0, 0);
     for round in 0..200 {
         let s = sample_session("https://iss", &unique("sub"), None, clock.unix_now());
@@ -364,22 +359,18 @@ async fn remove_session_and_write_partition_race_never_leaves_a_partition() {
             Err(e) => panic!("round {round}: unexpected {e:?}"),
         }
         let pkey = key.storage_key();
-        assert_eq!(count(&pool, "sessions", "id", s.id.secret()).await, 0);
+        assert_eq!(count(&pool, "sessions", "id", s.id.secret()), 0);
         assert_eq!(
-            count(&pool, "partitions", "pkey", &pkey).await,
+            count(&pool, "partitions", "pkey", &pkey),
             0,
             "round {round}"
         );
-        assert_eq!(
-            count(&pool, "entries", "pkey", &pkey).await,
-            0,
-            "round {round}"
-        );
+        assert_eq!(count(&pool, "entries", "pkey", &pkey), 0, "round {round}");
         assert_eq!(refresher.get_partition(&key).await.expect("get"), None);
     }
     assert_eq!(refused + before_removal, 200);
     eprintln!("writes refused: {refused}, writes before the removal: {before_removal}");
-    pool.close().await;
+    drop(pool);
     refresher.close().await;
     signer_out.close().await;
     common::remove_db(&path);
@@ -515,14 +506,14 @@ async fn purge_expired_removes_expired_rows_and_keeps_live_ones() {
     assert_eq!(store.purge_expired().await.expect("purge"), 6);
     assert_eq!(store.purge_expired().await.expect("purge"), 0);
 
-    let pool = raw(&path).await;
-    assert_eq!(count(&pool, "sessions", "id", short.id.secret()).await, 0);
+    let pool = raw(&path);
+    assert_eq!(count(&pool, "sessions", "id", short.id.secret()), 0);
     let short_key = PartitionKey::Session(short.id.clone()).storage_key();
-    assert_eq!(count(&pool, "partitions", "pkey", &short_key).await, 0);
-    assert_eq!(count(&pool, "entries", "pkey", &short_key).await, 0);
-    assert_eq!(rows(&pool, "tombstones").await, 1);
-    assert_eq!(rows(&pool, "jtis").await, 1);
-    pool.close().await;
+    assert_eq!(count(&pool, "partitions", "pkey", &short_key), 0);
+    assert_eq!(count(&pool, "entries", "pkey", &short_key), 0);
+    assert_eq!(rows(&pool, "tombstones"), 1);
+    assert_eq!(rows(&pool, "jtis"), 1);
+    drop(pool);
 
     assert_eq!(
         store.get_session(&long.id).await.expect("get"),
@@ -606,10 +597,10 @@ async fn reading_an_expired_session_deletes_it_and_its_tokens() {
         .expect("write");
     clock.advance(Duration::from_secs(3600));
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
-    let pool = raw(&path).await;
-    assert_eq!(count(&pool, "sessions", "id", s.id.secret()).await, 0);
-    assert_eq!(count(&pool, "entries", "pkey", &key.storage_key()).await, 0);
-    pool.close().await;
+    let pool = raw(&path);
+    assert_eq!(count(&pool, "sessions", "id", s.id.secret()), 0);
+    assert_eq!(count(&pool, "entries", "pkey", &key.storage_key()), 0);
+    drop(pool);
     // Stored again under the same id, it starts without the old tokens.
     let mut again = s.clone();
     again.created_at = clock.unix_now();
@@ -629,13 +620,12 @@ async fn damaged_rows_are_corrupt_and_can_still_be_removed() {
         .expect("open");
     let s = sample_session("https://iss", &unique("sub"), None, clock.unix_now());
     store.put_session(&s).await.expect("put");
-    let pool = raw(&path).await;
-    sqlx::query("UPDATE sessions SET data = '{not json' WHERE id = ?1")
-        .bind(s.id.secret())
-        .execute(&pool)
-        .await
+    raw(&path)
+        .execute(
+            "UPDATE sessions SET data = '{not json' WHERE id = ?1",
+            [s.id.secret()],
+        )
         .expect("damage");
-    pool.close().await;
     assert!(matches!(
         store.get_session(&s.id).await,
         Err(StoreError::Corrupt(_))
@@ -704,4 +694,295 @@ async fn a_later_tombstone_replaces_an_earlier_one_and_live_ones_never_shrink() 
         Some((now - 20, now + 300)),
         "an expired one is replaced"
     );
+}
+
+/// A copy of `tests/fixtures/sqlx-0.1.db`, written by the first (sqlx)
+/// version of this store, is opened and served as that version served it.
+#[tokio::test]
+async fn a_database_written_by_the_sqlx_version_is_served() {
+    use common::fixture::{self as f, ISS_A, ISS_B};
+
+    let path = common::db_path("sqlx-fixture");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sqlx-0.1.db"),
+        &path,
+    )
+    .expect("copy the fixture");
+    let clock = Arc::new(ManualClock::at_unix(f::READ_AT as u64));
+    let store = SqliteStore::open_with_clock(&path, clock.clone())
+        .await
+        .expect("open");
+
+    for s in [f::alice_1(), f::alice_2(), f::bob()] {
+        assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s));
+    }
+    assert_eq!(store.get_session(&f::ended().id).await.expect("get"), None);
+    let find = |lookup: SessionLookup| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .find_sessions(&lookup)
+                .await
+                .expect("find")
+                .iter()
+                .map(|id| id.secret().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        find(SessionLookup::BySubject {
+            iss: ISS_A.into(),
+            sub: "alice".into()
+        })
+        .await,
+        vec![
+            f::alice_1().id.secret().to_string(),
+            f::alice_2().id.secret().to_string()
+        ]
+    );
+    assert_eq!(
+        find(SessionLookup::ByProviderSession {
+            iss: ISS_A.into(),
+            sid: "sid-a2".into()
+        })
+        .await,
+        vec![f::alice_2().id.secret().to_string()]
+    );
+    assert_eq!(
+        find(SessionLookup::BySubject {
+            iss: ISS_B.into(),
+            sub: "bob".into()
+        })
+        .await,
+        vec![f::bob().id.secret().to_string()]
+    );
+
+    let alice = PartitionKey::Session(f::alice_1().id);
+    let mut p = store
+        .get_partition(&alice)
+        .await
+        .expect("get")
+        .expect("alice's partition");
+    p.entries.sort_by(|a, b| a.cache_key.cmp(&b.cache_key));
+    let (version, entries) = f::alice_1_partition();
+    assert_eq!((p.version, p.entries), (version, entries));
+    assert_eq!(
+        store.partition_version(&alice).await.expect("version"),
+        Some(version)
+    );
+    let app = store
+        .get_partition(&f::app_key())
+        .await
+        .expect("get")
+        .expect("app partition");
+    assert_eq!((app.version, app.entries), (1, f::app_entries()));
+    let ended = PartitionKey::Session(f::ended().id);
+    assert_eq!(store.get_partition(&ended).await.expect("get"), None);
+    assert_eq!(
+        store.partition_version(&ended).await.expect("version"),
+        None
+    );
+
+    for (selector, logged_out_at, expires_at) in [f::sid_tombstone(), f::sub_tombstone()] {
+        assert_eq!(
+            store.get_tombstone(&selector).await.expect("get"),
+            Some(Tombstone::new(selector, logged_out_at, expires_at))
+        );
+    }
+    assert_eq!(
+        store
+            .get_tombstone(&f::expired_tombstone().0)
+            .await
+            .expect("get"),
+        None
+    );
+    // The tombstones still refuse the sessions they cover.
+    let mut gone = sample_session(ISS_A, "mallory", Some("sid-gone"), f::READ_AT);
+    gone.created_at = f::WRITTEN_AT;
+    assert!(matches!(
+        store.put_session(&gone).await,
+        Err(StoreError::SignedOut)
+    ));
+    let carol = sample_session(ISS_B, "carol", None, f::WRITTEN_AT - 60);
+    assert!(matches!(
+        store.put_session(&carol).await,
+        Err(StoreError::SignedOut)
+    ));
+
+    let (iss, jti, exp) = f::live_jti();
+    assert!(
+        !store.record_jti(iss, jti, exp).await.expect("jti"),
+        "replay"
+    );
+    let (iss, jti, _) = f::expired_jti();
+    assert!(
+        store
+            .record_jti(iss, jti, f::READ_AT + 300)
+            .await
+            .expect("jti"),
+        "expired"
+    );
+    let (name, ttl) = f::held_lock();
+    assert!(store.try_lock(name, ttl).await.expect("lock").is_none());
+    let (name, ttl) = f::expired_lock();
+    assert!(store.try_lock(name, ttl).await.expect("lock").is_some());
+
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        (
+            stats.sessions,
+            stats.partitions,
+            stats.entries,
+            stats.tombstones
+        ),
+        (3, 2, 4, 2)
+    );
+    // Writes go on from the stored versions.
+    let v = store
+        .write_partition(
+            &alice,
+            PartitionWrite::upsert(vec![f::entry("at", "AccessToken", Some(f::READ_AT + 3600))])
+                .if_version(version),
+        )
+        .await
+        .expect("write");
+    assert_eq!(v, version + 1);
+    store.close().await;
+
+    // Nothing needed migrating.
+    let conn = raw(&path);
+    assert_eq!(rows(&conn, "schema_version"), 2);
+    drop(conn);
+    let reopened = SqliteStore::open_with_clock(&path, clock)
+        .await
+        .expect("reopen");
+    assert_eq!(
+        reopened.partition_version(&alice).await.expect("version"),
+        Some(version + 1)
+    );
+    reopened.close().await;
+    common::remove_db(&path);
+}
+
+/// Two stores on one file, as two processes have: each sees the other's
+/// committed writes on its next read, including partition versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_file_see_each_others_writes() {
+    let path = common::db_path("two-handles");
+    let clock = clock();
+    let now = clock.unix_now();
+    let a = SqliteStore::open_with_clock(&path, clock.clone())
+        .await
+        .expect("open a");
+    let b = SqliteStore::open_with_clock(&path, clock.clone())
+        .await
+        .expect("open b");
+    let s = sample_session("https://iss", &unique("sub"), Some(&unique("sid")), now);
+    let key = PartitionKey::Session(s.id.clone());
+    for round in 0..20u8 {
+        let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        if round == 0 {
+            writer.put_session(&s).await.expect("put");
+            assert_eq!(
+                reader.get_session(&s.id).await.expect("get"),
+                Some(s.clone())
+            );
+        }
+        let before = reader.partition_version(&key).await.expect("version");
+        let v = writer
+            .write_partition(
+                &key,
+                PartitionWrite::upsert(vec![entry("at", &[round])]).if_version(before.unwrap_or(0)),
+            )
+            .await
+            .expect("write");
+        assert_eq!(
+            reader.partition_version(&key).await.expect("version"),
+            Some(v),
+            "round {round}"
+        );
+        let p = reader
+            .get_partition(&key)
+            .await
+            .expect("get")
+            .expect("some");
+        assert_eq!((p.version, p.entries[0].sealed.clone()), (v, vec![round]));
+    }
+    // A removal through one is seen by the other at once.
+    b.remove_session(&s.id).await.expect("remove");
+    assert_eq!(a.get_session(&s.id).await.expect("get"), None);
+    assert_eq!(a.partition_version(&key).await.expect("version"), None);
+    assert!(
+        a.find_sessions(&SessionLookup::BySubject {
+            iss: s.iss.clone(),
+            sub: s.sub.clone()
+        })
+        .await
+        .expect("find")
+        .is_empty()
+    );
+    a.close().await;
+    b.close().await;
+    common::remove_db(&path);
+}
+
+/// `partition_version` answers what `get_partition` would: `None` without
+/// entries or a live session, the version otherwise.
+#[tokio::test]
+async fn partition_version_agrees_with_get_partition() {
+    let clock = clock();
+    let path = common::db_path("version");
+    let store = SqliteStore::open_with_clock(&path, clock.clone())
+        .await
+        .expect("open");
+    let check = |key: PartitionKey| {
+        let store = store.clone();
+        async move {
+            let full = store.get_partition(&key).await.expect("get");
+            let version = store.partition_version(&key).await.expect("version");
+            assert_eq!(version, full.map(|p| p.version), "{key:?}");
+            version
+        }
+    };
+    let s = sample_session("https://iss", &unique("sub"), None, clock.unix_now());
+    let key = PartitionKey::Session(s.id.clone());
+    assert_eq!(check(key.clone()).await, None, "no session");
+    store.put_session(&s).await.expect("put");
+    assert_eq!(check(key.clone()).await, None, "never written");
+    store
+        .write_partition(&key, PartitionWrite::upsert(vec![entry("rt", b"1")]))
+        .await
+        .expect("write");
+    assert_eq!(check(key.clone()).await, Some(1));
+    let mut remove = PartitionWrite::default();
+    remove.remove = vec!["rt".into()];
+    store.write_partition(&key, remove).await.expect("write");
+    assert_eq!(check(key.clone()).await, None, "no entries left");
+    store
+        .write_partition(&key, PartitionWrite::upsert(vec![entry("rt", b"3")]))
+        .await
+        .expect("write");
+    assert_eq!(check(key.clone()).await, Some(3));
+    let app = PartitionKey::App {
+        client_id: "c".into(),
+        tenant: "t".into(),
+        audience: unique("a"),
+    };
+    assert_eq!(check(app.clone()).await, None);
+    store
+        .write_partition(&app, PartitionWrite::upsert(vec![entry("at", b"a")]))
+        .await
+        .expect("write");
+    assert_eq!(check(app.clone()).await, Some(1));
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(check(key.clone()).await, None, "the session expired");
+    assert_eq!(
+        check(app).await,
+        Some(1),
+        "app partitions do not expire with sessions"
+    );
+    store.close().await;
+    common::remove_db(&path);
 }

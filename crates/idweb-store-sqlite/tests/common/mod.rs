@@ -59,3 +59,35 @@ pub fn remove_db(path: &Path) {
         let _ = std::fs::remove_file(p);
     }
 }
+
+pub mod fixture;
+
+/// The number of transactions committed in the database's write-ahead log
+/// since the log was last restarted: its valid frames that end a commit.
+/// (A WAL frame header holds, at bytes 4..8, the database size after the
+/// commit for the last frame of a transaction and zero for the others; at
+/// 8..16, the log's salts, which change when the log restarts.)
+pub fn wal_commits(path: &Path) -> usize {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let Ok(bytes) = std::fs::read(PathBuf::from(wal)) else {
+        return 0;
+    };
+    let Some(header) = bytes.get(..32) else {
+        return 0;
+    };
+    let page_size = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    let salts = &header[16..24];
+    let mut commits = 0;
+    let mut offset = 32;
+    while let Some(frame) = bytes.get(offset..offset + 24 + page_size) {
+        if &frame[8..16] != salts {
+            break;
+        }
+        if frame[4..8] != [0, 0, 0, 0] {
+            commits += 1;
+        }
+        offset += 24 + page_size;
+    }
+    commits
+}
