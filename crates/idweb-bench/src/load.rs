@@ -245,7 +245,11 @@ pub async fn run(
 
     // Warm-up.
     let start = Instant::now();
-    let quarter = if limit == u64::MAX { u64::MAX } else { limit / 4 };
+    let quarter = if limit == u64::MAX {
+        u64::MAX
+    } else {
+        limit / 4
+    };
     while start.elapsed() < options.warmup && shared.issued.load(Ordering::SeqCst) < quarter {
         if done() {
             break;

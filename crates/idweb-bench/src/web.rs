@@ -216,7 +216,10 @@ impl Client {
         Self { client_id, secret }
     }
 
-    /// The settings of the app at `url`.
+    /// The settings of the app at `url`: sign-in asks for
+    /// [`TOKEN_TARGET`](crate::TOKEN_TARGET) besides `openid profile
+    /// offline_access`, so that the sign-in leaves a token for
+    /// [`HIT_SCOPE`] in the session's cache.
     ///
     /// # Errors
     /// The settings do not validate.
@@ -226,6 +229,10 @@ impl Client {
             ("IDWEB_CLIENT_ID", self.client_id.clone()),
             ("IDWEB_CLIENT_SECRET", self.secret.clone()),
             ("IDWEB_PUBLIC_URL", url.to_string()),
+            (
+                "IDWEB_SCOPES",
+                format!("openid profile offline_access {}", crate::TOKEN_TARGET),
+            ),
         ]
         .map(|(k, v)| (k.to_string(), v));
         Ok(Settings::from_sources(None, env)?)
@@ -378,7 +385,10 @@ pub fn logout_tokens(
             .collect::<Result<_, _>>()?;
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| BoxError::from("a signing thread panicked")))
+            .map(|h| {
+                h.join()
+                    .map_err(|_| BoxError::from("a signing thread panicked"))
+            })
             .collect::<Result<Vec<_>, BoxError>>()
     })?;
     let tokens: Vec<String> = parts.into_iter().flatten().collect();
@@ -526,7 +536,8 @@ pub fn file_system_of(path: &Path) -> Option<String> {
         .filter_map(|line| {
             let mut f = line.split_whitespace();
             let (_, mount, fs) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(mount).then(|| (mount.len(), fs.to_string()))
+            path.starts_with(mount)
+                .then(|| (mount.len(), fs.to_string()))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, fs)| fs)
