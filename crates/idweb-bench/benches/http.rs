@@ -21,13 +21,14 @@
 //! round; logouts/s ÷ verifications/s of the same tokens), medians over the
 //! rounds, with the absolute figures beside them.
 //!
-//! The server runs on its own tokio runtime (`--server-threads`, default
-//! 1) and the load generator on another (`--load-threads`, default 1); the
-//! provider and the coordinator on a third, idle during the windows. Other
-//! options: `--rounds` (3), `--window` seconds (3), `--warmup` seconds
-//! (0.5), `--connections` (32), `--tokens` per round (10 000), `--stores`
-//! (`memory,sqlite,redis`). Redis is at `127.0.0.1:6379` unless
-//! `IDWEB_BENCH_REDIS` names another `HOST:PORT`; it must be running.
+//! The server runs on its own tokio runtime (`--server-threads`, one by
+//! default) and the load generator on another (`--load-threads`, one by
+//! default); the provider and the coordinator on a third, idle during the
+//! windows. Other options: `--rounds` (3), `--window` seconds (3),
+//! `--warmup` seconds (0.5), `--connections` (32), `--tokens` per round
+//! (10 000), `--stores` (`memory,sqlite,redis`). Redis is at
+//! `127.0.0.1:6379` unless `IDWEB_BENCH_REDIS` names another `HOST:PORT`;
+//! it must be running.
 //!
 //! Run as a test (`cargo test --benches`, no `--bench` argument): one short
 //! round with a few connections and tokens, checking that everything
