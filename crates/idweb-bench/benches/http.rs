@@ -24,8 +24,8 @@
 //! The server runs on its own tokio runtime (`--server-threads`, one by
 //! default) and the load generator on another (`--load-threads`, one by
 //! default); the provider and the coordinator on a third, idle during the
-//! windows. Other options: `--rounds` (3), `--window` seconds (3),
-//! `--warmup` seconds (0.5), `--connections` (32), `--tokens` per round
+//! windows. Other options: `--rounds` (5), `--window` seconds (2),
+//! `--warmup` seconds (0.5), `--connections` (128), `--tokens` per round
 //! (10 000), `--stores` (`memory,sqlite,redis`). Redis is at
 //! `127.0.0.1:6379` unless `IDWEB_BENCH_REDIS` names another `HOST:PORT`;
 //! it must be running.
@@ -89,10 +89,10 @@ impl Config {
         let mut c = if full {
             Config {
                 full,
-                rounds: 3,
-                window: Duration::from_secs(3),
+                rounds: 5,
+                window: Duration::from_secs(2),
                 warmup: Duration::from_millis(500),
-                connections: 32,
+                connections: 128,
                 server_threads: 1,
                 load_threads: 1,
                 tokens: 10_000,
@@ -439,7 +439,7 @@ fn busy(r: &LoadReport, c: &Config) -> Option<f64> {
 
 fn line(route: &str, r: &LoadReport, c: &Config) -> String {
     format!(
-        "{route:<20} {:>9.0}/s ({} in {:.2} s{}), server {} CPU us/req, busy {}%, waited for a CPU {}%; load generator {} CPU us/req",
+        "{route:<20} {:>9.0}/s ({} in {:.2} s{}), server {} CPU us/req, busy {}%, waited for a CPU {}%; load generator {} CPU us/req; stolen by the hypervisor {}%",
         r.rate(),
         r.ok,
         r.window.as_secs_f64(),
@@ -457,6 +457,7 @@ fn line(route: &str, r: &LoadReport, c: &Config) -> String {
             0
         ),
         fmt_opt(r.load_us_per_request(), 1),
+        fmt_opt(r.steal.map(|s| s * 100.0), 0),
     )
 }
 
@@ -502,9 +503,9 @@ fn print_tables(c: &Config, kinds: &[StoreKind], results: &[Results], verify: &[
         c.rounds
     );
     println!(
-        "| store | route | requests/s | range | × /bare | target | server CPU µs/req | CPU ratio | server busy |"
+        "| store | route | requests/s | range | × /bare | target | server CPU µs/req | CPU ratio | server busy | stolen |"
     );
-    println!("|---|---|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---|---:|---:|---:|---:|");
     for (kind, res) in kinds.iter().zip(results) {
         let bare = &res.get[0];
         for (r, route) in ROUTES.iter().enumerate() {
@@ -533,11 +534,13 @@ fn print_tables(c: &Config, kinds: &[StoreKind], results: &[Results], verify: &[
                     .collect(),
             );
             let (b, _, _) = stats(reports.iter().filter_map(|x| busy(x, c)).collect());
+            let (stolen, _, _) = stats(reports.iter().filter_map(|x| x.steal).collect());
             println!(
-                "| {} | `{route}` | {rate:.0} | {lo:.0}–{hi:.0} | {ratio:.2} | {} | {cpu:.1} | {cpu_ratio:.2} | {:.0}% |",
+                "| {} | `{route}` | {rate:.0} | {lo:.0}–{hi:.0} | {ratio:.2} | {} | {cpu:.1} | {cpu_ratio:.2} | {:.0}% | {:.0}% |",
                 kind.name(),
                 verdict(ratio, target_for(route, kind.name())),
-                b * 100.0
+                b * 100.0,
+                stolen * 100.0
             );
         }
     }
@@ -549,9 +552,9 @@ fn print_tables(c: &Config, kinds: &[StoreKind], results: &[Results], verify: &[
         c.rounds, c.server_threads
     );
     println!(
-        "| store | logouts/s | range | verifications/s | × verification | target | server CPU µs/logout | verify CPU µs/token | CPU ratio |"
+        "| store | logouts/s | range | verifications/s | × verification | target | server CPU µs/logout | verify CPU µs/token | CPU ratio | stolen |"
     );
-    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     for (kind, res) in kinds.iter().zip(results) {
         let (rate, lo, hi) = stats(res.logout.iter().map(LoadReport::rate).collect());
         let (vrate, _, _) = stats(verify.iter().map(VerifyReport::rate).collect());
@@ -581,10 +584,12 @@ fn print_tables(c: &Config, kinds: &[StoreKind], results: &[Results], verify: &[
                 .filter_map(|(l, v)| Some(v.us_per_token()? / l.server_us_per_request()?))
                 .collect(),
         );
+        let (stolen, _, _) = stats(res.logout.iter().filter_map(|x| x.steal).collect());
         println!(
-            "| {} | {rate:.0} | {lo:.0}–{hi:.0} | {vrate:.0} | {ratio:.2} | {} | {cpu:.1} | {vcpu:.1} | {cpu_ratio:.2} |",
+            "| {} | {rate:.0} | {lo:.0}–{hi:.0} | {vrate:.0} | {ratio:.2} | {} | {cpu:.1} | {vcpu:.1} | {cpu_ratio:.2} | {:.0}% |",
             kind.name(),
             verdict(ratio, target_for(BACKCHANNEL, kind.name())),
+            stolen * 100.0
         );
     }
 }

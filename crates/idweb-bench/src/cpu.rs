@@ -102,6 +102,31 @@ impl Snapshot {
     }
 }
 
+/// The machine's CPU time so far, from `/proc/stat` (all CPUs, in clock
+/// ticks): `(stolen, total)`. "Stolen" is the time a virtual machine's
+/// CPUs were ready to run but the hypervisor ran something else.
+pub fn machine_steal() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let steal = *fields.get(7)?;
+    let total = fields.iter().take(8).sum();
+    Some((steal, total))
+}
+
+/// The share of the machine's CPU time stolen between two readings of
+/// [`machine_steal`].
+pub fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+    Some(s1.saturating_sub(s0) as f64 / total as f64)
+}
+
 /// The CPU counters of the calling thread.
 pub fn this_thread() -> Option<Cpu> {
     let sched = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
@@ -115,6 +140,15 @@ pub fn this_thread() -> Option<Cpu> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_a_share_of_the_machine_time() {
+        assert_eq!(steal_share(Some((10, 100)), Some((15, 200))), Some(0.05));
+        assert_eq!(steal_share(Some((10, 100)), Some((10, 100))), None);
+        assert_eq!(steal_share(None, Some((10, 100))), None);
+        let (steal, total) = machine_steal().expect("/proc/stat readable");
+        assert!(steal <= total);
+    }
 
     #[test]
     fn a_busy_named_thread_is_counted_under_its_name_only() {

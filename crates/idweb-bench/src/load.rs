@@ -168,6 +168,9 @@ pub struct LoadReport {
     pub load_cpu: Cpu,
     /// Whether the CPU figures could be read.
     pub cpu_available: bool,
+    /// Share of the machine's CPU time taken by the hypervisor in the
+    /// window (virtual machines), when known.
+    pub steal: Option<f64>,
 }
 
 impl LoadReport {
@@ -257,6 +260,7 @@ pub async fn run(
         tokio::time::sleep(POLL).await;
     }
     let cpu0 = Snapshot::now();
+    let steal0 = crate::cpu::machine_steal();
     let t0 = Instant::now();
     let (ok0, failed0) = (
         shared.ok.load(Ordering::SeqCst),
@@ -274,6 +278,7 @@ pub async fn run(
     );
     let window = t0.elapsed();
     let cpu1 = Snapshot::now();
+    let steal1 = crate::cpu::machine_steal();
 
     shared.stop.store(true, Ordering::SeqCst);
     while tasks.join_next().await.is_some() {}
@@ -292,6 +297,7 @@ pub async fn run(
         server_cpu: cpu1.since(&cpu0, options.server_threads),
         load_cpu: cpu1.since(&cpu0, options.load_threads),
         cpu_available,
+        steal: crate::cpu::steal_share(steal0, steal1),
     })
 }
 
