@@ -1,9 +1,13 @@
-//! Fixtures for idweb's benchmarks (`benches/sessions.rs` and
-//! `benches/redis.rs`, described in `docs/PERFORMANCE.md`): a development
-//! identity provider, a [`RelyingParty`] over a store holding a chosen number
-//! of sessions, a scratch directory for database files, and (in
-//! [`redis_fixture`]) the same over Redis, with a counter of Redis round
-//! trips.
+//! Fixtures for idweb's benchmarks (`benches/sessions.rs`,
+//! `benches/redis.rs`, `benches/http.rs` and `benches/msal.rs`, described in
+//! `docs/PERFORMANCE.md`): a development identity provider, a
+//! [`RelyingParty`] over a store holding a chosen number of sessions, a
+//! scratch directory for database files, and (in [`redis_fixture`]) the
+//! same over Redis, with a counter of Redis round trips; for the HTTP
+//! benchmark an idweb-axum app and a sign-in driven over HTTP ([`web`]), a
+//! load generator ([`load`]) and per-thread CPU figures ([`cpu`]); for the
+//! side-by-side with MSAL Python, a timed loop sampled like the Python
+//! script's ([`timing`]).
 //!
 //! Not part of idweb's API (`publish = false`).
 #![forbid(unsafe_code)]
@@ -21,7 +25,11 @@ use idweb::{
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
 use idweb_store_sqlite::SqliteStore;
 
+pub mod cpu;
+pub mod load;
 pub mod redis_fixture;
+pub mod timing;
+pub mod web;
 
 /// The scope the cache-hit benchmark asks for.
 pub const HIT_SCOPE: &str = "api://todo/todos.read";
@@ -98,6 +106,23 @@ impl ScratchDir {
             SessionId::generate().fingerprint()
         ));
         std::fs::create_dir(&path)?;
+        Ok(Self { path, in_ram })
+    }
+
+    /// Creates a fresh, uniquely named directory inside `base` (which must
+    /// exist); [`in_ram`](Self::in_ram) tells whether `base` is on a
+    /// RAM-backed file system (`tmpfs`, `ramfs`).
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn in_dir(base: &Path) -> std::io::Result<Self> {
+        let path = base.join(format!(
+            "idweb-bench-{}-{}",
+            std::process::id(),
+            SessionId::generate().fingerprint()
+        ));
+        std::fs::create_dir(&path)?;
+        let in_ram = web::file_system_of(&path).is_some_and(|fs| fs == "tmpfs" || fs == "ramfs");
         Ok(Self { path, in_ram })
     }
 
