@@ -5,7 +5,7 @@
 use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
-use crate::provider::{Provider, ProviderError};
+use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider, ProviderError};
 
 /// Largest token idweb will look at.
 pub(crate) const MAX_JWT_LEN: usize = 16 * 1024;
@@ -117,5 +117,46 @@ pub(crate) fn audiences(claims: &Map<String, Value>) -> Option<Vec<&str>> {
         Value::String(s) => Some(vec![s.as_str()]),
         Value::Array(items) => items.iter().map(Value::as_str).collect(),
         _ => None,
+    }
+}
+
+impl Provider {
+    /// Verifies the signature of a compact JWS with this provider's keys and
+    /// returns its header fields and claims — for resource servers that
+    /// validate access tokens with the same key cache as sign-in.
+    ///
+    /// The checks are those idweb applies to ID and logout tokens: at most
+    /// [`MAX_JWS_LEN`](crate::MAX_JWS_LEN) bytes; a parseable header (so
+    /// never `alg: none`); an algorithm that is both in `algorithms` and
+    /// asymmetric (RS*, PS*, ES256, ES384, EdDSA — HS* and `none` are refused
+    /// even when listed); no `crit` header; a key of the provider matching
+    /// `kid` and `alg` — refetching the JWKS, rate-limited by
+    /// [`with_min_refetch_interval`](Self::with_min_refetch_interval), when
+    /// the `kid` is unknown; and a valid signature.
+    ///
+    /// No claim is checked: `iss`, `aud`, `exp`, `nbf`, `typ` and the rest
+    /// are the caller's, with its own clock.
+    ///
+    /// # Errors
+    /// [`JwsError`](crate::JwsError) says which check failed;
+    /// [`JwsError::Key`](crate::JwsError::Key) carries
+    /// [`ProviderError::UnknownKey`] when no key matches, or
+    /// [`ProviderError::Fetch`] when the refetch failed.
+    pub async fn verify_jws(
+        &self,
+        token: &str,
+        algorithms: &[Algorithm],
+    ) -> Result<VerifiedJws, JwsError> {
+        let allowed: Vec<Algorithm> = algorithms
+            .iter()
+            .copied()
+            .filter(|a| ASYMMETRIC_ALGORITHMS.contains(a))
+            .collect();
+        let verified = verify(self, token, &allowed).await?;
+        Ok(VerifiedJws {
+            algorithm: verified.alg,
+            typ: verified.typ,
+            claims: verified.claims,
+        })
     }
 }

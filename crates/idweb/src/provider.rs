@@ -308,45 +308,6 @@ pub(crate) const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
 ];
 
 impl Provider {
-    /// Verifies the signature of a compact JWS with this provider's keys and
-    /// returns its header fields and claims — for resource servers that
-    /// validate access tokens with the same key cache as sign-in.
-    ///
-    /// The checks are those idweb applies to ID and logout tokens: at most
-    /// [`MAX_JWS_LEN`](crate::MAX_JWS_LEN) bytes; a parseable header (so
-    /// never `alg: none`); an algorithm that is both in `algorithms` and
-    /// asymmetric (RS*, PS*, ES256, ES384, EdDSA — HS* and `none` are refused
-    /// even when listed); no `crit` header; a key of the provider matching
-    /// `kid` and `alg` — refetching the JWKS, rate-limited by
-    /// [`with_min_refetch_interval`](Self::with_min_refetch_interval), when
-    /// the `kid` is unknown; and a valid signature.
-    ///
-    /// No claim is checked: `iss`, `aud`, `exp`, `nbf`, `typ` and the rest
-    /// are the caller's, with its own clock.
-    ///
-    /// # Errors
-    /// [`JwsError`](crate::JwsError) says which check failed;
-    /// [`JwsError::Key`](crate::JwsError::Key) carries
-    /// [`ProviderError::UnknownKey`] when no key matches, or
-    /// [`ProviderError::Fetch`] when the refetch failed.
-    pub async fn verify_jws(
-        &self,
-        token: &str,
-        algorithms: &[Algorithm],
-    ) -> Result<crate::jwt::VerifiedJws, crate::jwt::JwsError> {
-        let allowed: Vec<Algorithm> = algorithms
-            .iter()
-            .copied()
-            .filter(|a| ASYMMETRIC_ALGORITHMS.contains(a))
-            .collect();
-        let verified = crate::jwt::verify(self, token, &allowed).await?;
-        Ok(crate::jwt::VerifiedJws {
-            algorithm: verified.alg,
-            typ: verified.typ,
-            claims: verified.claims,
-        })
-    }
-
     /// The asymmetric algorithms idweb accepts on tokens signed by a
     /// provider: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 and
     /// EdDSA.
