@@ -48,7 +48,7 @@
 //!
 //! | key | type | holds | lives until |
 //! |---|---|---|---|
-//! | `P:{s:H}:session` | hash | `data` (session JSON), `exp`, `idx` (its index keys) | the session's `expires_at` |
+//! | `P:{s:H}:session` | hash | `data` (the session record, see below), `exp`, `idx` (its index keys) | the session's `expires_at` |
 //! | `P:{s:H}:part` | hash | cache key → entry (`EXPIRY:KINDLEN:KIND` + sealed bytes) | with its session |
 //! | `P:{s:H}:ver` | string | the partition's version | with its session |
 //! | `P:{a:STORAGE_KEY}:part`, `...:ver` | hash, string | an app partition and its version | its latest entry's expiry (no expiry if an entry has none) |
@@ -174,8 +174,12 @@
 //!
 //! ## Data at rest
 //!
-//! Sessions are stored as JSON, which includes the session id and the ID
-//! token of the sign-in; cache entries are stored as sealed (already
+//! A session is stored as a compact binary record (iss, sub, sid, name,
+//! times and the ID token of the sign-in, each length-prefixed; no field
+//! names, and neither the session id, which every reader already holds, nor
+//! an account id derivable from iss and sub). Sessions written by earlier
+//! versions as JSON are still read, and take the compact form when next
+//! written. Cache entries are stored as sealed (already
 //! encrypted) by the token cache. Redis must be private to the app (ACL
 //! user and password, TLS across hosts). A sign-out is as durable as
 //! Redis's persistence and replication: a server restored from an older
