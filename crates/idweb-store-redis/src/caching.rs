@@ -240,6 +240,12 @@ impl Shared {
     }
 
     fn lookup(&self, key: &str) -> Option<Cached> {
+        self.peek(key, Cached::clone)
+    }
+
+    /// `read` of the cached value of `key`, without copying the value out,
+    /// when L1 may answer.
+    fn peek<R>(&self, key: &str, read: impl FnOnce(&Cached) -> R) -> Option<R> {
         if !self.active() {
             return None;
         }
@@ -249,7 +255,7 @@ impl Shared {
             l1.entries.remove(key);
             return None;
         }
-        Some(slot.value.clone())
+        Some(read(&slot.value))
     }
 
     fn fill(&self, ticket: Option<u64>, key: String, value: Cached) {
@@ -505,7 +511,8 @@ impl CachingStore {
         self.shared.hits.load(Ordering::Relaxed)
     }
 
-    /// Cacheable reads (`get_session`, `get_partition`) that went to Redis.
+    /// Cacheable reads (`get_session`, `get_partition`, `partition_version`)
+    /// that went to Redis.
     pub fn l1_misses(&self) -> u64 {
         self.shared.misses.load(Ordering::Relaxed)
     }
@@ -642,6 +649,28 @@ impl Store for CachingStore {
             );
             partition
         }))
+    }
+
+    /// From L1 while it may answer (no round trip, nothing copied but the
+    /// number): the version of the cached partition, exactly as coherent as
+    /// a cached `get_partition`. Otherwise from Redis (one script, no entry
+    /// read); such a read does not fill L1.
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        let part = Part::of(key).map_err(unavailable)?;
+        let now = self.shared.clock.unix_now();
+        let cached = self.shared.peek(&l1::partition(&part), |c| match c {
+            Cached::Partition {
+                partition,
+                session_expires_at,
+            } if session_expires_at.is_none_or(|e| e > now) => Some(partition.version),
+            _ => None,
+        });
+        if let Some(Some(version)) = cached {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(version));
+        }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.seen(self.redis.partition_version(key).await)
     }
 
     async fn write_partition(

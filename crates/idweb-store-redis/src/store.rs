@@ -653,6 +653,28 @@ impl Store for RedisStore {
         Ok(self.read_partition(key).await?.map(|(p, _)| p))
     }
 
+    /// One script: the session's expiry, whether the partition has
+    /// entries, and its version; one round trip, no entry read.
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        self.timed(OP_TIMEOUT, async {
+            let k = &self.inner.keys;
+            let part = Part::of(key).map_err(unavailable)?;
+            let mut inv = scripts::PARTITION_VERSION.prepare_invoke();
+            inv.key(k.part(&part)).key(k.version(&part)).arg(self.now());
+            match &part {
+                Part::Session(tag) => inv.key(k.session(tag)).arg("s"),
+                Part::App(_) => inv.arg("a"),
+            };
+            let reply: Option<Vec<u8>> = self.invoke(&inv).await?;
+            reply
+                .map(|v| {
+                    u64::try_from(parse_i64(&v)?).map_err(|_| corrupt("negative partition version"))
+                })
+                .transpose()
+        })
+        .await
+    }
+
     async fn write_partition(
         &self,
         key: &PartitionKey,
