@@ -1089,10 +1089,129 @@ mod tests {
     use idweb::{ManualClock, Secret};
 
     fn shared(options: CacheOptions) -> Shared {
-        let s = Shared::new(options, Arc::new(ManualClock::at_unix(1_800_000_000)));
+        let mut s = Shared::new(options, Arc::new(ManualClock::at_unix(1_800_000_000)));
+        // As if the instance had started a while ago.
+        if let Some(base) = s.base.checked_sub(Duration::from_secs(1)) {
+            s.base = base;
+        }
         let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
         assert!(s.activate(generation));
+        beat(&s);
         s
+    }
+
+    /// A heartbeat of `s` sent and heard back.
+    fn beat(s: &Shared) {
+        let word = s.heartbeat_sent();
+        s.on_message(&format!("{}\n{word}", s.origin));
+    }
+
+    #[test]
+    fn l1_answers_only_under_a_lease_renewed_by_its_own_heartbeats() {
+        let s = Shared::new(CacheOptions::default(), Arc::new(ManualClock::at_unix(0)));
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(generation));
+        s.fill(s.ticket(), "p:a.1".into(), partition());
+        assert!(!s.serving() && s.lookup("p:a.1").is_none(), "no lease yet");
+        // Another instance's heartbeat renews nothing: it only says who is there.
+        s.on_message("@other\n~0");
+        assert!(!s.serving());
+        assert!(lock(&s.members).contains_key("@other"));
+        assert_eq!(s.l1().entries.len(), 1, "a heartbeat invalidates nothing");
+        beat(&s);
+        assert!(s.serving() && s.lookup("p:a.1").is_some());
+        s.deactivate();
+        assert!(!s.serving());
+        assert_eq!(s.lease_until.load(Ordering::SeqCst), 0);
+
+        // A lease runs from when the heartbeat was sent, not heard.
+        let s = Shared::new(
+            CacheOptions::default().lease(Duration::from_millis(20)),
+            Arc::new(ManualClock::at_unix(0)),
+        );
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(generation));
+        let word = s.heartbeat_sent();
+        std::thread::sleep(Duration::from_millis(30));
+        s.on_message(&format!("{}\n{word}", s.origin));
+        assert!(
+            !s.serving(),
+            "a heartbeat heard a lease late renews nothing"
+        );
+    }
+
+    #[test]
+    fn invalidations_asking_for_acknowledgement_are_acknowledged_after_dropping() {
+        let s = shared(CacheOptions::default());
+        let mut out = lock(&s.ack_in).take().expect("receiver");
+        s.fill(s.ticket(), "s:abc".into(), partition());
+        s.on_message("@other\n#7\ns:abc");
+        assert!(s.lookup("s:abc").is_none(), "dropped");
+        assert_eq!(out.try_recv().ok(), Some(("@other".into(), "7".into())));
+        // Its own messages are neither applied again nor acknowledged.
+        s.on_message(&format!("{}\n#8\ns:abc", s.origin));
+        assert!(out.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_sign_out_waits_for_the_instances_heard_within_the_lease() {
+        let s = shared(CacheOptions::default());
+        // Live for a whole lease, having heard two other instances.
+        s.live_since.store(1, Ordering::SeqCst);
+        assert!(s.base.elapsed() >= s.options.lease);
+        s.on_message("@b\n~1");
+        s.on_message("@c\n~1");
+        let request = s.expect_acks();
+        let state = |s: &Shared| lock(&s.acks).get(&request.id).map(AckState::complete);
+        assert_eq!(state(&s), Some(false), "not heard back yet");
+        s.on_ack(&format!("{}\n@b", request.id));
+        s.on_message(&format!("{}\n{}\ns:x", s.origin, request.word));
+        assert_eq!(state(&s), Some(false), "c has not acknowledged");
+        s.on_ack(&format!("{}\n@c", request.id));
+        assert_eq!(state(&s), Some(true));
+
+        // Subscribed for less than a lease: who else is there is unknown,
+        // so only the lease ends the wait.
+        let s = shared(CacheOptions::default());
+        let request = s.expect_acks();
+        s.on_message(&format!("{}\n{}\ns:x", s.origin, request.word));
+        assert_eq!(
+            lock(&s.acks).get(&request.id).map(|a| a.needed.clone()),
+            Some(Some(None))
+        );
+        assert!(
+            !lock(&s.acks)
+                .get(&request.id)
+                .is_some_and(AckState::complete)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_with_the_acknowledgements_or_at_the_deadline() {
+        let s = Arc::new(shared(CacheOptions::default()));
+        s.live_since.store(1, Ordering::SeqCst);
+        s.on_message("@b\n~1");
+        let request = s.expect_acks();
+        let far = Instant::now() + Duration::from_secs(60);
+        let waiter = {
+            let (s, id, word) = (s.clone(), request.id, request.word.clone());
+            tokio::spawn(async move {
+                s.await_acks(&AckRequest { id, word }, far).await;
+            })
+        };
+        s.on_message(&format!("{}\n{}\ns:x", s.origin, request.word));
+        s.on_ack(&format!("{}\n@b", request.id));
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("ended by the acknowledgement")
+            .expect("task");
+        assert!(lock(&s.acks).is_empty());
+
+        // Nobody answers: the deadline ends it.
+        let request = s.expect_acks();
+        s.await_acks(&request, Instant::now() + Duration::from_millis(20))
+            .await;
+        assert!(lock(&s.acks).is_empty());
     }
 
     fn cached_session(iss: &str, sub: &str, sid: Option<&str>) -> (String, Cached) {
