@@ -2,7 +2,7 @@
 //! kept coherent across instances by pub/sub invalidation, and bypassed
 //! whenever it cannot be known to be coherent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -15,17 +15,21 @@ use idweb::{
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::conn::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use crate::error::{Error, unavailable};
 use crate::keys::{Part, l1, selector_tag, session_selectors, session_tag};
 use crate::store::RedisStore;
 
-/// How often the subscription's connection is pinged: a connection lost
-/// without a word (no reset from the peer) is noticed within this plus
-/// the response timeout.
-const PING_EVERY: Duration = Duration::from_secs(1);
+/// Heartbeats per lease: each instance publishes a heartbeat this many
+/// times per lease period, and renews its lease when it hears its own
+/// heartbeat back (see "Leases and acknowledged sign-outs" in
+/// [`CachingStore`]).
+const HEARTBEATS_PER_LEASE: u32 = 5;
+
+/// Heartbeats sent and not yet heard back, kept at most.
+const MAX_PENDING_HEARTBEATS: usize = 64;
 
 /// Waits between subscription attempts.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -41,6 +45,13 @@ const DROP_ALL: &str = "*";
 /// The first character of the word naming the instance that sent a message.
 const ORIGIN: char = '@';
 
+/// The first character of a heartbeat's word (followed by its number).
+const HEARTBEAT: char = '~';
+
+/// The first character of the word asking every instance to acknowledge an
+/// invalidation (followed by its number).
+const ACK_REQUEST: char = '#';
+
 /// Limits of the in-process cache.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -52,6 +63,12 @@ pub struct CacheOptions {
     /// invalidations said: a safety net, not the coherence mechanism.
     /// Default 60 s.
     pub max_age: Duration,
+    /// How long an instance answers from L1 after it last heard its own
+    /// heartbeat back over the invalidation channel (counted from when
+    /// that heartbeat was sent), and so the longest a sign-out waits for an
+    /// instance that does not acknowledge it. Must exceed a round trip to
+    /// Redis, or L1 never answers. Default 250 ms.
+    pub lease: Duration,
 }
 
 impl Default for CacheOptions {
@@ -59,6 +76,7 @@ impl Default for CacheOptions {
         Self {
             max_entries: 10_000,
             max_age: Duration::from_secs(60),
+            lease: Duration::from_millis(250),
         }
     }
 }
@@ -75,6 +93,18 @@ impl CacheOptions {
         self.max_age = age;
         self
     }
+
+    /// With a lease of `lease` (see [`lease`](Self::lease)).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long past its announcement a sign-out waits at most: the lease
+    /// and a tenth more, for clocks that run at slightly different rates.
+    fn ack_deadline(&self) -> Duration {
+        self.lease + self.lease / 10
+    }
 }
 
 /// An [`idweb::Store`] that answers `get_session` and `get_partition` from
@@ -86,6 +116,24 @@ impl CacheOptions {
 /// is announced on the invalidation channel; a background task (one
 /// pub/sub connection per `CachingStore`) drops the entries that other
 /// instances announce. Dropping the `CachingStore` stops that task.
+///
+/// # Leases and acknowledged sign-outs
+///
+/// An instance answers from L1 only under a lease: it publishes a heartbeat
+/// on the invalidation channel every fifth of [`CacheOptions::lease`], and
+/// when it hears its own heartbeat back, every message published before it
+/// has reached it too (Redis delivers a subscriber's messages in the order
+/// they were published), so it may answer from L1 until one lease after it
+/// *sent* that heartbeat. An instance whose link to Redis is slow, or that
+/// stops hearing, stops answering from L1 within one lease.
+///
+/// Sign-out writes (`remove_session`, `remove_partition`, `put_tombstone`)
+/// return only once no instance can still answer from what they removed:
+/// every instance that was heard heartbeating during the last lease has
+/// acknowledged the invalidation (each publishes an acknowledgement once it
+/// has dropped its entries), or one lease (and a tenth) has passed since
+/// the invalidation was published, after which any lease still held was
+/// renewed by a heartbeat published after it. See decision 0016.
 pub struct CachingStore {
     redis: RedisStore,
     shared: Arc<Shared>,
@@ -107,6 +155,15 @@ impl Drop for CachingStore {
     fn drop(&mut self) {
         self.subscriber.abort();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The channel on which instance `origin` hears acknowledgements.
+fn ack_channel(invalidations: &str, origin: &str) -> String {
+    format!("{invalidations}:ack:{origin}")
 }
 
 /// State shared by the store and its subscriber task.
@@ -133,6 +190,49 @@ struct Shared {
     misses: AtomicU64,
     options: CacheOptions,
     clock: Arc<dyn Clock>,
+    /// The origin of the times below.
+    base: Instant,
+    /// Until when (nanoseconds since `base`) L1 may answer; 0 for never.
+    lease_until: AtomicU64,
+    /// Since when (nanoseconds since `base`, plus one) the subscription has
+    /// been live; 0 while it is not.
+    live_since: AtomicU64,
+    /// Heartbeats sent and not yet heard back: number and time sent.
+    heartbeats: Mutex<VecDeque<(u64, Instant)>>,
+    next_heartbeat: AtomicU64,
+    /// Other instances, by origin word: when their last heartbeat arrived.
+    members: Mutex<HashMap<String, Instant>>,
+    /// Invalidations of this instance awaiting acknowledgement, by number.
+    acks: Mutex<HashMap<u64, AckState>>,
+    next_ack: AtomicU64,
+    ack_arrived: Notify,
+    /// Acknowledgements to publish: (the requester's origin, its number).
+    ack_out: mpsc::UnboundedSender<(String, String)>,
+    ack_in: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+}
+
+/// What is known of one invalidation awaiting acknowledgement.
+#[derive(Default)]
+struct AckState {
+    /// Set when this instance heard its own invalidation back: the
+    /// instances that must acknowledge it, or `None` when that cannot be
+    /// known (the subscription was not live for a whole lease before), in
+    /// which case only the lease bounds the wait.
+    needed: Option<Option<HashSet<String>>>,
+    /// Instances that acknowledged it.
+    acked: HashSet<String>,
+}
+
+impl AckState {
+    fn complete(&self) -> bool {
+        matches!(&self.needed, Some(Some(needed)) if needed.is_subset(&self.acked))
+    }
+}
+
+/// A pending acknowledgement: its number, and the word asking for it.
+pub(crate) struct AckRequest {
+    id: u64,
+    word: String,
 }
 
 struct L1 {
@@ -163,6 +263,7 @@ enum Cached {
 
 impl Shared {
     fn new(options: CacheOptions, clock: Arc<dyn Clock>) -> Self {
+        let (ack_out, ack_in) = mpsc::unbounded_channel();
         Self {
             origin: format!("{ORIGIN}{}", LockToken::generate().as_str()),
             l1: Mutex::new(L1 {
@@ -179,11 +280,191 @@ impl Shared {
             misses: AtomicU64::new(0),
             options,
             clock,
+            base: Instant::now(),
+            lease_until: AtomicU64::new(0),
+            live_since: AtomicU64::new(0),
+            heartbeats: Mutex::new(VecDeque::new()),
+            next_heartbeat: AtomicU64::new(0),
+            members: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+            ack_arrived: Notify::new(),
+            ack_out,
+            ack_in: Mutex::new(Some(ack_in)),
+        }
+    }
+
+    /// Nanoseconds from `base` to `t` (at least 1, so that 0 means "never").
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Whether L1 may answer now: the subscription is live and the lease
+    /// is held.
+    fn serving(&self) -> bool {
+        self.active() && self.nanos(Instant::now()) < self.lease_until.load(Ordering::SeqCst)
+    }
+
+    /// Records a heartbeat about to be published; returns its word.
+    fn heartbeat_sent(&self) -> String {
+        let n = self.next_heartbeat.fetch_add(1, Ordering::SeqCst);
+        let mut sent = lock(&self.heartbeats);
+        if sent.len() >= MAX_PENDING_HEARTBEATS {
+            sent.pop_front();
+        }
+        sent.push_back((n, Instant::now()));
+        format!("{HEARTBEAT}{n}")
+    }
+
+    /// This instance heard its heartbeat `n` back: every message published
+    /// before it has been applied, so the lease runs until one lease after
+    /// the heartbeat was sent.
+    fn heartbeat_heard(&self, n: u64) {
+        let sent_at = {
+            let mut sent = lock(&self.heartbeats);
+            let mut found = None;
+            while let Some(&(m, at)) = sent.front() {
+                if m > n {
+                    break;
+                }
+                sent.pop_front();
+                if m == n {
+                    found = Some(at);
+                }
+            }
+            found
+        };
+        if let Some(at) = sent_at
+            && self.active()
+        {
+            self.lease_until
+                .fetch_max(self.nanos(at + self.options.lease), Ordering::SeqCst);
+        }
+    }
+
+    /// Another instance's heartbeat arrived.
+    fn member_heard(&self, origin: &str) {
+        let now = Instant::now();
+        let mut members = lock(&self.members);
+        if members.len() > 1_000 {
+            let keep = self.options.lease * 10;
+            members.retain(|_, at| now.duration_since(*at) < keep);
+        }
+        members.insert(origin.to_string(), now);
+    }
+
+    /// Starts awaiting acknowledgements of an invalidation.
+    fn expect_acks(&self) -> AckRequest {
+        let id = self.next_ack.fetch_add(1, Ordering::SeqCst);
+        lock(&self.acks).insert(id, AckState::default());
+        AckRequest {
+            id,
+            word: format!("{ACK_REQUEST}{id}"),
+        }
+    }
+
+    /// This instance heard its own invalidation `id` back: every heartbeat
+    /// published before it has arrived, so the instances that may hold a
+    /// lease from before it are those heard within the last lease — known
+    /// only if the subscription has been live for a whole lease.
+    fn own_invalidation_heard(&self, id: u64) {
+        let now = Instant::now();
+        let lease = self.options.lease;
+        let live_since = self.live_since.load(Ordering::SeqCst);
+        let known = self.active() && live_since != 0 && {
+            let since = self.base + Duration::from_nanos(live_since);
+            now.saturating_duration_since(since) >= lease
+        };
+        let needed = known.then(|| {
+            lock(&self.members)
+                .iter()
+                .filter(|(_, at)| now.saturating_duration_since(**at) < lease)
+                .map(|(origin, _)| origin.clone())
+                .collect()
+        });
+        if let Some(state) = lock(&self.acks).get_mut(&id) {
+            state.needed = Some(needed);
+        }
+        self.ack_arrived.notify_waiters();
+    }
+
+    /// Instance `from` acknowledged invalidation `id`.
+    fn ack_heard(&self, id: u64, from: &str) {
+        if let Some(state) = lock(&self.acks).get_mut(&id) {
+            state.acked.insert(from.to_string());
+        }
+        self.ack_arrived.notify_waiters();
+    }
+
+    /// Waits until every instance that may answer from its L1 has
+    /// acknowledged `request`, or until `deadline`.
+    async fn await_acks(&self, request: &AckRequest, deadline: Instant) {
+        loop {
+            let arrived = self.ack_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let complete = lock(&self.acks)
+                .get(&request.id)
+                .is_none_or(AckState::complete);
+            if complete {
+                break;
+            }
+            let sleep = tokio::time::sleep_until(deadline.into());
+            tokio::select! {
+                () = arrived => {}
+                () = sleep => break,
+            }
+        }
+        lock(&self.acks).remove(&request.id);
+    }
+
+    /// Handles one message of the invalidation channel.
+    fn on_message(&self, text: &str) {
+        let words: Vec<&str> = text.split('\n').filter(|w| !w.is_empty()).collect();
+        let origin = words.first().copied().filter(|w| w.starts_with(ORIGIN));
+        let mine = origin == Some(self.origin.as_str());
+        if let [_, beat] = words.as_slice()
+            && let Some(n) = beat.strip_prefix(HEARTBEAT)
+        {
+            match (mine, origin) {
+                (true, _) => {
+                    if let Ok(n) = n.parse() {
+                        self.heartbeat_heard(n);
+                    }
+                }
+                (false, Some(origin)) => self.member_heard(origin),
+                (false, None) => {}
+            }
+            return;
+        }
+        let request = words.iter().find_map(|w| w.strip_prefix(ACK_REQUEST));
+        if mine {
+            if let Some(id) = request.and_then(|id| id.parse().ok()) {
+                self.own_invalidation_heard(id);
+            }
+            return;
+        }
+        self.invalidate(&words);
+        if let (Some(origin), Some(id)) = (origin, request) {
+            // Dropped already (above): now say so.
+            let _ = self.ack_out.send((origin.to_string(), id.to_string()));
+        }
+    }
+
+    /// Handles an acknowledgement addressed to this instance: `ID` and the
+    /// acknowledging instance's origin word.
+    fn on_ack(&self, text: &str) {
+        if let Some((id, from)) = text.split_once('\n')
+            && let Ok(id) = id.parse()
+        {
+            self.ack_heard(id, from);
         }
     }
 
     fn l1(&self) -> MutexGuard<'_, L1> {
-        self.l1.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.l1)
     }
 
     fn active(&self) -> bool {
@@ -193,6 +474,8 @@ impl Shared {
     /// Stops using L1 (and empties it) until the next activation.
     fn deactivate(&self) {
         self.active.store(false, Ordering::SeqCst);
+        self.lease_until.store(0, Ordering::SeqCst);
+        self.live_since.store(0, Ordering::SeqCst);
         let mut l1 = self.l1();
         l1.epoch += 1;
         l1.entries.clear();
@@ -208,6 +491,8 @@ impl Shared {
         }
         l1.epoch += 1;
         l1.entries.clear();
+        self.live_since
+            .store(self.nanos(Instant::now()), Ordering::SeqCst);
         self.active.store(true, Ordering::SeqCst);
         true
     }
@@ -240,7 +525,13 @@ impl Shared {
     }
 
     fn lookup(&self, key: &str) -> Option<Cached> {
-        if !self.active() {
+        self.peek(key, Cached::clone)
+    }
+
+    /// `read` of the cached value of `key`, without copying the value out,
+    /// when L1 may answer.
+    fn peek<R>(&self, key: &str, read: impl FnOnce(&Cached) -> R) -> Option<R> {
+        if !self.serving() {
             return None;
         }
         let mut l1 = self.l1();
@@ -249,7 +540,7 @@ impl Shared {
             l1.entries.remove(key);
             return None;
         }
-        Some(slot.value.clone())
+        Some(read(&slot.value))
     }
 
     fn fill(&self, ticket: Option<u64>, key: String, value: Cached) {
@@ -282,6 +573,9 @@ impl Shared {
         l1.epoch += 1;
         for word in words {
             let word = word.as_ref();
+            if word.starts_with([ORIGIN, ACK_REQUEST, HEARTBEAT]) {
+                continue;
+            }
             if word == DROP_ALL {
                 l1.entries.clear();
             } else if let Some(selector) = word.strip_prefix("t:") {
@@ -306,7 +600,7 @@ impl Shared {
     }
 
     fn queue(&self, payload: String) {
-        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        let mut outbox = lock(&self.outbox);
         if outbox.len() >= MAX_OUTBOX {
             outbox.clear();
             outbox.push(DROP_ALL.to_string());
@@ -318,10 +612,7 @@ impl Shared {
 
 /// Publishes what waits in the outbox; `false` when Redis refused.
 async fn flush_outbox(shared: &Shared, redis: &RedisStore) -> bool {
-    let pending: Vec<String> = {
-        let mut outbox = shared.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *outbox)
-    };
+    let pending: Vec<String> = { std::mem::take(&mut *lock(&shared.outbox)) };
     if pending.is_empty() {
         return true;
     }
@@ -344,19 +635,20 @@ async fn subscribe(
 ) -> Result<MultiplexedConnection, redis::RedisError> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let wanted = channel.as_bytes().to_vec();
+    let acks = ack_channel(channel, &shared.origin);
+    let acks_wanted = acks.as_bytes().to_vec();
     let on_push = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
         let Some(shared) = weak.upgrade() else {
             return Ok(());
         };
         match push.kind {
             PushKind::Message => {
-                if let [Value::BulkString(ch), Value::BulkString(payload)] = push.data.as_slice()
-                    && *ch == wanted
-                {
+                if let [Value::BulkString(ch), Value::BulkString(payload)] = push.data.as_slice() {
                     let text = String::from_utf8_lossy(payload);
-                    let words: Vec<&str> = text.split('\n').filter(|w| !w.is_empty()).collect();
-                    if !words.contains(&shared.origin.as_str()) {
-                        shared.invalidate(&words);
+                    if *ch == wanted {
+                        shared.on_message(&text);
+                    } else if *ch == acks_wanted {
+                        shared.on_ack(&text);
                     }
                 }
             }
@@ -376,18 +668,26 @@ async fn subscribe(
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    conn.subscribe(channel).await?;
+    conn.subscribe(&[channel, acks.as_str()]).await?;
     Ok(conn)
 }
 
-/// Watches a live subscription until it must end: a ping fails, or a
-/// resubscription is requested after `requests` were counted.
+/// Watches a live subscription until it must end: a heartbeat cannot be
+/// published, or a resubscription is requested after `requests` were
+/// counted. Meanwhile publishes this instance's heartbeats and its
+/// acknowledgements of other instances' invalidations.
 async fn watch(
     shared: &Shared,
     redis: &RedisStore,
     conn: &mut MultiplexedConnection,
     requests: u64,
+    acks: &mut mpsc::UnboundedReceiver<(String, String)>,
 ) {
+    let channel = redis.keys().channel();
+    let every = (shared.options.lease / HEARTBEATS_PER_LEASE).max(Duration::from_millis(1));
+    let mut heartbeats = tokio::task::JoinSet::new();
+    let mut beat = tokio::time::interval(every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shared.wake.notified() => {
@@ -395,16 +695,44 @@ async fn watch(
                     return;
                 }
             }
-            () = tokio::time::sleep(PING_EVERY) => {
-                let ping = tokio::time::timeout(
-                    RESPONSE_TIMEOUT,
-                    redis::cmd("PING").query_async::<Value>(conn),
-                )
-                .await;
-                if !matches!(ping, Ok(Ok(_))) {
+            Some((to, id)) = acks.recv() => {
+                let mut c = conn.clone();
+                let payload = format!("{id}\n{}", shared.origin);
+                let to = ack_channel(&channel, &to);
+                // Not awaited here: heartbeats go on meanwhile. A lost
+                // acknowledgement only makes the sign-out wait its lease.
+                tokio::spawn(async move {
+                    let mut publish = redis::cmd("PUBLISH");
+                    publish.arg(to).arg(payload);
+                    let _ = tokio::time::timeout(
+                        RESPONSE_TIMEOUT,
+                        publish.query_async::<Value>(&mut c),
+                    )
+                    .await;
+                });
+            }
+            _ = beat.tick() => {
+                // Published without waiting here, so that acknowledgements
+                // never queue behind a heartbeat's reply.
+                let mut c = conn.clone();
+                let mut publish = redis::cmd("PUBLISH");
+                publish
+                    .arg(&channel)
+                    .arg(format!("{}\n{}", shared.origin, shared.heartbeat_sent()));
+                heartbeats.spawn(async move {
+                    let sent = tokio::time::timeout(
+                        RESPONSE_TIMEOUT,
+                        publish.query_async::<Value>(&mut c),
+                    )
+                    .await;
+                    matches!(sent, Ok(Ok(_)))
+                });
+                flush_outbox(shared, redis).await;
+            }
+            Some(sent) = heartbeats.join_next() => {
+                if !matches!(sent, Ok(true)) {
                     return;
                 }
-                flush_outbox(shared, redis).await;
             }
         }
     }
@@ -414,6 +742,9 @@ async fn watch(
 /// connection; on any doubt disable L1 and start again.
 async fn run_subscriber(shared: Arc<Shared>, redis: RedisStore) {
     let channel = redis.keys().channel();
+    let Some(mut acks) = lock(&shared.ack_in).take() else {
+        return;
+    };
     let nodes = redis.subscribe_to().to_vec();
     let mut next = 0usize;
     let mut backoff = MIN_BACKOFF;
@@ -436,7 +767,7 @@ async fn run_subscriber(shared: Arc<Shared>, redis: RedisStore) {
                     tracing::debug!(channel, "invalidation subscription live; L1 enabled");
                     backoff = MIN_BACKOFF;
                     flush_outbox(&shared, &redis).await;
-                    watch(&shared, &redis, &mut conn, requests).await;
+                    watch(&shared, &redis, &mut conn, requests, &mut acks).await;
                     tracing::warn!(channel, "invalidation subscription lost; L1 disabled");
                 }
                 shared.connection_lost(generation);
@@ -485,9 +816,9 @@ impl CachingStore {
     }
 
     /// Whether reads may be answered from L1: the invalidation subscription
-    /// is live, and L1 was emptied after it became so.
+    /// is live, L1 was emptied after it became so, and the lease is held.
     pub fn l1_active(&self) -> bool {
-        self.shared.active()
+        self.shared.serving()
     }
 
     /// Waits until [`l1_active`](Self::l1_active) or `timeout`; returns
@@ -505,7 +836,8 @@ impl CachingStore {
         self.shared.hits.load(Ordering::Relaxed)
     }
 
-    /// Cacheable reads (`get_session`, `get_partition`) that went to Redis.
+    /// Cacheable reads (`get_session`, `get_partition`, `partition_version`)
+    /// that went to Redis.
     pub fn l1_misses(&self) -> u64 {
         self.shared.misses.load(Ordering::Relaxed)
     }
@@ -513,6 +845,39 @@ impl CachingStore {
     /// Entries in L1 now.
     pub fn l1_len(&self) -> usize {
         self.shared.l1().entries.len()
+    }
+
+    /// Like [`written`](Self::written) for a write that signs out: the
+    /// announcement asks every instance to acknowledge it, and the call
+    /// returns once [`acknowledged`](Self::acknowledged) says that no
+    /// instance can still answer from what it removed.
+    async fn written_acknowledged<T>(
+        &self,
+        mut words: Vec<String>,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let request = self.shared.expect_acks();
+        words.insert(0, request.word.clone());
+        let r = self.written(words, r).await;
+        if r.is_ok() {
+            self.acknowledged(request, Instant::now()).await;
+        } else {
+            lock(&self.shared.acks).remove(&request.id);
+        }
+        r
+    }
+
+    /// The step a sign-out takes after its write and the announcement
+    /// carrying `request`'s word were published (at `published_at`):
+    /// waits until every instance heard heartbeating within the last
+    /// lease has acknowledged it, or until one lease and a tenth after
+    /// `published_at`, whichever comes first. Either way, when it returns
+    /// no instance can answer from L1 what the announcement named: it has
+    /// dropped it, or its lease has lapsed and any renewal comes from a
+    /// heartbeat published after the announcement, hence heard after it.
+    pub(crate) async fn acknowledged(&self, request: AckRequest, published_at: Instant) {
+        let deadline = published_at + self.shared.options.ack_deadline();
+        self.shared.await_acks(&request, deadline).await;
     }
 
     /// Passes a result through, disabling L1 when Redis failed.
@@ -594,7 +959,7 @@ impl Store for CachingStore {
         let tag = session_tag(id);
         let r = self.redis.remove_session(id).await;
         let words = vec![l1::session(&tag), l1::partition(&Part::Session(tag))];
-        self.written(words, r).await
+        self.written_acknowledged(words, r).await
     }
 
     async fn find_sessions(&self, lookup: &SessionLookup) -> Result<Vec<SessionId>, StoreError> {
@@ -644,6 +1009,28 @@ impl Store for CachingStore {
         }))
     }
 
+    /// From L1 while it may answer (no round trip, nothing copied but the
+    /// number): the version of the cached partition, exactly as coherent as
+    /// a cached `get_partition`. Otherwise from Redis (one script, no entry
+    /// read); such a read does not fill L1.
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        let part = Part::of(key).map_err(unavailable)?;
+        let now = self.shared.clock.unix_now();
+        let cached = self.shared.peek(&l1::partition(&part), |c| match c {
+            Cached::Partition {
+                partition,
+                session_expires_at,
+            } if session_expires_at.is_none_or(|e| e > now) => Some(partition.version),
+            _ => None,
+        });
+        if let Some(Some(version)) = cached {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(version));
+        }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.seen(self.redis.partition_version(key).await)
+    }
+
     async fn write_partition(
         &self,
         key: &PartitionKey,
@@ -657,13 +1044,15 @@ impl Store for CachingStore {
     async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError> {
         let part = Part::of(key).map_err(unavailable)?;
         let r = self.redis.remove_partition(key).await;
-        self.written(vec![l1::partition(&part)], r).await
+        self.written_acknowledged(vec![l1::partition(&part)], r)
+            .await
     }
 
     async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
         let tag = selector_tag(&tombstone.selector).map_err(unavailable)?;
         let r = self.redis.put_tombstone(tombstone).await;
-        self.written(vec![l1::tombstone(&tag)], r).await
+        self.written_acknowledged(vec![l1::tombstone(&tag)], r)
+            .await
     }
 
     async fn get_tombstone(
@@ -700,10 +1089,129 @@ mod tests {
     use idweb::{ManualClock, Secret};
 
     fn shared(options: CacheOptions) -> Shared {
-        let s = Shared::new(options, Arc::new(ManualClock::at_unix(1_800_000_000)));
+        let mut s = Shared::new(options, Arc::new(ManualClock::at_unix(1_800_000_000)));
+        // As if the instance had started a while ago.
+        if let Some(base) = s.base.checked_sub(Duration::from_secs(1)) {
+            s.base = base;
+        }
         let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
         assert!(s.activate(generation));
+        beat(&s);
         s
+    }
+
+    /// A heartbeat of `s` sent and heard back.
+    fn beat(s: &Shared) {
+        let word = s.heartbeat_sent();
+        s.on_message(&format!("{}\n{word}", s.origin));
+    }
+
+    #[test]
+    fn l1_answers_only_under_a_lease_renewed_by_its_own_heartbeats() {
+        let s = Shared::new(CacheOptions::default(), Arc::new(ManualClock::at_unix(0)));
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(generation));
+        s.fill(s.ticket(), "p:a.1".into(), partition());
+        assert!(!s.serving() && s.lookup("p:a.1").is_none(), "no lease yet");
+        // Another instance's heartbeat renews nothing: it only says who is there.
+        s.on_message("@other\n~0");
+        assert!(!s.serving());
+        assert!(lock(&s.members).contains_key("@other"));
+        assert_eq!(s.l1().entries.len(), 1, "a heartbeat invalidates nothing");
+        beat(&s);
+        assert!(s.serving() && s.lookup("p:a.1").is_some());
+        s.deactivate();
+        assert!(!s.serving());
+        assert_eq!(s.lease_until.load(Ordering::SeqCst), 0);
+
+        // A lease runs from when the heartbeat was sent, not heard.
+        let s = Shared::new(
+            CacheOptions::default().lease(Duration::from_millis(20)),
+            Arc::new(ManualClock::at_unix(0)),
+        );
+        let generation = s.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(s.activate(generation));
+        let word = s.heartbeat_sent();
+        std::thread::sleep(Duration::from_millis(30));
+        s.on_message(&format!("{}\n{word}", s.origin));
+        assert!(
+            !s.serving(),
+            "a heartbeat heard a lease late renews nothing"
+        );
+    }
+
+    #[test]
+    fn invalidations_asking_for_acknowledgement_are_acknowledged_after_dropping() {
+        let s = shared(CacheOptions::default());
+        let mut out = lock(&s.ack_in).take().expect("receiver");
+        s.fill(s.ticket(), "s:abc".into(), partition());
+        s.on_message("@other\n#7\ns:abc");
+        assert!(s.lookup("s:abc").is_none(), "dropped");
+        assert_eq!(out.try_recv().ok(), Some(("@other".into(), "7".into())));
+        // Its own messages are neither applied again nor acknowledged.
+        s.on_message(&format!("{}\n#8\ns:abc", s.origin));
+        assert!(out.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_sign_out_waits_for_the_instances_heard_within_the_lease() {
+        let s = shared(CacheOptions::default());
+        // Live for a whole lease, having heard two other instances.
+        s.live_since.store(1, Ordering::SeqCst);
+        assert!(s.base.elapsed() >= s.options.lease);
+        s.on_message("@b\n~1");
+        s.on_message("@c\n~1");
+        let request = s.expect_acks();
+        let state = |s: &Shared| lock(&s.acks).get(&request.id).map(AckState::complete);
+        assert_eq!(state(&s), Some(false), "not heard back yet");
+        s.on_ack(&format!("{}\n@b", request.id));
+        s.on_message(&format!("{}\n{}\ns:x", s.origin, request.word));
+        assert_eq!(state(&s), Some(false), "c has not acknowledged");
+        s.on_ack(&format!("{}\n@c", request.id));
+        assert_eq!(state(&s), Some(true));
+
+        // Subscribed for less than a lease: who else is there is unknown,
+        // so only the lease ends the wait.
+        let s = shared(CacheOptions::default());
+        let request = s.expect_acks();
+        s.on_message(&format!("{}\n{}\ns:x", s.origin, request.word));
+        assert_eq!(
+            lock(&s.acks).get(&request.id).map(|a| a.needed.clone()),
+            Some(Some(None))
+        );
+        assert!(
+            !lock(&s.acks)
+                .get(&request.id)
+                .is_some_and(AckState::complete)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_with_the_acknowledgements_or_at_the_deadline() {
+        let s = Arc::new(shared(CacheOptions::default()));
+        s.live_since.store(1, Ordering::SeqCst);
+        s.on_message("@b\n~1");
+        let request = s.expect_acks();
+        let far = Instant::now() + Duration::from_secs(60);
+        let waiter = {
+            let (s, id, word) = (s.clone(), request.id, request.word.clone());
+            tokio::spawn(async move {
+                s.await_acks(&AckRequest { id, word }, far).await;
+            })
+        };
+        s.on_message(&format!("{}\n{}\ns:x", s.origin, request.word));
+        s.on_ack(&format!("{}\n@b", request.id));
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("ended by the acknowledgement")
+            .expect("task");
+        assert!(lock(&s.acks).is_empty());
+
+        // Nobody answers: the deadline ends it.
+        let request = s.expect_acks();
+        s.await_acks(&request, Instant::now() + Duration::from_millis(20))
+            .await;
+        assert!(lock(&s.acks).is_empty());
     }
 
     fn cached_session(iss: &str, sub: &str, sid: Option<&str>) -> (String, Cached) {

@@ -4,9 +4,18 @@
 //!   they are: `EXPIRY` is Unix seconds or empty (never expires), `KINDLEN`
 //!   the length in bytes of `KIND`. The scripts read only `EXPIRY`.
 //! - A tombstone is `LOGGED_OUT_AT:EXPIRES_AT`.
-//! - A session is its JSON.
+//! - A session is the compact record below; sessions written by earlier
+//!   versions are JSON (they start with `{`) and are still read.
+//!
+//! The compact session record leaves out what the reader already has or can
+//! derive: the session id (every read names the session by its id) and the
+//! account id when it is the one [`account_id_for`] derives from `iss` and
+//! `sub`. It is `0x02`, a flags byte, `created_at` and `expires_at` as
+//! 8-byte big-endian integers, then `iss`, `sub`, and when flagged `sid`,
+//! `name` and `account_id`, and last the ID token, each as a 4-byte
+//! big-endian length and its UTF-8 bytes.
 
-use idweb::{Session, StoreError, StoredEntry};
+use idweb::{Secret, Session, SessionId, StoreError, StoredEntry, account_id_for};
 
 use crate::error::corrupt;
 
@@ -69,12 +78,130 @@ pub(crate) fn decode_tombstone(value: &str) -> Result<(i64, i64), StoreError> {
         .ok_or_else(|| corrupt("tombstone does not decode"))
 }
 
-pub(crate) fn encode_session(s: &Session) -> Result<String, StoreError> {
-    serde_json::to_string(s).map_err(corrupt)
+/// The first byte of a compact session record (JSON starts with `{`).
+const SESSION_RECORD: u8 = 0x02;
+const HAS_SID: u8 = 1;
+const HAS_NAME: u8 = 2;
+const HAS_ACCOUNT_ID: u8 = 4;
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
+    let len = u32::try_from(s.len()).map_err(|_| corrupt("a session field is too long"))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
 }
 
-pub(crate) fn decode_session(data: &[u8]) -> Result<Session, StoreError> {
-    serde_json::from_slice(data).map_err(corrupt)
+/// Encodes a session as its compact record (see the module documentation).
+pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
+    let explicit_account = s.account_id != account_id_for(&s.iss, &s.sub);
+    let mut flags = 0;
+    if s.sid.is_some() {
+        flags |= HAS_SID;
+    }
+    if s.name.is_some() {
+        flags |= HAS_NAME;
+    }
+    if explicit_account {
+        flags |= HAS_ACCOUNT_ID;
+    }
+    let id_token = s.id_token.secret();
+    let mut out = Vec::with_capacity(64 + s.iss.len() + s.sub.len() + id_token.len());
+    out.push(SESSION_RECORD);
+    out.push(flags);
+    out.extend_from_slice(&s.created_at.to_be_bytes());
+    out.extend_from_slice(&s.expires_at.to_be_bytes());
+    put_str(&mut out, &s.iss)?;
+    put_str(&mut out, &s.sub)?;
+    if let Some(sid) = &s.sid {
+        put_str(&mut out, sid)?;
+    }
+    if let Some(name) = &s.name {
+        put_str(&mut out, name)?;
+    }
+    if explicit_account {
+        put_str(&mut out, &s.account_id)?;
+    }
+    put_str(&mut out, id_token)?;
+    Ok(out)
+}
+
+/// Reads a compact record field by field.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
+        let bytes = self.take(usize::try_from(len).ok()?)?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
+    let mut r = Reader(data);
+    let [SESSION_RECORD, flags] = r.take(2)? else {
+        return None;
+    };
+    let flags = *flags;
+    if flags & !(HAS_SID | HAS_NAME | HAS_ACCOUNT_ID) != 0 {
+        return None;
+    }
+    let created_at = r.i64()?;
+    let expires_at = r.i64()?;
+    let iss = r.string()?;
+    let sub = r.string()?;
+    let sid = if flags & HAS_SID != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let name = if flags & HAS_NAME != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let account_id = if flags & HAS_ACCOUNT_ID != 0 {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let id_token = r.string()?;
+    if !r.0.is_empty() {
+        return None;
+    }
+    let mut s = Session::new(iss, sub, sid, Secret::new(id_token), created_at, expires_at);
+    s.id = id.clone();
+    s.name = name;
+    if let Some(account_id) = account_id {
+        s.account_id = account_id;
+    }
+    Some(s)
+}
+
+/// Decodes the session `id`: a compact record, or the JSON that earlier
+/// versions wrote (which carries the id itself).
+pub(crate) fn decode_session(id: &SessionId, data: &[u8]) -> Result<Session, StoreError> {
+    if data.first() == Some(&b'{') {
+        return serde_json::from_slice(data).map_err(corrupt);
+    }
+    decode_record(id, data).ok_or_else(|| {
+        corrupt(format!(
+            "session record of {} bytes does not decode",
+            data.len()
+        ))
+    })
 }
 
 /// A whole-number reply that came back as text.
@@ -118,6 +245,80 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    fn sessions() -> Vec<Session> {
+        let plain = Session::new(
+            "https://idp.example/",
+            "alice",
+            None,
+            Secret::new("h.p.s"),
+            1_800_000_000,
+            1_800_043_200,
+        );
+        let mut full = Session::new(
+            "https://idp.example/{x}",
+            "b\u{e9}b",
+            Some("sid-1".into()),
+            Secret::new(""),
+            -1,
+            i64::MAX,
+        );
+        full.name = Some("B\u{e9}b".into());
+        full.account_id = "imported.account".into();
+        vec![plain, full]
+    }
+
+    #[test]
+    fn sessions_round_trip_in_the_compact_record_without_their_id() {
+        for s in sessions() {
+            let data = encode_session(&s).expect("encode");
+            assert_eq!(data.first(), Some(&SESSION_RECORD));
+            assert!(
+                !data
+                    .windows(s.id.secret().len())
+                    .any(|w| w == s.id.secret().as_bytes()),
+                "the record holds the session id"
+            );
+            assert_eq!(decode_session(&s.id, &data).expect("decode"), s);
+        }
+    }
+
+    #[test]
+    fn sessions_written_as_json_by_earlier_versions_are_read() {
+        for s in sessions() {
+            let json = serde_json::to_vec(&s).expect("json");
+            assert_eq!(decode_session(&s.id, &json).expect("decode"), s);
+        }
+    }
+
+    #[test]
+    fn broken_session_records_are_corrupt() {
+        let s = &sessions()[1];
+        let data = encode_session(s).expect("encode");
+        let mut bad: Vec<Vec<u8>> = (0..data.len()).map(|n| data[..n].to_vec()).collect();
+        let mut trailing = data.clone();
+        trailing.push(0);
+        let mut flags = data.clone();
+        flags[1] |= 0x80;
+        let mut utf8 = data.clone();
+        if let Some(last) = utf8.last_mut() {
+            *last = 0xff;
+        }
+        bad.extend([trailing, flags, b"{\"id\":".to_vec(), vec![0x03]]);
+        for b in bad {
+            assert!(
+                matches!(decode_session(&s.id, &b), Err(StoreError::Corrupt(_))),
+                "{b:?}"
+            );
+        }
+        let mut utf8_full = sessions()[0].clone();
+        utf8_full.id_token = Secret::new("x");
+        let mut data = encode_session(&utf8_full).expect("encode");
+        if let Some(last) = data.last_mut() {
+            *last = 0xff;
+        }
+        assert!(decode_session(&utf8_full.id, &data).is_err());
     }
 
     #[test]

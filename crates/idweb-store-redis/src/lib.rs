@@ -48,7 +48,7 @@
 //!
 //! | key | type | holds | lives until |
 //! |---|---|---|---|
-//! | `P:{s:H}:session` | hash | `data` (session JSON), `exp`, `idx` (its index keys) | the session's `expires_at` |
+//! | `P:{s:H}:session` | hash | `data` (the session record, see below), `exp`, `idx` (its index keys) | the session's `expires_at` |
 //! | `P:{s:H}:part` | hash | cache key → entry (`EXPIRY:KINDLEN:KIND` + sealed bytes) | with its session |
 //! | `P:{s:H}:ver` | string | the partition's version | with its session |
 //! | `P:{a:STORAGE_KEY}:part`, `...:ver` | hash, string | an app partition and its version | its latest entry's expiry (no expiry if an entry has none) |
@@ -59,7 +59,8 @@
 //! | `P:{P.meta}:sessions` / `:ids` | sorted sets | session ids by expiry / in id order (counting, listing) | the latest session |
 //! | `P:{P.meta}:tombstones` | sorted set | tombstone selectors by expiry (counting) | the latest tombstone |
 //! | `P:{P.meta}:apps` | set | app partitions' storage keys (statistics) | — |
-//! | `P:invalidate` | pub/sub channel | [`CachingStore`] invalidations | — |
+//! | `P:invalidate` | pub/sub channel | [`CachingStore`] invalidations and heartbeats | — |
+//! | `P:invalidate:ack:ORIGIN` | pub/sub channel | acknowledgements to one instance | — |
 //!
 //! `H` is the base64url SHA-256 of the session id: key names and
 //! invalidation messages never carry a session id (a bearer credential).
@@ -165,17 +166,28 @@
 //! does: a cached session is never served in place of an error.
 //! [`CachingStore::l1_active`] tells which state it is in.
 //!
-//! **What it costs.** A sign-out returns once Redis has removed the session;
-//! other instances drop their cached copies when the message arrives,
-//! typically within a millisecond on a local network. A read on another
-//! instance overlapping that window can still see the session or its
-//! tokens; a write cannot bring anything back (writes always go to Redis).
-//! Apps that cannot accept that window use [`RedisStore`] directly.
+//! **Leases and acknowledged sign-outs.** An instance answers from L1 only
+//! under a lease (default 250 ms, [`CacheOptions::lease`]): it publishes a
+//! heartbeat on `P:invalidate` five times per lease, and hearing its own
+//! heartbeat back proves that every message published before it has been
+//! applied, so it may answer until one lease after it sent that heartbeat.
+//! A sign-out write (`remove_session`, `remove_partition`, `put_tombstone`)
+//! asks every instance to acknowledge its invalidation (on
+//! `P:invalidate:ack:ORIGIN`) and returns once every instance heard
+//! heartbeating within the last lease has acknowledged, or one lease and a
+//! tenth after it was published: by then no instance can answer from what
+//! it removed. Healthy instances make that a few round trips; an instance
+//! that is slow or gone makes every sign-out wait the whole bound. Instances
+//! of earlier versions (no heartbeats) are not covered. See decision 0016.
 //!
 //! ## Data at rest
 //!
-//! Sessions are stored as JSON, which includes the session id and the ID
-//! token of the sign-in; cache entries are stored as sealed (already
+//! A session is stored as a compact binary record (iss, sub, sid, name,
+//! times and the ID token of the sign-in, each length-prefixed; no field
+//! names, and neither the session id, which every reader already holds, nor
+//! an account id derivable from iss and sub). Sessions written by earlier
+//! versions as JSON are still read, and take the compact form when next
+//! written. Cache entries are stored as sealed (already
 //! encrypted) by the token cache. Redis must be private to the app (ACL
 //! user and password, TLS across hosts). A sign-out is as durable as
 //! Redis's persistence and replication: a server restored from an older

@@ -234,6 +234,25 @@ return r
     )
 });
 
+/// `partition_version`: the version `get_partition` would report, without
+/// reading the entries.
+///
+/// KEYS: part, ver, and the session for a session partition.
+/// ARGV: now, 's' or 'a'. Reply: the version, or nil when `get_partition`
+/// would answer none.
+pub(crate) static PARTITION_VERSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[2] == 's' then
+  local sexp = redis.call('HGET', KEYS[3], 'exp')
+  if not sexp or (tonumber(sexp) or 0) <= tonumber(ARGV[1]) then return false end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('GET', KEYS[2]) or '0'
+",
+    )
+});
+
 /// `remove_partition`. KEYS: part, ver. Reply: the entry count it had.
 pub(crate) static REMOVE_PARTITION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -294,7 +294,7 @@ impl RedisStore {
     async fn put_session_cluster(
         &self,
         s: &Session,
-        data: &str,
+        data: &[u8],
         old: &str,
         new_idx: &str,
         selectors: &[String],
@@ -439,7 +439,7 @@ impl RedisStore {
         Err(unavailable(Error::Contended))
     }
 
-    /// Session JSON and expiry of each id, `None` where absent.
+    /// Session record and expiry of each id, `None` where absent.
     async fn sessions_of(&self, ids: &[String]) -> Result<Vec<Option<(Vec<u8>, i64)>>, StoreError> {
         let k = &self.inner.keys;
         let cmds = ids
@@ -535,7 +535,7 @@ impl Store for RedisStore {
         self.timed(OP_TIMEOUT, async {
             let rows = self.sessions_of(&[id.secret().to_string()]).await?;
             match rows.into_iter().next().flatten() {
-                Some((data, exp)) if exp > self.now() => Ok(Some(decode_session(&data)?)),
+                Some((data, exp)) if exp > self.now() => Ok(Some(decode_session(id, &data)?)),
                 _ => Ok(None),
             }
         })
@@ -549,7 +549,7 @@ impl Store for RedisStore {
             } else {
                 self.remove_session_single(id).await?
             };
-            data.map(|d| decode_session(&d)).transpose()
+            data.map(|d| decode_session(id, &d)).transpose()
         })
         .await
     }
@@ -628,9 +628,13 @@ impl Store for RedisStore {
                 let Some(last) = ids.last() else { break };
                 cursor = format!("({last}");
                 let full = ids.len() == batch;
-                for row in self.sessions_of(&ids).await?.into_iter().flatten() {
-                    if row.1 > now && out.len() < limit {
-                        out.push(decode_session(&row.0)?);
+                let rows = self.sessions_of(&ids).await?;
+                for (id, row) in ids.iter().zip(rows) {
+                    if let Some((data, exp)) = row
+                        && exp > now
+                        && out.len() < limit
+                    {
+                        out.push(decode_session(&SessionId::from_string(id.clone()), &data)?);
                     }
                 }
                 if !full {
@@ -647,6 +651,28 @@ impl Store for RedisStore {
         key: &PartitionKey,
     ) -> Result<Option<StoredPartition>, StoreError> {
         Ok(self.read_partition(key).await?.map(|(p, _)| p))
+    }
+
+    /// One script: the session's expiry, whether the partition has
+    /// entries, and its version; one round trip, no entry read.
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        self.timed(OP_TIMEOUT, async {
+            let k = &self.inner.keys;
+            let part = Part::of(key).map_err(unavailable)?;
+            let mut inv = scripts::PARTITION_VERSION.prepare_invoke();
+            inv.key(k.part(&part)).key(k.version(&part)).arg(self.now());
+            match &part {
+                Part::Session(tag) => inv.key(k.session(tag)).arg("s"),
+                Part::App(_) => inv.arg("a"),
+            };
+            let reply: Option<Vec<u8>> = self.invoke(&inv).await?;
+            reply
+                .map(|v| {
+                    u64::try_from(parse_i64(&v)?).map_err(|_| corrupt("negative partition version"))
+                })
+                .transpose()
+        })
+        .await
     }
 
     async fn write_partition(

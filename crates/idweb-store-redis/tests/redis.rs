@@ -111,6 +111,98 @@ async fn writes_and_tombstones_of_one_instance_reach_the_cache_of_another() {
     );
 }
 
+/// `partition_version` reports what `get_partition` would (`None` with no
+/// entries or no live session), on Redis alone; through the cache it is
+/// answered from a warm L1 (a hit, no miss) and follows other instances'
+/// writes and sign-outs as the cached partition does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_versions_come_from_a_warm_l1_and_stay_as_coherent_as_it() {
+    let prefix = common::unique_prefix();
+    let _sweep = Sweep(common::redis_url(), prefix.clone());
+    let plain = common::open(&prefix, clock()).await;
+    let a = caching(common::open(&prefix, clock()).await).await;
+    let b = caching(common::open(&prefix, clock()).await).await;
+    let s = session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock().unix_now(),
+    );
+    let key = PartitionKey::Session(s.id.clone());
+    let version = |p: Option<idweb::StoredPartition>| p.map(|p| p.version);
+
+    assert_eq!(plain.partition_version(&key).await.expect("version"), None);
+    a.put_session(&s).await.expect("put");
+    assert_eq!(plain.partition_version(&key).await.expect("version"), None);
+    let v1 = a
+        .write_partition(&key, PartitionWrite::upsert(vec![entry("rt", b"one")]))
+        .await
+        .expect("write");
+    assert_eq!(
+        plain.partition_version(&key).await.expect("version"),
+        Some(v1)
+    );
+    assert_eq!(
+        version(plain.get_partition(&key).await.expect("get")),
+        Some(v1)
+    );
+
+    // Warm: answered in process.
+    assert_eq!(version(a.get_partition(&key).await.expect("get")), Some(v1));
+    let (hits, misses) = (a.l1_hits(), a.l1_misses());
+    for _ in 0..3 {
+        assert_eq!(a.partition_version(&key).await.expect("version"), Some(v1));
+    }
+    assert_eq!((a.l1_hits(), a.l1_misses()), (hits + 3, misses));
+
+    // Another instance's write, then its sign-out, reach it.
+    let v2 = b
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("rt", b"two")]).if_version(v1),
+        )
+        .await
+        .expect("write on B");
+    let followed = eventually(Duration::from_secs(2), || async {
+        a.partition_version(&key).await.expect("version") == Some(v2)
+    })
+    .await;
+    assert!(followed, "A still reports version {v1} after B wrote {v2}");
+    assert_eq!(version(a.get_partition(&key).await.expect("get")), Some(v2));
+    b.remove_session(&s.id).await.expect("sign-out on B");
+    let gone = eventually(Duration::from_secs(2), || async {
+        a.partition_version(&key).await.expect("version").is_none()
+    })
+    .await;
+    assert!(
+        gone,
+        "A still reports a version after B signed the user out"
+    );
+    assert_eq!(plain.partition_version(&key).await.expect("version"), None);
+
+    // Emptied by removals: no entries, no version (as get_partition).
+    let t = session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock().unix_now(),
+    );
+    let tkey = PartitionKey::Session(t.id.clone());
+    plain.put_session(&t).await.expect("put");
+    let v = plain
+        .write_partition(&tkey, PartitionWrite::upsert(vec![entry("rt", b"x")]))
+        .await
+        .expect("write");
+    let mut empty = PartitionWrite::default();
+    empty.remove = vec!["rt".into()];
+    plain
+        .write_partition(&tkey, empty.if_version(v))
+        .await
+        .expect("empty it");
+    assert_eq!(plain.get_partition(&tkey).await.expect("get"), None);
+    assert_eq!(plain.partition_version(&tkey).await.expect("version"), None);
+}
+
 /// The fail-closed rule, on a private server that the test kills and
 /// starts again: once Redis is gone, reads answer `Unavailable` instead of
 /// cached values, writes too, promptly; once it is back, the same store
@@ -142,6 +234,15 @@ async fn the_cache_fails_closed_while_redis_is_away_and_recovers() {
         assert!(store.get_partition(&key).await.expect("get").is_some());
     }
     assert!(store.l1_hits() >= 2 && store.l1_len() == 2, "L1 holds both");
+    let hits = store.l1_hits();
+    assert!(
+        store
+            .partition_version(&key)
+            .await
+            .expect("version")
+            .is_some()
+    );
+    assert_eq!(store.l1_hits(), hits + 1, "the version came from L1");
 
     server.kill();
     assert!(
@@ -161,6 +262,8 @@ async fn the_cache_fails_closed_while_redis_is_away_and_recovers() {
     assert_eq!(source, Some(true), "the Redis error is kept as the source");
     let read = store.get_partition(&key).await;
     assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let read = store.partition_version(&key).await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
     let s2 = session(
         &unique("https://iss"),
         &unique("sub"),
@@ -177,11 +280,11 @@ async fn the_cache_fails_closed_while_redis_is_away_and_recovers() {
     assert_eq!(store.l1_hits(), hits, "nothing was answered from L1");
     assert!(
         started.elapsed() < Duration::from_secs(8),
-        "four calls took {:?} while Redis was down",
+        "five calls took {:?} while Redis was down",
         started.elapsed()
     );
     println!(
-        "four calls failed in {:?} while Redis was down",
+        "five calls failed in {:?} while Redis was down",
         started.elapsed()
     );
     assert!(!store.l1_active());

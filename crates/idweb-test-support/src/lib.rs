@@ -21,6 +21,9 @@ pub use idweb_devidp;
 mod controlled;
 pub use controlled::{ControlledStore, Gate};
 
+pub mod relay;
+pub use relay::DelayRelay;
+
 /// Starts a development IdP on 127.0.0.1 with alice and bob.
 pub async fn dev_idp(auto_login: bool) -> DevIdp {
     DevIdp::start(
