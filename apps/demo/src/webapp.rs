@@ -118,12 +118,7 @@ async fn todos(
             )
         })
         .collect();
-    Ok(page(
-        title,
-        ": todos",
-        &format!("<ul id=\"todos\">{list}</ul>"),
-    )
-    .into_response())
+    Ok(page(title, ": todos", &format!("<ul id=\"todos\">{list}</ul>")).into_response())
 }
 
 /// The session's token-cache entries: kind, scopes, expiry — never a secret.
