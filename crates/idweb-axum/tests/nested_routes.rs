@@ -430,3 +430,67 @@ async fn a_mount_nested_below_another_path_is_refused_naming_the_problem() {
         );
     }
 }
+
+#[tokio::test]
+async fn on_https_below_a_path_cookies_are_secure_and_scoped_to_the_path() {
+    let idp = dev_idp(true).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The public URL is https (a TLS proxy in front); the test talks to the app behind it.
+    let public = format!("https://127.0.0.1:{port}/portal");
+    let settings = idweb::Settings::from_sources(
+        None,
+        [
+            ("IDWEB_AUTHORITY", idp.issuer().to_string()),
+            ("IDWEB_CLIENT_ID", "app".to_string()),
+            ("IDWEB_CLIENT_SECRET", "secret".to_string()),
+            ("IDWEB_PUBLIC_URL", public.clone()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    let idweb = IdWeb::builder(settings).build().await.unwrap();
+    assert_eq!(idweb.session_cookie_name(), "__Secure-idweb.session");
+    let app = idweb.mount(Router::new());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let behind = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let resp = client
+        .get(format!("{behind}/portal/account/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let cookies = set_cookies(&resp);
+    assert!(
+        cookies.iter().any(|c| c.starts_with("idweb.signin.")
+            && c.contains("Path=/portal/signin-oidc")
+            && c.contains("Secure")),
+        "{cookies:?}"
+    );
+
+    // Signing out (here without a session) clears the session cookie on its path.
+    let resp = client
+        .post(format!("{behind}/portal/account/signout"))
+        .header("origin", format!("https://127.0.0.1:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), format!("{behind}/portal"));
+    let cookies = set_cookies(&resp);
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Secure-idweb.session=;")
+                && c.contains("Path=/portal;")
+                && c.contains("Secure")
+                && c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
+    server.abort();
+}
