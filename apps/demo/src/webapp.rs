@@ -10,9 +10,30 @@ use idweb_axum::{ApiRejection, AuthenticatedUser, IdWeb};
 
 use crate::escape;
 
+/// The app's title and the paths its pages link to, as the browser sees
+/// them (below the public URL's path, when it has one).
+struct Site {
+    title: String,
+    home: String,
+    sign_in: String,
+    sign_out: String,
+}
+
+impl Site {
+    /// `path` of the app (e.g. `/profile`) as the browser sees it.
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.home.trim_end_matches('/'))
+    }
+}
+
 /// The sample web app's router, with idweb mounted.
 pub fn router(idweb: &IdWeb, title: &str) -> Router {
-    let title = title.to_string();
+    let title = std::sync::Arc::new(Site {
+        title: title.to_string(),
+        home: idweb.home_path(),
+        sign_in: idweb.sign_in_path(),
+        sign_out: idweb.sign_out_path(),
+    });
     let home_title = title.clone();
     let app = Router::new()
         .route(
@@ -65,7 +86,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 /// The user's todo items, fetched from the todo API with the user's token.
 async fn todos(
-    title: &str,
+    title: &Site,
     user: AuthenticatedUser,
     headers: &HeaderMap,
 ) -> Result<Response, ApiRejection> {
@@ -77,7 +98,7 @@ async fn todos(
             "<p id=\"error\">The todo API answered HTTP {}.</p>",
             resp.status
         );
-        return Ok((StatusCode::BAD_GATEWAY, page(title, &body)).into_response());
+        return Ok((StatusCode::BAD_GATEWAY, page(title, "", &body)).into_response());
     }
     let items: Vec<serde_json::Value> = resp.json().unwrap_or_default();
     if wants_json(headers) {
@@ -97,16 +118,12 @@ async fn todos(
             )
         })
         .collect();
-    Ok(page(
-        &format!("{title}: todos"),
-        &format!("<ul id=\"todos\">{list}</ul>"),
-    )
-    .into_response())
+    Ok(page(title, ": todos", &format!("<ul id=\"todos\">{list}</ul>")).into_response())
 }
 
 /// The session's token-cache entries: kind, scopes, expiry — never a secret.
 async fn cache(
-    title: &str,
+    title: &Site,
     idweb: &IdWeb,
     user: AuthenticatedUser,
     headers: &HeaderMap,
@@ -117,7 +134,7 @@ async fn cache(
         Err(_) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                page(title, "<p>The token cache is unavailable.</p>"),
+                page(title, "", "<p>The token cache is unavailable.</p>"),
             )
                 .into_response();
         }
@@ -143,37 +160,56 @@ async fn cache(
             "<table id=\"cache\"><tr><th>Entry</th><th>Scopes</th><th>Expires (Unix time)</th></tr>{rows}</table>"
         )
     };
-    page(&format!("{title}: token cache"), &body).into_response()
+    page(title, ": token cache", &body).into_response()
 }
 
-fn page(title: &str, body: &str) -> Html<String> {
+/// A page of the site, titled with the site's title and `suffix`.
+fn page(site: &Site, suffix: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}}\
          nav a,nav form{{margin-right:1rem;display:inline}}</style></head><body><nav>\
-         <a href=\"/\">Home</a><a href=\"/profile\">Profile</a><a href=\"/todos\">Todos</a>\
-         <a href=\"/cache\">Token cache</a>\
-         <form method=\"post\" action=\"/account/signout\"><button id=\"signout\">Sign out</button></form>\
-         <form method=\"post\" action=\"/account/signout?scope=all\"><button id=\"signout-all\">Sign out of all my sessions here</button></form>\
+         <a href=\"{home}\">Home</a><a href=\"{profile}\">Profile</a><a href=\"{todos}\">Todos</a>\
+         <a href=\"{cache}\">Token cache</a>\
+         <form method=\"post\" action=\"{sign_out}\"><button id=\"signout\">Sign out</button></form>\
+         <form method=\"post\" action=\"{sign_out}?scope=all\"><button id=\"signout-all\">Sign out of all my sessions here</button></form>\
          </nav><h1>{t}</h1>{body}</body></html>",
-        t = escape(title)
+        t = escape(&format!("{}{suffix}", site.title)),
+        home = escape(&site.home),
+        profile = escape(&site.at("/profile")),
+        todos = escape(&site.at("/todos")),
+        cache = escape(&site.at("/cache")),
+        sign_out = escape(&site.sign_out),
     ))
 }
 
-fn home(title: &str, user: Option<AuthenticatedUser>) -> Html<String> {
+fn home(site: &Site, user: Option<AuthenticatedUser>) -> Html<String> {
+    let profile = site.at("/profile");
     let body = match user {
         Some(u) => format!(
-            "<p id=\"status\">Signed in as <b>{}</b>.</p><p><a href=\"/profile\">Your profile</a></p>",
-            escape(u.name().unwrap_or(u.sub()))
+            "<p id=\"status\">Signed in as <b>{}</b>.</p><p><a href=\"{}\">Your profile</a></p>",
+            escape(u.name().unwrap_or(u.sub())),
+            escape(&profile)
         ),
-        None => "<p id=\"status\">You are not signed in.</p>\
-                 <p><a id=\"signin\" href=\"/account/signin?returnUrl=%2Fprofile\">Sign in</a></p>"
-            .to_string(),
+        None => {
+            let sign_in = format!(
+                "{}?{}",
+                site.sign_in,
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("returnUrl", &profile)
+                    .finish()
+            );
+            format!(
+                "<p id=\"status\">You are not signed in.</p>\
+                 <p><a id=\"signin\" href=\"{}\">Sign in</a></p>",
+                escape(&sign_in)
+            )
+        }
     };
-    page(title, &body)
+    page(site, "", &body)
 }
 
-fn profile(title: &str, user: AuthenticatedUser, headers: &HeaderMap) -> Response {
+fn profile(title: &Site, user: AuthenticatedUser, headers: &HeaderMap) -> Response {
     if wants_json(headers) {
         return Json(serde_json::json!({
             "sub": user.sub(),
@@ -190,5 +226,5 @@ fn profile(title: &str, user: AuthenticatedUser, headers: &HeaderMap) -> Respons
         escape(user.iss()),
         escape(user.sid().unwrap_or("(none)")),
     );
-    page(&format!("{title}: profile"), &body).into_response()
+    page(title, ": profile", &body).into_response()
 }

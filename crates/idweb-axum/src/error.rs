@@ -29,12 +29,14 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// A JSON or HTML error response with `Cache-Control: no-store`.
+/// A JSON or HTML error response with `Cache-Control: no-store`; the page
+/// links to `home`, the app's home path (below the public URL's path).
 pub(crate) fn error_response(
     status: StatusCode,
     json: bool,
     code: &str,
     description: &str,
+    home: &str,
 ) -> Response {
     let mut resp = if json {
         (
@@ -50,9 +52,10 @@ pub(crate) fn error_response(
         };
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-             <body><h1>{title}</h1><p>{}</p><p><code>{}</code></p><p><a href=\"/\">Home</a></p></body></html>",
+             <body><h1>{title}</h1><p>{}</p><p><code>{}</code></p><p><a href=\"{}\">Home</a></p></body></html>",
             escape(description),
-            escape(code)
+            escape(code),
+            escape(home)
         );
         (status, axum::response::Html(body)).into_response()
     };
@@ -66,6 +69,8 @@ pub(crate) fn error_response(
 pub struct SignInFailure {
     pub(crate) error: SignInError,
     pub(crate) json: bool,
+    /// The app's home path, linked from the error page.
+    pub(crate) home: String,
 }
 
 impl SignInFailure {
@@ -114,7 +119,7 @@ impl IntoResponse for SignInFailure {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         tracing::warn!(error = %self.error, code, "sign-in failed");
-        error_response(status, self.json, code, &self.description())
+        error_response(status, self.json, code, &self.description(), &self.home)
     }
 }
 
@@ -133,6 +138,8 @@ pub enum AuthRejection {
     StoreUnavailable {
         /// Whether the client asked for JSON.
         json: bool,
+        /// The app's home path, linked from the error page.
+        home: String,
     },
     /// The idweb layer is not installed: 500.
     MissingLayer,
@@ -170,13 +177,14 @@ impl IntoResponse for AuthRejection {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp
             }
-            AuthRejection::StoreUnavailable { json } => {
+            AuthRejection::StoreUnavailable { json, home } => {
                 tracing::error!("session store unavailable");
                 let mut resp = error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json,
                     "store_unavailable",
                     "the session store is unavailable; try again shortly",
+                    &home,
                 );
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -187,6 +195,7 @@ impl IntoResponse for AuthRejection {
                 false,
                 "idweb_not_installed",
                 "AuthenticatedUser needs the idweb layer: is the idweb layer installed? Call IdWeb::mount(router).",
+                "/",
             ),
         }
     }
@@ -204,6 +213,10 @@ pub struct ApiRejection {
     pub(crate) error: DownstreamError,
     pub(crate) return_url: String,
     pub(crate) json: bool,
+    /// The sign-in path as the browser sees it (below the public URL's path).
+    pub(crate) sign_in_path: String,
+    /// The app's home path, linked from error pages.
+    pub(crate) home: String,
 }
 
 impl ApiRejection {
@@ -227,6 +240,7 @@ impl IntoResponse for ApiRejection {
                     self.json,
                     "store_unavailable",
                     "the token cache is unavailable; try again shortly",
+                    &self.home,
                 );
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -239,6 +253,7 @@ impl IntoResponse for ApiRejection {
                     self.json,
                     "downstream_misconfigured",
                     &self.error.to_string(),
+                    &self.home,
                 );
             }
             other => {
@@ -253,10 +268,16 @@ impl IntoResponse for ApiRejection {
                     self.json,
                     code,
                     &other.to_string(),
+                    &self.home,
                 );
             }
         };
-        let url = crate::extract::sign_in_url(&self.return_url, &scopes, claims.as_deref());
+        let url = crate::extract::sign_in_url(
+            &self.sign_in_path,
+            &self.return_url,
+            &scopes,
+            claims.as_deref(),
+        );
         if self.json {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,

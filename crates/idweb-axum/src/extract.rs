@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, OriginalUri};
 use axum::http::Method;
 use axum::http::request::Parts;
 use idweb::{AccessToken, DownstreamError, DownstreamRequest, DownstreamResponse, Session};
@@ -125,6 +125,8 @@ impl AuthenticatedUser {
             error,
             return_url: self.return_url.clone(),
             json: self.json,
+            sign_in_path: self.idweb.sign_in_path(),
+            home: self.idweb.home_path(),
         }
     }
 }
@@ -138,21 +140,30 @@ fn string_list(claim: Option<&Value>) -> Vec<&str> {
     }
 }
 
-/// Where to come back after a sign-in started from this request.
-fn return_url(parts: &Parts) -> String {
-    if parts.method == Method::GET {
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into())
-    } else {
-        "/".to_string()
+/// Where to come back after a sign-in started from this request: the path
+/// the browser asked for (the original URI: nested routers see their part
+/// only), or the app's home after anything but a GET.
+fn return_url(parts: &Parts, idweb: &IdWeb) -> String {
+    if parts.method != Method::GET {
+        return idweb.home_path();
     }
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    uri.path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| idweb.home_path())
 }
 
-/// The sign-in URL returning to `return_url`, asking for `scopes` and `claims`.
-pub(crate) fn sign_in_url(return_url: &str, scopes: &[String], claims: Option<&str>) -> String {
+/// The sign-in URL (`sign_in_path`, as the browser sees it) returning to
+/// `return_url`, asking for `scopes` and `claims`.
+pub(crate) fn sign_in_url(
+    sign_in_path: &str,
+    return_url: &str,
+    scopes: &[String],
+    claims: Option<&str>,
+) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("returnUrl", return_url);
     if !scopes.is_empty() {
@@ -161,7 +172,7 @@ pub(crate) fn sign_in_url(return_url: &str, scopes: &[String], claims: Option<&s
     if let Some(c) = claims {
         q.append_pair("claims", c);
     }
-    format!("/account/signin?{}", q.finish())
+    format!("{sign_in_path}?{}", q.finish())
 }
 
 /// The live session of this request, if any, with the idweb handle.
@@ -178,6 +189,7 @@ async fn current(parts: &Parts) -> Result<(IdWeb, Option<Session>), AuthRejectio
             .await
             .map_err(|_| AuthRejection::StoreUnavailable {
                 json: wants_json(&parts.headers),
+                home: idweb.home_path(),
             })?,
         None => None,
     };
@@ -187,8 +199,8 @@ async fn current(parts: &Parts) -> Result<(IdWeb, Option<Session>), AuthRejectio
 fn user(parts: &Parts, idweb: IdWeb, session: Session) -> AuthenticatedUser {
     AuthenticatedUser {
         session,
+        return_url: return_url(parts, &idweb),
         idweb,
-        return_url: return_url(parts),
         json: wants_json(&parts.headers),
         claims: Arc::default(),
     }
@@ -214,8 +226,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUser {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match current(parts).await? {
             (idweb, Some(session)) => Ok(user(parts, idweb, session)),
-            (_, None) => Err(AuthRejection::SignInRequired {
-                sign_in_url: sign_in_url(&return_url(parts), &[], None),
+            (idweb, None) => Err(AuthRejection::SignInRequired {
+                sign_in_url: sign_in_url(
+                    &idweb.sign_in_path(),
+                    &return_url(parts, &idweb),
+                    &[],
+                    None,
+                ),
                 json: wants_json(&parts.headers),
             }),
         }

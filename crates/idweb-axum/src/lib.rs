@@ -29,16 +29,29 @@
 //! loaded, with the `with_*` options of the relying party (a store, an HTTP
 //! client, a clock).
 //!
-//! Routes mounted:
+//! Routes mounted (each path is a setting; defaults shown):
 //! - `GET /account/signin?returnUrl=/path` starts a sign-in (`loginHint`,
-//!   `prompt`, `scope` and `claims` are passed on to the provider);
-//! - `GET /signin-oidc` (the callback path) completes it;
+//!   `prompt`, `scope` and `claims` are passed on to the provider)
+//!   (`IDWEB_SIGN_IN_PATH`);
+//! - `GET /signin-oidc` (the callback path) completes it
+//!   (`IDWEB_CALLBACK_PATH`, `[AzureAd] CallbackPath`);
 //! - `POST /account/signout` signs this session out (`?scope=all`: every
 //!   session of the user in this app), revokes the refresh token, and
-//!   continues at the provider's end-session endpoint (by POST);
-//! - `GET /signout-callback-oidc` is the post-logout redirect URI;
-//! - `POST /backchannel-logout` takes the provider's logout tokens;
-//! - `GET /signout-oidc?iss=&sid=` is the front-channel logout URI.
+//!   continues at the provider's end-session endpoint (by POST)
+//!   (`IDWEB_SIGN_OUT_PATH`);
+//! - `GET /signout-callback-oidc` is the post-logout redirect URI
+//!   (`IDWEB_SIGNED_OUT_CALLBACK_PATH`, `[AzureAd] SignedOutCallbackPath`);
+//! - `POST /backchannel-logout` takes the provider's logout tokens
+//!   (`IDWEB_BACK_CHANNEL_LOGOUT_PATH`);
+//! - `GET /signout-oidc?iss=&sid=` is the front-channel logout URI
+//!   (`IDWEB_REMOTE_SIGN_OUT_PATH`, `[AzureAd] RemoteSignOutPath`).
+//!
+//! With a path in the public URL (`IDWEB_PUBLIC_URL=https://app.example/portal`)
+//! [`IdWeb::mount`] serves these routes and the app's below it
+//! (`/portal/signin-oidc`, `/portal/profile`), and every URL idweb builds
+//! carries it: redirect and post-logout URIs, sign-in redirects, return
+//! URLs (which must stay below it), cookie paths. Route paths are relative
+//! to the public URL. A reverse proxy in front must pass the path unchanged.
 //!
 //! A browser request without a valid session is redirected to sign-in; a
 //! request with `Accept: application/json` gets `401` with a JSON body.
@@ -68,6 +81,8 @@ mod signout;
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Router};
 use idweb::{RelyingParty, Settings};
 
@@ -113,22 +128,103 @@ impl IdWeb {
 
     /// Adds idweb's routes to `router` and installs the layer the
     /// [`AuthenticatedUser`] extractor needs. One call does both.
+    ///
+    /// When the public URL has a path (`IDWEB_PUBLIC_URL=https://app.example/portal`),
+    /// the routes of `router` and idweb's are served below it (`/portal/profile`,
+    /// `/portal/signin-oidc`, ...): write `router` as if at the root, and
+    /// serve the router this returns at the root of the server (merge it
+    /// with other routes if you like, but do not nest it: a request that
+    /// reaches it through [`Router::nest`] is answered with a 500 naming the
+    /// problem, rather than half-working sign-ins).
     pub fn mount<S>(&self, router: Router<S>) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
-        router
-            .merge(routes::routes(self))
+        let app = router.merge(routes::routes(self));
+        let app = match self.rp.settings().path_base() {
+            "" => app,
+            base => Router::new().nest(base, app),
+        };
+        app.layer(axum::middleware::from_fn(served_at_root))
             .layer(Extension(self.clone()))
     }
 
     /// The name of the session cookie: `__Host-idweb.session` on https
-    /// (Secure, no Domain, Path=/), `idweb.session` on a loopback http URL.
+    /// (Secure, no Domain, Path=/), `__Secure-idweb.session` on https below
+    /// a path (Path=the public URL's path), `idweb.session` on a loopback
+    /// http URL.
     pub fn session_cookie_name(&self) -> &'static str {
-        if self.rp.settings().secure_cookies() {
-            "__Host-idweb.session"
-        } else {
-            "idweb.session"
+        let settings = self.rp.settings();
+        match (settings.secure_cookies(), settings.path_base()) {
+            (true, "") => "__Host-idweb.session",
+            (true, _) => "__Secure-idweb.session",
+            (false, _) => "idweb.session",
         }
     }
+
+    /// The `Path` of the session cookie: the public URL's path, or `/`.
+    pub(crate) fn cookie_path(&self) -> &str {
+        match self.rp.settings().path_base() {
+            "" => "/",
+            base => base,
+        }
+    }
+
+    /// The app's home as the browser sees it: the public URL's path, or `/`.
+    pub fn home_path(&self) -> String {
+        self.rp.settings().app_path("/")
+    }
+
+    /// The path that starts a sign-in, as the browser sees it (below the
+    /// public URL's path): for links, `?returnUrl=` added.
+    pub fn sign_in_path(&self) -> String {
+        let settings = self.rp.settings();
+        settings.app_path(&settings.sign_in_path)
+    }
+
+    /// The path to `POST` to sign out, as the browser sees it: for the
+    /// `action` of sign-out forms (`?scope=all` added: every session of the
+    /// user in this app).
+    pub fn sign_out_path(&self) -> String {
+        let settings = self.rp.settings();
+        settings.app_path(&settings.sign_out_path)
+    }
+}
+
+/// Refuses requests that reach the router of [`IdWeb::mount`] below a path
+/// it does not know of (the router nested again, in place of a path in the
+/// public URL): every URL idweb builds would miss that path.
+async fn served_at_root(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(original) = req.extensions().get::<axum::extract::OriginalUri>() else {
+        return next.run(req).await;
+    };
+    if original.path() == req.uri().path() {
+        return next.run(req).await;
+    }
+    let base = req
+        .extensions()
+        .get::<IdWeb>()
+        .map(|i| i.rp.settings().path_base().to_string())
+        .unwrap_or_default();
+    let outer = original
+        .path()
+        .strip_suffix(req.uri().path())
+        .unwrap_or_default();
+    tracing::error!(
+        nested_at = outer,
+        public_url_path = base,
+        "the router of IdWeb::mount is nested below a path; serve it at the root and put the path in IDWEB_PUBLIC_URL"
+    );
+    let description = format!(
+        "idweb's router is served below `{outer}`, which the public URL does not have \
+         (its path is `{base}`): sign-in, sign-out and return URLs would miss it. Serve the router \
+         IdWeb::mount returns at the root, and put the whole path in IDWEB_PUBLIC_URL."
+    );
+    error::error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        error::wants_json(req.headers()),
+        "idweb_nested_below_a_path",
+        &description,
+        "/",
+    )
 }

@@ -17,11 +17,11 @@ pub(crate) fn routes<S>(idweb: &IdWeb) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let callback = idweb.relying_party().settings().callback_path.clone();
+    let settings = idweb.relying_party().settings();
     Router::new()
-        .route("/account/signin", get(sign_in))
-        .route(&callback, get(callback_handler))
-        .merge(crate::signout::routes())
+        .route(&settings.sign_in_path, get(sign_in))
+        .route(&settings.callback_path, get(callback_handler))
+        .merge(crate::signout::routes(settings))
 }
 
 /// Parses a query string; `None` when a parameter appears twice (RFC 6749 §3.1).
@@ -51,12 +51,14 @@ async fn sign_in(
     RawQuery(q): RawQuery,
 ) -> Response {
     let json = wants_json(&headers);
+    let home = idweb.home_path();
     let Some(q) = parse_query(q.as_deref()) else {
         return error_response(
             StatusCode::BAD_REQUEST,
             json,
             "invalid_request",
             "a parameter appears twice",
+            &home,
         );
     };
     let mut options = SignInOptions::default();
@@ -72,7 +74,7 @@ async fn sign_in(
             .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
     }) {
         let msg = format!("`{bad}` is not a valid scope");
-        return error_response(StatusCode::BAD_REQUEST, json, "invalid_scope", &msg);
+        return error_response(StatusCode::BAD_REQUEST, json, "invalid_scope", &msg, &home);
     }
     options.claims = match q.get("claims") {
         Some(c) if serde_json::from_str::<serde_json::Value>(c).is_ok_and(|v| v.is_object()) => {
@@ -84,6 +86,7 @@ async fn sign_in(
                 json,
                 "invalid_request",
                 "claims must be a JSON object",
+                &home,
             );
         }
         None => None,
@@ -91,13 +94,14 @@ async fn sign_in(
     let rp = idweb.relying_party();
     let request = match rp.begin_sign_in(&options) {
         Ok(r) => r,
-        Err(error) => return SignInFailure { error, json }.into_response(),
+        Err(error) => return SignInFailure { error, json, home }.into_response(),
     };
     let mut resp = redirect(request.authorization_url.as_str(), StatusCode::FOUND);
+    let callback = rp.settings().app_path(&rp.settings().callback_path);
     let cookie = SetCookie {
         name: &request.cookie_name,
         value: request.cookie_value.secret(),
-        path: &rp.settings().callback_path,
+        path: &callback,
         max_age: Some(request.max_age.as_secs()),
         secure: rp.settings().secure_cookies(),
     };
@@ -113,6 +117,7 @@ async fn callback_handler(
     RawQuery(q): RawQuery,
 ) -> Response {
     let json = wants_json(&headers);
+    let home = idweb.home_path();
     let rp = idweb.relying_party();
     let settings = rp.settings();
     let Some(mut q) = parse_query(q.as_deref()) else {
@@ -121,6 +126,7 @@ async fn callback_handler(
             json,
             "invalid_request",
             "a parameter appears twice",
+            &home,
         );
     };
     let mut params = CallbackParams::default();
@@ -133,6 +139,7 @@ async fn callback_handler(
         return SignInFailure {
             error: SignInError::StateMismatch,
             json,
+            home,
         }
         .into_response();
     };
@@ -155,7 +162,7 @@ async fn callback_handler(
             let cookie = SetCookie {
                 name: idweb.session_cookie_name(),
                 value: value.secret(),
-                path: "/",
+                path: idweb.cookie_path(),
                 max_age: Some(lifetime),
                 secure,
             };
@@ -164,11 +171,15 @@ async fn callback_handler(
             }
             resp
         }
-        Err(error) => SignInFailure { error, json }.into_response(),
+        Err(error) => SignInFailure { error, json, home }.into_response(),
     };
     // The pending sign-in is used up whatever the outcome.
     if pending.is_some()
-        && let Some(v) = SetCookie::removal(&cookie_name, &settings.callback_path, secure)
+        && let Some(v) = SetCookie::removal(
+            &cookie_name,
+            &settings.app_path(&settings.callback_path),
+            secure,
+        )
     {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }

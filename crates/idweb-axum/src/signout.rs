@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use idweb::{BackChannelError, FrontChannelError, SIGN_OUT_CALLBACK_PATH, SIGN_OUT_STATE_COOKIE};
+use idweb::{BackChannelError, FrontChannelError, SIGN_OUT_STATE_COOKIE, Settings};
 
 use crate::IdWeb;
 use crate::cookies::{self, SetCookie};
@@ -17,19 +17,24 @@ use crate::routes::parse_query;
 /// Largest back-channel logout request body accepted.
 pub const MAX_LOGOUT_BODY: usize = 16 * 1024;
 
-pub(crate) fn routes<S>() -> Router<S>
+pub(crate) fn routes<S>(settings: &Settings) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
-        .route("/account/signout", post(local_sign_out))
-        .route(SIGN_OUT_CALLBACK_PATH, get(sign_out_callback))
+        .route(&settings.sign_out_path, post(local_sign_out))
+        .route(&settings.signed_out_callback_path, get(sign_out_callback))
         .route(
-            "/backchannel-logout",
+            &settings.back_channel_logout_path,
             // The handler enforces the limit itself, to answer 400 like every other bad request.
             post(back_channel).layer(DefaultBodyLimit::disable()),
         )
-        .route("/signout-oidc", get(front_channel))
+        .route(&settings.remote_sign_out_path, get(front_channel))
+}
+
+/// A link to the app's home, for idweb's pages.
+fn home_link(idweb: &IdWeb) -> String {
+    format!("<p><a href=\"{}\">Home</a></p>", escape(&idweb.home_path()))
 }
 
 fn no_store(mut resp: Response) -> Response {
@@ -66,6 +71,7 @@ async fn local_sign_out(
     RawQuery(q): RawQuery,
 ) -> Response {
     let json = wants_json(&headers);
+    let home = idweb.home_path();
     let rp = idweb.relying_party();
     let settings = rp.settings();
     if !same_origin(&headers, &settings.public_origin()) {
@@ -74,6 +80,7 @@ async fn local_sign_out(
             json,
             "cross_site_request",
             "sign-out must be requested from this site (Origin or Sec-Fetch-Site check failed)",
+            &home,
         );
     }
     let Some(q) = parse_query(q.as_deref()) else {
@@ -82,6 +89,7 @@ async fn local_sign_out(
             json,
             "invalid_request",
             "a parameter appears twice",
+            &home,
         );
     };
     let everywhere = match q.get("scope").map(String::as_str) {
@@ -93,6 +101,7 @@ async fn local_sign_out(
                 json,
                 "invalid_request",
                 "scope must be `all` or absent",
+                &home,
             );
         }
     };
@@ -107,19 +116,20 @@ async fn local_sign_out(
                     json,
                     "store_unavailable",
                     "the sign-out could not be recorded; try again",
+                    &home,
                 );
             }
         },
         None => None,
     };
-    let clear = SetCookie::removal(idweb.session_cookie_name(), "/", secure);
+    let clear = SetCookie::removal(idweb.session_cookie_name(), idweb.cookie_path(), secure);
     let Some(session) = session else {
         // Already signed out.
         let mut resp = if json {
             axum::Json(serde_json::json!({ "signed_out": true, "sessions_removed": 0 }))
                 .into_response()
         } else {
-            crate::routes::redirect("/", StatusCode::SEE_OTHER)
+            crate::routes::redirect(&home, StatusCode::SEE_OTHER)
         };
         if let Some(c) = clear {
             resp.headers_mut().append(header::SET_COOKIE, c);
@@ -135,6 +145,7 @@ async fn local_sign_out(
                 json,
                 "store_unavailable",
                 "the sign-out could not be recorded; try again",
+                &home,
             );
         }
     };
@@ -146,7 +157,10 @@ async fn local_sign_out(
         .into_response(),
         (None, false) => Html(page(
             "Signed out",
-            "<p id=\"signed-out\">You have signed out of this app.</p><p><a href=\"/\">Home</a></p>",
+            &format!(
+                "<p id=\"signed-out\">You have signed out of this app.</p>{}",
+                home_link(&idweb)
+            ),
         ))
         .into_response(),
         (Some(end), false) if end.method == idweb::EndSessionMethod::Get => {
@@ -186,17 +200,19 @@ async fn local_sign_out(
                 settings.public_origin()
             );
             if let Ok(v) = HeaderValue::from_str(&csp) {
-                resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+                resp.headers_mut()
+                    .insert(header::CONTENT_SECURITY_POLICY, v);
             }
             resp
         }
     };
     if let (Some(end), false) = (&done.end_session, json) {
         // Binds the provider's answer (`state`) to this browser.
+        let path = settings.app_path(&settings.signed_out_callback_path);
         let state_cookie = SetCookie {
             name: end.state_cookie_name,
             value: end.state_cookie_value.secret(),
-            path: SIGN_OUT_CALLBACK_PATH,
+            path: &path,
             max_age: Some(600),
             secure,
         };
@@ -226,7 +242,10 @@ async fn sign_out_callback(
             StatusCode::OK,
             page(
                 "Signed out",
-                "<p id=\"signed-out\">You have signed out.</p><p><a href=\"/\">Home</a></p>",
+                &format!(
+                    "<p id=\"signed-out\">You have signed out.</p>{}",
+                    home_link(&idweb)
+                ),
             ),
         )
     } else {
@@ -234,16 +253,20 @@ async fn sign_out_callback(
             StatusCode::BAD_REQUEST,
             page(
                 "Sign-out response not recognised",
-                "<p>This sign-out response does not belong to this browser (state mismatch or expired). \
-                 You are signed out of this app in any case.</p><p><a href=\"/\">Home</a></p>",
+                &format!(
+                    "<p>This sign-out response does not belong to this browser (state mismatch or expired). \
+                     You are signed out of this app in any case.</p>{}",
+                    home_link(&idweb)
+                ),
             ),
         )
     };
     let mut resp = (status, Html(body)).into_response();
+    let settings = rp.settings();
     if let Some(c) = SetCookie::removal(
         SIGN_OUT_STATE_COOKIE,
-        SIGN_OUT_CALLBACK_PATH,
-        rp.settings().secure_cookies(),
+        &settings.app_path(&settings.signed_out_callback_path),
+        settings.secure_cookies(),
     ) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }

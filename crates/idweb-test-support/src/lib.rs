@@ -63,6 +63,10 @@ pub struct AppOptions {
     /// Whether to register the client at the IdP (another instance of the
     /// same app needs no registration of its own). Default true.
     pub register: bool,
+    /// The path of the public URL (`/portal`: the app is served below
+    /// `http://host:port/portal`); `TestApp::url` stays the origin. Default
+    /// none.
+    pub path_base: &'static str,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -87,6 +91,7 @@ impl Default for AppOptions {
             client: |c, _| c,
             client_secret: None,
             register: true,
+            path_base: "",
         }
     }
 }
@@ -129,16 +134,19 @@ pub async fn start_app(idp: &DevIdp, options: AppOptions) -> TestApp {
         .client_secret
         .clone()
         .unwrap_or_else(|| format!("secret-{}", idweb::SessionId::generate().fingerprint()));
+    let client_id = options.client_id.clone();
+    // Registered with the URIs the app's settings give (its callback paths
+    // and the path of its public URL, when `extra_env` sets them).
+    let settings = app_settings(&url, idp.issuer(), &client_id, &secret, &options);
     let mut client = DevClient::new(
         options.client_id.as_str(),
         secret.as_str(),
-        format!("{url}/signin-oidc"),
+        settings.redirect_uri().to_string(),
     );
-    client.post_logout_redirect_uris = vec![format!("{url}/signout-callback-oidc")];
+    client.post_logout_redirect_uris = vec![settings.post_logout_redirect_uri().to_string()];
     if options.register {
         idp.register_client((options.client)(client, &url));
     }
-    let client_id = options.client_id.clone();
     serve_app(listener, url, idp.issuer(), &client_id, &secret, options).await
 }
 
@@ -175,6 +183,33 @@ fn app_url(listener: &TcpListener, host: &str) -> String {
     )
 }
 
+/// The settings of a test app at `url` (its origin): the `IDWEB_*` of the
+/// client, then `options.extra_env` (which may replace any of them).
+fn app_settings(
+    url: &str,
+    issuer: &str,
+    client_id: &str,
+    secret: &str,
+    options: &AppOptions,
+) -> Settings {
+    let auth = match options.client_auth {
+        ClientAuthMethod::ClientSecretPost => "client_secret_post",
+        _ => "client_secret_basic",
+    };
+    let env: Vec<(String, String)> = [
+        ("IDWEB_AUTHORITY", issuer.to_string()),
+        ("IDWEB_CLIENT_ID", client_id.to_string()),
+        ("IDWEB_CLIENT_SECRET", secret.to_string()),
+        ("IDWEB_PUBLIC_URL", format!("{url}{}", options.path_base)),
+        ("IDWEB_CLIENT_AUTH", auth.to_string()),
+    ]
+    .into_iter()
+    .chain(options.extra_env.iter().cloned())
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Settings::from_sources(None, env).expect("settings")
+}
+
 /// Builds the relying party of a test app and serves it on `listener`.
 async fn serve_app(
     listener: TcpListener,
@@ -184,22 +219,7 @@ async fn serve_app(
     secret: &str,
     options: AppOptions,
 ) -> TestApp {
-    let auth = match options.client_auth {
-        ClientAuthMethod::ClientSecretPost => "client_secret_post",
-        _ => "client_secret_basic",
-    };
-    let env: Vec<(String, String)> = [
-        ("IDWEB_AUTHORITY", issuer.to_string()),
-        ("IDWEB_CLIENT_ID", client_id.to_string()),
-        ("IDWEB_CLIENT_SECRET", secret.to_string()),
-        ("IDWEB_PUBLIC_URL", url.clone()),
-        ("IDWEB_CLIENT_AUTH", auth.to_string()),
-    ]
-    .into_iter()
-    .chain(options.extra_env)
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let settings = Settings::from_sources(None, env).expect("settings");
+    let settings = app_settings(&url, issuer, client_id, secret, &options);
     // As an app would: the store the settings name (`IDWEB_STORE` in
     // `extra_env`; default `memory`, on `clock`) unless one is given.
     let mut builder = IdWeb::builder(settings)

@@ -4,8 +4,14 @@
 //! Every key can come from the file (`client_id = "..."`) or from the
 //! environment (`IDWEB_CLIENT_ID`); the environment wins. For people coming
 //! from Microsoft.Identity.Web, an `[AzureAd]` section (`Instance`,
-//! `TenantId`, `ClientId`, `ClientSecret`, `CallbackPath`) and the matching
+//! `TenantId`, `ClientId`, `ClientSecret`, `CallbackPath`,
+//! `SignedOutCallbackPath`, `RemoteSignOutPath`) and the matching
 //! `AzureAd__*` variables are accepted too.
+//!
+//! Route paths (`callback_path`, `signed_out_callback_path`, ...) are
+//! relative to the public URL: with `public_url = "https://app.example/portal"`
+//! the redirect URI is `https://app.example/portal/signin-oidc`, and
+//! `idweb-axum` serves every route (the app's too) under `/portal`.
 //!
 //! ```
 //! use idweb::Settings;
@@ -48,6 +54,9 @@ pub use store_url::StoreUrl;
 /// starting with [`STORE_OPTION_VAR`] (`IDWEB_STORE_PREFIX`), are options of the store.
 const STORE_OPTION_KEY: &str = "store_";
 const STORE_OPTION_VAR: &str = "IDWEB_STORE_";
+
+/// The default of [`Settings::signed_out_callback_path`] (Microsoft.Identity.Web's).
+pub(crate) const DEFAULT_SIGNED_OUT_CALLBACK_PATH: &str = "/signout-callback-oidc";
 
 /// A configuration problem found at start-up. It names the key to fix.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +146,27 @@ pub struct Settings {
     pub client_auth: ClientAuthMethod,
     /// The external base URL of the app, without a trailing slash. (`IDWEB_PUBLIC_URL`)
     pub public_url: Url,
-    /// The path of the redirect URI. Default `/signin-oidc`. (`IDWEB_CALLBACK_PATH`)
+    /// The path of the redirect URI, below the public URL. Default
+    /// `/signin-oidc`. (`IDWEB_CALLBACK_PATH`, `[AzureAd] CallbackPath`)
     pub callback_path: String,
+    /// The path of the post-logout redirect URI (where the provider sends
+    /// the browser back after RP-initiated logout), below the public URL.
+    /// Default `/signout-callback-oidc`. (`IDWEB_SIGNED_OUT_CALLBACK_PATH`,
+    /// `[AzureAd] SignedOutCallbackPath`)
+    pub signed_out_callback_path: String,
+    /// The path of the front-channel logout URI, below the public URL.
+    /// Default `/signout-oidc`. (`IDWEB_REMOTE_SIGN_OUT_PATH`,
+    /// `[AzureAd] RemoteSignOutPath`)
+    pub remote_sign_out_path: String,
+    /// The path of the back-channel logout URI, below the public URL.
+    /// Default `/backchannel-logout`. (`IDWEB_BACK_CHANNEL_LOGOUT_PATH`)
+    pub back_channel_logout_path: String,
+    /// The path that starts a sign-in (`GET`), below the public URL.
+    /// Default `/account/signin`. (`IDWEB_SIGN_IN_PATH`)
+    pub sign_in_path: String,
+    /// The path that signs out (`POST`), below the public URL.
+    /// Default `/account/signout`. (`IDWEB_SIGN_OUT_PATH`)
+    pub sign_out_path: String,
     /// The address the app listens on. Default `127.0.0.1:5000`. (`IDWEB_LISTEN`)
     pub listen: SocketAddr,
     /// Scopes requested at sign-in. Default `openid profile offline_access`; `openid` is always included. (`IDWEB_SCOPES`)
@@ -182,6 +210,11 @@ impl fmt::Debug for Settings {
             .field("client_auth", &self.client_auth)
             .field("public_url", &self.public_url.as_str())
             .field("callback_path", &self.callback_path)
+            .field("signed_out_callback_path", &self.signed_out_callback_path)
+            .field("remote_sign_out_path", &self.remote_sign_out_path)
+            .field("back_channel_logout_path", &self.back_channel_logout_path)
+            .field("sign_in_path", &self.sign_in_path)
+            .field("sign_out_path", &self.sign_out_path)
             .field("listen", &self.listen)
             .field("scopes", &self.scopes)
             .field("store", &self.store)
@@ -206,6 +239,11 @@ const KEYS: &[(&str, &str)] = &[
     ("client_auth", "IDWEB_CLIENT_AUTH"),
     ("public_url", "IDWEB_PUBLIC_URL"),
     ("callback_path", "IDWEB_CALLBACK_PATH"),
+    ("signed_out_callback_path", "IDWEB_SIGNED_OUT_CALLBACK_PATH"),
+    ("remote_sign_out_path", "IDWEB_REMOTE_SIGN_OUT_PATH"),
+    ("back_channel_logout_path", "IDWEB_BACK_CHANNEL_LOGOUT_PATH"),
+    ("sign_in_path", "IDWEB_SIGN_IN_PATH"),
+    ("sign_out_path", "IDWEB_SIGN_OUT_PATH"),
     ("listen", "IDWEB_LISTEN"),
     ("scopes", "IDWEB_SCOPES"),
     ("store", "IDWEB_STORE"),
@@ -228,6 +266,8 @@ const AZURE_KEYS: &[&str] = &[
     "ClientId",
     "ClientSecret",
     "CallbackPath",
+    "SignedOutCallbackPath",
+    "RemoteSignOutPath",
 ];
 
 /// One raw value and the name it was given under (for error messages).
@@ -346,6 +386,14 @@ impl Settings {
         )?;
         let mut public_url = parse_url(&public_raw)?;
         let trimmed = public_url.path().trim_end_matches('/').to_string();
+        if !trimmed.is_empty() {
+            check_path(&trimmed).map_err(|reason| {
+                invalid(
+                    &public_raw,
+                    format!("its path `{trimmed}` (where the app is served) {reason}"),
+                )
+            })?;
+        }
         public_url.set_path(&trimmed);
 
         let client_id = required(
@@ -375,19 +423,31 @@ impl Settings {
             },
         };
 
-        let callback_path = match raw.remove("callback_path") {
-            None => "/signin-oidc".to_string(),
-            Some(r) => {
-                let p = r.value.trim();
-                if !p.starts_with('/') || p.starts_with("//") || p.contains(['?', '#', ' ']) {
-                    return Err(invalid(
-                        &r,
-                        "must be a path starting with a single `/`".into(),
-                    ));
-                }
-                p.to_string()
+        let base = public_url.path().trim_end_matches('/').to_string();
+        let mut routes: Vec<(String, String)> = Vec::new();
+        let mut route = |key: &'static str, default: &str| -> Result<String, ConfigError> {
+            let (path, name) = match raw.remove(key) {
+                None => (default.to_string(), describe(key)),
+                Some(r) => (route_path(&r, &base)?, r.name),
+            };
+            if let Some((_, other)) = routes.iter().find(|(p, _)| *p == path) {
+                return Err(ConfigError::Invalid {
+                    key: name,
+                    reason: format!(
+                        "`{path}` is already the path of {other}; every route needs its own path"
+                    ),
+                });
             }
+            routes.push((path.clone(), name));
+            Ok(path)
         };
+        let callback_path = route("callback_path", "/signin-oidc")?;
+        let signed_out_callback_path =
+            route("signed_out_callback_path", DEFAULT_SIGNED_OUT_CALLBACK_PATH)?;
+        let remote_sign_out_path = route("remote_sign_out_path", "/signout-oidc")?;
+        let back_channel_logout_path = route("back_channel_logout_path", "/backchannel-logout")?;
+        let sign_in_path = route("sign_in_path", "/account/signin")?;
+        let sign_out_path = route("sign_out_path", "/account/signout")?;
 
         let listen = match raw.remove("listen") {
             None => SocketAddr::from(([127, 0, 0, 1], 5000)),
@@ -519,6 +579,11 @@ impl Settings {
             client_auth,
             public_url,
             callback_path,
+            signed_out_callback_path,
+            remote_sign_out_path,
+            back_channel_logout_path,
+            sign_in_path,
+            sign_out_path,
             listen,
             scopes,
             store,
@@ -530,13 +595,49 @@ impl Settings {
 
     /// The redirect URI: the public URL followed by the callback path.
     pub fn redirect_uri(&self) -> Url {
+        self.app_url(&self.callback_path)
+    }
+
+    /// The post-logout redirect URI: the public URL followed by
+    /// [`signed_out_callback_path`](Self::signed_out_callback_path).
+    pub fn post_logout_redirect_uri(&self) -> Url {
+        self.app_url(&self.signed_out_callback_path)
+    }
+
+    /// The front-channel logout URI to register at the provider: the public
+    /// URL followed by [`remote_sign_out_path`](Self::remote_sign_out_path).
+    pub fn front_channel_logout_uri(&self) -> Url {
+        self.app_url(&self.remote_sign_out_path)
+    }
+
+    /// The back-channel logout URI to register at the provider: the public
+    /// URL followed by [`back_channel_logout_path`](Self::back_channel_logout_path).
+    pub fn back_channel_logout_uri(&self) -> Url {
+        self.app_url(&self.back_channel_logout_path)
+    }
+
+    /// The path the app is served under: the public URL's path without its
+    /// trailing slash, e.g. `/portal` for `https://app.example/portal`, or
+    /// `""` when the app is at the root of its host.
+    pub fn path_base(&self) -> &str {
+        self.public_url.path().trim_end_matches('/')
+    }
+
+    /// `path` (a route path such as [`sign_in_path`](Self::sign_in_path),
+    /// or `/`) as the browser sees it: below [`path_base`](Self::path_base).
+    /// `/` is the app's home: `/portal` under `/portal`, `/` at the root.
+    pub fn app_path(&self, path: &str) -> String {
+        match (self.path_base(), path) {
+            ("", p) => p.to_string(),
+            (base, "/") => base.to_string(),
+            (base, p) => format!("{base}{p}"),
+        }
+    }
+
+    /// The public URL of `path` (see [`app_path`](Self::app_path)).
+    pub fn app_url(&self, path: &str) -> Url {
         let mut u = self.public_url.clone();
-        let path = format!(
-            "{}{}",
-            self.public_url.path().trim_end_matches('/'),
-            self.callback_path
-        );
-        u.set_path(&path);
+        u.set_path(&self.app_path(path));
         u
     }
 
@@ -638,6 +739,66 @@ fn invalid(r: &Raw, reason: String) -> ConfigError {
         key: r.name.clone(),
         reason,
     }
+}
+
+/// Checks the characters and segments of a path (of a route, or the public
+/// URL's). Axum's own syntax (`{capture}`, `*`, `:`) and anything a browser
+/// or proxy would rewrite (`.`/`..` segments, `//`, percent-escapes, a
+/// trailing `/`) is refused, so the path served is the path configured.
+fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err("must start with `/`".into());
+    }
+    if p.contains(['?', '#']) {
+        return Err("must not have a query or fragment".into());
+    }
+    if p.ends_with('/') {
+        return Err("must not end with `/`".into());
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/-._~!$&'()+,;=@".contains(*c)))
+    {
+        return Err(format!(
+            "has `{}`; use letters, digits, `/` and - . _ ~ ! $ & ' ( ) + , ; = @",
+            c.escape_default()
+        ));
+    }
+    if p[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("must not have empty, `.` or `..` segments".into());
+    }
+    Ok(())
+}
+
+/// A route path: absolute, relative to the public URL (`base`), checked by
+/// [`check_path`].
+fn route_path(r: &Raw, base: &str) -> Result<String, ConfigError> {
+    let p = r.value.trim();
+    if p == "/" {
+        return Err(invalid(r, "must not be `/` (the app's home)".into()));
+    }
+    check_path(p).map_err(|reason| {
+        invalid(
+            r,
+            format!("`{p}` {reason} (an absolute path, relative to the public URL)"),
+        )
+    })?;
+    if !base.is_empty() && (p == base || p.starts_with(&format!("{base}/"))) {
+        return Err(invalid(
+            r,
+            format!(
+                "`{p}` repeats the public URL's path `{base}`; route paths are relative to \
+                 the public URL (write `{}`)",
+                p.strip_prefix(base)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("/...")
+            ),
+        ));
+    }
+    Ok(p.to_string())
 }
 
 fn flag(r: Option<Raw>, default: bool) -> Result<bool, ConfigError> {
@@ -951,6 +1112,8 @@ fn apply_azure(
         ("ClientId", "client_id"),
         ("ClientSecret", "client_secret"),
         ("CallbackPath", "callback_path"),
+        ("SignedOutCallbackPath", "signed_out_callback_path"),
+        ("RemoteSignOutPath", "remote_sign_out_path"),
     ] {
         if let Some(v) = azure.remove(from) {
             put(to, v);

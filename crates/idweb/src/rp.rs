@@ -17,7 +17,7 @@ use crate::signin::{
 };
 use crate::signout::{
     BackChannelError, Eviction, FrontChannelError, LocalSignOut, LogoutConfig, LogoutHandler,
-    SIGN_OUT_CALLBACK_PATH, SignOut,
+    SignOut,
 };
 use crate::store::{MemoryStore, Store, StoreError};
 use crate::time::{Clock, SystemClock};
@@ -175,11 +175,7 @@ impl RelyingPartyBuilder {
             settings.session_lifetime + self.clock_skew + Duration::from_secs(3600),
         )
         .with_cache(cache.clone());
-        let mut post_logout_redirect_uri = settings.public_url.clone();
-        post_logout_redirect_uri.set_path(&format!(
-            "{}{SIGN_OUT_CALLBACK_PATH}",
-            settings.public_url.path().trim_end_matches('/')
-        ));
+        let post_logout_redirect_uri = settings.post_logout_redirect_uri();
         let logout = LogoutHandler::new(
             LogoutConfig {
                 logout_tokens: settings.logout_tokens,

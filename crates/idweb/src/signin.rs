@@ -245,32 +245,51 @@ fn authorization_request(
     ))
 }
 
-/// Checks that a return URL stays on this site; returns it as a path.
+/// Checks that a return URL stays on this app: same origin as the public
+/// URL and, when the app is served under a path (`https://host/portal`),
+/// under that path. Returns it as a path (with query), dot segments resolved
+/// as the browser would resolve them. The default is the app's home.
 fn same_origin_path(raw: Option<&str>, public_url: &Url) -> Result<String, SignInError> {
+    let base = public_url.path().trim_end_matches('/');
     let raw = match raw.map(str::trim) {
-        None | Some("") => return Ok("/".to_string()),
+        None | Some("") => return Ok(if base.is_empty() { "/" } else { base }.to_string()),
         Some(r) => r,
     };
     if raw.len() > 2048 || raw.chars().any(|c| c.is_control() || c == '\\') {
         return Err(SignInError::InvalidReturnUrl);
     }
-    if raw.starts_with('/') {
-        // "//host" is a scheme-relative URL to another site.
-        if raw.starts_with("//") {
-            return Err(SignInError::InvalidReturnUrl);
-        }
-        return Ok(raw.to_string());
+    // "//host" is a scheme-relative URL to another site.
+    if raw.starts_with("//") {
+        return Err(SignInError::InvalidReturnUrl);
     }
-    let url = Url::parse(raw).map_err(|_| SignInError::InvalidReturnUrl)?;
+    let url = if raw.starts_with('/') {
+        public_url.join(raw)
+    } else {
+        Url::parse(raw)
+    }
+    .map_err(|_| SignInError::InvalidReturnUrl)?;
     if url.origin() != public_url.origin() {
         return Err(SignInError::InvalidReturnUrl);
     }
-    let mut path = url.path().to_string();
-    if let Some(q) = url.query() {
-        path.push('?');
-        path.push_str(q);
+    let path = url.path();
+    if !(base.is_empty()
+        || path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/')))
+    {
+        return Err(SignInError::InvalidReturnUrl);
     }
-    Ok(path)
+    let mut out = path.to_string();
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = url.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    Ok(out)
 }
 
 /// What is expected of an ID token.
@@ -599,6 +618,39 @@ mod tests {
             "evil.example.com",
             "/a\r\nSet-Cookie: x=y",
             "https://app.example.com.evil.example/",
+        ] {
+            assert!(
+                same_origin_path(Some(bad), &base).is_err(),
+                "{bad} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn return_urls_must_stay_under_the_apps_path() {
+        let base = Url::parse("https://app.example.com/portal").unwrap();
+        assert_eq!(same_origin_path(None, &base).unwrap(), "/portal");
+        for (good, path) in [
+            ("/portal", "/portal"),
+            ("/portal/", "/portal/"),
+            ("/portal/profile?x=1", "/portal/profile?x=1"),
+            ("https://app.example.com/portal/a", "/portal/a"),
+            ("/portal/a/../b", "/portal/b"),
+        ] {
+            assert_eq!(same_origin_path(Some(good), &base).unwrap(), path, "{good}");
+        }
+        for bad in [
+            "/",
+            "/profile",
+            "/portalx",
+            "/portal-other/a",
+            "/portal/../admin",
+            "/portal/%2e%2e/admin",
+            "/portal/./../admin",
+            "https://app.example.com/other",
+            "https://evil.example.com/portal",
+            "//evil.example.com/portal",
+            "/\\evil.example.com/portal",
         ] {
             assert!(
                 same_origin_path(Some(bad), &base).is_err(),

@@ -424,8 +424,9 @@ pub struct LocalSignOut {
 /// The name of the cookie holding the sign-out `state`.
 pub const SIGN_OUT_STATE_COOKIE: &str = "idweb.signout";
 
-/// The path of the post-logout redirect URI, below the public URL.
-pub const SIGN_OUT_CALLBACK_PATH: &str = "/signout-callback-oidc";
+/// The default path of the post-logout redirect URI, below the public URL
+/// (the app's is [`Settings::signed_out_callback_path`](crate::config::Settings::signed_out_callback_path)).
+pub const SIGN_OUT_CALLBACK_PATH: &str = crate::config::DEFAULT_SIGNED_OUT_CALLBACK_PATH;
 
 pub(crate) const SIGN_OUT_PURPOSE: &str = "idweb signout v1";
 

@@ -238,6 +238,237 @@ fn azure_ad_section_maps_to_settings() {
 }
 
 #[test]
+fn route_paths_default_to_microsoft_identity_web_names() {
+    let s = Settings::from_sources(None, base()).unwrap();
+    assert_eq!(s.path_base(), "");
+    assert_eq!(s.callback_path, "/signin-oidc");
+    assert_eq!(s.signed_out_callback_path, "/signout-callback-oidc");
+    assert_eq!(s.remote_sign_out_path, "/signout-oidc");
+    assert_eq!(s.back_channel_logout_path, "/backchannel-logout");
+    assert_eq!(s.sign_in_path, "/account/signin");
+    assert_eq!(s.sign_out_path, "/account/signout");
+    assert_eq!(s.app_path("/"), "/");
+    assert_eq!(
+        s.post_logout_redirect_uri().as_str(),
+        "https://app.example.com/signout-callback-oidc"
+    );
+    assert_eq!(
+        s.front_channel_logout_uri().as_str(),
+        "https://app.example.com/signout-oidc"
+    );
+    assert_eq!(
+        s.back_channel_logout_uri().as_str(),
+        "https://app.example.com/backchannel-logout"
+    );
+}
+
+#[test]
+fn route_paths_from_env_and_file_below_the_public_urls_path() {
+    let toml = r#"
+        public_url = "https://app.example.com/portal/"
+        sign_in_path = "/auth/in"
+        sign_out_path = "/auth/out"
+        back_channel_logout_path = "/auth/bcl"
+    "#;
+    let s = Settings::from_sources(
+        Some(toml),
+        without(
+            with(
+                with(base(), "IDWEB_SIGNED_OUT_CALLBACK_PATH", "/auth/signed-out"),
+                "IDWEB_REMOTE_SIGN_OUT_PATH",
+                "/auth/fcl",
+            ),
+            "IDWEB_PUBLIC_URL",
+        ),
+    )
+    .unwrap();
+    assert_eq!(s.path_base(), "/portal");
+    assert_eq!(s.public_url.as_str(), "https://app.example.com/portal");
+    assert_eq!(s.sign_in_path, "/auth/in");
+    assert_eq!(s.sign_out_path, "/auth/out");
+    assert_eq!(s.app_path(&s.sign_in_path), "/portal/auth/in");
+    assert_eq!(s.app_path("/"), "/portal");
+    assert_eq!(
+        s.redirect_uri().as_str(),
+        "https://app.example.com/portal/signin-oidc"
+    );
+    assert_eq!(
+        s.post_logout_redirect_uri().as_str(),
+        "https://app.example.com/portal/auth/signed-out"
+    );
+    assert_eq!(
+        s.front_channel_logout_uri().as_str(),
+        "https://app.example.com/portal/auth/fcl"
+    );
+    assert_eq!(
+        s.back_channel_logout_uri().as_str(),
+        "https://app.example.com/portal/auth/bcl"
+    );
+    // The environment wins over the file.
+    let s = Settings::from_sources(
+        Some(toml),
+        with(
+            without(base(), "IDWEB_PUBLIC_URL"),
+            "IDWEB_SIGN_IN_PATH",
+            "/login",
+        ),
+    )
+    .unwrap();
+    assert_eq!(s.sign_in_path, "/login");
+}
+
+#[test]
+fn azure_ad_route_names_map_to_settings() {
+    let toml = r#"
+        [AzureAd]
+        CallbackPath = "/cb"
+        SignedOutCallbackPath = "/signed-out"
+        RemoteSignOutPath = "/remote-signout"
+    "#;
+    let s = Settings::from_sources(Some(toml), base()).unwrap();
+    assert_eq!(s.callback_path, "/cb");
+    assert_eq!(s.signed_out_callback_path, "/signed-out");
+    assert_eq!(s.remote_sign_out_path, "/remote-signout");
+    assert_eq!(
+        s.post_logout_redirect_uri().as_str(),
+        "https://app.example.com/signed-out"
+    );
+
+    // AzureAd__* variables override the file; IDWEB_* override both.
+    let s = Settings::from_sources(
+        Some(toml),
+        with(
+            with(base(), "AzureAd__SignedOutCallbackPath", "/env-signed-out"),
+            "AzureAd__RemoteSignOutPath",
+            "/env-remote",
+        ),
+    )
+    .unwrap();
+    assert_eq!(s.signed_out_callback_path, "/env-signed-out");
+    assert_eq!(s.remote_sign_out_path, "/env-remote");
+    let s = Settings::from_sources(
+        Some(toml),
+        with(
+            with(base(), "AzureAd__RemoteSignOutPath", "/env-remote"),
+            "IDWEB_REMOTE_SIGN_OUT_PATH",
+            "/idweb-remote",
+        ),
+    )
+    .unwrap();
+    assert_eq!(s.remote_sign_out_path, "/idweb-remote");
+
+    let e = err(Some("[AzureAd]\nRemoteSignOutPath = \"signout\""), base());
+    assert!(
+        e.contains("AzureAd.RemoteSignOutPath") && e.contains("must start with `/`"),
+        "{e}"
+    );
+    let e = err(
+        None,
+        with(base(), "AzureAd__SignedOutCallbackPath", "/a?b=c"),
+    );
+    assert!(
+        e.contains("AzureAd__SignedOutCallbackPath") && e.contains("query or fragment"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_route_paths_are_refused_naming_the_setting() {
+    for (var, value, expect) in [
+        (
+            "IDWEB_SIGN_IN_PATH",
+            "account/signin",
+            "must start with `/`",
+        ),
+        ("IDWEB_SIGN_OUT_PATH", "/out?x=1", "query or fragment"),
+        (
+            "IDWEB_REMOTE_SIGN_OUT_PATH",
+            "/fcl#top",
+            "query or fragment",
+        ),
+        (
+            "IDWEB_BACK_CHANNEL_LOGOUT_PATH",
+            "https://x.example/bcl",
+            "must start with `/`",
+        ),
+        (
+            "IDWEB_SIGNED_OUT_CALLBACK_PATH",
+            "/signed-out/",
+            "must not end with `/`",
+        ),
+        ("IDWEB_CALLBACK_PATH", "/", "the app's home"),
+        ("IDWEB_CALLBACK_PATH", "//evil.example.com", "empty"),
+        ("IDWEB_SIGN_IN_PATH", "/a/../b", "`..` segments"),
+        ("IDWEB_SIGN_IN_PATH", "/users/{id}", "has `{`"),
+        ("IDWEB_SIGN_IN_PATH", "/in out", "has ` `"),
+        ("IDWEB_SIGN_IN_PATH", "/a%2fb", "has `%`"),
+    ] {
+        let e = err(None, with(base(), var, value));
+        assert!(e.contains(var) && e.contains(expect), "{var}={value}: {e}");
+    }
+    let e = err(Some("sign_out_path = \"/out/\""), base());
+    assert!(e.contains("`sign_out_path` (file)"), "{e}");
+}
+
+#[test]
+fn two_routes_on_one_path_are_refused_naming_both() {
+    let e = err(
+        None,
+        with(
+            base(),
+            "IDWEB_REMOTE_SIGN_OUT_PATH",
+            "/signout-callback-oidc",
+        ),
+    );
+    assert!(
+        e.contains("IDWEB_REMOTE_SIGN_OUT_PATH")
+            && e.contains("`signed_out_callback_path` (IDWEB_SIGNED_OUT_CALLBACK_PATH)")
+            && e.contains("every route needs its own path"),
+        "{e}"
+    );
+    let e = err(
+        Some("[AzureAd]\nCallbackPath = \"/x\""),
+        with(base(), "IDWEB_SIGN_OUT_PATH", "/x"),
+    );
+    assert!(
+        e.contains("IDWEB_SIGN_OUT_PATH") && e.contains("AzureAd.CallbackPath"),
+        "{e}"
+    );
+}
+
+#[test]
+fn public_url_path_and_route_paths_must_agree() {
+    let portal = with(base(), "IDWEB_PUBLIC_URL", "https://app.example.com/portal");
+    let e = err(
+        None,
+        with(portal.clone(), "IDWEB_CALLBACK_PATH", "/portal/signin-oidc"),
+    );
+    assert!(
+        e.contains("IDWEB_CALLBACK_PATH")
+            && e.contains("repeats the public URL's path `/portal`")
+            && e.contains("write `/signin-oidc`"),
+        "{e}"
+    );
+    // A path that merely starts with the same letters is another path.
+    let s = Settings::from_sources(None, with(portal, "IDWEB_CALLBACK_PATH", "/portal-signin"))
+        .unwrap();
+    assert_eq!(s.redirect_uri().path(), "/portal/portal-signin");
+    for (url, expect) in [
+        ("https://app.example.com/a//b", "empty"),
+        ("https://app.example.com/my%20app", "has `%`"),
+        ("https://app.example.com/{tenant}", "has `%`"),
+    ] {
+        let e = err(None, with(base(), "IDWEB_PUBLIC_URL", url));
+        assert!(
+            e.contains("IDWEB_PUBLIC_URL")
+                && e.contains("where the app is served")
+                && e.contains(expect),
+            "{url}: {e}"
+        );
+    }
+}
+
+#[test]
 fn bad_callback_path() {
     let e = err(
         None,
