@@ -17,7 +17,9 @@
 //! let listen = idweb.relying_party().settings().listen;
 //! let app = idweb.mount(Router::new().route("/profile", get(profile)));
 //! let listener = tokio::net::TcpListener::bind(listen).await?;
-//! axum::serve(listener, app).await?;
+//! // Like `axum::serve`, with header-read, idle and body timeouts and a
+//! // connection limit.
+//! idweb_axum::serve(listener, app).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -64,6 +66,7 @@ mod cookies;
 mod error;
 mod extract;
 mod routes;
+mod serve;
 mod signout;
 
 use std::sync::Arc;
@@ -75,6 +78,10 @@ pub use builder::{BuildError, IdWebBuilder};
 pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
 pub use idweb_stores::OpenStoreError;
+pub use serve::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, Serve, serve,
+};
 pub use signout::MAX_LOGOUT_BODY;
 
 /// idweb installed on an axum app. Cheap to clone.

@@ -60,6 +60,9 @@ pub struct AppOptions {
     /// Whether to register the client at the IdP (another instance of the
     /// same app needs no registration of its own). Default true.
     pub register: bool,
+    /// Serve with `idweb_axum::serve`, configured by this function, rather
+    /// than with `axum::serve`. Default `None`.
+    pub serve: Option<fn(idweb_axum::Serve) -> idweb_axum::Serve>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -84,6 +87,7 @@ impl Default for AppOptions {
             client: |c, _| c,
             client_secret: None,
             register: true,
+            serve: None,
         }
     }
 }
@@ -221,9 +225,17 @@ async fn serve_app(
             ),
         ),
     };
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let server = match options.serve {
+        Some(configure) => {
+            let server = configure(idweb_axum::serve(listener, app));
+            tokio::spawn(async move {
+                let _ = server.await;
+            })
+        }
+        None => tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }),
+    };
     TestApp {
         url,
         client_id: client_id.to_string(),
