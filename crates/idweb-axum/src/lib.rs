@@ -65,6 +65,7 @@ mod builder;
 mod cookies;
 mod error;
 mod extract;
+mod headers;
 mod routes;
 mod serve;
 mod signout;
@@ -77,6 +78,7 @@ use idweb::{RelyingParty, Settings};
 pub use builder::{BuildError, IdWebBuilder};
 pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
+pub use headers::{DenyFramingLayer, ResponseHeaders, ResponseHeadersFuture};
 pub use idweb_stores::OpenStoreError;
 pub use serve::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -120,12 +122,18 @@ impl IdWeb {
 
     /// Adds idweb's routes to `router` and installs the layer the
     /// [`AuthenticatedUser`] extractor needs. One call does both.
+    ///
+    /// idweb's own pages forbid framing ([`DenyFramingLayer`]; the
+    /// front-channel logout page may be framed by the provider only); put
+    /// that layer on the app's routes too. Every response to a request that
+    /// extracted an [`AuthenticatedUser`] gets `Cache-Control: no-store`.
     pub fn mount<S>(&self, router: Router<S>) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
         router
-            .merge(routes::routes(self))
+            .merge(routes::routes(self).layer(DenyFramingLayer))
+            .layer(headers::NoStoreWhenAuthenticatedLayer)
             .layer(Extension(self.clone()))
     }
 
