@@ -302,10 +302,24 @@ async fn back_channel(
             tracing::info!(sessions = e.sessions_removed, "back-channel logout");
             no_store(StatusCode::OK.into_response())
         }
-        Err(BackChannelError::Invalid(e)) => {
-            tracing::warn!(error = %e, "back-channel logout refused");
-            logout_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
-        }
+        Err(BackChannelError::Invalid(e)) => match keys_retry_after(&e) {
+            // Not a final answer: the provider retries, and then it may pass.
+            Some(wait) => {
+                tracing::warn!(error = %e, "back-channel logout deferred: provider keys unavailable");
+                let mut resp = logout_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the provider's signing keys cannot be checked now; retry later",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+                resp
+            }
+            None => {
+                tracing::warn!(error = %e, "back-channel logout refused");
+                logout_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+            }
+        },
         Err(e) => {
             tracing::error!(error = %e, "back-channel logout could not be recorded");
             logout_error(
@@ -315,6 +329,22 @@ async fn back_channel(
             )
         }
     }
+}
+
+/// How long to wait when a logout token could not be checked for a
+/// transient reason (its key is unknown but the keys may not be refetched
+/// yet, or they could not be fetched); `None` when the refusal is final.
+fn keys_retry_after(e: &idweb::LogoutTokenError) -> Option<std::time::Duration> {
+    match e {
+        idweb::LogoutTokenError::Signature(idweb::JwsError::Key(p)) => p.retry_after(),
+        _ => None,
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 async fn front_channel(Extension(idweb): Extension<IdWeb>, RawQuery(q): RawQuery) -> Response {
