@@ -137,6 +137,33 @@ impl IdWeb {
             .layer(Extension(self.clone()))
     }
 
+    /// Starts a task that deletes expired records from the store
+    /// ([`Store::purge_expired`](idweb::Store::purge_expired)) every
+    /// `every` (at least one second), the first time one period from now.
+    /// The task ends by itself once every clone of this `IdWeb` is dropped.
+    /// [`IdWebBuilder::build`] starts it with [`Settings::purge_interval`];
+    /// an `IdWeb` made with [`IdWeb::new`] runs none unless this is called.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_purge_task(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let every = every.max(std::time::Duration::from_secs(1));
+        let rp = Arc::downgrade(&self.rp);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(rp) = rp.upgrade() else { break };
+                match rp.store().purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(records = n, "purged expired records"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge expired records"),
+                }
+            }
+        })
+    }
+
     /// The name of the session cookie: `__Host-idweb.session` on https
     /// (Secure, no Domain, Path=/), `idweb.session` on a loopback http URL.
     pub fn session_cookie_name(&self) -> &'static str {
