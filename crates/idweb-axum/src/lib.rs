@@ -66,6 +66,7 @@ mod cookies;
 mod error;
 mod extract;
 mod headers;
+mod pending;
 mod routes;
 mod serve;
 mod signout;
@@ -80,6 +81,7 @@ pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
 pub use headers::{DenyFramingLayer, ResponseHeaders, ResponseHeadersFuture};
 pub use idweb_stores::OpenStoreError;
+pub use pending::MAX_PENDING_SIGN_INS;
 pub use serve::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, Serve, serve,

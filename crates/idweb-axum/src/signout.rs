@@ -194,9 +194,9 @@ async fn local_sign_out(
     if let (Some(end), false) = (&done.end_session, json) {
         // Binds the provider's answer (`state`) to this browser.
         let state_cookie = SetCookie {
-            name: end.state_cookie_name,
+            name: &cookies::host_name(end.state_cookie_name, secure),
             value: end.state_cookie_value.secret(),
-            path: SIGN_OUT_CALLBACK_PATH,
+            path: cookies::host_path(SIGN_OUT_CALLBACK_PATH, secure),
             max_age: Some(600),
             secure,
         };
@@ -216,9 +216,11 @@ async fn sign_out_callback(
     RawQuery(q): RawQuery,
 ) -> Response {
     let rp = idweb.relying_party();
+    let secure = rp.settings().secure_cookies();
+    let state_cookie = cookies::host_name(SIGN_OUT_STATE_COOKIE, secure);
     let state = parse_query(q.as_deref()).and_then(|mut q| q.remove("state"));
     let ok = rp.complete_sign_out(
-        cookies::get(&headers, SIGN_OUT_STATE_COOKIE).as_deref(),
+        cookies::get(&headers, &state_cookie).as_deref(),
         state.as_deref(),
     );
     let (status, body) = if ok {
@@ -241,9 +243,9 @@ async fn sign_out_callback(
     };
     let mut resp = (status, Html(body)).into_response();
     if let Some(c) = SetCookie::removal(
-        SIGN_OUT_STATE_COOKIE,
-        SIGN_OUT_CALLBACK_PATH,
-        rp.settings().secure_cookies(),
+        &state_cookie,
+        cookies::host_path(SIGN_OUT_CALLBACK_PATH, secure),
+        secure,
     ) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
