@@ -136,7 +136,8 @@ async fn serve(
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
-    axum::serve(listener, app)
+    // Header-read, idle and body timeouts and a connection limit (the defaults).
+    idweb_axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -74,7 +74,8 @@ pub fn router(idweb: &IdWeb, title: &str) -> Router {
                 }
             }),
         );
-    idweb.mount(app)
+    // No other site may frame the app's pages (clickjacking).
+    idweb.mount(app).layer(idweb_axum::DenyFramingLayer)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {

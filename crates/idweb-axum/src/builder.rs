@@ -88,7 +88,9 @@ impl IdWebBuilder {
     }
 
     /// Opens the store (unless one was given), fetches the provider's
-    /// metadata and keys, and builds the [`IdWeb`].
+    /// metadata and keys, builds the [`IdWeb`], and starts its purge task
+    /// (every [`Settings::purge_interval`], `IDWEB_PURGE_INTERVAL`; see
+    /// [`IdWeb::spawn_purge_task`]).
     ///
     /// # Errors
     /// [`BuildError::Store`] when the store cannot be opened (checked
@@ -102,6 +104,11 @@ impl IdWebBuilder {
             }
         };
         let rp = self.rp.with_store(store).build().await?;
-        Ok(IdWeb::new(rp))
+        let idweb = IdWeb::new(rp);
+        let every = idweb.relying_party().settings().purge_interval;
+        if !every.is_zero() {
+            drop(idweb.spawn_purge_task(every));
+        }
+        Ok(idweb)
     }
 }

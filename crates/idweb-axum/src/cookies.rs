@@ -18,6 +18,42 @@ pub(crate) fn get(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value_trimmed().to_string())
 }
 
+/// Every cookie of the request whose name starts with `prefix`, as
+/// `(name, value)`.
+pub(crate) fn with_prefix(headers: &HeaderMap, prefix: &str) -> Vec<(String, String)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name().starts_with(prefix))
+        .map(|c| (c.name().to_string(), c.value_trimmed().to_string()))
+        .collect()
+}
+
+/// The name idweb gives cookie `name`: with the `__Host-` prefix on https
+/// (the browser then insists on Secure, Path=/ and no Domain, so no
+/// sibling subdomain can plant or overwrite it), as is on plain http.
+pub(crate) fn host_name(name: &str, secure: bool, path_base: &str) -> String {
+    match (secure, path_base) {
+        (true, "") => format!("__Host-{name}"),
+        // `__Host-` requires `Path=/`; below a path the cookie keeps that path.
+        (true, _) => format!("__Secure-{name}"),
+        (false, _) => name.to_string(),
+    }
+}
+
+/// The path of a cookie that would be scoped to `path` on http: `/` on
+/// https at the root, as `__Host-` requires.
+pub(crate) fn host_path<'a>(path: &'a str, secure: bool, path_base: &str) -> &'a str {
+    if secure && path_base.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
 /// Attributes of a cookie to set.
 pub(crate) struct SetCookie<'a> {
     pub(crate) name: &'a str,

@@ -197,6 +197,10 @@ async fn current(parts: &Parts) -> Result<(IdWeb, Option<Session>), AuthRejectio
 }
 
 fn user(parts: &Parts, idweb: IdWeb, session: Session) -> AuthenticatedUser {
+    // The response shows a signed-in user's data: `Cache-Control: no-store`.
+    if let Some(marker) = parts.extensions.get::<crate::headers::Authenticated>() {
+        marker.mark();
+    }
     AuthenticatedUser {
         session,
         return_url: return_url(parts, &idweb),

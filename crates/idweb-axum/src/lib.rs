@@ -17,7 +17,9 @@
 //! let listen = idweb.relying_party().settings().listen;
 //! let app = idweb.mount(Router::new().route("/profile", get(profile)));
 //! let listener = tokio::net::TcpListener::bind(listen).await?;
-//! axum::serve(listener, app).await?;
+//! // Like `axum::serve`, with header-read, idle and body timeouts and a
+//! // connection limit.
+//! idweb_axum::serve(listener, app).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -76,7 +78,10 @@ mod builder;
 mod cookies;
 mod error;
 mod extract;
+mod headers;
+mod pending;
 mod routes;
+mod serve;
 mod signout;
 
 use std::sync::Arc;
@@ -89,7 +94,13 @@ use idweb::{RelyingParty, Settings};
 pub use builder::{BuildError, IdWebBuilder};
 pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
+pub use headers::{DenyFramingLayer, ResponseHeaders, ResponseHeadersFuture};
 pub use idweb_stores::OpenStoreError;
+pub use pending::MAX_PENDING_SIGN_INS;
+pub use serve::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, Serve, serve,
+};
 pub use signout::MAX_LOGOUT_BODY;
 
 /// idweb installed on an axum app. Cheap to clone.
@@ -136,17 +147,51 @@ impl IdWeb {
     /// with other routes if you like, but do not nest it: a request that
     /// reaches it through [`Router::nest`] is answered with a 500 naming the
     /// problem, rather than half-working sign-ins).
+    ///
+    /// idweb's own pages forbid framing ([`DenyFramingLayer`]; the
+    /// front-channel logout page may be framed by the provider only); put
+    /// that layer on the app's routes too. Every response to a request that
+    /// extracted an [`AuthenticatedUser`] gets `Cache-Control: no-store`.
     pub fn mount<S>(&self, router: Router<S>) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
-        let app = router.merge(routes::routes(self));
+        let app = router
+            .merge(routes::routes(self).layer(DenyFramingLayer))
+            .layer(headers::NoStoreWhenAuthenticatedLayer);
         let app = match self.rp.settings().path_base() {
             "" => app,
             base => Router::new().nest(base, app),
         };
         app.layer(axum::middleware::from_fn(served_at_root))
             .layer(Extension(self.clone()))
+    }
+
+    /// Starts a task that deletes expired records from the store
+    /// ([`Store::purge_expired`](idweb::Store::purge_expired)) every
+    /// `every` (at least one second), the first time one period from now.
+    /// The task ends by itself once every clone of this `IdWeb` is dropped.
+    /// [`IdWebBuilder::build`] starts it with [`Settings::purge_interval`];
+    /// an `IdWeb` made with [`IdWeb::new`] runs none unless this is called.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_purge_task(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let every = every.max(std::time::Duration::from_secs(1));
+        let rp = Arc::downgrade(&self.rp);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(rp) = rp.upgrade() else { break };
+                match rp.store().purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(records = n, "purged expired records"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge expired records"),
+                }
+            }
+        })
     }
 
     /// The name of the session cookie: `__Host-idweb.session` on https

@@ -1,6 +1,7 @@
 //! The sign-in routes.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use axum::extract::RawQuery;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -35,9 +36,25 @@ pub(crate) fn parse_query(raw: Option<&str>) -> Option<HashMap<String, String>> 
     Some(map)
 }
 
+/// `location` with every byte that may not appear raw in a URL
+/// percent-encoded: non-ASCII (UTF-8 bytes), controls, space, and the
+/// characters `"`, `<`, `>`, `\`, `^`, `{`, `|`, `}` and the backtick. `%`
+/// is kept, so an already encoded URL is unchanged.
+pub(crate) fn encode_location(location: &str) -> String {
+    let mut out = String::with_capacity(location.len());
+    for &b in location.as_bytes() {
+        if b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 pub(crate) fn redirect(location: &str, status: StatusCode) -> Response {
     let mut resp = status.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
+    if let Ok(v) = HeaderValue::from_str(&encode_location(location)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp.headers_mut()
@@ -97,13 +114,19 @@ async fn sign_in(
         Err(error) => return SignInFailure { error, json, home }.into_response(),
     };
     let mut resp = redirect(request.authorization_url.as_str(), StatusCode::FOUND);
-    let callback = rp.settings().app_path(&rp.settings().callback_path);
+    let secure = rp.settings().secure_cookies();
+    let base = rp.settings().path_base();
+    // At most MAX_PENDING_SIGN_INS per browser: the oldest go.
+    for removal in crate::pending::drop_oldest(&headers, rp, secure, idweb.cookie_path()) {
+        resp.headers_mut().append(header::SET_COOKIE, removal);
+    }
+    // The app's path (not the callback path) so that the next sign-in start sees it.
     let cookie = SetCookie {
-        name: &request.cookie_name,
+        name: &cookies::host_name(&request.cookie_name, secure, base),
         value: request.cookie_value.secret(),
-        path: &callback,
+        path: idweb.cookie_path(),
         max_age: Some(request.max_age.as_secs()),
-        secure: rp.settings().secure_cookies(),
+        secure,
     };
     if let Some(v) = cookie.header() {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -143,9 +166,10 @@ async fn callback_handler(
         }
         .into_response();
     };
-    let cookie_name = pending_cookie_name(&state);
-    let pending = cookies::get(&headers, &cookie_name);
     let secure = settings.secure_cookies();
+    let cookie_name =
+        cookies::host_name(&pending_cookie_name(&state), secure, settings.path_base());
+    let pending = cookies::get(&headers, &cookie_name);
     let mut resp = match rp.complete_sign_in(pending.as_deref(), &params).await {
         Ok(done) => {
             // A new sign-in in this browser replaces its previous session (and its tokens).
@@ -175,11 +199,7 @@ async fn callback_handler(
     };
     // The pending sign-in is used up whatever the outcome.
     if pending.is_some()
-        && let Some(v) = SetCookie::removal(
-            &cookie_name,
-            &settings.app_path(&settings.callback_path),
-            secure,
-        )
+        && let Some(v) = SetCookie::removal(&cookie_name, idweb.cookie_path(), secure)
     {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }

@@ -210,9 +210,9 @@ async fn local_sign_out(
         // Binds the provider's answer (`state`) to this browser.
         let path = settings.app_path(&settings.signed_out_callback_path);
         let state_cookie = SetCookie {
-            name: end.state_cookie_name,
+            name: &cookies::host_name(end.state_cookie_name, secure, settings.path_base()),
             value: end.state_cookie_value.secret(),
-            path: &path,
+            path: cookies::host_path(&path, secure, settings.path_base()),
             max_age: Some(600),
             secure,
         };
@@ -232,9 +232,11 @@ async fn sign_out_callback(
     RawQuery(q): RawQuery,
 ) -> Response {
     let rp = idweb.relying_party();
+    let secure = rp.settings().secure_cookies();
+    let state_cookie = cookies::host_name(SIGN_OUT_STATE_COOKIE, secure, rp.settings().path_base());
     let state = parse_query(q.as_deref()).and_then(|mut q| q.remove("state"));
     let ok = rp.complete_sign_out(
-        cookies::get(&headers, SIGN_OUT_STATE_COOKIE).as_deref(),
+        cookies::get(&headers, &state_cookie).as_deref(),
         state.as_deref(),
     );
     let (status, body) = if ok {
@@ -264,9 +266,13 @@ async fn sign_out_callback(
     let mut resp = (status, Html(body)).into_response();
     let settings = rp.settings();
     if let Some(c) = SetCookie::removal(
-        SIGN_OUT_STATE_COOKIE,
-        &settings.app_path(&settings.signed_out_callback_path),
-        settings.secure_cookies(),
+        &state_cookie,
+        cookies::host_path(
+            &settings.app_path(&settings.signed_out_callback_path),
+            secure,
+            settings.path_base(),
+        ),
+        secure,
     ) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -325,10 +331,24 @@ async fn back_channel(
             tracing::info!(sessions = e.sessions_removed, "back-channel logout");
             no_store(StatusCode::OK.into_response())
         }
-        Err(BackChannelError::Invalid(e)) => {
-            tracing::warn!(error = %e, "back-channel logout refused");
-            logout_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
-        }
+        Err(BackChannelError::Invalid(e)) => match keys_retry_after(&e) {
+            // Not a final answer: the provider retries, and then it may pass.
+            Some(wait) => {
+                tracing::warn!(error = %e, "back-channel logout deferred: provider keys unavailable");
+                let mut resp = logout_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the provider's signing keys cannot be checked now; retry later",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+                resp
+            }
+            None => {
+                tracing::warn!(error = %e, "back-channel logout refused");
+                logout_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+            }
+        },
         Err(e) => {
             tracing::error!(error = %e, "back-channel logout could not be recorded");
             logout_error(
@@ -338,6 +358,22 @@ async fn back_channel(
             )
         }
     }
+}
+
+/// How long to wait when a logout token could not be checked for a
+/// transient reason (its key is unknown but the keys may not be refetched
+/// yet, or they could not be fetched); `None` when the refusal is final.
+fn keys_retry_after(e: &idweb::LogoutTokenError) -> Option<std::time::Duration> {
+    match e {
+        idweb::LogoutTokenError::Signature(idweb::JwsError::Key(p)) => p.retry_after(),
+        _ => None,
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 async fn front_channel(Extension(idweb): Extension<IdWeb>, RawQuery(q): RawQuery) -> Response {

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use idweb::{BACKCHANNEL_LOGOUT_EVENT, StoreStats};
 use idweb_test_support::idweb_devidp::DevIdp;
-use idweb_test_support::{AppOptions, TestApp, browser, dev_idp, sign_in, start_app};
+use idweb_test_support::{AppOptions, TestApp, browser, dev_idp, profile_json, sign_in, start_app};
 use serde_json::{Value, json};
 
 fn now() -> i64 {
@@ -406,4 +406,65 @@ async fn tokens_typed_plain_jwt_are_accepted_unless_explicit_typing_is_required(
             u64::from(require_typ)
         );
     }
+}
+
+/// A junk token with an unknown `kid` uses up the JWKS refetch window; a
+/// genuine logout signed with a key the provider rotated just after is then
+/// deferred (503 + Retry-After, retryable), not refused; once the window has
+/// passed the provider's retry signs the user out.
+#[tokio::test]
+async fn a_genuine_logout_with_a_fresh_key_during_the_refetch_window_is_503_retry_after_then_200() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let idp = dev_idp(true).await;
+    let clock = Arc::new(idweb::ManualClock::starting_now());
+    let app = start_app(
+        &idp,
+        AppOptions {
+            clock: clock.clone(),
+            min_jwks_refetch_interval: Duration::from_secs(30),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let user = browser();
+    let profile = sign_in(&user, &app, "alice").await;
+    let (sub, sid) = (
+        profile["sub"].as_str().unwrap().to_string(),
+        profile["sid"].as_str().unwrap().to_string(),
+    );
+    let form_ct = "application/x-www-form-urlencoded";
+
+    // The junk token: its key is unknown even after the refetch it causes.
+    let junk = idp.mint_jwt(
+        json!({"typ": "logout+jwt", "kid": "junk-key"}),
+        claims(&idp, &app, &sub, &sid),
+    );
+    let resp = post_form(&app, form(&junk), form_ct).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("retry-after").is_none());
+
+    // The provider rotates its keys and sends a genuine logout.
+    idp.rotate_keys(false);
+    let genuine = idp.logout_token_for(&app.client_id, Some(&sub), Some(&sid));
+    let resp = post_form(&app, form(&genuine), form_ct).await;
+    assert_eq!(resp.status(), 503);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "Retry-After: {retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(
+        profile_json(&user, &app).await.is_some(),
+        "nothing signed out yet"
+    );
+
+    // The provider retries after Retry-After: the keys are refetched.
+    clock.advance(Duration::from_secs(retry));
+    let resp = post_form(&app, form(&genuine), form_ct).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(profile_json(&user, &app).await.is_none(), "signed out");
 }

@@ -1081,6 +1081,10 @@ impl Store for CachingStore {
     async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
         self.seen(self.redis.unlock(name, token).await)
     }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.seen(self.redis.purge_expired().await)
+    }
 }
 
 #[cfg(test)]

@@ -195,4 +195,8 @@ impl Store for SqliteStore {
         self.write(move |conn| ops::unlock(conn, &name, &token))
             .await
     }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        SqliteStore::purge_expired(self).await
+    }
 }

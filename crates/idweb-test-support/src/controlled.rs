@@ -148,4 +148,9 @@ impl Store for ControlledStore {
         self.check()?;
         self.inner.unlock(name, token).await
     }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.purge_expired().await
+    }
 }

@@ -67,6 +67,9 @@ pub struct AppOptions {
     /// `http://host:port/portal`); `TestApp::url` stays the origin. Default
     /// none.
     pub path_base: &'static str,
+    /// Serve with `idweb_axum::serve`, configured by this function, rather
+    /// than with `axum::serve`. Default `None`.
+    pub serve: Option<fn(idweb_axum::Serve) -> idweb_axum::Serve>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -92,6 +95,7 @@ impl Default for AppOptions {
             client_secret: None,
             register: true,
             path_base: "",
+            serve: None,
         }
     }
 }
@@ -244,9 +248,17 @@ async fn serve_app(
             ),
         ),
     };
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let server = match options.serve {
+        Some(configure) => {
+            let server = configure(idweb_axum::serve(listener, app));
+            tokio::spawn(async move {
+                let _ = server.await;
+            })
+        }
+        None => tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }),
+    };
     TestApp {
         url,
         client_id: client_id.to_string(),

@@ -195,6 +195,10 @@ pub struct Settings {
     pub logout_tokens: LogoutTokenPolicy,
     /// Downstream APIs by name (`[downstream.NAME]`, or `IDWEB_DOWNSTREAM__NAME__BASE_URL` / `__SCOPES`).
     pub downstream: BTreeMap<String, DownstreamApiSettings>,
+    /// How often the app deletes expired sessions, tombstones and logout-token
+    /// ids from the store ([`Store::purge_expired`](crate::Store::purge_expired)).
+    /// Default 5 minutes; `0` turns the purge off. (`IDWEB_PURGE_INTERVAL`, seconds)
+    pub purge_interval: Duration,
     cookie_key: Secret,
     cookie_key_source: KeySource,
     cache_keys: Arc<CacheKeys>,
@@ -227,6 +231,7 @@ impl fmt::Debug for Settings {
             .field("revoke_on_sign_out", &self.revoke_on_sign_out)
             .field("end_session_method", &self.end_session_method)
             .field("logout_tokens", &self.logout_tokens)
+            .field("purge_interval", &self.purge_interval)
             .finish()
     }
 }
@@ -252,6 +257,7 @@ const KEYS: &[(&str, &str)] = &[
     ("cache_keys", "IDWEB_CACHE_KEYS"),
     ("revoke_on_sign_out", "IDWEB_REVOKE_ON_SIGN_OUT"),
     ("end_session_method", "IDWEB_END_SESSION_METHOD"),
+    ("purge_interval", "IDWEB_PURGE_INTERVAL"),
     ("logout_token_max_age", "IDWEB_LOGOUT_TOKEN_MAX_AGE"),
     ("logout_token_require_typ", "IDWEB_LOGOUT_TOKEN_REQUIRE_TYP"),
     (
@@ -566,7 +572,26 @@ impl Settings {
             logout_tokens.max_age = Duration::from_secs(secs);
         }
 
+        let purge_interval = match raw.remove("purge_interval") {
+            None => Duration::from_secs(300),
+            Some(r) => {
+                let secs: u64 = r
+                    .value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(&r, "expected a number of seconds".into()))?;
+                if secs > 86_400 {
+                    return Err(invalid(
+                        &r,
+                        "must be at most one day (0 turns the purge off)".into(),
+                    ));
+                }
+                Duration::from_secs(secs)
+            }
+        };
+
         Ok(Settings {
+            purge_interval,
             end_session_method,
             revoke_on_sign_out,
             logout_tokens,

@@ -140,7 +140,9 @@ impl Provider {
     /// # Errors
     /// [`JwsError`](crate::JwsError) says which check failed;
     /// [`JwsError::Key`](crate::JwsError::Key) carries
-    /// [`ProviderError::UnknownKey`] when no key matches, or
+    /// [`ProviderError::UnknownKey`] when no key matches,
+    /// [`ProviderError::KeyRefetchRateLimited`] when none matches and the
+    /// keys may not be refetched yet, or
     /// [`ProviderError::Fetch`] when the refetch failed.
     pub async fn verify_jws(
         &self,

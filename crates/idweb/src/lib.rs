@@ -124,8 +124,8 @@ pub use signout::{
     SIGN_OUT_STATE_COOKIE, SignOut, SignOutSelector,
 };
 pub use store::{
-    BoxError, LockToken, MemoryStore, PartitionKey, PartitionWrite, SessionLookup, Store,
-    StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
+    BoxError, LockToken, MemoryHeld, MemoryStore, PartitionKey, PartitionWrite, SessionLookup,
+    Store, StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};

@@ -80,6 +80,31 @@ pub enum ProviderError {
         /// The algorithm from the token header.
         alg: Algorithm,
     },
+    /// No key of the provider matches the token's `kid`, and the JWKS was
+    /// refetched too recently to be fetched again: the provider may have
+    /// just rotated its keys. A transient condition: retry after `retry_after`.
+    #[error(
+        "no signing key of the provider matches key id {kid:?}; the keys were refetched too recently to look again (retry in {retry_after:?})"
+    )]
+    KeyRefetchRateLimited {
+        /// The key id from the token header.
+        kid: Option<String>,
+        /// When the keys may be fetched again.
+        retry_after: Duration,
+    },
+}
+
+impl ProviderError {
+    /// When the failure may go away by itself (the keys could not be
+    /// fetched, or may not be refetched yet), how long to wait before
+    /// trying again; `None` for a final answer.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::KeyRefetchRateLimited { retry_after, .. } => Some(*retry_after),
+            ProviderError::Fetch(_) => Some(Duration::from_secs(5)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -232,11 +257,15 @@ impl Provider {
         let now = self.clock.now();
         {
             let mut state = self.keys.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(last) = state.last_refetch
-                && now.duration_since(last).unwrap_or_default() < self.min_refetch_interval
-            {
-                tracing::debug!(?kid, "unknown key id; JWKS refetch rate-limited");
-                return Err(unknown());
+            if let Some(last) = state.last_refetch {
+                let since = now.duration_since(last).unwrap_or_default();
+                if since < self.min_refetch_interval {
+                    tracing::debug!(?kid, "unknown key id; JWKS refetch rate-limited");
+                    return Err(ProviderError::KeyRefetchRateLimited {
+                        kid: kid.map(str::to_string),
+                        retry_after: self.min_refetch_interval.saturating_sub(since),
+                    });
+                }
             }
             state.last_refetch = Some(now);
         }

@@ -462,6 +462,16 @@ impl SignIn {
         })
     }
 
+    /// When the pending sign-in sealed in `pending_cookie` was started (Unix
+    /// seconds); `None` when the cookie is not one of this app's. Lets the
+    /// web layer keep only the newest few sign-ins of a browser.
+    pub fn pending_started_at(&self, pending_cookie: &str) -> Option<i64> {
+        self.sealer
+            .open(PENDING_PURPOSE, pending_cookie)
+            .and_then(|json| serde_json::from_slice::<Pending>(&json).ok())
+            .map(|p| p.created_at)
+    }
+
     /// Completes a sign-in at the redirect URI. `pending_cookie` is the value
     /// of the cookie named [`pending_cookie_name`]`(state)`. On success the
     /// session is stored; on any error nothing is stored.

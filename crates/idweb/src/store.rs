@@ -354,6 +354,18 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// still holds it (a lock that expired and was taken by someone else is
     /// left alone).
     async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError>;
+
+    /// Deletes what has expired by the store's clock and still takes room:
+    /// sessions (with their partitions and index entries), tombstones, jti
+    /// records, locks. Returns how many records were deleted. Never deletes
+    /// anything live. Apps run it periodically (`idweb-axum` does, every
+    /// `IDWEB_PURGE_INTERVAL`).
+    ///
+    /// The default does nothing and returns 0: for backends that expire
+    /// records by themselves (Redis key TTLs).
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Proof of holding a lock of the store (see [`Store::try_lock`]).
@@ -418,6 +430,33 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// What the store holds, expired records included until
+    /// [`purge_expired`](Store::purge_expired) deletes them (for
+    /// diagnostics and tests; [`Store::stats`] counts live records only).
+    pub fn held(&self) -> MemoryHeld {
+        let inner = self.lock();
+        MemoryHeld {
+            sessions: inner.sessions.len(),
+            partitions: inner.partitions.len(),
+            tombstones: inner.tombstones.len(),
+            jtis: inner.jtis.len(),
+        }
+    }
+}
+
+/// The records a [`MemoryStore`] holds, expired ones included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryHeld {
+    /// Sessions.
+    pub sessions: usize,
+    /// Token-cache partitions.
+    pub partitions: usize,
+    /// Tombstones.
+    pub tombstones: usize,
+    /// Logout-token ids (`jti`) seen.
+    pub jtis: usize,
 }
 
 fn index_keys(s: &Session) -> Vec<SessionLookup> {
@@ -683,6 +722,27 @@ impl Store for MemoryStore {
             inner.locks.remove(name);
         }
         Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let (now, now_time) = (self.clock.unix_now(), self.clock.now());
+        let mut inner = self.lock();
+        let expired: Vec<SessionId> = inner
+            .sessions
+            .values()
+            .filter(|s| s.is_expired(now))
+            .map(|s| s.id.clone())
+            .collect();
+        let mut purged = 0usize;
+        for id in &expired {
+            purged += usize::from(inner.remove(id).is_some());
+        }
+        let before = inner.tombstones.len() + inner.jtis.len() + inner.locks.len();
+        inner.tombstones.retain(|_, t| t.expires_at > now);
+        inner.jtis.retain(|_, exp| *exp > now);
+        inner.locks.retain(|_, (_, until)| *until > now_time);
+        purged += before - (inner.tombstones.len() + inner.jtis.len() + inner.locks.len());
+        Ok(purged as u64)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

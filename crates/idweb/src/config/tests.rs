@@ -654,3 +654,19 @@ fn store_credentials_never_shown() {
     );
     assert!(e.contains("IDWEB_STORE") && !e.contains("hunter2"), "{e}");
 }
+
+#[test]
+fn purge_interval_defaults_to_five_minutes_and_is_checked() {
+    let s = Settings::from_sources(None, base()).unwrap();
+    assert_eq!(s.purge_interval, Duration::from_secs(300));
+    let mut with = base();
+    with.push(("IDWEB_PURGE_INTERVAL".into(), "0".into()));
+    assert_eq!(
+        Settings::from_sources(None, with).unwrap().purge_interval,
+        Duration::ZERO
+    );
+    let mut bad = base();
+    bad.push(("IDWEB_PURGE_INTERVAL".into(), "soon".into()));
+    let e = err(None, bad);
+    assert!(e.contains("IDWEB_PURGE_INTERVAL"), "{e}");
+}
