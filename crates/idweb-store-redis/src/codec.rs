@@ -13,8 +13,12 @@
 //! `sub`. It is `0x02`, a flags byte, `created_at` and `expires_at` as
 //! 8-byte big-endian integers, then `iss`, `sub`, and when flagged `sid`,
 //! `name` and `account_id`, and last the ID token, each as a 4-byte
-//! big-endian length and its UTF-8 bytes.
+//! big-endian length and its UTF-8 bytes. An ID token as idweb stores it
+//! (`sealed:` and the base64url of the sealed bytes) is written as the
+//! sealed bytes themselves, flagged, and read back as the same text.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use idweb::{Secret, Session, SessionId, StoreError, StoredEntry, account_id_for};
 
 use crate::error::corrupt;
@@ -83,12 +87,28 @@ const SESSION_RECORD: u8 = 0x02;
 const HAS_SID: u8 = 1;
 const HAS_NAME: u8 = 2;
 const HAS_ACCOUNT_ID: u8 = 4;
+const SEALED_ID_TOKEN: u8 = 8;
+
+/// How idweb's sessions hold their ID token sealed.
+const SEALED_PREFIX: &str = "sealed:";
+
+/// The sealed bytes of an ID token stored as `sealed:BASE64URL`, when the
+/// text is exactly what encoding them gives back.
+fn sealed_bytes(id_token: &str) -> Option<Vec<u8>> {
+    let b64 = id_token.strip_prefix(SEALED_PREFIX)?;
+    let bytes = B64.decode(b64).ok()?;
+    (B64.encode(&bytes) == b64).then_some(bytes)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), StoreError> {
+    let len = u32::try_from(b.len()).map_err(|_| corrupt("a session field is too long"))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
 
 fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
-    let len = u32::try_from(s.len()).map_err(|_| corrupt("a session field is too long"))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
+    put_bytes(out, s.as_bytes())
 }
 
 /// Encodes a session as its compact record (see the module documentation).
@@ -105,6 +125,10 @@ pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
         flags |= HAS_ACCOUNT_ID;
     }
     let id_token = s.id_token.secret();
+    let sealed = sealed_bytes(id_token);
+    if sealed.is_some() {
+        flags |= SEALED_ID_TOKEN;
+    }
     let mut out = Vec::with_capacity(64 + s.iss.len() + s.sub.len() + id_token.len());
     out.push(SESSION_RECORD);
     out.push(flags);
@@ -121,7 +145,10 @@ pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
     if explicit_account {
         put_str(&mut out, &s.account_id)?;
     }
-    put_str(&mut out, id_token)?;
+    match &sealed {
+        Some(bytes) => put_bytes(&mut out, bytes)?,
+        None => put_str(&mut out, id_token)?,
+    }
     Ok(out)
 }
 
@@ -142,10 +169,13 @@ impl<'a> Reader<'a> {
         Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    fn string(&mut self) -> Option<String> {
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
-        let bytes = self.take(usize::try_from(len).ok()?)?;
-        String::from_utf8(bytes.to_vec()).ok()
+        self.take(usize::try_from(len).ok()?)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
     }
 }
 
@@ -155,7 +185,7 @@ fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
         return None;
     };
     let flags = *flags;
-    if flags & !(HAS_SID | HAS_NAME | HAS_ACCOUNT_ID) != 0 {
+    if flags & !(HAS_SID | HAS_NAME | HAS_ACCOUNT_ID | SEALED_ID_TOKEN) != 0 {
         return None;
     }
     let created_at = r.i64()?;
@@ -177,7 +207,11 @@ fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
     } else {
         None
     };
-    let id_token = r.string()?;
+    let id_token = if flags & SEALED_ID_TOKEN != 0 {
+        format!("{SEALED_PREFIX}{}", B64.encode(r.bytes()?))
+    } else {
+        r.string()?
+    };
     if !r.0.is_empty() {
         return None;
     }
@@ -266,7 +300,15 @@ mod tests {
         );
         full.name = Some("B\u{e9}b".into());
         full.account_id = "imported.account".into();
-        vec![plain, full]
+        let mut sealed = plain.clone();
+        sealed.id_token = Secret::new(format!("sealed:{}", B64.encode([0u8, 1, 254, 255, 7])));
+        let mut not_canonical = plain.clone();
+        // Not what encoding its bytes gives back (the last character's
+        // unused bits are set): kept as text.
+        not_canonical.id_token = Secret::new("sealed:AB");
+        let mut not_base64 = plain.clone();
+        not_base64.id_token = Secret::new("sealed:not base64!");
+        vec![plain, full, sealed, not_canonical, not_base64]
     }
 
     #[test]
@@ -282,6 +324,24 @@ mod tests {
             );
             assert_eq!(decode_session(&s.id, &data).expect("decode"), s);
         }
+    }
+
+    #[test]
+    fn a_sealed_id_token_is_stored_as_its_bytes() {
+        let mut s = sessions()[0].clone();
+        let bytes: Vec<u8> = (0..=255).collect();
+        s.id_token = Secret::new(format!("sealed:{}", B64.encode(&bytes)));
+        let data = encode_session(&s).expect("encode");
+        assert_eq!(data[1] & SEALED_ID_TOKEN, SEALED_ID_TOKEN);
+        assert!(data.ends_with(&bytes));
+        assert!(data.len() < encode_session(&sessions()[0]).expect("encode").len() + 260);
+        assert_eq!(decode_session(&s.id, &data).expect("decode"), s);
+        // Records written before the flag existed hold the text.
+        let mut old = encode_session(&sessions()[0]).expect("encode");
+        assert_eq!(old[1] & SEALED_ID_TOKEN, 0);
+        old.truncate(old.len() - 4 - 5);
+        put_str(&mut old, s.id_token.secret()).expect("put");
+        assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
     }
 
     #[test]
