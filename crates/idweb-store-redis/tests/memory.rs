@@ -89,7 +89,8 @@ impl Drop for Sweep {
         if let Ok(mut con) = redis::Client::open(common::redis_url())
             .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_secs(2)))
         {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(claim_key(&self.0)).query(&mut con);
+            let _: redis::RedisResult<i64> =
+                redis::cmd("DEL").arg(claim_key(&self.0)).query(&mut con);
         }
     }
 }
@@ -208,7 +209,12 @@ async fn memory_per_bench_shaped_session() {
     // The record against the JSON earlier versions wrote, for one session.
     let key = session_key(&prefix, &last);
     let compact = memory_usage(&mut con, &key);
-    let json = serde_json::to_vec(&last).expect("json");
+    let stored = store
+        .get_session(&last.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    let json = serde_json::to_vec(&stored).expect("json");
     let _: i64 = redis::cmd("HSET")
         .arg(&key)
         .arg("data")
@@ -305,4 +311,118 @@ async fn sessions_written_as_json_are_still_read_and_removed() {
     );
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
     assert!(store.find_sessions(&lookup).await.expect("find").is_empty());
+}
+
+/// A partition as the previous version wrote it — its version in a key of
+/// its own, every entry sealed MSAL JSON, the ID token inline in the
+/// `IdToken` entry — reads whole, serves its version, and takes the current
+/// form on the next write (the version carried over, the ID token then
+/// held once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_written_by_the_previous_version_still_work() {
+    let prefix = common::unique_prefix();
+    let _sweep = Sweep(prefix.clone());
+    let store: Arc<dyn Store> = Arc::new(common::open(&prefix, Arc::new(SystemClock)).await);
+    let keys = Arc::new(CacheKeys::generate());
+    let cache = TokenCache::new(store.clone(), keys.clone());
+    let now = idweb::unix_seconds(std::time::SystemTime::now());
+    let s = bench_session("previous-version", now);
+    cache.put_session(&s).await.expect("put_session");
+    let key = PartitionKey::Session(s.id.clone());
+    let entries = bench_entries(&s, now);
+
+    // Written as before: MSAL JSON sealed with the entry's associated data
+    // (partition, NUL, cache key), the version in `:ver`.
+    let mut con = connection();
+    let part = session_key(&prefix, &s).replace(":session", ":part");
+    let ver = session_key(&prefix, &s).replace(":session", ":ver");
+    for e in &entries {
+        let cache_key = e.cache_key();
+        let mut aad = key.storage_key().into_bytes();
+        aad.push(0);
+        aad.extend_from_slice(cache_key.as_bytes());
+        let sealed = keys.seal(&aad, e.to_msal_json().to_string().as_bytes());
+        let mut value = match e.expires_on() {
+            Some(t) if e.kind().as_str() == "AccessToken" => t.to_string().into_bytes(),
+            _ => Vec::new(),
+        };
+        let kind = e.kind().as_str();
+        value.extend_from_slice(format!(":{}:{kind}", kind.len()).as_bytes());
+        value.extend_from_slice(&sealed);
+        let _: i64 = redis::cmd("HSET")
+            .arg(&part)
+            .arg(&cache_key)
+            .arg(value)
+            .query(&mut con)
+            .expect("HSET");
+    }
+    let _: () = redis::cmd("SET")
+        .arg(&ver)
+        .arg(7)
+        .query(&mut con)
+        .expect("SET");
+
+    assert_eq!(
+        store.partition_version(&key).await.expect("version"),
+        Some(7)
+    );
+    let read = cache.read(&key).await.expect("read");
+    assert_eq!((read.version, read.unreadable), (7, 0));
+    let mut secrets: Vec<(String, Option<String>)> = read
+        .entries
+        .iter()
+        .map(|e| (e.cache_key(), e.secret().map(str::to_owned)))
+        .collect();
+    let mut expected: Vec<(String, Option<String>)> = entries
+        .iter()
+        .map(|e| (e.cache_key(), e.secret().map(str::to_owned)))
+        .collect();
+    secrets.sort();
+    expected.sort();
+    assert!(secrets == expected, "every entry reads as written");
+    let idweb_stats = store.stats().await.expect("stats");
+    assert_eq!(idweb_stats.entries, 3);
+
+    // The next write: conditional on the version read, carried over.
+    let v = cache
+        .write(&key, &entries, &[], Some(7))
+        .await
+        .expect("write");
+    assert_eq!(v, 8);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&ver)
+        .query(&mut con)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "the version moved into the partition hash");
+    assert_eq!(
+        store.partition_version(&key).await.expect("version"),
+        Some(8)
+    );
+    let stored = store
+        .get_partition(&key)
+        .await
+        .expect("get")
+        .expect("partition");
+    assert_eq!(stored.entries.len(), 3, "the version field is not an entry");
+    let id_token_entry = stored
+        .entries
+        .iter()
+        .find(|e| e.kind == "IdToken")
+        .expect("IdToken entry");
+    assert!(
+        id_token_entry.sealed.len() < 200,
+        "the ID token is no longer held in the partition"
+    );
+    let again = cache.read(&key).await.expect("read");
+    assert_eq!(again.unreadable, 0);
+    let mut secrets: Vec<(String, Option<String>)> = again
+        .entries
+        .iter()
+        .map(|e| (e.cache_key(), e.secret().map(str::to_owned)))
+        .collect();
+    secrets.sort();
+    assert!(secrets == expected, "and reads the same after the write");
+    assert_eq!(store.stats().await.expect("stats").entries, 3);
+    assert_eq!(store.remove_partition(&key).await.expect("remove"), true);
+    assert_eq!(store.partition_version(&key).await.expect("version"), None);
 }

@@ -57,7 +57,11 @@ pub(crate) fn seal_session(keys: &CacheKeys, session: &Session) -> Session {
 /// A session as a store returned it, its ID token opened (a session stored
 /// without sealing is returned as it is).
 pub(crate) fn open_session(keys: &CacheKeys, mut stored: Session) -> Result<Session, StoreError> {
-    let Some(b64) = stored.id_token.secret().strip_prefix(SEALED_ID_TOKEN_PREFIX) else {
+    let Some(b64) = stored
+        .id_token
+        .secret()
+        .strip_prefix(SEALED_ID_TOKEN_PREFIX)
+    else {
         return Ok(stored);
     };
     let raw = URL_SAFE_NO_PAD
@@ -311,7 +315,11 @@ impl TokenCache {
     /// Opens one entry: its kind and MSAL object (a reference to the
     /// session's ID token is accepted only in an `IdToken` entry of a
     /// session partition).
-    fn open_entry(&self, key: &PartitionKey, e: &StoredEntry) -> Option<(EntryKind, plain::Decoded)> {
+    fn open_entry(
+        &self,
+        key: &PartitionKey,
+        e: &StoredEntry,
+    ) -> Option<(EntryKind, plain::Decoded)> {
         let kind: EntryKind = e.kind.parse().ok()?;
         let opened = Zeroizing::new(self.keys.open(&aad(key, &e.cache_key), &e.sealed).ok()?);
         let decoded = plain::decode(&opened, &e.cache_key)?;
@@ -657,5 +665,124 @@ mod tests {
             "an eviction drops the view"
         );
         assert!(cache.access_tokens(&key, "app").await.unwrap().is_none());
+    }
+
+    fn id_token_entry(secret: &str) -> CacheEntry {
+        CacheEntry::IdToken(crate::cache::IdTokenEntry {
+            home_account_id: Some("uid.utid".into()),
+            environment: "idp.example.com".into(),
+            realm: "common".into(),
+            client_id: "app".into(),
+            secret: Secret::new(secret),
+            extra: serde_json::Map::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_sessions_own_id_token_is_stored_once_and_read_back() {
+        let (cache, session, key) = cache_with_session().await;
+        // Stored as sign-in stores it: sealed.
+        cache.put_session(&session).await.unwrap();
+        let stored = cache
+            .store()
+            .get_session(&session.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.id_token.secret().starts_with(SEALED_ID_TOKEN_PREFIX));
+        let entry = id_token_entry(session.id_token.secret());
+        cache
+            .write(&key, std::slice::from_ref(&entry), &[], None)
+            .await
+            .unwrap();
+        let part = cache.store().get_partition(&key).await.unwrap().unwrap();
+        let inline = cache.seal(&key, &entry);
+        assert!(
+            part.entries[0].sealed.len() < inline.sealed.len(),
+            "a reference"
+        );
+        let read = cache.read(&key).await.unwrap();
+        assert_eq!(read.unreadable, 0);
+        assert_eq!(read.entries.len(), 1);
+        assert_eq!(read.entries[0].secret(), Some(session.id_token.secret()));
+        assert_eq!(read.entries[0].to_msal_json(), entry.to_msal_json());
+        // The request path's read leaves it out, without reading the session.
+        assert!(
+            cache
+                .read_credentials(&key)
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+
+        // Another ID token (a refresh's) is held in the entry.
+        let other = id_token_entry("another.id.token");
+        cache
+            .write(&key, std::slice::from_ref(&other), &[], None)
+            .await
+            .unwrap();
+        let part = cache.store().get_partition(&key).await.unwrap().unwrap();
+        assert_eq!(
+            part.entries[0].sealed.len(),
+            cache.seal(&key, &other).sealed.len()
+        );
+        let read = cache.read(&key).await.unwrap();
+        assert_eq!(read.entries[0].secret(), Some("another.id.token"));
+    }
+
+    #[tokio::test]
+    async fn a_reference_is_only_honoured_where_it_was_sealed() {
+        let (cache, session, key) = cache_with_session().await;
+        cache.put_session(&session).await.unwrap();
+        let entry = id_token_entry(session.id_token.secret());
+        cache
+            .write(&key, std::slice::from_ref(&entry), &[], None)
+            .await
+            .unwrap();
+        let sealed = cache
+            .store()
+            .get_partition(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .entries;
+        // Moved to another session's partition: its associated data no longer matches.
+        let other = Session::new(
+            "https://idp.example.com",
+            "bob",
+            None,
+            Secret::new("b"),
+            0,
+            i64::MAX,
+        );
+        cache.put_session(&other).await.unwrap();
+        let other_key = PartitionKey::Session(other.id.clone());
+        cache
+            .store()
+            .write_partition(&other_key, PartitionWrite::upsert(sealed))
+            .await
+            .unwrap();
+        let read = cache.read(&other_key).await.unwrap();
+        assert_eq!((read.entries.len(), read.unreadable), (0, 1));
+        // The session gone, the entry cannot be completed.
+        let (cache2, session2, key2) = cache_with_session().await;
+        cache2.put_session(&session2).await.unwrap();
+        cache2
+            .write(
+                &key2,
+                &[id_token_entry(session2.id_token.secret())],
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        let entries = cache2.store().get_partition(&key2).await.unwrap().unwrap();
+        let mut stale = session2.clone();
+        stale.id_token = Secret::new("sealed:AAAA");
+        cache2.store().put_session(&stale).await.unwrap();
+        assert_eq!(entries.entries.len(), 1);
+        let read = cache2.read(&key2).await.unwrap();
+        assert_eq!((read.entries.len(), read.unreadable), (0, 1));
     }
 }

@@ -374,7 +374,9 @@ mod tests {
             &[COMPACT, 1, b'z'],
             &[COMPACT, 1, b'p', 200, 1],
             &[COMPACT, 1, b'c', 200],
-            &[COMPACT, 1, b't', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[
+                COMPACT, 1, b't', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
             &[COMPACT, 1, b's', 5, b'a'],
             &[COMPACT, 1, b's', 1, 0xff],
             &[COMPACT, 1, b'j', 1, b'{'],
