@@ -10,11 +10,17 @@
 //! The compact session record leaves out what the reader already has or can
 //! derive: the session id (every read names the session by its id) and the
 //! account id when it is the one [`account_id_for`] derives from `iss` and
-//! `sub`. It is `0x02`, a flags byte, `created_at` and `expires_at` as
-//! 8-byte big-endian integers, then `iss`, `sub`, and when flagged `sid`,
-//! `name` and `account_id`, and last the ID token, each as a 4-byte
-//! big-endian length and its UTF-8 bytes.
+//! `sub`. It is `0x03`, a flags byte, `created_at` and `expires_at` as
+//! zigzag LEB128 integers, then `iss`, `sub`, and when flagged `sid`, `name`
+//! and `account_id`, and last the ID token, each as an unsigned LEB128
+//! length and its UTF-8 bytes. Records of the first compact version
+//! (`0x02`: the same with 8-byte big-endian times and 4-byte big-endian
+//! lengths) are still read. An ID token as idweb stores it
+//! (`sealed:` and the base64url of the sealed bytes) is written as the
+//! sealed bytes themselves, flagged, and read back as the same text.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use idweb::{Secret, Session, SessionId, StoreError, StoredEntry, account_id_for};
 
 use crate::error::corrupt;
@@ -79,16 +85,50 @@ pub(crate) fn decode_tombstone(value: &str) -> Result<(i64, i64), StoreError> {
 }
 
 /// The first byte of a compact session record (JSON starts with `{`).
-const SESSION_RECORD: u8 = 0x02;
+const SESSION_RECORD: u8 = 0x03;
+/// The first compact record (fixed-size integers), still read.
+const SESSION_RECORD_V2: u8 = 0x02;
 const HAS_SID: u8 = 1;
 const HAS_NAME: u8 = 2;
 const HAS_ACCOUNT_ID: u8 = 4;
+const SEALED_ID_TOKEN: u8 = 8;
+
+/// How idweb's sessions hold their ID token sealed.
+const SEALED_PREFIX: &str = "sealed:";
+
+/// The sealed bytes of an ID token stored as `sealed:BASE64URL`, when the
+/// text is exactly what encoding them gives back.
+fn sealed_bytes(id_token: &str) -> Option<Vec<u8>> {
+    let b64 = id_token.strip_prefix(SEALED_PREFIX)?;
+    let bytes = B64.decode(b64).ok()?;
+    (B64.encode(&bytes) == b64).then_some(bytes)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_time(out: &mut Vec<u8>, t: i64) {
+    put_varint(out, ((t << 1) ^ (t >> 63)) as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), StoreError> {
+    let len = u32::try_from(b.len()).map_err(|_| corrupt("a session field is too long"))?;
+    put_varint(out, u64::from(len));
+    out.extend_from_slice(b);
+    Ok(())
+}
 
 fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
-    let len = u32::try_from(s.len()).map_err(|_| corrupt("a session field is too long"))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
+    put_bytes(out, s.as_bytes())
 }
 
 /// Encodes a session as its compact record (see the module documentation).
@@ -105,11 +145,15 @@ pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
         flags |= HAS_ACCOUNT_ID;
     }
     let id_token = s.id_token.secret();
+    let sealed = sealed_bytes(id_token);
+    if sealed.is_some() {
+        flags |= SEALED_ID_TOKEN;
+    }
     let mut out = Vec::with_capacity(64 + s.iss.len() + s.sub.len() + id_token.len());
     out.push(SESSION_RECORD);
     out.push(flags);
-    out.extend_from_slice(&s.created_at.to_be_bytes());
-    out.extend_from_slice(&s.expires_at.to_be_bytes());
+    put_time(&mut out, s.created_at);
+    put_time(&mut out, s.expires_at);
     put_str(&mut out, &s.iss)?;
     put_str(&mut out, &s.sub)?;
     if let Some(sid) = &s.sid {
@@ -121,12 +165,16 @@ pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
     if explicit_account {
         put_str(&mut out, &s.account_id)?;
     }
-    put_str(&mut out, id_token)?;
+    match &sealed {
+        Some(bytes) => put_bytes(&mut out, bytes)?,
+        None => put_str(&mut out, id_token)?,
+    }
     Ok(out)
 }
 
-/// Reads a compact record field by field.
-struct Reader<'a>(&'a [u8]);
+/// Reads a compact record field by field; `.1` is whether it is the first
+/// version (fixed-size integers).
+struct Reader<'a>(&'a [u8], bool);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -138,24 +186,51 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
+    fn varint(&mut self) -> Option<u64> {
+        let mut n: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *self.take(1)?.first()?;
+            n |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
     fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        if self.1 {
+            return Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?));
+        }
+        let z = self.varint()?;
+        Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = if self.1 {
+            u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+        } else {
+            self.varint()?
+        };
+        self.take(usize::try_from(len).ok()?)
     }
 
     fn string(&mut self) -> Option<String> {
-        let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
-        let bytes = self.take(usize::try_from(len).ok()?)?;
-        String::from_utf8(bytes.to_vec()).ok()
+        String::from_utf8(self.bytes()?.to_vec()).ok()
     }
 }
 
 fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
-    let mut r = Reader(data);
-    let [SESSION_RECORD, flags] = r.take(2)? else {
-        return None;
+    let mut r = Reader(data, false);
+    let flags = match r.take(2)? {
+        [SESSION_RECORD, flags] => *flags,
+        [SESSION_RECORD_V2, flags] => {
+            r.1 = true;
+            *flags
+        }
+        _ => return None,
     };
-    let flags = *flags;
-    if flags & !(HAS_SID | HAS_NAME | HAS_ACCOUNT_ID) != 0 {
+    if flags & !(HAS_SID | HAS_NAME | HAS_ACCOUNT_ID | SEALED_ID_TOKEN) != 0 {
         return None;
     }
     let created_at = r.i64()?;
@@ -177,7 +252,11 @@ fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
     } else {
         None
     };
-    let id_token = r.string()?;
+    let id_token = if flags & SEALED_ID_TOKEN != 0 {
+        format!("{SEALED_PREFIX}{}", B64.encode(r.bytes()?))
+    } else {
+        r.string()?
+    };
     if !r.0.is_empty() {
         return None;
     }
@@ -266,7 +345,15 @@ mod tests {
         );
         full.name = Some("B\u{e9}b".into());
         full.account_id = "imported.account".into();
-        vec![plain, full]
+        let mut sealed = plain.clone();
+        sealed.id_token = Secret::new(format!("sealed:{}", B64.encode([0u8, 1, 254, 255, 7])));
+        let mut not_canonical = plain.clone();
+        // Not what encoding its bytes gives back (the last character's
+        // unused bits are set): kept as text.
+        not_canonical.id_token = Secret::new("sealed:AB");
+        let mut not_base64 = plain.clone();
+        not_base64.id_token = Secret::new("sealed:not base64!");
+        vec![plain, full, sealed, not_canonical, not_base64]
     }
 
     #[test]
@@ -281,6 +368,56 @@ mod tests {
                 "the record holds the session id"
             );
             assert_eq!(decode_session(&s.id, &data).expect("decode"), s);
+        }
+    }
+
+    #[test]
+    fn a_sealed_id_token_is_stored_as_its_bytes() {
+        let mut s = sessions()[0].clone();
+        let bytes: Vec<u8> = (0..=255).collect();
+        s.id_token = Secret::new(format!("sealed:{}", B64.encode(&bytes)));
+        let data = encode_session(&s).expect("encode");
+        assert_eq!(data[1] & SEALED_ID_TOKEN, SEALED_ID_TOKEN);
+        assert!(data.ends_with(&bytes));
+        assert!(data.len() < encode_session(&sessions()[0]).expect("encode").len() + 260);
+        assert_eq!(decode_session(&s.id, &data).expect("decode"), s);
+        // Records written before the flag existed hold the text.
+        let old = encode_v2(&s);
+        assert_eq!(old[1] & SEALED_ID_TOKEN, 0);
+        assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
+    }
+
+    /// The first compact record, as the previous version wrote it.
+    fn encode_v2(s: &Session) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, v: &str) {
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+        let explicit_account = s.account_id != account_id_for(&s.iss, &s.sub);
+        let flags = u8::from(s.sid.is_some())
+            | u8::from(s.name.is_some()) << 1
+            | u8::from(explicit_account) << 2;
+        let mut out = vec![SESSION_RECORD_V2, flags];
+        out.extend_from_slice(&s.created_at.to_be_bytes());
+        out.extend_from_slice(&s.expires_at.to_be_bytes());
+        put(&mut out, &s.iss);
+        put(&mut out, &s.sub);
+        for v in [&s.sid, &s.name].into_iter().flatten() {
+            put(&mut out, v);
+        }
+        if explicit_account {
+            put(&mut out, &s.account_id);
+        }
+        put(&mut out, s.id_token.secret());
+        out
+    }
+
+    #[test]
+    fn records_of_the_first_compact_version_are_read() {
+        for s in sessions() {
+            let old = encode_v2(&s);
+            assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
+            assert!(encode_session(&s).expect("encode").len() < old.len());
         }
     }
 

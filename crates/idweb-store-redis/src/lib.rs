@@ -49,9 +49,9 @@
 //! | key | type | holds | lives until |
 //! |---|---|---|---|
 //! | `P:{s:H}:session` | hash | `data` (the session record, see below), `exp`, `idx` (its index keys) | the session's `expires_at` |
-//! | `P:{s:H}:part` | hash | cache key → entry (`EXPIRY:KINDLEN:KIND` + sealed bytes) | with its session |
-//! | `P:{s:H}:ver` | string | the partition's version | with its session |
-//! | `P:{a:STORAGE_KEY}:part`, `...:ver` | hash, string | an app partition and its version | its latest entry's expiry (no expiry if an entry has none) |
+//! | `P:{s:H}:part` | hash | cache key → entry (`EXPIRY:KINDLEN:KIND` + sealed bytes), and the partition's version in the field `\xff` | with its session |
+//! | `P:{a:STORAGE_KEY}:part` | hash | an app partition, likewise | its latest entry's expiry (no expiry if an entry has none) |
+//! | `P:{s:H}:ver`, `P:{a:STORAGE_KEY}:ver` | string | the version of a partition written by an earlier version; read, folded into the hash on its next write, deleted with the partition | with its partition |
 //! | `P:{x:SEL}:index` | sorted set | session ids, scored by their `expires_at` | its latest session |
 //! | `P:{x:SEL}:tombstone` | string | `LOGGED_OUT_AT:EXPIRES_AT` | the tombstone's `expires_at` |
 //! | `P:jti:ISS.JTI` | string | the record's `expires_at` | that time |
@@ -185,9 +185,10 @@
 //! A session is stored as a compact binary record (iss, sub, sid, name,
 //! times and the ID token of the sign-in, each length-prefixed; no field
 //! names, and neither the session id, which every reader already holds, nor
-//! an account id derivable from iss and sub). Sessions written by earlier
-//! versions as JSON are still read, and take the compact form when next
-//! written. Cache entries are stored as sealed (already
+//! an account id derivable from iss and sub; an ID token sealed by idweb is
+//! kept as its sealed bytes, not base64 text). Sessions written by earlier
+//! versions (JSON, or the first compact record) are still read, and take
+//! the current form when next written. Cache entries are stored as sealed (already
 //! encrypted) by the token cache. Redis must be private to the app (ACL
 //! user and password, TLS across hosts). A sign-out is as durable as
 //! Redis's persistence and replication: a server restored from an older

@@ -14,6 +14,22 @@ use redis::Script;
 /// seconds ago are pruned (a grace for clocks of instances that lag).
 pub(crate) const PRUNE_GRACE_SECS: i64 = 300;
 
+/// The hash field of a partition that holds its version: a byte that no
+/// cache key (UTF-8) can be. Partitions written by earlier versions keep it
+/// in a key of its own (`ver`), which the scripts still read and fold in
+/// on the next write.
+const PARTITION_HELPERS: &str = r"
+local VF = '\255'
+-- The entries of partition hash k (its version field left out).
+local function entry_count(k)
+  return redis.call('HLEN', k) - redis.call('HEXISTS', k, VF)
+end
+-- The version of partition hash k, or of the separate key v (earlier versions).
+local function version_of(k, v)
+  return redis.call('HGET', k, VF) or redis.call('GET', v) or '0'
+end
+";
+
 /// Shared Lua helpers.
 const HELPERS: &str = r"
 -- Gives key k at least ttl seconds to live (keys holding several members
@@ -51,6 +67,10 @@ local function meta_add(kexp, kids, id, exp, ttl, now)
   end
 end
 ";
+
+fn with_partition_helpers(body: &str) -> Script {
+    Script::new(&format!("{PARTITION_HELPERS}\n{body}"))
+}
 
 fn with_helpers(body: &str) -> Script {
     Script::new(&format!(
@@ -161,11 +181,11 @@ return {v[1] or '', v[2] or ''}
 /// `write_partition`: the session check (for session partitions), the
 /// version compare-and-set and the write, in one step.
 ///
-/// KEYS: part, ver, and the session for a session partition.
+/// KEYS: part, ver (earlier versions), and the session for a session partition.
 /// ARGV: now, 's' or 'a', expected version or '', removal count, removed
 /// cache keys, upsert count, then (cache key, encoded entry) pairs.
 pub(crate) static WRITE_PARTITION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_partition_helpers(
         r"
 local now = tonumber(ARGV[1])
 local session = ARGV[2] == 's'
@@ -175,7 +195,7 @@ if session then
   if not exp or exp <= now then return {'signedout'} end
   ttl = exp - now
 end
-local ver = tonumber(redis.call('GET', KEYS[2]) or '0')
+local ver = tonumber(version_of(KEYS[1], KEYS[2]))
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= ver then
   return {'conflict', string.format('%d', ver)}
 end
@@ -185,28 +205,29 @@ for j = 1, nrem do redis.call('HDEL', KEYS[1], ARGV[i + j]) end
 i = i + nrem + 1
 local nup = tonumber(ARGV[i])
 for j = 1, nup do redis.call('HSET', KEYS[1], ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
-local newver = redis.call('INCR', KEYS[2])
+local newver = string.format('%d', ver + 1)
+redis.call('HSET', KEYS[1], VF, newver)
+redis.call('DEL', KEYS[2])
 if session then
   redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
 else
   -- An app partition lives as long as its latest entry; without a TTL when
   -- an entry never expires (or cannot be read).
   local latest, forever = nil, false
-  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-    local e = tonumber(string.match(v, '^(%-?%d*):') or '')
-    if not e then forever = true elseif not latest or e > latest then latest = e end
+  local all = redis.call('HGETALL', KEYS[1])
+  for j = 1, #all, 2 do
+    if all[j] ~= VF then
+      local e = tonumber(string.match(all[j + 1], '^(%-?%d*):') or '')
+      if not e then forever = true elseif not latest or e > latest then latest = e end
+    end
   end
   if forever then
     redis.call('PERSIST', KEYS[1])
-    redis.call('PERSIST', KEYS[2])
   elseif latest then
-    local t = math.max(latest - now, 1)
-    redis.call('EXPIRE', KEYS[1], string.format('%d', t))
-    redis.call('EXPIRE', KEYS[2], string.format('%d', t))
+    redis.call('EXPIRE', KEYS[1], string.format('%d', math.max(latest - now, 1)))
   end
 end
-return {'ok', string.format('%d', newver)}
+return {'ok', newver}
 ",
     )
 });
@@ -214,11 +235,11 @@ return {'ok', string.format('%d', newver)}
 /// `get_partition`: a consistent snapshot of the session's expiry, the
 /// version and the entries.
 ///
-/// KEYS: part, ver, and the session for a session partition.
+/// KEYS: part, ver (earlier versions), and the session for a session partition.
 /// ARGV: now, 's' or 'a'. Reply: 'none', or 'ok', version, session expiry
 /// ('' for app partitions), then field/value pairs.
 pub(crate) static GET_PARTITION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_partition_helpers(
         r"
 local sexp = ''
 if ARGV[2] == 's' then
@@ -226,9 +247,14 @@ if ARGV[2] == 's' then
   if not sexp or (tonumber(sexp) or 0) <= tonumber(ARGV[1]) then return {'none'} end
 end
 local all = redis.call('HGETALL', KEYS[1])
-if #all == 0 then return {'none'} end
-local r = {'ok', redis.call('GET', KEYS[2]) or '0', sexp}
-for i = 1, #all do r[#r + 1] = all[i] end
+local r = {'ok', version_of(KEYS[1], KEYS[2]), sexp}
+for i = 1, #all, 2 do
+  if all[i] ~= VF then
+    r[#r + 1] = all[i]
+    r[#r + 1] = all[i + 1]
+  end
+end
+if #r == 3 then return {'none'} end
 return r
 ",
     )
@@ -237,27 +263,28 @@ return r
 /// `partition_version`: the version `get_partition` would report, without
 /// reading the entries.
 ///
-/// KEYS: part, ver, and the session for a session partition.
+/// KEYS: part, ver (earlier versions), and the session for a session partition.
 /// ARGV: now, 's' or 'a'. Reply: the version, or nil when `get_partition`
 /// would answer none.
 pub(crate) static PARTITION_VERSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_partition_helpers(
         r"
 if ARGV[2] == 's' then
   local sexp = redis.call('HGET', KEYS[3], 'exp')
   if not sexp or (tonumber(sexp) or 0) <= tonumber(ARGV[1]) then return false end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('GET', KEYS[2]) or '0'
+if entry_count(KEYS[1]) == 0 then return false end
+return version_of(KEYS[1], KEYS[2])
 ",
     )
 });
 
-/// `remove_partition`. KEYS: part, ver. Reply: the entry count it had.
+/// `remove_partition`. KEYS: part, ver (earlier versions). Reply: the entry
+/// count it had.
 pub(crate) static REMOVE_PARTITION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_partition_helpers(
         r"
-local n = redis.call('HLEN', KEYS[1])
+local n = entry_count(KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 return n
 ",

@@ -833,13 +833,20 @@ impl Store for RedisStore {
                 .iter()
                 .map(|id| Part::Session(session_tag(&SessionId::from_string(id.clone()))))
                 .chain(apps.into_iter().map(Part::App))
-                .map(|p| {
-                    let mut c = cmd("HLEN");
-                    c.arg(k.part(&p));
-                    c
+                .flat_map(|p| {
+                    // The version field is not an entry.
+                    let mut len = cmd("HLEN");
+                    len.arg(k.part(&p));
+                    let mut version = cmd("HEXISTS");
+                    version.arg(k.part(&p)).arg(b"\xff");
+                    [len, version]
                 })
                 .collect();
-            let lens: Vec<u64> = self.query_each(parts).await?;
+            let replies: Vec<u64> = self.query_each(parts).await?;
+            let lens: Vec<u64> = replies
+                .chunks(2)
+                .map(|pair| pair[0].saturating_sub(pair.get(1).copied().unwrap_or(0)))
+                .collect();
             let mut stats = StoreStats::default();
             stats.sessions = self.query(&count).await?;
             stats.tombstones = self.query(&tombs).await?;

@@ -4,20 +4,15 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-use crate::crypto::{Sealer, b64url};
+use crate::crypto::Sealer;
 use crate::keys::CacheKeys;
 use crate::secret::Secret;
 use crate::session::{Session, SessionId};
 use crate::store::{Store, StoreError};
 use crate::time::Clock;
+use crate::token_cache::{open_session, seal_session};
 
 const SESSION_PURPOSE: &str = "idweb session v1";
-
-/// Marks an ID token stored encrypted.
-const SEALED_PREFIX: &str = "sealed:";
 
 /// Server-side sessions: the browser holds only a sealed random id.
 #[derive(Debug, Clone)]
@@ -87,32 +82,10 @@ impl Sessions {
     }
 
     fn sealed(&self, session: &Session) -> Session {
-        let aad = id_token_aad(&session.id);
-        let sealed = self
-            .keys
-            .seal(aad.as_bytes(), session.id_token.secret().as_bytes());
-        let mut stored = session.clone();
-        stored.id_token = Secret::new(format!("{SEALED_PREFIX}{}", b64url(&sealed)));
-        stored
+        seal_session(&self.keys, session)
     }
 
-    fn opened(&self, mut stored: Session) -> Result<Session, StoreError> {
-        let Some(b64) = stored.id_token.secret().strip_prefix(SEALED_PREFIX) else {
-            return Ok(stored);
-        };
-        let raw = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
-        let plain = self
-            .keys
-            .open(id_token_aad(&stored.id).as_bytes(), &raw)
-            .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
-        stored.id_token =
-            Secret::new(String::from_utf8(plain).map_err(|e| StoreError::Corrupt(Box::new(e)))?);
-        Ok(stored)
+    fn opened(&self, stored: Session) -> Result<Session, StoreError> {
+        open_session(&self.keys, stored)
     }
-}
-
-fn id_token_aad(id: &SessionId) -> String {
-    format!("session id_token\0{}", id.secret())
 }

@@ -20,7 +20,7 @@ use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider};
 use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId};
 use crate::sessions::Sessions;
-use crate::store::{PartitionKey, StoreError};
+use crate::store::StoreError;
 use crate::time::Clock;
 use crate::token_cache::TokenCache;
 
@@ -579,16 +579,8 @@ impl SignIn {
             now,
         );
         let entries = entries_from_token_response(&identity, &parts);
-        if let Err(e) = self
-            .cache
-            .write(
-                &PartitionKey::Session(session.id.clone()),
-                &entries,
-                &[],
-                None,
-            )
-            .await
-        {
+        // The IdToken entry refers to the session's ID token (stored once).
+        if let Err(e) = self.cache.write_for_session(&session, &entries).await {
             // No half-made sign-in: without its tokens the session goes too.
             let _ = self.sessions.discard(&session.id).await;
             return Err(SignInError::Store(e));

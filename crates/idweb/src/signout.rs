@@ -561,7 +561,7 @@ impl LogoutHandler {
         let refresh_token = if self.config.revoke_on_sign_out
             && self.provider().metadata().revocation_endpoint.is_some()
         {
-            self.cache.read(&key).await.ok().and_then(|p| {
+            self.cache.read_credentials(&key).await.ok().and_then(|p| {
                 p.entries
                     .iter()
                     .find(|e| e.kind() == EntryKind::RefreshToken)

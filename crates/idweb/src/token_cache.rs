@@ -10,17 +10,71 @@
 //! by any instance or process is seen on the next request), local writes and
 //! evictions drop it before they return, and it holds only access tokens — a
 //! hit never decrypts the refresh token.
+//!
+//! The ID token of a session is stored once: the session holds it sealed
+//! (see [`TokenCache::put_session`]), and the partition's `IdToken` entry for
+//! that same token holds a sealed reference to it instead of a copy. Reading
+//! the entry ([`TokenCache::read`]) puts the session's ID token back in, so
+//! MSAL export, `remove_account` and every reader see the entry as before.
+//! Entries written by earlier versions (MSAL JSON, the ID token inline) are
+//! still read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use crate::cache::plain::{self, Field};
 use crate::cache::{CacheEntry, EntryKind};
+use crate::crypto::b64url;
 use crate::keys::CacheKeys;
-use crate::secret::Secret;
+use crate::secret::{Secret, constant_time_eq};
+use crate::session::{Session, SessionId};
 use crate::store::{PartitionKey, PartitionWrite, Store, StoreError, StoredEntry};
+
+/// Marks a session's ID token stored sealed (`sealed:` and the base64url of
+/// the sealed bytes).
+pub(crate) const SEALED_ID_TOKEN_PREFIX: &str = "sealed:";
+
+fn id_token_aad(id: &SessionId) -> String {
+    format!("session id_token\0{}", id.secret())
+}
+
+/// `session` as stores keep it: its ID token sealed with `keys`, bound to
+/// the session id.
+pub(crate) fn seal_session(keys: &CacheKeys, session: &Session) -> Session {
+    let aad = id_token_aad(&session.id);
+    let sealed = keys.seal(aad.as_bytes(), session.id_token.secret().as_bytes());
+    let mut stored = session.clone();
+    stored.id_token = Secret::new(format!("{SEALED_ID_TOKEN_PREFIX}{}", b64url(&sealed)));
+    stored
+}
+
+/// A session as a store returned it, its ID token opened (a session stored
+/// without sealing is returned as it is).
+pub(crate) fn open_session(keys: &CacheKeys, mut stored: Session) -> Result<Session, StoreError> {
+    let Some(b64) = stored
+        .id_token
+        .secret()
+        .strip_prefix(SEALED_ID_TOKEN_PREFIX)
+    else {
+        return Ok(stored);
+    };
+    let raw = URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
+    let plain = Zeroizing::new(
+        keys.open(id_token_aad(&stored.id).as_bytes(), &raw)
+            .map_err(|e| StoreError::Corrupt(Box::new(e)))?,
+    );
+    let text = std::str::from_utf8(&plain).map_err(|e| StoreError::Corrupt(Box::new(e)))?;
+    stored.id_token = Secret::new(text);
+    Ok(stored)
+}
 
 /// Most partitions whose view is kept; past it the views are dropped and
 /// rebuilt on demand (each rebuild is one partition read).
@@ -82,6 +136,38 @@ impl MsalTime {
     }
 }
 
+/// The fields of a compact access-token plaintext that the request path reads.
+fn compact_access_token(opened: &[u8], cache_key: &str) -> Option<AccessTokenFields> {
+    let (mut secret, mut client_id, mut target, mut expires_on) = (None, None, None, None);
+    for field in plain::fields(opened, cache_key) {
+        let (name, value) = field?;
+        let text = match value {
+            Field::Text(t) => Some(t),
+            _ => None,
+        };
+        match name {
+            "secret" => secret = Some(Secret::new(text?)),
+            "client_id" => client_id = Some(text?.to_owned()),
+            "target" => target = Some(text?.to_owned()),
+            "expires_on" => {
+                expires_on = Some(match value {
+                    Field::Digits(n) => MsalTime::Number(i64::try_from(n).ok()?),
+                    Field::Text(t) => MsalTime::Text(t.to_owned()),
+                    Field::Json(j) => MsalTime::Number(j.trim().parse().ok()?),
+                    Field::SessionIdToken => return None,
+                });
+            }
+            _ => {}
+        }
+    }
+    Some(AccessTokenFields {
+        secret: secret?,
+        client_id: client_id?,
+        target: target.unwrap_or_default(),
+        expires_on: expires_on?,
+    })
+}
+
 /// A partition read back and decrypted.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -139,8 +225,49 @@ impl TokenCache {
         &self.store
     }
 
-    /// Reads and decrypts a partition (empty when absent).
+    /// Stores `session` as sign-in does: its ID token sealed with this
+    /// cache's keys (the store holds no token in clear), so that the
+    /// partition's `IdToken` entry can refer to it.
+    pub async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.store
+            .put_session(&seal_session(&self.keys, session))
+            .await
+    }
+
+    /// The ID token of the session whose partition `key` is, opened; `None`
+    /// for app partitions, a missing session or one that cannot be opened.
+    async fn session_id_token(&self, key: &PartitionKey) -> Result<Option<Secret>, StoreError> {
+        let PartitionKey::Session(id) = key else {
+            return Ok(None);
+        };
+        let Some(stored) = self.store.get_session(id).await? else {
+            return Ok(None);
+        };
+        Ok(open_session(&self.keys, stored).ok().map(|s| s.id_token))
+    }
+
+    /// Reads and decrypts a partition (empty when absent). An `IdToken`
+    /// entry that refers to the session's ID token gets it back (one read of
+    /// the session).
     pub async fn read(&self, key: &PartitionKey) -> Result<CachedPartition, StoreError> {
+        self.read_with(key, true).await
+    }
+
+    /// Like [`read`](Self::read), without the `IdToken` entries that refer to
+    /// the session's ID token (no read of the session): for the request
+    /// path, which needs access and refresh tokens only.
+    pub(crate) async fn read_credentials(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<CachedPartition, StoreError> {
+        self.read_with(key, false).await
+    }
+
+    async fn read_with(
+        &self,
+        key: &PartitionKey,
+        resolve: bool,
+    ) -> Result<CachedPartition, StoreError> {
         let Some(stored) = self.store.get_partition(key).await? else {
             return Ok(CachedPartition::default());
         };
@@ -148,10 +275,32 @@ impl TokenCache {
             version: stored.version,
             ..CachedPartition::default()
         };
+        // Read at most once, and only when an entry refers to it.
+        let mut id_token: Option<Option<Secret>> = None;
         for e in stored.entries {
-            match self.decode(key, &e) {
-                Some(entry) => out.entries.push(entry),
-                None => out.unreadable += 1,
+            let Some((kind, mut decoded)) = self.open_entry(key, &e) else {
+                out.unreadable += 1;
+                continue;
+            };
+            if decoded.secret_is_session_id_token {
+                if !resolve {
+                    continue;
+                }
+                if id_token.is_none() {
+                    id_token = Some(self.session_id_token(key).await?);
+                }
+                let Some(Some(token)) = &id_token else {
+                    out.unreadable += 1;
+                    continue;
+                };
+                decoded
+                    .object
+                    .insert("secret".into(), Value::String(token.secret().to_owned()));
+            }
+            let value = Value::Object(decoded.object);
+            match CacheEntry::from_msal_json(kind, &e.cache_key, &value) {
+                Ok(entry) => out.entries.push(entry),
+                Err(_) => out.unreadable += 1,
             }
         }
         if out.unreadable > 0 {
@@ -163,11 +312,23 @@ impl TokenCache {
         Ok(out)
     }
 
-    fn decode(&self, key: &PartitionKey, e: &StoredEntry) -> Option<CacheEntry> {
+    /// Opens one entry: its kind and MSAL object (a reference to the
+    /// session's ID token is accepted only in an `IdToken` entry of a
+    /// session partition).
+    fn open_entry(
+        &self,
+        key: &PartitionKey,
+        e: &StoredEntry,
+    ) -> Option<(EntryKind, plain::Decoded)> {
         let kind: EntryKind = e.kind.parse().ok()?;
-        let plain = self.keys.open(&aad(key, &e.cache_key), &e.sealed).ok()?;
-        let value: serde_json::Value = serde_json::from_slice(&plain).ok()?;
-        CacheEntry::from_msal_json(kind, &e.cache_key, &value).ok()
+        let opened = Zeroizing::new(self.keys.open(&aad(key, &e.cache_key), &e.sealed).ok()?);
+        let decoded = plain::decode(&opened, &e.cache_key)?;
+        if decoded.secret_is_session_id_token
+            && (kind != EntryKind::IdToken || !matches!(key, PartitionKey::Session(_)))
+        {
+            return None;
+        }
+        Some((kind, decoded))
     }
 
     /// The current view of `key`'s access tokens for `client_id`: the kept
@@ -233,8 +394,12 @@ impl TokenCache {
         key: &PartitionKey,
         e: &StoredEntry,
     ) -> Option<(String, ViewToken)> {
-        let plain = Zeroizing::new(self.keys.open(&aad(key, &e.cache_key), &e.sealed).ok()?);
-        let fields: AccessTokenFields = serde_json::from_slice(&plain).ok()?;
+        let opened = Zeroizing::new(self.keys.open(&aad(key, &e.cache_key), &e.sealed).ok()?);
+        let fields = if plain::is_compact(&opened) {
+            compact_access_token(&opened, &e.cache_key)?
+        } else {
+            serde_json::from_slice(&opened).ok()?
+        };
         let scopes = fields
             .target
             .split_whitespace()
@@ -250,11 +415,34 @@ impl TokenCache {
         ))
     }
 
-    /// Encrypts `entry` for `key`.
+    /// Encrypts `entry` for `key` (its secret included).
     pub fn seal(&self, key: &PartitionKey, entry: &CacheEntry) -> StoredEntry {
+        self.seal_entry(key, entry, None)
+    }
+
+    /// Encrypts `entry` for `key`; an `IdToken` entry of a session partition
+    /// whose token is `session_id_token` refers to it instead of holding it.
+    fn seal_entry(
+        &self,
+        key: &PartitionKey,
+        entry: &CacheEntry,
+        session_id_token: Option<&Secret>,
+    ) -> StoredEntry {
         let cache_key = entry.cache_key();
-        let json = entry.to_msal_json().to_string();
-        let sealed = self.keys.seal(&aad(key, &cache_key), json.as_bytes());
+        let object = match entry.to_msal_json() {
+            Value::Object(object) => object,
+            _ => Map::new(),
+        };
+        let by_reference = entry.kind() == EntryKind::IdToken
+            && matches!(key, PartitionKey::Session(_))
+            && match (entry.secret(), session_id_token) {
+                (Some(secret), Some(token)) => {
+                    constant_time_eq(secret.as_bytes(), token.secret().as_bytes())
+                }
+                _ => false,
+            };
+        let plaintext = plain::encode(&object, &cache_key, by_reference);
+        let sealed = self.keys.seal(&aad(key, &cache_key), &plaintext);
         let expires_at = match entry.kind() {
             EntryKind::AccessToken => entry.expires_on(),
             _ => None,
@@ -264,6 +452,10 @@ impl TokenCache {
 
     /// Writes entries (insert or replace) and removes cache keys, atomically;
     /// with `expected_version`, only if the partition is still at that version.
+    ///
+    /// An `IdToken` entry of a session partition holding the session's own
+    /// ID token is stored as a reference to it (the session is read to
+    /// compare); any other ID token is stored in the entry.
     pub async fn write(
         &self,
         key: &PartitionKey,
@@ -271,7 +463,49 @@ impl TokenCache {
         remove: &[String],
         expected_version: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let mut write = PartitionWrite::upsert(upsert.iter().map(|e| self.seal(key, e)).collect());
+        let session_id_token = if matches!(key, PartitionKey::Session(_))
+            && upsert.iter().any(|e| e.kind() == EntryKind::IdToken)
+        {
+            self.session_id_token(key).await?
+        } else {
+            None
+        };
+        self.write_entries(
+            key,
+            upsert,
+            remove,
+            expected_version,
+            session_id_token.as_ref(),
+        )
+        .await
+    }
+
+    /// [`write`](Self::write) for a session whose ID token the caller holds
+    /// (sign-in, which has just stored it): the session is not read again.
+    pub(crate) async fn write_for_session(
+        &self,
+        session: &Session,
+        upsert: &[CacheEntry],
+    ) -> Result<u64, StoreError> {
+        let key = PartitionKey::Session(session.id.clone());
+        self.write_entries(&key, upsert, &[], None, Some(&session.id_token))
+            .await
+    }
+
+    async fn write_entries(
+        &self,
+        key: &PartitionKey,
+        upsert: &[CacheEntry],
+        remove: &[String],
+        expected_version: Option<u64>,
+        session_id_token: Option<&Secret>,
+    ) -> Result<u64, StoreError> {
+        let mut write = PartitionWrite::upsert(
+            upsert
+                .iter()
+                .map(|e| self.seal_entry(key, e, session_id_token))
+                .collect(),
+        );
         write.remove = remove.to_vec();
         write.expected_version = expected_version;
         let result = self.store.write_partition(key, write).await;
@@ -431,5 +665,124 @@ mod tests {
             "an eviction drops the view"
         );
         assert!(cache.access_tokens(&key, "app").await.unwrap().is_none());
+    }
+
+    fn id_token_entry(secret: &str) -> CacheEntry {
+        CacheEntry::IdToken(crate::cache::IdTokenEntry {
+            home_account_id: Some("uid.utid".into()),
+            environment: "idp.example.com".into(),
+            realm: "common".into(),
+            client_id: "app".into(),
+            secret: Secret::new(secret),
+            extra: serde_json::Map::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_sessions_own_id_token_is_stored_once_and_read_back() {
+        let (cache, session, key) = cache_with_session().await;
+        // Stored as sign-in stores it: sealed.
+        cache.put_session(&session).await.unwrap();
+        let stored = cache
+            .store()
+            .get_session(&session.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.id_token.secret().starts_with(SEALED_ID_TOKEN_PREFIX));
+        let entry = id_token_entry(session.id_token.secret());
+        cache
+            .write(&key, std::slice::from_ref(&entry), &[], None)
+            .await
+            .unwrap();
+        let part = cache.store().get_partition(&key).await.unwrap().unwrap();
+        let inline = cache.seal(&key, &entry);
+        assert!(
+            part.entries[0].sealed.len() < inline.sealed.len(),
+            "a reference"
+        );
+        let read = cache.read(&key).await.unwrap();
+        assert_eq!(read.unreadable, 0);
+        assert_eq!(read.entries.len(), 1);
+        assert_eq!(read.entries[0].secret(), Some(session.id_token.secret()));
+        assert_eq!(read.entries[0].to_msal_json(), entry.to_msal_json());
+        // The request path's read leaves it out, without reading the session.
+        assert!(
+            cache
+                .read_credentials(&key)
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+
+        // Another ID token (a refresh's) is held in the entry.
+        let other = id_token_entry("another.id.token");
+        cache
+            .write(&key, std::slice::from_ref(&other), &[], None)
+            .await
+            .unwrap();
+        let part = cache.store().get_partition(&key).await.unwrap().unwrap();
+        assert_eq!(
+            part.entries[0].sealed.len(),
+            cache.seal(&key, &other).sealed.len()
+        );
+        let read = cache.read(&key).await.unwrap();
+        assert_eq!(read.entries[0].secret(), Some("another.id.token"));
+    }
+
+    #[tokio::test]
+    async fn a_reference_is_only_honoured_where_it_was_sealed() {
+        let (cache, session, key) = cache_with_session().await;
+        cache.put_session(&session).await.unwrap();
+        let entry = id_token_entry(session.id_token.secret());
+        cache
+            .write(&key, std::slice::from_ref(&entry), &[], None)
+            .await
+            .unwrap();
+        let sealed = cache
+            .store()
+            .get_partition(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .entries;
+        // Moved to another session's partition: its associated data no longer matches.
+        let other = Session::new(
+            "https://idp.example.com",
+            "bob",
+            None,
+            Secret::new("b"),
+            0,
+            i64::MAX,
+        );
+        cache.put_session(&other).await.unwrap();
+        let other_key = PartitionKey::Session(other.id.clone());
+        cache
+            .store()
+            .write_partition(&other_key, PartitionWrite::upsert(sealed))
+            .await
+            .unwrap();
+        let read = cache.read(&other_key).await.unwrap();
+        assert_eq!((read.entries.len(), read.unreadable), (0, 1));
+        // The session gone, the entry cannot be completed.
+        let (cache2, session2, key2) = cache_with_session().await;
+        cache2.put_session(&session2).await.unwrap();
+        cache2
+            .write(
+                &key2,
+                &[id_token_entry(session2.id_token.secret())],
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        let entries = cache2.store().get_partition(&key2).await.unwrap().unwrap();
+        let mut stale = session2.clone();
+        stale.id_token = Secret::new("sealed:AAAA");
+        cache2.store().put_session(&stale).await.unwrap();
+        assert_eq!(entries.entries.len(), 1);
+        let read = cache2.read(&key2).await.unwrap();
+        assert_eq!((read.entries.len(), read.unreadable), (0, 1));
     }
 }

@@ -340,7 +340,7 @@ impl TokenAcquirer {
             claims: None,
         };
         // Another caller may have refreshed while we waited.
-        let cached = self.cache.read(key).await?;
+        let cached = self.cache.read_credentials(key).await?;
         let now = self.clock.unix_now();
         if let Some(t) = usable_access_token(&cached.entries, self.client_id(), wanted, now) {
             return Ok(t);
@@ -391,7 +391,7 @@ impl TokenAcquirer {
             Ok(_) => {}
             Err(StoreError::Conflict { .. }) => {
                 // Someone else wrote meanwhile (another instance); prefer theirs if usable.
-                let again = self.cache.read(key).await?;
+                let again = self.cache.read_credentials(key).await?;
                 if let Some(t) = usable_access_token(
                     &again.entries,
                     self.client_id(),
@@ -461,7 +461,7 @@ impl TokenAcquirer {
         let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
         self.single_flight
             .run(&key.storage_key(), async {
-                let cached = self.cache.read(&key).await?;
+                let cached = self.cache.read_credentials(&key).await?;
                 let now = self.clock.unix_now();
                 if let Some(t) =
                     usable_access_token(&cached.entries, self.client_id(), &wanted, now)
@@ -510,7 +510,7 @@ impl TokenAcquirer {
         token: &AccessToken,
     ) -> Result<(), TokenError> {
         let key = PartitionKey::Session(session.id.clone());
-        let cached = self.cache.read(&key).await?;
+        let cached = self.cache.read_credentials(&key).await?;
         let stale: Vec<String> = cached
             .entries
             .iter()

@@ -1,6 +1,7 @@
 //! The token cache: entries in MSAL's unified schema (module `msal`).
 
 mod msal;
+pub(crate) mod plain;
 
 pub(crate) use msal::msal_target;
 pub use msal::{
