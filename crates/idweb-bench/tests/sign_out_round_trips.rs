@@ -216,10 +216,11 @@ async fn measure(
             traffic,
         });
 
-        // Local sign-out of one session.
+        // Local sign-out of one session of a user with n.
+        let (_, sessions) = user(store, &iss, n).await;
         let before = proxy.traffic();
         let e = sign_out
-            .evict(&SignOutSelector::Session(sessions[n - 1].id.clone()))
+            .evict(&SignOutSelector::Session(sessions[0].id.clone()))
             .await
             .expect("evict");
         let traffic = proxy.traffic().since(&before);
