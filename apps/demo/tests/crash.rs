@@ -255,8 +255,7 @@ async fn crash_rounds(
         let killer = {
             let (acks, storm_over) = (acks.clone(), storm_over.clone());
             tokio::spawn(async move {
-                while acks.load(Ordering::SeqCst) < kill_after
-                    && !storm_over.load(Ordering::SeqCst)
+                while acks.load(Ordering::SeqCst) < kill_after && !storm_over.load(Ordering::SeqCst)
                 {
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
@@ -417,22 +416,19 @@ async fn no_back_channel_logout_is_lost_to_a_crash_on_redis() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let prefix = format!("idweb-test-crash-{}", SessionId::generate().fingerprint());
-    let url = std::env::var("IDWEB_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("IDWEB_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client_id = "crash-redis";
     let mut env = app_env(&idp, client_id, &base, port);
     env.push(("IDWEB_STORE", url.clone()));
     env.push(("IDWEB_STORE_PREFIX", prefix.clone()));
-    let redis = match idweb_store_redis::RedisStore::open_with_prefix(
-        &url,
-        &prefix,
-        Arc::new(SystemClock),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => panic!("this test needs Redis at {url} (or IDWEB_TEST_REDIS_URL): {e}"),
-    };
+    let redis =
+        match idweb_store_redis::RedisStore::open_with_prefix(&url, &prefix, Arc::new(SystemClock))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => panic!("this test needs Redis at {url} (or IDWEB_TEST_REDIS_URL): {e}"),
+        };
     let store: Arc<dyn Store> = Arc::new(redis);
     let tally = crash_rounds("Redis", &idp, client_id, env, &base, store).await;
     delete_keys(&url, &prefix);

@@ -82,7 +82,10 @@ fn listen(channel: String) -> mpsc::Receiver<String> {
         loop {
             match pubsub.get_message() {
                 Ok(m) => {
-                    if tx.send(m.get_payload::<String>().unwrap_or_default()).is_err() {
+                    if tx
+                        .send(m.get_payload::<String>().unwrap_or_default())
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -762,12 +762,7 @@ async fn gone(store: &Arc<dyn Store>, s: &Session) -> bool {
         });
     }
     for l in &lookups {
-        if store
-            .find_sessions(l)
-            .await
-            .expect("find")
-            .contains(&s.id)
-        {
+        if store.find_sessions(l).await.expect("find").contains(&s.id) {
             return false;
         }
     }
@@ -816,7 +811,10 @@ pub async fn sign_out_removes_the_selection(factory: &impl StoreFactory) {
         .await
         .expect("sign out by sid");
     assert_eq!(removed(out), sorted(vec![a.id.clone()]));
-    assert!(gone(&store, &a).await, "the session and its tokens are gone");
+    assert!(
+        gone(&store, &a).await,
+        "the session and its tokens are gone"
+    );
     assert!(store.get_tombstone(&by_sid).await.expect("get").is_some());
     assert!(store.get_session(&b.id).await.expect("get").is_some());
 
@@ -855,7 +853,11 @@ pub async fn sign_out_removes_the_selection(factory: &impl StoreFactory) {
         .sign_out(&request(&clock, SignOutTarget::Lookup(by_sub)))
         .await
         .expect("again");
-    assert_eq!(removed(again), Vec::<String>::new(), "nothing left to remove");
+    assert_eq!(
+        removed(again),
+        Vec::<String>::new(),
+        "nothing left to remove"
+    );
 }
 
 /// `sign_out` of one session removes it and tombstones its provider
@@ -904,7 +906,10 @@ pub async fn sign_out_of_one_session(factory: &impl StoreFactory) {
     assert_eq!(store.get_tombstone(&by_sub).await.expect("get"), None);
 
     let out = store
-        .sign_out(&request(&clock, SignOutTarget::Session(SessionId::generate())))
+        .sign_out(&request(
+            &clock,
+            SignOutTarget::Session(SessionId::generate()),
+        ))
         .await
         .expect("unknown");
     assert_eq!(removed(out), Vec::<String>::new());
@@ -1129,14 +1134,22 @@ pub async fn jti_check_does_not_record(factory: &impl StoreFactory) {
     let now = clock.unix_now();
     let (iss, jti) = (unique("https://iss"), unique("jti"));
     assert!(!store.is_jti_recorded(&iss, &jti).await.expect("check"));
-    assert!(!store.is_jti_recorded(&iss, &jti).await.expect("check again"));
+    assert!(
+        !store
+            .is_jti_recorded(&iss, &jti)
+            .await
+            .expect("check again")
+    );
     assert!(
         store.record_jti(&iss, &jti, i64::MIN).await.expect("probe"),
         "no live record: the probe is first"
     );
     assert!(!store.is_jti_recorded(&iss, &jti).await.expect("check"));
     assert!(
-        store.record_jti(&iss, &jti, now + 300).await.expect("record"),
+        store
+            .record_jti(&iss, &jti, now + 300)
+            .await
+            .expect("record"),
         "neither the checks nor the expired probe count"
     );
     assert!(store.is_jti_recorded(&iss, &jti).await.expect("check"));

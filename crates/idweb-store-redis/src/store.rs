@@ -442,7 +442,11 @@ impl RedisStore {
 
     /// Whether a live tombstone covers `session`, given the tombstone value
     /// (`''` for none) read for each index key the session is under.
-    fn covered(&self, session: &Session, tombstones: &[(String, Vec<u8>)]) -> Result<bool, StoreError> {
+    fn covered(
+        &self,
+        session: &Session,
+        tombstones: &[(String, Vec<u8>)],
+    ) -> Result<bool, StoreError> {
         let now = self.now();
         for (index, value) in tombstones {
             if value.is_empty() {
@@ -451,7 +455,8 @@ impl RedisStore {
             let Some(tag) = self.inner.keys.tag_of_index(index) else {
                 continue;
             };
-            let value = std::str::from_utf8(value).map_err(|_| corrupt("a tombstone is not text"))?;
+            let value =
+                std::str::from_utf8(value).map_err(|_| corrupt("a tombstone is not text"))?;
             let (logged_out_at, expires_at) = decode_tombstone(value)?;
             let selector = match (is_sid_tag(tag), &session.sid) {
                 (true, Some(sid)) => SessionLookup::ByProviderSession {
@@ -464,7 +469,8 @@ impl RedisStore {
                     sub: session.sub.clone(),
                 },
             };
-            if expires_at > now && Tombstone::new(selector, logged_out_at, expires_at).covers(session)
+            if expires_at > now
+                && Tombstone::new(selector, logged_out_at, expires_at).covers(session)
             {
                 return Ok(true);
             }
@@ -502,7 +508,10 @@ impl RedisStore {
     async fn get_session_cluster(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let k = &self.inner.keys;
         let mut c = cmd("HMGET");
-        c.arg(k.session(&session_tag(id))).arg("data").arg("exp").arg("idx");
+        c.arg(k.session(&session_tag(id)))
+            .arg("data")
+            .arg("exp")
+            .arg("idx");
         let (data, exp, idx): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) =
             self.query(&c).await?;
         let (Some(data), Some(exp)) = (data, exp) else {
@@ -553,8 +562,7 @@ impl RedisStore {
             let k = &self.inner.keys;
             let now = self.now();
             for _ in 0..MAX_CAS_TRIES {
-                let (lookup_mode, ids, expected_idx, tomb_tag, lookup_index) = match &request
-                    .target
+                let (lookup_mode, ids, expected_idx, tomb_tag, lookup_index) = match &request.target
                 {
                     SignOutTarget::Session(id) => {
                         let mut get = cmd("HGET");

@@ -361,5 +361,8 @@ async fn a_sign_out_leaves_no_index_entry_behind() {
         .iter()
         .filter(|(_, m)| m == stays.id.secret())
         .count();
-    assert_eq!(of_stays, 4, "the other session keeps its 2 index and 2 count entries");
+    assert_eq!(
+        of_stays, 4,
+        "the other session keeps its 2 index and 2 count entries"
+    );
 }

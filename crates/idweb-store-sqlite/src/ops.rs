@@ -4,8 +4,8 @@
 //! Every statement is prepared once per connection and cached.
 
 use idweb::{
-    PartitionKey, Session, SessionId, SessionLookup, SignOutOutcome, SignOutRequest,
-    SignOutTarget, StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
+    PartitionKey, Session, SessionId, SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget,
+    StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 

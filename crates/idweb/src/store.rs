@@ -910,10 +910,9 @@ impl Store for MemoryStore {
             return Ok(SignOutOutcome::Replayed);
         }
         let (tombstone, ids) = match &request.target {
-            SignOutTarget::Session(id) => (
-                request.tombstone(inner.sessions.get(id)),
-                vec![id.clone()],
-            ),
+            SignOutTarget::Session(id) => {
+                (request.tombstone(inner.sessions.get(id)), vec![id.clone()])
+            }
             SignOutTarget::Lookup(lookup) => (
                 request.tombstone(None),
                 inner

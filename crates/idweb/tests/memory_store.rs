@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idweb::{
-    LockToken, MemoryStore, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup,
-    Store, StoreError, StoreStats, StoredPartition, Tombstone,
+    LockToken, MemoryStore, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store,
+    StoreError, StoreStats, StoredPartition, Tombstone,
 };
 
 idweb_store_conformance::store_conformance_tests!(|clock| async move {
@@ -47,7 +47,11 @@ impl Store for DefaultsOnly {
     async fn get_partition(&self, k: &PartitionKey) -> Result<Option<StoredPartition>, StoreError> {
         self.0.get_partition(k).await
     }
-    async fn write_partition(&self, k: &PartitionKey, w: PartitionWrite) -> Result<u64, StoreError> {
+    async fn write_partition(
+        &self,
+        k: &PartitionKey,
+        w: PartitionWrite,
+    ) -> Result<u64, StoreError> {
         self.0.write_partition(k, w).await
     }
     async fn remove_partition(&self, k: &PartitionKey) -> Result<bool, StoreError> {
