@@ -468,9 +468,11 @@ async fn on_https_below_a_path_cookies_are_secure_and_scoped_to_the_path() {
     assert_eq!(resp.status(), 302);
     let cookies = set_cookies(&resp);
     assert!(
-        cookies.iter().any(|c| c.starts_with("__Secure-idweb.signin.")
-            && c.contains("Path=/portal;")
-            && c.contains("Secure")),
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Secure-idweb.signin.")
+                && c.contains("Path=/portal;")
+                && c.contains("Secure")),
         "{cookies:?}"
     );
 

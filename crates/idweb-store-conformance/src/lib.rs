@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    Clock, ManualClock, PartitionKey, PartitionWrite, Secret, Session, SessionId, SessionLookup,
-    Store, StoreError, StoredEntry, Tombstone,
+    Clock, JtiRecord, ManualClock, PartitionKey, PartitionWrite, Secret, Session, SessionId,
+    SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoredEntry,
+    Tombstone,
 };
 
 #[doc(hidden)]
@@ -734,6 +735,487 @@ pub async fn locks_exclude_and_expire(factory: &impl StoreFactory) {
     assert_eq!(winners, 1, "exactly one concurrent taker wins");
 }
 
+/// A session stored with a one-entry partition.
+async fn stored_with_tokens(store: &Arc<dyn Store>, s: &Session) {
+    store.put_session(s).await.expect("put");
+    store
+        .write_partition(
+            &PartitionKey::Session(s.id.clone()),
+            PartitionWrite::upsert(vec![entry("rt", "RefreshToken", b"secret")]),
+        )
+        .await
+        .expect("write");
+}
+
+/// Whether nothing of `s` is left: no session, no partition, not found
+/// by either lookup.
+async fn gone(store: &Arc<dyn Store>, s: &Session) -> bool {
+    let by_sub = SessionLookup::BySubject {
+        iss: s.iss.clone(),
+        sub: s.sub.clone(),
+    };
+    let mut lookups = vec![by_sub];
+    if let Some(sid) = &s.sid {
+        lookups.push(SessionLookup::ByProviderSession {
+            iss: s.iss.clone(),
+            sid: sid.clone(),
+        });
+    }
+    for l in &lookups {
+        if store.find_sessions(l).await.expect("find").contains(&s.id) {
+            return false;
+        }
+    }
+    store.get_session(&s.id).await.expect("get").is_none()
+        && store
+            .get_partition(&PartitionKey::Session(s.id.clone()))
+            .await
+            .expect("partition")
+            .is_none()
+        && store.remove_session(&s.id).await.expect("remove").is_none()
+}
+
+fn removed(outcome: SignOutOutcome) -> Vec<String> {
+    match outcome {
+        SignOutOutcome::SignedOut { removed } => sorted(removed),
+        other => panic!("expected a sign-out, got {other:?}"),
+    }
+}
+
+fn request(clock: &ManualClock, target: SignOutTarget) -> SignOutRequest {
+    let now = clock.unix_now();
+    SignOutRequest::new(target, now, now + 7200)
+}
+
+/// `sign_out` of a lookup removes every selected session with its partition
+/// and index entries, tombstones the selector, returns the removed ids, and
+/// leaves other users alone.
+pub async fn sign_out_removes_the_selection(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, sub) = (unique("https://iss"), unique("sub"));
+    let (sid_a, sid_b) = (unique("sid"), unique("sid"));
+    let a = sample_session(&iss, &sub, Some(&sid_a), now);
+    let b = sample_session(&iss, &sub, Some(&sid_b), now);
+    let c = sample_session(&iss, &sub, None, now);
+    let other = sample_session(&iss, &unique("sub"), Some(&unique("sid")), now);
+    for s in [&a, &b, &c, &other] {
+        stored_with_tokens(&store, s).await;
+    }
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: sid_a.clone(),
+    };
+    let out = store
+        .sign_out(&request(&clock, SignOutTarget::Lookup(by_sid.clone())))
+        .await
+        .expect("sign out by sid");
+    assert_eq!(removed(out), sorted(vec![a.id.clone()]));
+    assert!(
+        gone(&store, &a).await,
+        "the session and its tokens are gone"
+    );
+    assert!(store.get_tombstone(&by_sid).await.expect("get").is_some());
+    assert!(store.get_session(&b.id).await.expect("get").is_some());
+
+    clock.advance(Duration::from_secs(1));
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: sub.clone(),
+    };
+    let out = store
+        .sign_out(&request(&clock, SignOutTarget::Lookup(by_sub.clone())))
+        .await
+        .expect("sign out by subject");
+    assert_eq!(removed(out), sorted(vec![b.id.clone(), c.id.clone()]));
+    assert!(gone(&store, &b).await && gone(&store, &c).await);
+    assert_eq!(
+        store
+            .get_tombstone(&by_sub)
+            .await
+            .expect("get")
+            .map(|t| t.logged_out_at),
+        Some(clock.unix_now())
+    );
+    assert_eq!(
+        store.get_session(&other.id).await.expect("get"),
+        Some(other.clone()),
+        "another user is left alone"
+    );
+    assert!(
+        store
+            .get_partition(&PartitionKey::Session(other.id.clone()))
+            .await
+            .expect("partition")
+            .is_some()
+    );
+    let again = store
+        .sign_out(&request(&clock, SignOutTarget::Lookup(by_sub)))
+        .await
+        .expect("again");
+    assert_eq!(
+        removed(again),
+        Vec::<String>::new(),
+        "nothing left to remove"
+    );
+}
+
+/// `sign_out` of one session removes it and tombstones its provider
+/// session, so that the provider session cannot come back; a session
+/// without `sid` gets no tombstone; an unknown id removes nothing.
+pub async fn sign_out_of_one_session(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
+    let s = sample_session(&iss, &sub, Some(&sid), now);
+    let sibling = sample_session(&iss, &sub, Some(&unique("sid")), now);
+    stored_with_tokens(&store, &s).await;
+    stored_with_tokens(&store, &sibling).await;
+    let out = store
+        .sign_out(&request(&clock, SignOutTarget::Session(s.id.clone())))
+        .await
+        .expect("sign out");
+    assert_eq!(removed(out), sorted(vec![s.id.clone()]));
+    assert!(gone(&store, &s).await);
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: sid.clone(),
+    };
+    assert!(store.get_tombstone(&by_sid).await.expect("get").is_some());
+    let late = store
+        .put_session(&sample_session(&iss, &sub, Some(&sid), now))
+        .await;
+    assert!(matches!(late, Err(StoreError::SignedOut)), "{late:?}");
+    assert!(
+        store.get_session(&sibling.id).await.expect("get").is_some(),
+        "the user's other session stays"
+    );
+
+    let plain = sample_session(&iss, &unique("sub"), None, now);
+    stored_with_tokens(&store, &plain).await;
+    let out = store
+        .sign_out(&request(&clock, SignOutTarget::Session(plain.id.clone())))
+        .await
+        .expect("sign out");
+    assert_eq!(removed(out), sorted(vec![plain.id.clone()]));
+    assert!(gone(&store, &plain).await);
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: plain.sub.clone(),
+    };
+    assert_eq!(store.get_tombstone(&by_sub).await.expect("get"), None);
+
+    let out = store
+        .sign_out(&request(
+            &clock,
+            SignOutTarget::Session(SessionId::generate()),
+        ))
+        .await
+        .expect("unknown");
+    assert_eq!(removed(out), Vec::<String>::new());
+}
+
+/// A sign-out whose `jti` is recorded already is a replay: nothing changes
+/// (no tombstone moved, no session removed), whatever it selects.
+pub async fn replayed_jti_changes_nothing(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let (iss, sub) = (unique("https://iss"), unique("sub"));
+    let jti = JtiRecord::new(iss.clone(), unique("jti"), clock.unix_now() + 600);
+    let first = sample_session(&iss, &sub, None, clock.unix_now());
+    stored_with_tokens(&store, &first).await;
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: sub.clone(),
+    };
+    assert!(!store.is_jti_recorded(&iss, &jti.jti).await.expect("seen"));
+    let out = store
+        .sign_out(&request(&clock, SignOutTarget::Lookup(by_sub.clone())).with_jti(jti.clone()))
+        .await
+        .expect("sign out");
+    assert_eq!(removed(out), sorted(vec![first.id.clone()]));
+    assert!(store.is_jti_recorded(&iss, &jti.jti).await.expect("seen"));
+    let logged_out_at = clock.unix_now();
+
+    // The user signs in again later; the same token comes back.
+    clock.advance(Duration::from_secs(10));
+    let later = sample_session(&iss, &sub, None, clock.unix_now());
+    stored_with_tokens(&store, &later).await;
+    let replay = store
+        .sign_out(&request(&clock, SignOutTarget::Lookup(by_sub.clone())).with_jti(jti.clone()))
+        .await
+        .expect("replay");
+    assert_eq!(replay, SignOutOutcome::Replayed);
+    assert_eq!(
+        store.get_session(&later.id).await.expect("get"),
+        Some(later.clone()),
+        "a replay signs no one out"
+    );
+    assert!(
+        store
+            .get_partition(&PartitionKey::Session(later.id.clone()))
+            .await
+            .expect("partition")
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .get_tombstone(&by_sub)
+            .await
+            .expect("get")
+            .map(|t| t.logged_out_at),
+        Some(logged_out_at),
+        "a replay does not move the tombstone"
+    );
+    let other_target = store
+        .sign_out(&request(&clock, SignOutTarget::Session(later.id.clone())).with_jti(jti))
+        .await
+        .expect("replay");
+    assert_eq!(other_target, SignOutOutcome::Replayed);
+    assert!(store.get_session(&later.id).await.expect("get").is_some());
+}
+
+/// The states a sign-out done step by step can be left in by a crash —
+/// tombstone stored but sessions not removed; tombstone and removals stored
+/// but no replay record — are completed by the retry of the same request,
+/// and the session is refused meanwhile.
+pub async fn sign_out_retry_completes_a_partial_state(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
+    let s = sample_session(&iss, &sub, Some(&sid), now);
+    stored_with_tokens(&store, &s).await;
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: sid.clone(),
+    };
+    let jti = JtiRecord::new(iss.clone(), unique("jti"), now + 600);
+    let req = request(&clock, SignOutTarget::Lookup(by_sid.clone())).with_jti(jti.clone());
+    // Crashed after the tombstone.
+    store
+        .put_tombstone(&Tombstone::new(by_sid.clone(), now, now + 7200))
+        .await
+        .expect("tombstone");
+    assert_eq!(
+        store.get_session(&s.id).await.expect("get"),
+        None,
+        "a tombstoned session is refused even with its rows stored"
+    );
+    assert!(!store.is_jti_recorded(&iss, &jti.jti).await.expect("seen"));
+    let out = store.sign_out(&req).await.expect("retry");
+    assert_eq!(removed(out), sorted(vec![s.id.clone()]));
+    assert!(gone(&store, &s).await);
+    assert!(store.is_jti_recorded(&iss, &jti.jti).await.expect("seen"));
+    assert_eq!(
+        store.sign_out(&req).await.expect("again"),
+        SignOutOutcome::Replayed
+    );
+
+    // Crashed after the removals, before the replay record.
+    let s2 = sample_session(&iss, &unique("sub"), Some(&unique("sid")), now);
+    stored_with_tokens(&store, &s2).await;
+    let by_sid2 = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: s2.sid.clone().expect("sid"),
+    };
+    store
+        .put_tombstone(&Tombstone::new(by_sid2.clone(), now, now + 7200))
+        .await
+        .expect("tombstone");
+    store.remove_session(&s2.id).await.expect("remove");
+    let jti2 = JtiRecord::new(iss.clone(), unique("jti"), now + 600);
+    let req2 = request(&clock, SignOutTarget::Lookup(by_sid2)).with_jti(jti2.clone());
+    let out = store.sign_out(&req2).await.expect("retry");
+    assert_eq!(removed(out), Vec::<String>::new());
+    assert!(store.is_jti_recorded(&iss, &jti2.jti).await.expect("seen"));
+    assert_eq!(
+        store.sign_out(&req2).await.expect("again"),
+        SignOutOutcome::Replayed
+    );
+}
+
+/// `get_session` refuses a session that a live tombstone covers, even while
+/// its rows are stored: an `(iss, sid)` one always, an `(iss, sub)` one when
+/// the sign-out was not before the session's creation; not after the
+/// tombstone expires.
+pub async fn get_session_refuses_tombstoned_sessions(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, sub, sid) = (unique("https://iss"), unique("sub"), unique("sid"));
+    let s = sample_session(&iss, &sub, Some(&sid), now);
+    store.put_session(&s).await.expect("put");
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: sid.clone(),
+    };
+    store
+        .put_tombstone(&Tombstone::new(by_sid.clone(), now, now + 60))
+        .await
+        .expect("tombstone");
+    assert_eq!(store.get_session(&s.id).await.expect("get"), None);
+    assert_eq!(
+        sorted(store.find_sessions(&by_sid).await.expect("find")),
+        sorted(vec![s.id.clone()]),
+        "its rows are still stored (a sign-out can find and remove them)"
+    );
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        store.get_session(&s.id).await.expect("get"),
+        Some(s.clone()),
+        "an expired tombstone no longer refuses"
+    );
+
+    let now = clock.unix_now();
+    let t = sample_session(&iss, &unique("sub"), None, now);
+    store.put_session(&t).await.expect("put");
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: t.sub.clone(),
+    };
+    store
+        .put_tombstone(&Tombstone::new(by_sub.clone(), now - 5, now + 600))
+        .await
+        .expect("older sign-out");
+    assert_eq!(
+        store.get_session(&t.id).await.expect("get"),
+        Some(t.clone()),
+        "a sign-out before the session's creation does not cover it"
+    );
+    store
+        .put_tombstone(&Tombstone::new(by_sub, now, now + 600))
+        .await
+        .expect("sign-out");
+    assert_eq!(store.get_session(&t.id).await.expect("get"), None);
+}
+
+/// With `only_if_found`, a sign-out that matches no live session writes
+/// nothing (no tombstone, no replay record); one that matches works as usual.
+pub async fn sign_out_only_if_found(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let iss = unique("https://iss");
+    let unknown = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: unique("sid"),
+    };
+    let jti = JtiRecord::new(iss.clone(), unique("jti"), now + 600);
+    let out = store
+        .sign_out(
+            &request(&clock, SignOutTarget::Lookup(unknown.clone()))
+                .with_jti(jti.clone())
+                .only_if_found(),
+        )
+        .await
+        .expect("sign out");
+    assert_eq!(removed(out), Vec::<String>::new());
+    assert_eq!(store.get_tombstone(&unknown).await.expect("get"), None);
+    assert!(!store.is_jti_recorded(&iss, &jti.jti).await.expect("seen"));
+
+    let sid = unique("sid");
+    let s = sample_session(&iss, &unique("sub"), Some(&sid), now);
+    stored_with_tokens(&store, &s).await;
+    let known = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid,
+    };
+    let out = store
+        .sign_out(&request(&clock, SignOutTarget::Lookup(known.clone())).only_if_found())
+        .await
+        .expect("sign out");
+    assert_eq!(removed(out), sorted(vec![s.id.clone()]));
+    assert!(gone(&store, &s).await);
+    assert!(store.get_tombstone(&known).await.expect("get").is_some());
+}
+
+/// `is_jti_recorded` only reads; a record whose expiry has passed does not
+/// count (which is what the default `is_jti_recorded` relies on: a record
+/// made with an expiry long past only tests).
+pub async fn jti_check_does_not_record(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, jti) = (unique("https://iss"), unique("jti"));
+    assert!(!store.is_jti_recorded(&iss, &jti).await.expect("check"));
+    assert!(
+        !store
+            .is_jti_recorded(&iss, &jti)
+            .await
+            .expect("check again")
+    );
+    assert!(
+        store.record_jti(&iss, &jti, i64::MIN).await.expect("probe"),
+        "no live record: the probe is first"
+    );
+    assert!(!store.is_jti_recorded(&iss, &jti).await.expect("check"));
+    assert!(
+        store
+            .record_jti(&iss, &jti, now + 300)
+            .await
+            .expect("record"),
+        "neither the checks nor the expired probe count"
+    );
+    assert!(store.is_jti_recorded(&iss, &jti).await.expect("check"));
+    assert!(
+        !store.record_jti(&iss, &jti, i64::MIN).await.expect("probe"),
+        "the probe sees the live record"
+    );
+    assert!(store.is_jti_recorded(&iss, &jti).await.expect("check"));
+    clock.advance(Duration::from_secs(300));
+    assert!(!store.is_jti_recorded(&iss, &jti).await.expect("expired"));
+}
+
+/// Concurrent deliveries of one logout token: the sign-out happens (at
+/// least one is told so), every session is removed, and a later delivery
+/// is a replay.
+pub async fn concurrent_deliveries_of_one_token(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let (iss, sub) = (unique("https://iss"), unique("sub"));
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        let s = sample_session(&iss, &sub, Some(&unique("sid")), now);
+        stored_with_tokens(&store, &s).await;
+        sessions.push(s);
+    }
+    let req = request(
+        &clock,
+        SignOutTarget::Lookup(SessionLookup::BySubject {
+            iss: iss.clone(),
+            sub,
+        }),
+    )
+    .with_jti(JtiRecord::new(iss.clone(), unique("jti"), now + 600));
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (store, req) = (store.clone(), req.clone());
+        tasks.push(tokio::spawn(async move { store.sign_out(&req).await }));
+    }
+    let mut all_removed = Vec::new();
+    let mut done = 0;
+    for t in tasks {
+        match t.await.expect("task").expect("sign out") {
+            SignOutOutcome::SignedOut { removed } => {
+                done += 1;
+                all_removed.extend(removed);
+            }
+            SignOutOutcome::Replayed => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(done >= 1, "the sign-out happened");
+    all_removed.sort_by(|a, b| a.secret().cmp(b.secret()));
+    all_removed.dedup();
+    assert_eq!(
+        sorted(all_removed),
+        sorted(sessions.iter().map(|s| s.id.clone()).collect())
+    );
+    for s in &sessions {
+        assert!(gone(&store, s).await);
+    }
+    assert_eq!(
+        store.sign_out(&req).await.expect("later"),
+        SignOutOutcome::Replayed
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance test for the store built by
 /// `$factory` (a closure `Fn(Arc<ManualClock>) -> impl Future<Output = Arc<dyn Store>>`).
 #[macro_export]
@@ -756,6 +1238,14 @@ macro_rules! store_conformance_tests {
             jti_is_recorded_once,
             stats_and_listing,
             locks_exclude_and_expire,
+            sign_out_removes_the_selection,
+            sign_out_of_one_session,
+            replayed_jti_changes_nothing,
+            sign_out_retry_completes_a_partial_state,
+            get_session_refuses_tombstoned_sessions,
+            sign_out_only_if_found,
+            jti_check_does_not_record,
+            concurrent_deliveries_of_one_token,
         );
     };
     (@tests $factory:expr; $($name:ident,)*) => {

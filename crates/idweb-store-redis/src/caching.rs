@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use idweb::{
-    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store,
-    StoreError, StoreStats, StoredPartition, Tombstone,
+    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup,
+    SignOutOutcome, SignOutRequest, Store, StoreError, StoreStats, StoredPartition, Tombstone,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
@@ -1064,6 +1064,58 @@ impl Store for CachingStore {
 
     async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
         self.seen(self.redis.record_jti(iss, jti, expires_at).await)
+    }
+
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        self.seen(self.redis.is_jti_recorded(iss, jti).await)
+    }
+
+    /// Standalone: Redis's one sign-out script, which also publishes the
+    /// invalidation (no round trip of its own); then this instance's own
+    /// entries are dropped before returning. When Redis failed, the message
+    /// is queued for later and L1 is off until resubscribed, as for every
+    /// write. The announcement asks every instance to acknowledge it, and a
+    /// stored sign-out returns only once no instance can still answer from
+    /// what it removed (as [`acknowledged`](Self::acknowledged) bounds).
+    /// Cluster: the steps in order, each announced (and acknowledged) as it
+    /// is stored.
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        if self.redis.is_cluster() {
+            return idweb::sign_out_in_order(self, request).await;
+        }
+        let ack = self.shared.expect_acks();
+        let mut words = Vec::new();
+        let r = self
+            .redis
+            .sign_out_single(
+                request,
+                Some(&self.shared.origin),
+                Some(&ack.word),
+                &mut words,
+            )
+            .await;
+        self.shared.invalidate(&words);
+        // Nothing was published for a replay, or for an only-if-found
+        // request that found nothing: no acknowledgement will come.
+        let published = match &r {
+            Ok(SignOutOutcome::SignedOut { removed }) => {
+                !(request.only_if_found && removed.is_empty())
+            }
+            _ => false,
+        };
+        if published {
+            self.acknowledged(ack, Instant::now()).await;
+        } else {
+            lock(&self.shared.acks).remove(&ack.id);
+        }
+        if matches!(r, Err(StoreError::Unavailable(_))) {
+            if !words.is_empty() {
+                self.shared
+                    .queue(format!("{}\n{}", self.shared.origin, words.join("\n")));
+            }
+            self.shared.redis_failed();
+        }
+        r
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {

@@ -139,7 +139,17 @@ impl Keys {
         format!("{}:{{x:{selector_tag}}}:index", self.prefix)
     }
 
+    /// The selector tag of an index key (one this store named), if it is one.
+    pub(crate) fn tag_of_index<'a>(&self, index_key: &'a str) -> Option<&'a str> {
+        index_key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{x:")?
+            .strip_suffix("}:index")
+    }
+
     /// A tombstone (string `logged_out_at:expires_at`), in its index's slot.
+    /// Its name is its index's with `:tombstone` for `:index`: the scripts
+    /// rely on it (`GET_SESSION`).
     pub(crate) fn tombstone(&self, selector_tag: &str) -> String {
         format!("{}:{{x:{selector_tag}}}:tombstone", self.prefix)
     }
@@ -237,6 +247,24 @@ mod tests {
         })
         .expect("tag");
         assert!(is_sid_tag(&sid) && !is_sid_tag(&a));
+    }
+
+    #[test]
+    fn a_tombstone_is_named_after_its_index_and_the_tag_reads_back() {
+        let k = Keys::new("app:1").expect("prefix");
+        let tag = selector_tag(&SessionLookup::ByProviderSession {
+            iss: "https://i".into(),
+            sid: "s:1}".into(),
+        })
+        .expect("tag");
+        let index = k.index(&tag);
+        let from_index = index
+            .strip_suffix(":index")
+            .map(|base| format!("{base}:tombstone"));
+        assert_eq!(from_index, Some(k.tombstone(&tag)));
+        assert_eq!(k.tag_of_index(&index), Some(tag.as_str()));
+        assert_eq!(k.tag_of_index(&k.tombstone(&tag)), None);
+        assert_eq!(Keys::new("other").expect("p").tag_of_index(&index), None);
     }
 
     #[test]

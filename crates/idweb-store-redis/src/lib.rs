@@ -95,6 +95,16 @@
 //! - **Replay records and locks.** `record_jti` and `try_lock` are
 //!   test-and-set scripts; `unlock` compares the token and deletes in one
 //!   script; `forget_jti` is a `DEL`.
+//! - **Sign-out** (`Store::sign_out`), on a standalone server: one read of
+//!   the candidates (the lookup's live ids, or the session's `idx`), then
+//!   one script that checks them again and stores everything together — the
+//!   replay check and record, the tombstone, each session with its
+//!   partition, version, index and count entries — and, for
+//!   [`CachingStore`], publishes the invalidation: two round trips whatever
+//!   the number of sessions (decision 0015).
+//! - **Tombstones on reads.** `get_session` reads the session and the
+//!   tombstones of its selectors in one script and refuses a session a live
+//!   tombstone covers, even while its keys are still stored.
 //! - **Lookups** read the index's live entries (by score) and keep the
 //!   sessions that exist, are live and are still indexed under that
 //!   lookup: the cost follows the user's sessions, not the store's size.
@@ -125,15 +135,21 @@
 //!   adds the index entry **and then** reads the tombstone (one script, the
 //!   selector's slot), then updates the count sets. A covering tombstone
 //!   makes it remove the session again and answer `SignedOut`.
-//! - Sign-out writes the tombstone first, then looks the sessions up, then
-//!   removes each. Either the sign-in read the tombstone after it was
-//!   written (and refused), or the sign-in's session and index entry were
-//!   stored before the tombstone, hence before the lookup, which finds and
-//!   removes it. No interleaving lets a sign-in survive the sign-out.
+//! - Sign-out (the order-based `idweb::sign_out_in_order`) checks the
+//!   replay record, writes the tombstone, then looks the sessions up, then
+//!   removes each, and records the logout token's `jti` last, so that a
+//!   crash leaves a state the provider's retry completes. Either the
+//!   sign-in read the tombstone after it was written (and refused), or the
+//!   sign-in's session and index entry were stored before the tombstone,
+//!   hence before the lookup, which finds and removes it. No interleaving
+//!   lets a sign-in survive the sign-out.
 //! - `remove_session` deletes the session, partition and version in one
 //!   script (the part that matters), then removes index and count entries.
 //!   Entries left behind by a failure there point at a missing session:
 //!   lookups skip them and the index prunes them by score.
+//!
+//! `get_session` reads the session, then its selectors' tombstones (in
+//! their slots): one more round trip than on a standalone server.
 //!
 //! Counts are then updated in a separate step, so `session_count` and
 //! `stats` may be off for a moment (the contract allows approximate counts

@@ -124,6 +124,121 @@ return {'none'}
     )
 });
 
+/// Standalone `get_session`: the session and, in the same step, the
+/// tombstone of each selector it is indexed under (the tombstone key is its
+/// index key with `:tombstone` for `:index`; see `Keys`). The index keys are
+/// those the session's own `idx` field names, written by this store: a
+/// standalone server does not require a script's keys to be declared, and a
+/// Redis Cluster never runs this script.
+///
+/// KEYS: session. Reply: empty when absent, else data, exp, idx, then
+/// (index key, tombstone value or '') per index key.
+pub(crate) static GET_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HMGET', KEYS[1], 'data', 'exp', 'idx')
+if not v[1] then return {} end
+local r = {v[1], v[2] or '', v[3] or ''}
+for k in string.gmatch(v[3] or '', '[^\n]+') do
+  local t = string.gsub(k, ':index$', ':tombstone')
+  r[#r + 1] = k
+  r[#r + 1] = redis.call('GET', t) or ''
+end
+return r
+",
+    )
+});
+
+/// Standalone sign-out, everything in one step: the replay check, the
+/// tombstone, the removal of each selected session (session, partition,
+/// version, its entries in every index its `idx` names and in the count
+/// sets), the replay record and the invalidation message. Nothing is
+/// written unless all of it is.
+///
+/// The candidates are read before the script (the index's live ids, or for
+/// one session its `idx`) and checked again inside: a lookup's index may
+/// hold no live id that is not a candidate, a session's `idx` must be
+/// unchanged; otherwise the reply is 'retry' and nothing was written. Index
+/// keys other than the lookup's are read from each session's `idx` (see
+/// [`GET_SESSION`] on undeclared keys).
+///
+/// KEYS: meta expiry, meta ids, meta tombstones, jti, tombstone, lookup
+/// index (the last three repeat KEYS[1] when unused), then (session, part,
+/// ver) per candidate.
+/// ARGV: now, 'lookup' or 'session', jti flag, jti expiry, jti ttl,
+/// tombstone flag, logged_out_at, tombstone expiry, tombstone ttl, tombstone
+/// tag, only-if-found flag, expected idx (session mode), channel, payload
+/// ('' for none), candidate count, then the candidate ids.
+/// Reply: 'replayed' | 'retry' | 'ok' followed by the live sessions removed.
+pub(crate) static SIGN_OUT: LazyLock<Script> = LazyLock::new(|| {
+    with_helpers(
+        r"
+local now = tonumber(ARGV[1])
+local lookup = ARGV[2] == 'lookup'
+if ARGV[3] == '1' then
+  local seen = tonumber(redis.call('GET', KEYS[4]) or '')
+  if seen and seen > now then return {'replayed'} end
+end
+local n = tonumber(ARGV[15])
+if lookup then
+  local known = {}
+  for i = 1, n do known[ARGV[15 + i]] = true end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[1], '+inf')) do
+    if not known[id] then return {'retry'} end
+  end
+elseif (redis.call('HGET', KEYS[7], 'idx') or '') ~= ARGV[12] then
+  return {'retry'}
+end
+-- The candidates still selected: stored, and (lookup) still indexed there.
+local chosen, any_live = {}, false
+for i = 1, n do
+  local v = redis.call('HMGET', KEYS[4 + 3 * i], 'exp', 'idx')
+  local selected = v[2] ~= false and v[2] ~= nil
+  if selected and lookup then
+    selected = false
+    for k in string.gmatch(v[2], '[^\n]+') do
+      if k == KEYS[6] then selected = true end
+    end
+  end
+  if selected then
+    local live = (tonumber(v[1] or '') or 0) > now
+    chosen[#chosen + 1] = {i, v[2], live}
+    if live then any_live = true end
+  end
+end
+if ARGV[11] == '1' and not any_live then return {'ok'} end
+if ARGV[6] == '1' then
+  local old = redis.call('GET', KEYS[5])
+  local lo, ex = nil, nil
+  if old then lo, ex = string.match(old, '^(%-?%d+):(%-?%d+)$') end
+  if not (lo and tonumber(ex) > now and tonumber(lo) > tonumber(ARGV[7])) then
+    redis.call('SET', KEYS[5], ARGV[7] .. ':' .. ARGV[8], 'EX', ARGV[9])
+    redis.call('ZADD', KEYS[3], ARGV[8], ARGV[10])
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - GRACE)
+    extend(KEYS[3], tonumber(ARGV[9]))
+  end
+end
+local removed = {'ok'}
+for _, c in ipairs(chosen) do
+  local i, idx, live = c[1], c[2], c[3]
+  local id = ARGV[15 + i]
+  redis.call('DEL', KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i])
+  for k in string.gmatch(idx, '[^\n]+') do redis.call('ZREM', k, id) end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  if live then removed[#removed + 1] = id end
+end
+if lookup then
+  -- Entries of candidates no longer selected are stale: tidied here.
+  for i = 1, n do redis.call('ZREM', KEYS[6], ARGV[15 + i]) end
+end
+if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end
+if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[13], ARGV[14]) end
+return removed
+",
+    )
+});
+
 /// Cluster `put_session`, step 1 (the session's slot): writes the session.
 ///
 /// KEYS: session, part, ver. ARGV: expected idx, data, exp, ttl, new idx.

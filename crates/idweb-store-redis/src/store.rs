@@ -7,8 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use idweb::{
-    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store,
-    StoreError, StoreStats, StoredPartition, SystemClock, Tombstone,
+    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup,
+    SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoreStats, StoredPartition,
+    SystemClock, Tombstone,
 };
 use redis::{Cmd, ConnectionInfo, FromRedisValue, RedisResult, ScriptInvocation, cmd};
 
@@ -19,7 +20,7 @@ use crate::codec::{
 use crate::conn::{self, Conn};
 use crate::error::{Error, corrupt, redis_error, unavailable, unexpected};
 use crate::keys::{
-    DEFAULT_PREFIX, Keys, Part, is_sid_tag, selector_tag, session_selectors, session_tag,
+    DEFAULT_PREFIX, Keys, Part, is_sid_tag, l1, selector_tag, session_selectors, session_tag,
 };
 use crate::scripts;
 
@@ -439,6 +440,242 @@ impl RedisStore {
         Err(unavailable(Error::Contended))
     }
 
+    /// Whether a live tombstone covers `session`, given the tombstone value
+    /// (`''` for none) read for each index key the session is under.
+    fn covered(
+        &self,
+        session: &Session,
+        tombstones: &[(String, Vec<u8>)],
+    ) -> Result<bool, StoreError> {
+        let now = self.now();
+        for (index, value) in tombstones {
+            if value.is_empty() {
+                continue;
+            }
+            let Some(tag) = self.inner.keys.tag_of_index(index) else {
+                continue;
+            };
+            let value =
+                std::str::from_utf8(value).map_err(|_| corrupt("a tombstone is not text"))?;
+            let (logged_out_at, expires_at) = decode_tombstone(value)?;
+            let selector = match (is_sid_tag(tag), &session.sid) {
+                (true, Some(sid)) => SessionLookup::ByProviderSession {
+                    iss: session.iss.clone(),
+                    sid: sid.clone(),
+                },
+                (true, None) => continue,
+                (false, _) => SessionLookup::BySubject {
+                    iss: session.iss.clone(),
+                    sub: session.sub.clone(),
+                },
+            };
+            if expires_at > now
+                && Tombstone::new(selector, logged_out_at, expires_at).covers(session)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `get_session` on a standalone server: one script reads the session
+    /// and its tombstones together.
+    async fn get_session_single(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let mut inv = scripts::GET_SESSION.prepare_invoke();
+        inv.key(self.inner.keys.session(&session_tag(id)));
+        let reply: Vec<Vec<u8>> = self.invoke(&inv).await?;
+        let mut it = reply.into_iter();
+        let (Some(data), Some(exp), Some(_idx)) = (it.next(), it.next(), it.next()) else {
+            return Ok(None);
+        };
+        if parse_i64(&exp)? <= self.now() {
+            return Ok(None);
+        }
+        let session = decode_session(id, &data)?;
+        let rest: Vec<Vec<u8>> = it.collect();
+        let tombstones: Vec<(String, Vec<u8>)> = rest
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [k, v] => Some((String::from_utf8_lossy(k).into_owned(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        Ok((!self.covered(&session, &tombstones)?).then_some(session))
+    }
+
+    /// `get_session` on a cluster: the session (its slot), then the
+    /// tombstones of its selectors (theirs).
+    async fn get_session_cluster(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let k = &self.inner.keys;
+        let mut c = cmd("HMGET");
+        c.arg(k.session(&session_tag(id)))
+            .arg("data")
+            .arg("exp")
+            .arg("idx");
+        let (data, exp, idx): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) =
+            self.query(&c).await?;
+        let (Some(data), Some(exp)) = (data, exp) else {
+            return Ok(None);
+        };
+        if parse_i64(&exp)? <= self.now() {
+            return Ok(None);
+        }
+        let session = decode_session(id, &data)?;
+        let indexes: Vec<String> = idx
+            .unwrap_or_default()
+            .split('\n')
+            .filter(|i| k.tag_of_index(i).is_some())
+            .map(str::to_string)
+            .collect();
+        let gets = indexes
+            .iter()
+            .filter_map(|i| k.tag_of_index(i))
+            .map(|tag| {
+                let mut c = cmd("GET");
+                c.arg(k.tombstone(tag));
+                c
+            })
+            .collect();
+        let values: Vec<Option<Vec<u8>>> = self.query_each(gets).await?;
+        let tombstones: Vec<(String, Vec<u8>)> = indexes
+            .into_iter()
+            .zip(values)
+            .map(|(i, v)| (i, v.unwrap_or_default()))
+            .collect();
+        Ok((!self.covered(&session, &tombstones)?).then_some(session))
+    }
+
+    /// A whole sign-out on a standalone server: one read of the candidates
+    /// (the lookup's live ids, or the session's `idx`), then one script
+    /// (`SIGN_OUT`) that checks them again and does everything, publishing
+    /// `ORIGIN\nWORDS` on the invalidation channel when `announce_as` gives
+    /// the origin. Two round trips; more only when a concurrent write
+    /// changed the candidates between the two. `words` receives the names
+    /// of the in-process cache entries concerned (also on failure), after
+    /// `first_word` when given (an acknowledgement request).
+    pub(crate) async fn sign_out_single(
+        &self,
+        request: &SignOutRequest,
+        announce_as: Option<&str>,
+        first_word: Option<&str>,
+        words: &mut Vec<String>,
+    ) -> Result<SignOutOutcome, StoreError> {
+        self.timed(OP_TIMEOUT, async {
+            let k = &self.inner.keys;
+            let now = self.now();
+            for _ in 0..MAX_CAS_TRIES {
+                let (lookup_mode, ids, expected_idx, tomb_tag, lookup_index) = match &request.target
+                {
+                    SignOutTarget::Session(id) => {
+                        let mut get = cmd("HGET");
+                        get.arg(k.session(&session_tag(id))).arg("idx");
+                        let idx: String = self
+                            .query::<Option<String>>(&get)
+                            .await?
+                            .unwrap_or_default();
+                        // The session's provider session, from its index keys.
+                        let sid_tag = idx
+                            .split('\n')
+                            .filter_map(|i| k.tag_of_index(i))
+                            .find(|t| is_sid_tag(t))
+                            .map(str::to_string);
+                        (false, vec![id.secret().to_string()], idx, sid_tag, None)
+                    }
+                    SignOutTarget::Lookup(lookup) => {
+                        let tag = selector_tag(lookup).map_err(unavailable)?;
+                        let index = k.index(&tag);
+                        let mut range = cmd("ZRANGEBYSCORE");
+                        range.arg(&index).arg(format!("({now}")).arg("+inf");
+                        let ids: Vec<String> = self.query(&range).await?;
+                        (true, ids, String::new(), Some(tag), Some(index))
+                    }
+                    _ => return Err(unavailable(Error::Unsupported("sign-out target"))),
+                };
+                words.clear();
+                words.extend(first_word.map(str::to_string));
+                if let Some(t) = &tomb_tag {
+                    words.push(l1::tombstone(t));
+                }
+                let tags: Vec<String> = ids
+                    .iter()
+                    .map(|id| session_tag(&SessionId::from_string(id.clone())))
+                    .collect();
+                for tag in &tags {
+                    words.push(l1::session(tag));
+                    words.push(l1::partition(&Part::Session(tag.clone())));
+                }
+                let payload = announce_as
+                    .map(|origin| format!("{origin}\n{}", words.join("\n")))
+                    .unwrap_or_default();
+                let unused = k.meta_expiry();
+                let mut inv = scripts::SIGN_OUT.prepare_invoke();
+                inv.key(k.meta_expiry())
+                    .key(k.meta_ids())
+                    .key(k.meta_tombstones());
+                match &request.jti {
+                    Some(j) => inv.key(k.jti(&j.iss, &j.jti)),
+                    None => inv.key(&unused),
+                };
+                match &tomb_tag {
+                    Some(t) => inv.key(k.tombstone(t)),
+                    None => inv.key(&unused),
+                };
+                match &lookup_index {
+                    Some(i) => inv.key(i),
+                    None => inv.key(&unused),
+                };
+                for tag in &tags {
+                    let part = Part::Session(tag.clone());
+                    inv.key(k.session(tag))
+                        .key(k.part(&part))
+                        .key(k.version(&part));
+                }
+                let flag = |b: bool| if b { "1" } else { "0" };
+                let (jti_exp, jti_ttl) = request
+                    .jti
+                    .as_ref()
+                    .map_or((0, 1), |j| (j.expires_at, ttl_secs(j.expires_at, now)));
+                inv.arg(now)
+                    .arg(if lookup_mode { "lookup" } else { "session" })
+                    .arg(flag(request.jti.is_some()))
+                    .arg(jti_exp)
+                    .arg(jti_ttl)
+                    .arg(flag(tomb_tag.is_some()))
+                    .arg(request.logged_out_at)
+                    .arg(request.tombstone_expires_at)
+                    .arg(ttl_secs(request.tombstone_expires_at, now))
+                    .arg(tomb_tag.as_deref().unwrap_or_default())
+                    .arg(flag(request.only_if_found))
+                    .arg(&expected_idx)
+                    .arg(k.channel())
+                    .arg(&payload)
+                    .arg(ids.len());
+                for id in &ids {
+                    inv.arg(id);
+                }
+                let reply: Vec<Vec<u8>> = self.invoke(&inv).await?;
+                return match reply.first().map(Vec::as_slice) {
+                    Some(b"retry") => continue,
+                    Some(b"replayed") => Ok(SignOutOutcome::Replayed),
+                    Some(b"ok") => {
+                        let removed = reply[1..]
+                            .iter()
+                            .map(|id| {
+                                String::from_utf8(id.clone())
+                                    .map(SessionId::from_string)
+                                    .map_err(|_| corrupt("a session id is not UTF-8"))
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(SignOutOutcome::SignedOut { removed })
+                    }
+                    _ => Err(unexpected("sign_out")),
+                };
+            }
+            Err(unavailable(Error::Contended))
+        })
+        .await
+    }
+
     /// Session record and expiry of each id, `None` where absent.
     async fn sessions_of(&self, ids: &[String]) -> Result<Vec<Option<(Vec<u8>, i64)>>, StoreError> {
         let k = &self.inner.keys;
@@ -533,10 +770,10 @@ impl Store for RedisStore {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.timed(OP_TIMEOUT, async {
-            let rows = self.sessions_of(&[id.secret().to_string()]).await?;
-            match rows.into_iter().next().flatten() {
-                Some((data, exp)) if exp > self.now() => Ok(Some(decode_session(id, &data)?)),
-                _ => Ok(None),
+            if self.inner.cluster {
+                self.get_session_cluster(id).await
+            } else {
+                self.get_session_single(id).await
             }
         })
         .await
@@ -804,6 +1041,30 @@ impl Store for RedisStore {
             Ok(self.invoke::<i64>(&inv).await? == 1)
         })
         .await
+    }
+
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        self.timed(OP_TIMEOUT, async {
+            let mut c = cmd("GET");
+            c.arg(self.inner.keys.jti(iss, jti));
+            match self.query::<Option<Vec<u8>>>(&c).await? {
+                Some(v) => Ok(parse_i64(&v)? > self.now()),
+                None => Ok(false),
+            }
+        })
+        .await
+    }
+
+    /// Standalone: one script after one read (see `sign_out_single`),
+    /// atomic. Cluster: the keys of one sign-out live in several slots, so
+    /// it runs in order ([`idweb::sign_out_in_order`]), crash-safe but not
+    /// atomic.
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        if self.inner.cluster {
+            return idweb::sign_out_in_order(self, request).await;
+        }
+        self.sign_out_single(request, None, None, &mut Vec::new())
+            .await
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {

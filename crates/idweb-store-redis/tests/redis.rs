@@ -10,7 +10,10 @@ use common::scenarios::{
     caching, clock, entry, eventually, partition_write_races_sign_out, session,
     sign_in_races_sign_out, sign_out_empties_another_instance_cache, unique,
 };
-use idweb::{PartitionKey, PartitionWrite, SessionLookup, Store, StoreError, Tombstone};
+use idweb::{
+    PartitionKey, PartitionWrite, SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget,
+    Store, StoreError, Tombstone,
+};
 use idweb_store_redis::{CachingStore, RedisStore};
 
 /// Deletes the prefix's keys when the test ends, however it ends.
@@ -56,7 +59,8 @@ async fn sign_out_on_one_instance_empties_the_cache_of_another() {
 }
 
 /// Updates travel too: B's token refresh replaces what A cached, and a
-/// tombstone written by B drops A's cached sessions it covers.
+/// tombstone written by B drops A's cached sessions it covers (which Redis
+/// then refuses).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_tombstones_of_one_instance_reach_the_cache_of_another() {
     let prefix = common::unique_prefix();
@@ -100,9 +104,11 @@ async fn writes_and_tombstones_of_one_instance_reach_the_cache_of_another() {
     ))
     .await
     .expect("tombstone");
+    // Dropped from A's cache, A asks Redis, which refuses the session
+    // the tombstone covers (its rows are still stored).
     let dropped = eventually(Duration::from_secs(2), || async {
         let before = a.l1_misses();
-        a.get_session(&s.id).await.expect("get").is_some() && a.l1_misses() == before + 1
+        a.get_session(&s.id).await.expect("get").is_none() && a.l1_misses() == before + 1
     })
     .await;
     assert!(
@@ -400,4 +406,66 @@ async fn keys_expire_with_what_they_hold() {
         };
         assert!(ttl > 0 && ttl <= bound, "{key}: TTL {ttl}");
     }
+}
+
+/// A sign-out by `(iss, sid)` takes the session out of every index it was
+/// in — the `(iss, sub)` one too, which the script learns from the session
+/// itself — and out of the count sets: no entry is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_leaves_no_index_entry_behind() {
+    let prefix = common::unique_prefix();
+    let url = common::redis_url();
+    let _sweep = Sweep(url.clone(), prefix.clone());
+    let store = common::open(&prefix, clock()).await;
+    let now = clock().unix_now();
+    let (iss, sub) = (unique("https://iss"), unique("sub"));
+    let gone = session(&iss, &sub, Some(&unique("sid")), now);
+    let stays = session(&iss, &sub, Some(&unique("sid")), now);
+    for s in [&gone, &stays] {
+        store.put_session(s).await.expect("put");
+    }
+    let request = SignOutRequest::new(
+        SignOutTarget::Lookup(SessionLookup::ByProviderSession {
+            iss: iss.clone(),
+            sid: gone.sid.clone().expect("sid"),
+        }),
+        now,
+        now + 7200,
+    );
+    let outcome = store.sign_out(&request).await.expect("sign out");
+    assert_eq!(
+        outcome,
+        SignOutOutcome::SignedOut {
+            removed: vec![gone.id.clone()]
+        }
+    );
+    let con = &mut redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let mut members = Vec::new();
+    for key in common::keys_under(&url, &prefix) {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(con).expect("type");
+        if kind == "zset" {
+            let m: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(con)
+                .expect("zrange");
+            members.extend(m.into_iter().map(|m| (key.clone(), m)));
+        }
+    }
+    assert!(
+        !members.iter().any(|(_, m)| m == gone.id.secret()),
+        "an index or count entry of the removed session is left: {:?}",
+        members.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    let of_stays = members
+        .iter()
+        .filter(|(_, m)| m == stays.id.secret())
+        .count();
+    assert_eq!(
+        of_stays, 4,
+        "the other session keeps its 2 index and 2 count entries"
+    );
 }

@@ -86,6 +86,13 @@
 //!   partition write, the tombstone check and the session insert, the replay
 //!   test and the replay record, the lock test and the lock record. No other
 //!   writer comes in between, in this process or another one.
+//! - A whole sign-out (`Store::sign_out`: replay check and record,
+//!   tombstone, the removal of each selected session with its partition) is
+//!   one operation of the writer: it commits in one transaction, shared
+//!   with the other writes of its group, or not at all.
+//! - `get_session` reads the session and checks its tombstones in one
+//!   statement: a session a live tombstone covers is refused even while its
+//!   rows are stored.
 //! - Other processes on the same file wait up to the busy timeout (5
 //!   seconds) for the write lock. A second [`SqliteStore`] on the same file
 //!   sees every committed write on its next read: each read statement starts

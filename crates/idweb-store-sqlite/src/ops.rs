@@ -4,8 +4,8 @@
 //! Every statement is prepared once per connection and cached.
 
 use idweb::{
-    Session, SessionId, SessionLookup, StoreError, StoreStats, StoredEntry, StoredPartition,
-    Tombstone,
+    PartitionKey, Session, SessionId, SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget,
+    StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -240,6 +240,97 @@ pub(crate) fn record_jti(
     Ok(exec(conn, sql::JTI_INSERT, params![iss, jti, expires_at])? == 1)
 }
 
+/// Whether `(iss, jti)` is recorded and live.
+pub(crate) fn jti_recorded(
+    conn: &Connection,
+    iss: &str,
+    jti: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(sql::JTI_LIVE)
+        .and_then(|mut st| st.exists(params![iss, jti, now]))
+        .map_err(db_error)
+}
+
+/// A whole sign-out, inside the writer's transaction (so all of it commits
+/// together, or none of it): the replay check, the tombstone, the removal of
+/// each selected session with its partition, the replay record.
+pub(crate) fn sign_out(
+    conn: &Connection,
+    request: &SignOutRequest,
+    now: i64,
+) -> Result<SignOutOutcome, StoreError> {
+    if let Some(j) = &request.jti
+        && jti_recorded(conn, &j.iss, &j.jti, now)?
+    {
+        return Ok(SignOutOutcome::Replayed);
+    }
+    let (tombstone, ids, any_live) = match &request.target {
+        SignOutTarget::Session(id) => {
+            let row: Option<(String, Option<String>)> = conn
+                .prepare_cached(sql::SESSION_PROVIDER_SESSION)
+                .and_then(|mut st| {
+                    st.query_row([id.secret()], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            let live = conn
+                .prepare_cached(sql::SESSION_IS_LIVE)
+                .and_then(|mut st| st.exists(params![id.secret(), now]))
+                .map_err(db_error)?;
+            // The tombstone of a session target is its provider session's.
+            let tombstone = row.and_then(|(iss, sid)| {
+                Some(Tombstone::new(
+                    SessionLookup::ByProviderSession { iss, sid: sid? },
+                    request.logged_out_at,
+                    request.tombstone_expires_at,
+                ))
+            });
+            (tombstone, vec![id.clone()], live)
+        }
+        SignOutTarget::Lookup(lookup) => {
+            let (statement, iss, value) = match lookup {
+                SessionLookup::ByProviderSession { iss, sid } => (sql::SESSIONS_BY_SID, iss, sid),
+                SessionLookup::BySubject { iss, sub } => (sql::SESSIONS_BY_SUB, iss, sub),
+                _ => {
+                    return Err(unavailable(
+                        "this store does not know that kind of session lookup",
+                    ));
+                }
+            };
+            let ids = find_sessions(conn, statement, iss, value, now)?;
+            let any = !ids.is_empty();
+            (request.tombstone(None), ids, any)
+        }
+        _ => {
+            return Err(unavailable(
+                "this store does not know that kind of sign-out target",
+            ));
+        }
+    };
+    if request.only_if_found && !any_live {
+        return Ok(SignOutOutcome::SignedOut {
+            removed: Vec::new(),
+        });
+    }
+    if let Some(t) = &tombstone {
+        put_tombstone(conn, t, now)?;
+    }
+    // Lookups select live sessions only; a session target counts when live.
+    let mut removed = Vec::new();
+    for id in ids {
+        let pkey = PartitionKey::Session(id.clone()).storage_key();
+        if remove_session(conn, id.secret(), &pkey)?.is_some() && any_live {
+            removed.push(id);
+        }
+    }
+    if let Some(j) = &request.jti {
+        exec(conn, sql::JTI_DELETE_IF_EXPIRED, params![j.iss, j.jti, now])?;
+        exec(conn, sql::JTI_INSERT, params![j.iss, j.jti, j.expires_at])?;
+    }
+    Ok(SignOutOutcome::SignedOut { removed })
+}
+
 /// Forgets `(iss, jti)`.
 pub(crate) fn forget_jti(conn: &Connection, iss: &str, jti: &str) -> Result<(), StoreError> {
     exec(conn, sql::JTI_FORGET, params![iss, jti]).map(drop)
@@ -301,14 +392,16 @@ pub(crate) fn purge_batch(
 
 // Reads.
 
-/// The session `id` as stored, with its expiry: `(data, expires_at)`.
-pub(crate) fn get_session(
+/// The session `id` as the request path reads it: `(data, expires_at,
+/// covered by a live tombstone)`, in one statement.
+pub(crate) fn get_session_checked(
     conn: &Connection,
     id: &str,
-) -> Result<Option<(String, i64)>, StoreError> {
-    conn.prepare_cached(sql::SESSION_GET)
+    now: i64,
+) -> Result<Option<(String, i64, bool)>, StoreError> {
+    conn.prepare_cached(sql::SESSION_GET_CHECKED)
         .and_then(|mut st| {
-            st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            st.query_row(params![id, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
         })
         .map_err(db_error)

@@ -25,6 +25,22 @@ pub(crate) const SESSION_UPSERT: &str =
 
 pub(crate) const SESSION_GET: &str = "SELECT data, expires_at FROM sessions WHERE id = ?1";
 
+/// A session as the request path reads it: its data, its expiry, and whether
+/// a live tombstone covers it (an `(iss, sid)` one, or an `(iss, sub)` one
+/// of a sign-out at or after its creation), in one statement (one snapshot),
+/// each tombstone probed by its primary key.
+pub(crate) const SESSION_GET_CHECKED: &str = "SELECT s.data, s.expires_at,
+        EXISTS (SELECT 1 FROM tombstones t
+                WHERE t.kind = 'sid' AND t.iss = s.iss AND t.value = s.sid
+                  AND +t.expires_at > ?2)
+        OR EXISTS (SELECT 1 FROM tombstones t
+                   WHERE t.kind = 'sub' AND t.iss = s.iss AND t.value = s.sub
+                     AND +t.expires_at > ?2 AND t.logged_out_at >= s.created_at)
+     FROM sessions s WHERE s.id = ?1";
+
+/// What a sign-out of one session needs: its issuer and provider session.
+pub(crate) const SESSION_PROVIDER_SESSION: &str = "SELECT iss, sid FROM sessions WHERE id = ?1";
+
 pub(crate) const SESSION_DELETE: &str = "DELETE FROM sessions WHERE id = ?1";
 
 pub(crate) const SESSIONS_BY_SID: &str = "SELECT id FROM sessions
@@ -110,6 +126,9 @@ pub(crate) const JTI_DELETE_IF_EXPIRED: &str =
 pub(crate) const JTI_INSERT: &str = "INSERT INTO jtis (iss, jti, expires_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (iss, jti) DO NOTHING";
 
+pub(crate) const JTI_LIVE: &str =
+    "SELECT 1 FROM jtis WHERE iss = ?1 AND jti = ?2 AND +expires_at > ?3";
+
 pub(crate) const JTI_FORGET: &str = "DELETE FROM jtis WHERE iss = ?1 AND jti = ?2";
 
 pub(crate) const LOCK_DELETE_IF_EXPIRED: &str =
@@ -170,6 +189,8 @@ pub(crate) const INDEXED: &[&str] = &[
     SESSION_DELETE_IF_EXPIRED,
     SESSION_UPSERT,
     SESSION_GET,
+    SESSION_GET_CHECKED,
+    SESSION_PROVIDER_SESSION,
     SESSION_DELETE,
     SESSIONS_BY_SID,
     SESSIONS_BY_SUB,
@@ -188,6 +209,7 @@ pub(crate) const INDEXED: &[&str] = &[
     TOMBSTONE_PUT,
     JTI_DELETE_IF_EXPIRED,
     JTI_INSERT,
+    JTI_LIVE,
     JTI_FORGET,
     LOCK_DELETE_IF_EXPIRED,
     LOCK_INSERT,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idweb::{
-    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError,
-    StoreStats, StoredPartition, Tombstone,
+    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, SignOutOutcome,
+    SignOutRequest, Store, StoreError, StoreStats, StoredPartition, Tombstone,
 };
 
 use crate::error::{corrupt, unavailable};
@@ -25,10 +25,16 @@ impl Store for SqliteStore {
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let now = self.now();
         let key = id.secret().to_string();
-        let Some((data, expires_at)) = self.read(move |conn| ops::get_session(conn, &key)).await?
+        let Some((data, expires_at, signed_out)) = self
+            .read(move |conn| ops::get_session_checked(conn, &key, now))
+            .await?
         else {
             return Ok(None);
         };
+        if signed_out {
+            // A tombstone covers it: signed out, whatever rows remain.
+            return Ok(None);
+        }
         if expires_at <= now {
             // The session has ended: take it and its tokens out now rather
             // than at the next purge. Failing to do so does not make the
@@ -165,6 +171,26 @@ impl Store for SqliteStore {
         let now = self.now();
         let (iss, jti) = (iss.to_string(), jti.to_string());
         self.write(move |conn| ops::record_jti(conn, &iss, &jti, expires_at, now))
+            .await
+    }
+
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        let now = self.now();
+        let (iss, jti) = (iss.to_string(), jti.to_string());
+        self.read(move |conn| ops::jti_recorded(conn, &iss, &jti, now))
+            .await
+    }
+
+    /// Atomic: one operation of the writer, so the whole sign-out commits
+    /// in one transaction (grouped with other writes, one flush for all).
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        if let idweb::SignOutTarget::Lookup(lookup) = &request.target {
+            // Refused here, before it is queued, if the selector is unknown.
+            ops::selector_key(lookup)?;
+        }
+        let now = self.now();
+        let request = request.clone();
+        self.write(move |conn| ops::sign_out(conn, &request, now))
             .await
     }
 

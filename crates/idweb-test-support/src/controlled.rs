@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idweb::{
-    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError,
-    StoreStats, StoredPartition, Tombstone,
+    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, SignOutOutcome,
+    SignOutRequest, Store, StoreError, StoreStats, StoredPartition, Tombstone,
 };
 use tokio::sync::{Mutex, Notify};
 
@@ -135,6 +135,14 @@ impl Store for ControlledStore {
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
         self.check()?;
         self.inner.forget_jti(iss, jti).await
+    }
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.is_jti_recorded(iss, jti).await
+    }
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        self.check()?;
+        self.inner.sign_out(request).await
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.check()?;

@@ -124,8 +124,9 @@ pub use signout::{
     SIGN_OUT_STATE_COOKIE, SignOut, SignOutSelector,
 };
 pub use store::{
-    BoxError, LockToken, MemoryHeld, MemoryStore, PartitionKey, PartitionWrite, SessionLookup,
-    Store, StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
+    BoxError, JtiRecord, LockToken, MemoryHeld, MemoryStore, PartitionKey, PartitionWrite,
+    SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoreStats,
+    StoredEntry, StoredPartition, Tombstone, sign_out_in_order,
 };
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};

@@ -15,7 +15,10 @@ use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
 use crate::provider::Provider;
 use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId};
-use crate::store::{PartitionKey, SessionLookup, Store, StoreError, Tombstone};
+use crate::store::{
+    JtiRecord, PartitionKey, SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget, Store,
+    StoreError,
+};
 use crate::time::Clock;
 use crate::token_cache::TokenCache;
 
@@ -55,12 +58,13 @@ pub struct Eviction {
 /// Removes signed-out sessions and every token of theirs, so that nothing
 /// brings them back.
 ///
-/// [`SignOut::evict`] first records a [`Tombstone`] (for `(iss, sid)` or
-/// `(iss, sub)`), so that a sign-in or a token refresh still in flight cannot
-/// write the session back; then it removes each selected session together with
-/// its cache partition and index entries; it returns only when all of that is
-/// stored. Its cost is proportional to the sessions selected, not to the size
-/// of the store.
+/// [`SignOut::evict`] records a [`Tombstone`](crate::Tombstone) (for
+/// `(iss, sid)` or `(iss, sub)`), so that a sign-in or a token refresh still
+/// in flight cannot write the session back, and removes each selected session
+/// together with its cache partition and index entries — all in one
+/// [`Store::sign_out`] step, atomic in the stores idweb ships; it returns only
+/// when all of that is stored. Its cost is proportional to the sessions
+/// selected, not to the size of the store.
 #[derive(Debug, Clone)]
 pub struct SignOut {
     store: Arc<dyn Store>,
@@ -95,80 +99,91 @@ impl SignOut {
         }
     }
 
-    fn tombstone(&self, selector: SessionLookup) -> Tombstone {
+    fn request(&self, selector: &SignOutSelector) -> SignOutRequest {
         let now = self.clock.unix_now();
         let ttl = i64::try_from(self.tombstone_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
-        Tombstone::new(selector, now, now.saturating_add(ttl))
+        let target = match selector {
+            SignOutSelector::Session(id) => SignOutTarget::Session(id.clone()),
+            SignOutSelector::ProviderSession { iss, sid } => {
+                SignOutTarget::Lookup(SessionLookup::ByProviderSession {
+                    iss: iss.clone(),
+                    sid: sid.clone(),
+                })
+            }
+            SignOutSelector::Subject { iss, sub } => {
+                SignOutTarget::Lookup(SessionLookup::BySubject {
+                    iss: iss.clone(),
+                    sub: sub.clone(),
+                })
+            }
+        };
+        SignOutRequest::new(target, now, now.saturating_add(ttl))
     }
 
-    /// Signs out what `selector` names. Errors leave a retry possible: every
-    /// step is idempotent.
-    pub async fn evict(&self, selector: &SignOutSelector) -> Result<Eviction, StoreError> {
-        let lookup = match selector {
-            SignOutSelector::Session(id) => {
-                let Some(session) = self.store.get_session(id).await? else {
-                    return Ok(Eviction::default());
-                };
-                if let Some(sid) = session.sid {
-                    // The provider session ends too (RP-initiated logout follows).
-                    self.store
-                        .put_tombstone(&self.tombstone(SessionLookup::ByProviderSession {
-                            iss: session.iss,
-                            sid,
-                        }))
-                        .await?;
-                }
-                let removed = self.store.remove_session(id).await?.is_some();
-                self.forget_views(id);
-                tracing::info!(session = ?id, "signed out one session");
-                return Ok(Eviction {
-                    sessions_removed: usize::from(removed),
-                });
-            }
-            SignOutSelector::ProviderSession { iss, sid } => SessionLookup::ByProviderSession {
-                iss: iss.clone(),
-                sid: sid.clone(),
-            },
-            SignOutSelector::Subject { iss, sub } => SessionLookup::BySubject {
-                iss: iss.clone(),
-                sub: sub.clone(),
-            },
+    /// Runs `request` as one [`Store::sign_out`], then drops this process's
+    /// views of what it removed. `None` when the request's `jti` was a replay.
+    async fn run(
+        &self,
+        selector: &SignOutSelector,
+        request: SignOutRequest,
+    ) -> Result<Option<Eviction>, StoreError> {
+        let outcome = self.store.sign_out(&request).await;
+        if let SignOutSelector::Session(id) = selector {
+            // Whatever the outcome: no view of this session outlives the call.
+            self.forget_views(id);
+        }
+        let removed = match outcome? {
+            SignOutOutcome::Replayed => return Ok(None),
+            SignOutOutcome::SignedOut { removed } => removed,
         };
-        self.store
-            .put_tombstone(&self.tombstone(lookup.clone()))
-            .await?;
-        let mut removed = 0;
-        for id in self.store.find_sessions(&lookup).await? {
-            if self.store.remove_session(&id).await?.is_some() {
-                removed += 1;
-            }
-            self.forget_views(&id);
+        for id in &removed {
+            self.forget_views(id);
         }
         tracing::info!(
-            sessions = removed,
+            sessions = removed.len(),
             selector = selector_kind(selector),
             "signed out"
         );
-        Ok(Eviction {
-            sessions_removed: removed,
-        })
+        Ok(Some(Eviction {
+            sessions_removed: removed.len(),
+        }))
+    }
+
+    /// Signs out what `selector` names: its tombstone and the removal of
+    /// every session it selects (each with its token-cache partition and
+    /// index entries) are stored as one step ([`Store::sign_out`]). Errors
+    /// leave a retry possible.
+    pub async fn evict(&self, selector: &SignOutSelector) -> Result<Eviction, StoreError> {
+        let request = self.request(selector);
+        Ok(self.run(selector, request).await?.unwrap_or_default())
     }
 
     /// Evicts `(iss, sid)` only if some session of this app matches it, and
     /// writes nothing otherwise (for unauthenticated front-channel requests).
+    /// The check and the eviction are one step.
     pub async fn evict_if_known(&self, iss: &str, sid: &str) -> Result<Eviction, StoreError> {
-        let lookup = SessionLookup::ByProviderSession {
+        let selector = SignOutSelector::ProviderSession {
             iss: iss.to_string(),
             sid: sid.to_string(),
         };
-        if self.store.find_sessions(&lookup).await?.is_empty() {
-            return Ok(Eviction::default());
-        }
-        self.evict(&SignOutSelector::ProviderSession {
-            iss: iss.to_string(),
-            sid: sid.to_string(),
-        })
-        .await
+        let request = self.request(&selector).only_if_found();
+        Ok(self.run(&selector, request).await?.unwrap_or_default())
+    }
+
+    /// The eviction a back-channel logout token asks for, stored in one step
+    /// with the token's replay record. `None` when the token's `jti` was
+    /// recorded already (a replay): then nothing changed.
+    pub(crate) async fn evict_logout(
+        &self,
+        logout: &LogoutRequest,
+    ) -> Result<Option<Eviction>, StoreError> {
+        let selector = logout.selector();
+        let request = self.request(&selector).with_jti(JtiRecord::new(
+            logout.iss.clone(),
+            logout.jti.clone(),
+            logout.replayable_until,
+        ));
+        self.run(&selector, request).await
     }
 }
 
@@ -455,7 +470,6 @@ pub struct LogoutHandler {
     config: LogoutConfig,
     client: Arc<ProviderClient>,
     cache: TokenCache,
-    store: Arc<dyn Store>,
     sign_out: SignOut,
     sealer: Arc<Sealer>,
     clock: Arc<dyn Clock>,
@@ -472,7 +486,6 @@ impl LogoutHandler {
     ) -> Self {
         Self {
             config,
-            store: cache.store().clone(),
             client,
             cache,
             sign_out,
@@ -507,22 +520,15 @@ impl LogoutHandler {
             now,
         )
         .await?;
-        let first = self
-            .store
-            .record_jti(&request.iss, &request.jti, request.replayable_until)
+        // The replay check, the replay record, the tombstone and the
+        // removals are one store step: a failure (or a crash) leaves none of
+        // it, or — on stores that do it in order — a state the provider's
+        // retry of this same token completes.
+        self.sign_out
+            .evict_logout(&request)
             .await
-            .map_err(BackChannelError::Store)?;
-        if !first {
-            return Err(LogoutTokenError::Replayed.into());
-        }
-        match self.sign_out.evict(&request.selector()).await {
-            Ok(e) => Ok(e),
-            Err(e) => {
-                // Let the provider's retry through: it is not a replay.
-                let _ = self.store.forget_jti(&request.iss, &request.jti).await;
-                Err(BackChannelError::Store(e))
-            }
-        }
+            .map_err(BackChannelError::Store)?
+            .ok_or_else(|| LogoutTokenError::Replayed.into())
     }
 
     /// Front-channel logout (`GET ...?iss=&sid=`): evicts `(iss, sid)` if

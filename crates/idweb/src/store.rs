@@ -225,6 +225,186 @@ impl Tombstone {
     }
 }
 
+/// A logout token's replay record, written together with the sign-out it
+/// announced (see [`Store::sign_out`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JtiRecord {
+    /// The token's issuer.
+    pub iss: String,
+    /// The token's `jti`.
+    pub jti: String,
+    /// Unix seconds until which the token could be replayed (the record lasts that long).
+    pub expires_at: i64,
+}
+
+impl JtiRecord {
+    /// A record of `(iss, jti)` kept until `expires_at`.
+    pub fn new(iss: impl Into<String>, jti: impl Into<String>, expires_at: i64) -> Self {
+        Self {
+            iss: iss.into(),
+            jti: jti.into(),
+            expires_at,
+        }
+    }
+}
+
+/// Which sessions a [`Store::sign_out`] removes, and what it tombstones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignOutTarget {
+    /// One session, by id (local sign-out). When the stored session has a
+    /// provider session `sid`, `(iss, sid)` is tombstoned too.
+    Session(SessionId),
+    /// Every session matching the lookup; the lookup's selector is tombstoned.
+    Lookup(SessionLookup),
+}
+
+/// A whole sign-out, carried out by [`Store::sign_out`] as one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignOutRequest {
+    /// What to remove and tombstone.
+    pub target: SignOutTarget,
+    /// The tombstone's `logged_out_at` (Unix seconds).
+    pub logged_out_at: i64,
+    /// The tombstone's `expires_at` (Unix seconds).
+    pub tombstone_expires_at: i64,
+    /// The logout token's replay record, for back-channel logouts.
+    pub jti: Option<JtiRecord>,
+    /// When set and no live session matches the target, nothing at all is
+    /// written (for unauthenticated front-channel requests).
+    pub only_if_found: bool,
+}
+
+impl SignOutRequest {
+    /// A sign-out of `target` at `logged_out_at`, its tombstone kept until
+    /// `tombstone_expires_at`; no replay record; written even when nothing matches.
+    pub fn new(target: SignOutTarget, logged_out_at: i64, tombstone_expires_at: i64) -> Self {
+        Self {
+            target,
+            logged_out_at,
+            tombstone_expires_at,
+            jti: None,
+            only_if_found: false,
+        }
+    }
+
+    /// Records `jti` with the sign-out, and refuses it as a replay when it
+    /// is recorded already.
+    pub fn with_jti(mut self, jti: JtiRecord) -> Self {
+        self.jti = Some(jti);
+        self
+    }
+
+    /// Writes nothing when no live session matches the target.
+    pub fn only_if_found(mut self) -> Self {
+        self.only_if_found = true;
+        self
+    }
+
+    /// The tombstone this sign-out records, given the stored session of a
+    /// [`SignOutTarget::Session`] target (`None` for a session without `sid`
+    /// or not stored).
+    pub fn tombstone(&self, session: Option<&Session>) -> Option<Tombstone> {
+        let selector = match &self.target {
+            SignOutTarget::Lookup(lookup) => lookup.clone(),
+            SignOutTarget::Session(_) => {
+                let s = session?;
+                SessionLookup::ByProviderSession {
+                    iss: s.iss.clone(),
+                    sid: s.sid.clone()?,
+                }
+            }
+        };
+        Some(Tombstone::new(
+            selector,
+            self.logged_out_at,
+            self.tombstone_expires_at,
+        ))
+    }
+}
+
+/// What a [`Store::sign_out`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignOutOutcome {
+    /// The sign-out is stored: these live sessions were removed (each with
+    /// its partition and index entries). Empty when none matched.
+    SignedOut {
+        /// Ids of the live sessions removed.
+        removed: Vec<SessionId>,
+    },
+    /// The request's `jti` was recorded already: nothing was changed.
+    Replayed,
+}
+
+/// The order-based sign-out behind the default [`Store::sign_out`], for
+/// stores that cannot make it one atomic step (and for store steps that span
+/// several shards). Each step is one store call, in an order such that a
+/// crash (or an error) anywhere leaves a state the retry of the same request
+/// completes:
+///
+/// 1. the replay check ([`Store::is_jti_recorded`]), which writes nothing
+///    that counts;
+/// 2. the tombstone: from here on, sessions it covers are refused by
+///    `put_session` and by `get_session`, even while their rows remain;
+/// 3. the removal of each session (its partition and index entries with it);
+/// 4. the replay record, last: until it is stored, a retry is not a replay
+///    and does steps 2–4 again.
+///
+/// Two identical requests racing each other may both carry out the
+/// sign-out; both are told it happened, which it did.
+///
+/// # Errors
+/// The first store error, with the steps before it done (all of them idempotent).
+pub async fn sign_out_in_order<S: Store + ?Sized>(
+    store: &S,
+    request: &SignOutRequest,
+) -> Result<SignOutOutcome, StoreError> {
+    if let Some(j) = &request.jti
+        && store.is_jti_recorded(&j.iss, &j.jti).await?
+    {
+        return Ok(SignOutOutcome::Replayed);
+    }
+    let mut removed = Vec::new();
+    match &request.target {
+        SignOutTarget::Session(id) => {
+            // `None` also for a session a tombstone covers already (an
+            // earlier attempt got that far): it is removed all the same.
+            let session = store.get_session(id).await?;
+            if request.only_if_found && session.is_none() {
+                return Ok(SignOutOutcome::SignedOut { removed });
+            }
+            if let Some(t) = request.tombstone(session.as_ref()) {
+                store.put_tombstone(&t).await?;
+            }
+            if store.remove_session(id).await?.is_some() {
+                removed.push(id.clone());
+            }
+        }
+        SignOutTarget::Lookup(lookup) => {
+            if request.only_if_found && store.find_sessions(lookup).await?.is_empty() {
+                return Ok(SignOutOutcome::SignedOut { removed });
+            }
+            if let Some(t) = request.tombstone(None) {
+                store.put_tombstone(&t).await?;
+            }
+            // Looked up after the tombstone: a sign-in either sees the
+            // tombstone, or stored its session before it and is found here.
+            for id in store.find_sessions(lookup).await? {
+                if store.remove_session(&id).await?.is_some() {
+                    removed.push(id);
+                }
+            }
+        }
+    }
+    if let Some(j) = &request.jti {
+        store.record_jti(&j.iss, &j.jti, j.expires_at).await?;
+    }
+    Ok(SignOutOutcome::SignedOut { removed })
+}
+
 /// Counts for statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -249,8 +429,10 @@ pub struct StoreStats {
 /// - [`put_session`](Store::put_session) inserts or replaces a session and its
 ///   index entries `(iss, sid)` and `(iss, sub)` atomically: a reader sees the
 ///   session and its index entries together or not at all.
-/// - [`get_session`](Store::get_session) returns `None` for an unknown id and
-///   for a session whose `expires_at` has passed (by the store's clock).
+/// - [`get_session`](Store::get_session) returns `None` for an unknown id,
+///   for a session whose `expires_at` has passed (by the store's clock), and
+///   for a session a live [`Tombstone`] covers, even while its rows are still
+///   stored (checked in the same read).
 /// - [`put_session`](Store::put_session) is refused with
 ///   [`StoreError::SignedOut`] when a live [`Tombstone`] covers the session.
 /// - [`remove_session`](Store::remove_session) removes the session, its index
@@ -264,6 +446,10 @@ pub struct StoreStats {
 ///   when the version differs. Each write adds one to the version.
 /// - [`record_jti`](Store::record_jti) is an atomic test-and-set: exactly one
 ///   of concurrent callers with the same `(iss, jti)` gets `true`.
+/// - [`sign_out`](Store::sign_out) carries out a whole sign-out (replay
+///   check and record, tombstone, removals) so that a crash leaves either
+///   nothing or all of it — or, for the default implementation, a state its
+///   retry completes.
 /// - Tombstones and jti records stop counting at their `expires_at`.
 /// - [`find_sessions`](Store::find_sessions) returns the ids of live sessions
 ///   matching the lookup, at a cost proportional to the number of matches,
@@ -335,6 +521,46 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// Records that `(iss, jti)` was seen, until `expires_at`; `true` the first
     /// time, `false` when it was already recorded (a replay).
     async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
+
+    /// Whether `(iss, jti)` is recorded (and its record has not expired),
+    /// without recording it.
+    ///
+    /// The default asks [`record_jti`](Store::record_jti) to record it with
+    /// an expiry long past: by the contract such a record never counts, so
+    /// the call only tests (it answers `false` exactly when a live record
+    /// exists). Stores should answer it with one plain read.
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        Ok(!self.record_jti(iss, jti, i64::MIN).await?)
+    }
+
+    /// Carries out a whole sign-out as one atomic step: when the request
+    /// carries a `jti` that is recorded already, nothing changes and the
+    /// answer is [`SignOutOutcome::Replayed`]; otherwise the tombstone, the
+    /// removal of every selected session with its partition and index
+    /// entries, and the `jti` record are stored together, and the answer
+    /// lists the live sessions removed. With
+    /// [`only_if_found`](SignOutRequest::only_if_found), nothing at all is
+    /// written when no live session matches.
+    ///
+    /// # Atomicity
+    ///
+    /// An implementation that overrides this method stores all of it or
+    /// none of it (one transaction, one lock, one script): a crash or an
+    /// error leaves either the state before the call, which the caller's
+    /// retry (a provider resending the logout token) completes, or the
+    /// whole sign-out. An `Ok` answer means the whole sign-out is stored
+    /// (as durably as the store stores anything). An error means it may or
+    /// may not have happened; retrying the same request is always safe.
+    ///
+    /// The default implementation, for stores that cannot do that, is
+    /// [`sign_out_in_order`]: crash-safe by its order rather than atomic
+    /// (replay check, tombstone, removals, replay record last), so a crash
+    /// anywhere leaves a state whose retry completes the sign-out, and in
+    /// between the tombstone already keeps the sessions off the request
+    /// path.
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        sign_out_in_order(self, request).await
+    }
 
     /// Forgets a recorded `(iss, jti)` (when the sign-out it announced could
     /// not be carried out, so that the provider's retry is not taken for a replay).
@@ -496,6 +722,23 @@ impl MemoryInner {
         self.sessions.get(id).is_some_and(|s| !s.is_expired(now))
     }
 
+    /// Records `tombstone` unless a later sign-out of the same selector is kept.
+    fn put_tombstone(&mut self, tombstone: &Tombstone) {
+        let keep_old = self
+            .tombstones
+            .get(&tombstone.selector)
+            .is_some_and(|old| old.logged_out_at > tombstone.logged_out_at);
+        if !keep_old {
+            self.tombstones
+                .insert(tombstone.selector.clone(), tombstone.clone());
+        }
+    }
+
+    fn jti_recorded(&mut self, iss: &str, jti: &str, now: i64) -> bool {
+        self.jtis.retain(|_, exp| *exp > now);
+        self.jtis.contains_key(&(iss.to_string(), jti.to_string()))
+    }
+
     fn tombstoned(&self, session: &Session, now: i64) -> bool {
         index_keys(session).iter().any(|k| {
             self.tombstones
@@ -536,6 +779,8 @@ impl Store for MemoryStore {
                 inner.remove(id);
                 Ok(None)
             }
+            // Signed out, its rows not yet removed: refused all the same.
+            Some(s) if inner.tombstoned(s, now) => Ok(None),
             Some(s) => Ok(Some(s.clone())),
             None => Ok(None),
         }
@@ -660,16 +905,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let keep_old = inner
-            .tombstones
-            .get(&tombstone.selector)
-            .is_some_and(|old| old.logged_out_at > tombstone.logged_out_at);
-        if !keep_old {
-            inner
-                .tombstones
-                .insert(tombstone.selector.clone(), tombstone.clone());
-        }
+        self.lock().put_tombstone(tombstone);
         Ok(())
     }
 
@@ -689,13 +925,64 @@ impl Store for MemoryStore {
     async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
         let now = self.clock.unix_now();
         let mut inner = self.lock();
-        inner.jtis.retain(|_, exp| *exp > now);
-        let key = (iss.to_string(), jti.to_string());
-        if inner.jtis.contains_key(&key) {
+        if inner.jti_recorded(iss, jti, now) {
             return Ok(false);
         }
-        inner.jtis.insert(key, expires_at);
+        inner
+            .jtis
+            .insert((iss.to_string(), jti.to_string()), expires_at);
         Ok(true)
+    }
+
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        let now = self.clock.unix_now();
+        Ok(self.lock().jti_recorded(iss, jti, now))
+    }
+
+    /// Atomic: everything happens under the store's one lock.
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        let now = self.clock.unix_now();
+        let mut inner = self.lock();
+        if let Some(j) = &request.jti
+            && inner.jti_recorded(&j.iss, &j.jti, now)
+        {
+            return Ok(SignOutOutcome::Replayed);
+        }
+        let (tombstone, ids) = match &request.target {
+            SignOutTarget::Session(id) => {
+                (request.tombstone(inner.sessions.get(id)), vec![id.clone()])
+            }
+            SignOutTarget::Lookup(lookup) => (
+                request.tombstone(None),
+                inner
+                    .index
+                    .get(lookup)
+                    .map(|ids| ids.iter().cloned().collect())
+                    .unwrap_or_default(),
+            ),
+        };
+        if request.only_if_found && !ids.iter().any(|id| inner.live_session(id, now)) {
+            return Ok(SignOutOutcome::SignedOut {
+                removed: Vec::new(),
+            });
+        }
+        if let Some(t) = &tombstone {
+            inner.put_tombstone(t);
+        }
+        let mut removed = Vec::new();
+        for id in ids {
+            if let Some(s) = inner.remove(&id)
+                && !s.is_expired(now)
+            {
+                removed.push(id);
+            }
+        }
+        if let Some(j) = &request.jti {
+            inner
+                .jtis
+                .insert((j.iss.clone(), j.jti.clone()), j.expires_at);
+        }
+        Ok(SignOutOutcome::SignedOut { removed })
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use idweb::{
-    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store,
-    StoreError, StoreStats, StoredPartition, Tombstone,
+    Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup,
+    SignOutOutcome, SignOutRequest, Store, StoreError, StoreStats, StoredPartition, Tombstone,
 };
 use idweb_store_redis::RedisStore;
 
@@ -168,6 +168,12 @@ impl Store for Cleaned {
     }
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
         self.inner.forget_jti(iss, jti).await
+    }
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        self.inner.is_jti_recorded(iss, jti).await
+    }
+    async fn sign_out(&self, r: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        self.inner.sign_out(r).await
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.inner.stats().await
