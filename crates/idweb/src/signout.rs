@@ -11,6 +11,7 @@ use crate::cache::EntryKind;
 use crate::client::ProviderClient;
 use crate::config::{EndSessionMethod, LogoutTokenPolicy};
 use crate::crypto::{Sealer, random_token};
+use crate::events::{SignOutEvent, SignOutEvents, SignOutPath};
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
 use crate::provider::Provider;
 use crate::secret::{Secret, constant_time_eq};
@@ -45,11 +46,23 @@ pub enum SignOutSelector {
 }
 
 /// What an eviction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Eviction {
     /// Sessions removed (each with its whole token-cache partition).
     pub sessions_removed: usize,
+    /// Their ids (for the sign-out event, which carries only their digests).
+    pub sessions: Vec<SessionId>,
+    /// The subject of the removed sessions, when any was removed.
+    pub subject: Option<String>,
+}
+
+impl Eviction {
+    fn removed(&mut self, session: Session) {
+        self.sessions_removed += 1;
+        self.subject.get_or_insert(session.sub);
+        self.sessions.push(session.id);
+    }
 }
 
 /// Removes signed-out sessions and every token of theirs, so that nothing
@@ -118,12 +131,14 @@ impl SignOut {
                         }))
                         .await?;
                 }
-                let removed = self.store.remove_session(id).await?.is_some();
+                let removed = self.store.remove_session(id).await?;
                 self.forget_views(id);
                 tracing::info!(session = ?id, "signed out one session");
-                return Ok(Eviction {
-                    sessions_removed: usize::from(removed),
-                });
+                let mut eviction = Eviction::default();
+                if let Some(s) = removed {
+                    eviction.removed(s);
+                }
+                return Ok(eviction);
             }
             SignOutSelector::ProviderSession { iss, sid } => SessionLookup::ByProviderSession {
                 iss: iss.clone(),
@@ -137,21 +152,19 @@ impl SignOut {
         self.store
             .put_tombstone(&self.tombstone(lookup.clone()))
             .await?;
-        let mut removed = 0;
+        let mut eviction = Eviction::default();
         for id in self.store.find_sessions(&lookup).await? {
-            if self.store.remove_session(&id).await?.is_some() {
-                removed += 1;
+            if let Some(s) = self.store.remove_session(&id).await? {
+                eviction.removed(s);
             }
             self.forget_views(&id);
         }
         tracing::info!(
-            sessions = removed,
+            sessions = eviction.sessions_removed,
             selector = selector_kind(selector),
             "signed out"
         );
-        Ok(Eviction {
-            sessions_removed: removed,
-        })
+        Ok(eviction)
     }
 
     /// Evicts `(iss, sid)` only if some session of this app matches it, and
@@ -448,7 +461,9 @@ pub(crate) struct LogoutConfig {
 /// The sign-out flows of the app: back-channel and front-channel logout
 /// requests from the provider, and local sign-out (with refresh-token
 /// revocation and the RP-initiated logout that follows). Each ends in
-/// [`SignOut::evict`].
+/// [`SignOut::evict`]; once the eviction is stored, each emits one
+/// [`SignOutEvent`] to the app's listeners ([`SignOutEvents::emit`]: bounded
+/// in time, never an error).
 #[derive(Debug, Clone)]
 pub struct LogoutHandler {
     config: LogoutConfig,
@@ -458,6 +473,7 @@ pub struct LogoutHandler {
     sign_out: SignOut,
     sealer: Arc<Sealer>,
     clock: Arc<dyn Clock>,
+    events: SignOutEvents,
 }
 
 impl LogoutHandler {
@@ -468,6 +484,7 @@ impl LogoutHandler {
         sign_out: SignOut,
         sealer: Arc<Sealer>,
         clock: Arc<dyn Clock>,
+        events: SignOutEvents,
     ) -> Self {
         Self {
             config,
@@ -477,7 +494,51 @@ impl LogoutHandler {
             sign_out,
             sealer,
             clock,
+            events,
         }
+    }
+
+    /// The app's sign-out listeners and the bus to the other instances.
+    pub fn events(&self) -> &SignOutEvents {
+        &self.events
+    }
+
+    /// Emits the event of a stored eviction: the subject and `sid` named by
+    /// the request, else those of the removed sessions.
+    async fn emit(
+        &self,
+        path: SignOutPath,
+        iss: &str,
+        sub: Option<&str>,
+        sid: Option<&str>,
+        eviction: &Eviction,
+    ) {
+        let event = SignOutEvent::new(path, iss, self.clock.unix_now())
+            .with_sub(sub.map(str::to_string).or_else(|| eviction.subject.clone()))
+            .with_sid(sid.map(str::to_string))
+            .with_sessions(&eviction.sessions);
+        self.events.emit(event).await;
+    }
+
+    /// An operator's sign-out (the app's own admin action): evicts what
+    /// `selector` names, exactly as the other paths do, then emits a
+    /// [`SignOutPath::Operator`] event.
+    ///
+    /// # Errors
+    /// The store's error; nothing is emitted then.
+    pub async fn operator_sign_out(
+        &self,
+        selector: &SignOutSelector,
+    ) -> Result<Eviction, StoreError> {
+        let eviction = self.sign_out.evict(selector).await?;
+        let (iss, sub, sid) = match selector {
+            SignOutSelector::ProviderSession { iss, sid } => (iss.as_str(), None, Some(sid.as_str())),
+            SignOutSelector::Subject { iss, sub } => (iss.as_str(), Some(sub.as_str()), None),
+            SignOutSelector::Session(_) => (self.provider().issuer(), None, None),
+        };
+        self.emit(SignOutPath::Operator, iss, sub, sid, &eviction)
+            .await;
+        Ok(eviction)
     }
 
     fn provider(&self) -> &Provider {
@@ -515,7 +576,17 @@ impl LogoutHandler {
             return Err(LogoutTokenError::Replayed.into());
         }
         match self.sign_out.evict(&request.selector()).await {
-            Ok(e) => Ok(e),
+            Ok(e) => {
+                self.emit(
+                    SignOutPath::BackChannel,
+                    &request.iss,
+                    request.sub.as_deref(),
+                    request.sid.as_deref(),
+                    &e,
+                )
+                .await;
+                Ok(e)
+            }
             Err(e) => {
                 // Let the provider's retry through: it is not a replay.
                 let _ = self.store.forget_jti(&request.iss, &request.jti).await;
@@ -541,10 +612,23 @@ impl LogoutHandler {
         {
             return Err(FrontChannelError::WrongIssuer);
         }
-        self.sign_out
+        let eviction = self
+            .sign_out
             .evict_if_known(self.provider().issuer(), sid)
             .await
-            .map_err(FrontChannelError::Store)
+            .map_err(FrontChannelError::Store)?;
+        // An unknown `sid` changes nothing, so it is no sign-out to announce.
+        if eviction.sessions_removed > 0 {
+            self.emit(
+                SignOutPath::FrontChannel,
+                self.provider().issuer(),
+                None,
+                Some(sid),
+                &eviction,
+            )
+            .await;
+        }
+        Ok(eviction)
     }
 
     /// Local sign-out of `session` (or, with `everywhere`, of every session
@@ -578,6 +662,21 @@ impl LogoutHandler {
             SignOutSelector::Session(session.id.clone())
         };
         let eviction = self.sign_out.evict(&selector).await?;
+        let path = if everywhere {
+            SignOutPath::AllSessions
+        } else if self.provider().metadata().end_session_endpoint.is_some() {
+            SignOutPath::RpInitiated
+        } else {
+            SignOutPath::Local
+        };
+        self.emit(
+            path,
+            &session.iss,
+            Some(&session.sub),
+            session.sid.as_deref(),
+            &eviction,
+        )
+        .await;
         let refresh_token_revoked = match refresh_token {
             Some(rt) => self.revoke(&rt).await,
             None => false,
