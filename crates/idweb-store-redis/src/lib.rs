@@ -60,6 +60,7 @@
 //! | `P:{P.meta}:tombstones` | sorted set | tombstone selectors by expiry (counting) | the latest tombstone |
 //! | `P:{P.meta}:apps` | set | app partitions' storage keys (statistics) | — |
 //! | `P:invalidate` | pub/sub channel | [`CachingStore`] invalidations | — |
+//! | `P:signout` | pub/sub channel | [`RedisSignOutBus`]: sign-out events for the apps' listeners | — |
 //!
 //! `H` is the base64url SHA-256 of the session id: key names and
 //! invalidation messages never carry a session id (a bearer credential).
@@ -172,6 +173,17 @@
 //! tokens; a write cannot bring anything back (writes always go to Redis).
 //! Apps that cannot accept that window use [`RedisStore`] directly.
 //!
+//! ## Sign-out events
+//!
+//! [`RedisSignOutBus`] is the [`idweb::SignOutBus`] of a Redis store: each
+//! instance publishes the [`idweb::SignOutEvent`] of its evictions on
+//! `P:signout` (as `ORIGIN\nJSON`; the JSON names sessions by the SHA-256
+//! of their id, never by the id) and hears the others' on its own RESP3
+//! subscription, skipping its own. Delivery is at most once: an instance
+//! whose subscription is down misses the events published meanwhile — the
+//! sign-out itself is in Redis and binds it anyway; only what the app keeps
+//! on its side stays until it expires (see the sign-out events decision).
+//!
 //! ## Data at rest
 //!
 //! Sessions are stored as JSON, which includes the session id and the ID
@@ -193,8 +205,10 @@ mod conn;
 mod error;
 mod keys;
 mod scripts;
+mod signout_bus;
 mod store;
 
 pub use caching::{CacheOptions, CachingStore};
 pub use config::{RedisConfig, RedisUrlError};
+pub use signout_bus::RedisSignOutBus;
 pub use store::RedisStore;
