@@ -60,6 +60,8 @@ pub struct AppOptions {
     /// Whether to register the client at the IdP (another instance of the
     /// same app needs no registration of its own). Default true.
     pub register: bool,
+    /// The time bound of sign-out listeners; default the builder's.
+    pub sign_out_listener_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -84,6 +86,7 @@ impl Default for AppOptions {
             client: |c, _| c,
             client_secret: None,
             register: true,
+            sign_out_listener_timeout: None,
         }
     }
 }
@@ -204,6 +207,9 @@ async fn serve_app(
         .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval);
     if let Some(store) = options.store {
         builder = builder.with_store(store);
+    }
+    if let Some(timeout) = options.sign_out_listener_timeout {
+        builder = builder.with_sign_out_listener_timeout(timeout);
     }
     let idweb = builder
         .build()
