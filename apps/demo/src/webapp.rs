@@ -277,7 +277,10 @@ fn last_todos(
             .into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            page(title, "<p id=\"no-copy\">No copy of your todo list is kept here.</p>"),
+            page(
+                title,
+                "<p id=\"no-copy\">No copy of your todo list is kept here.</p>",
+            ),
         )
             .into_response(),
     }

@@ -414,7 +414,11 @@ async fn the_events_stream_closes_when_the_other_instance_handles_a_back_channel
         }
     })
     .await;
-    assert_eq!(end.ok(), Some(true), "the stream did not end cleanly: {seen}");
+    assert_eq!(
+        end.ok(),
+        Some(true),
+        "the stream did not end cleanly: {seen}"
+    );
     // A signed-out browser gets no stream.
     let resp = b
         .get(format!("{one}/events"))

@@ -32,7 +32,8 @@ async fn idp_with_users(names: &[&str]) -> DevIdp {
     .expect("start the dev IdP")
 }
 
-const COOKIE_KEY: &str = "ZXZlbnRzLXRlc3RzLXNoYXJlLW9uZS1jb29raWUta2V5LWV2ZW50cy10ZXN0cy1zaGFyZS1vbmUtY29va2llLWtleSE=";
+const COOKIE_KEY: &str =
+    "ZXZlbnRzLXRlc3RzLXNoYXJlLW9uZS1jb29raWUta2V5LWV2ZW50cy10ZXN0cy1zaGFyZS1vbmUtY29va2llLWtleSE=";
 const CACHE_KEYS: &str = "e1:ZXZlbnRzLXRlc3RzLWNhY2hlLWtleS0zMi1ieXRlcyE=";
 
 /// What one instance's listener heard, in order.
@@ -134,8 +135,13 @@ async fn every_path_fires_one_event_on_the_evicting_and_on_the_other_instance() 
     let (heard_a, heard_b) = (Heard::on(&a), Heard::on(&b));
     let iss = idp.issuer().to_string();
     // (path, which instance evicted, sub, sid, sessions) of each sign-out, in order.
-    let mut expected: Vec<(SignOutPath, char, Option<String>, Option<String>, BTreeSet<String>)> =
-        Vec::new();
+    let mut expected: Vec<(
+        SignOutPath,
+        char,
+        Option<String>,
+        Option<String>,
+        BTreeSet<String>,
+    )> = Vec::new();
     let mut seen = 0;
 
     // 1. RP-initiated: POST /account/signout at A (the dev IdP has an end-session endpoint).
@@ -370,9 +376,15 @@ async fn a_panicking_listener_does_not_break_the_sign_out_on_either_instance() {
     assert_eq!(heard_a.wait_for(1).await[0].path, SignOutPath::BackChannel);
     assert_eq!(heard_b.wait_for(1).await[0].path, SignOutPath::BackChannel);
     let s = settled(&a, 2).await;
-    assert_eq!((s.emitted, s.delivered, s.panicked, s.timed_out), (1, 1, 1, 0));
+    assert_eq!(
+        (s.emitted, s.delivered, s.panicked, s.timed_out),
+        (1, 1, 1, 0)
+    );
     let s = settled(&b, 2).await;
-    assert_eq!((s.heard, s.delivered, s.panicked, s.timed_out), (1, 1, 1, 0));
+    assert_eq!(
+        (s.heard, s.delivered, s.panicked, s.timed_out),
+        (1, 1, 1, 0)
+    );
     // Both keep working: the next sign-out is heard again.
     back_channel_sign_out(&idp, &a, "bob").await;
     assert_eq!(heard_b.wait_for(2).await.len(), 2);
@@ -390,7 +402,11 @@ async fn a_never_ending_listener_is_cut_at_the_bound_and_does_not_hold_the_sign_
     let (heard_a, heard_b) = (Heard::on(&a), Heard::on(&b));
     // Answers although one listener never ends: it is cancelled at the bound.
     back_channel_sign_out(&idp, &a, "alice").await;
-    assert_eq!(heard_a.all().len(), 1, "the other listener ran before the answer");
+    assert_eq!(
+        heard_a.all().len(),
+        1,
+        "the other listener ran before the answer"
+    );
     assert_eq!(heard_b.wait_for(1).await[0].path, SignOutPath::BackChannel);
     let s = settled(&a, 2).await;
     assert_eq!((s.emitted, s.delivered, s.timed_out), (1, 1, 1));

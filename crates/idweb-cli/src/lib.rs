@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    CacheKeys, Clock, DEFAULT_LISTENER_TIMEOUT, EntrySummary, PartitionKey, Session,
-    SessionLookup, SignOut, SignOutBus, SignOutEvent, SignOutEvents, SignOutPath,
-    SignOutSelector, Store, StoreError, StoreUrl, SystemClock, TokenCache,
+    CacheKeys, Clock, DEFAULT_LISTENER_TIMEOUT, EntrySummary, PartitionKey, Session, SessionLookup,
+    SignOut, SignOutBus, SignOutEvent, SignOutEvents, SignOutPath, SignOutSelector, Store,
+    StoreError, StoreUrl, SystemClock, TokenCache,
 };
 use serde::Serialize;
 

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use idweb::CacheKeys;
 use idweb_cli::{
     Filter, RemoveAccountOptions, error_chain, evict_and_announce, export_msal, import_msal, list,
-    open_sign_out_bus_url, open_store_url, read_msal_document, remove_account, stats, write_private_file,
+    open_sign_out_bus_url, open_store_url, read_msal_document, remove_account, stats,
+    write_private_file,
 };
 
 #[derive(Parser, Debug)]

@@ -648,13 +648,9 @@ async fn list_stats_and_evict_work_against_redis() {
     assert_eq!(list["sessions"][0]["entries"].as_array().unwrap().len(), 2);
     // A running app instance listens on the store's sign-out bus.
     let listener = idweb_store_redis::RedisSignOutBus::new(
-        idweb_store_redis::RedisStore::open_with_prefix(
-            url,
-            &prefix,
-            Arc::new(idweb::SystemClock),
-        )
-        .await
-        .unwrap(),
+        idweb_store_redis::RedisStore::open_with_prefix(url, &prefix, Arc::new(idweb::SystemClock))
+            .await
+            .unwrap(),
     )
     .await
     .expect("subscribe to the sign-out channel");
@@ -667,7 +663,10 @@ async fn list_stats_and_evict_work_against_redis() {
         .expect("the app hears the operator's eviction")
         .unwrap();
     assert_eq!(event.path, idweb::SignOutPath::Operator);
-    assert_eq!((event.iss.as_str(), event.sub.as_deref()), (ISS, Some("alice")));
+    assert_eq!(
+        (event.iss.as_str(), event.sub.as_deref()),
+        (ISS, Some("alice"))
+    );
     assert_eq!(event.sessions.len(), 2);
     assert!(!event.local);
     let stats = run(&["cache", "stats", "--store", url, "--json"]);

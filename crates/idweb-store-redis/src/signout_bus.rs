@@ -7,9 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use idweb::{
-    LockToken, SignOutBus, SignOutEvent, SignOutReceiver, StoreError, bus_channel,
-};
+use idweb::{LockToken, SignOutBus, SignOutEvent, SignOutReceiver, StoreError, bus_channel};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, broadcast};

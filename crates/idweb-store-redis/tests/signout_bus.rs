@@ -25,7 +25,11 @@ fn prefix(what: &str) -> String {
 #[tokio::test]
 async fn others_hear_each_event_once_and_the_sender_does_not() {
     let p = prefix("once");
-    let (a, b, c) = (bus(&p).await, bus(&p).await, bus(&prefix("elsewhere")).await);
+    let (a, b, c) = (
+        bus(&p).await,
+        bus(&p).await,
+        bus(&prefix("elsewhere")).await,
+    );
     assert_eq!(a.channel(), format!("{p}:signout"));
     let (mut at_a, mut at_b, mut at_c) = (a.subscribe(), b.subscribe(), c.subscribe());
     let id = SessionId::generate();
@@ -40,25 +44,48 @@ async fn others_hear_each_event_once_and_the_sender_does_not() {
     b.publish(&marker).await.unwrap();
     let within = Duration::from_secs(20);
 
-    let heard = tokio::time::timeout(within, at_b.recv()).await.unwrap().unwrap();
+    let heard = tokio::time::timeout(within, at_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!heard.local);
     assert_eq!(heard.path, first.path);
-    assert_eq!((heard.iss.as_str(), heard.sub.as_deref(), heard.sid.as_deref()), ("https://idp.example", Some("alice"), Some("s1")));
+    assert_eq!(
+        (
+            heard.iss.as_str(),
+            heard.sub.as_deref(),
+            heard.sid.as_deref()
+        ),
+        ("https://idp.example", Some("alice"), Some("s1"))
+    );
     assert!(heard.ended(&id));
     assert_eq!(heard.at, 42);
 
-    let heard = tokio::time::timeout(within, at_a.recv()).await.unwrap().unwrap();
-    assert_eq!(heard.path, SignOutPath::Operator, "a skipped its own message");
+    let heard = tokio::time::timeout(within, at_a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        heard.path,
+        SignOutPath::Operator,
+        "a skipped its own message"
+    );
     // b heard the first event once: the next thing it hears is a's next event.
     let next = SignOutEvent::new(SignOutPath::FrontChannel, "https://idp.example", 44);
     a.publish(&next).await.unwrap();
-    let heard = tokio::time::timeout(within, at_b.recv()).await.unwrap().unwrap();
+    let heard = tokio::time::timeout(within, at_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(heard.at, 44, "no duplicate of the first event");
 
     // c, on another prefix, heard nothing: a marker on its own prefix comes first.
     let c2 = bus(c.channel().trim_end_matches(":signout")).await;
     c2.publish(&marker).await.unwrap();
-    let heard = tokio::time::timeout(within, at_c.recv()).await.unwrap().unwrap();
+    let heard = tokio::time::timeout(within, at_c.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(heard.at, 43, "c heard only its own prefix");
     assert!(a.is_subscribed() && b.is_subscribed());
 }

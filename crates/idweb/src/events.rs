@@ -507,7 +507,8 @@ impl SignOutEvents {
                     tracing::warn!(
                         listener = i,
                         path = event.path.as_str(),
-                        timeout_ms = u64::try_from(self.inner.timeout.as_millis()).unwrap_or(u64::MAX),
+                        timeout_ms =
+                            u64::try_from(self.inner.timeout.as_millis()).unwrap_or(u64::MAX),
                         "a sign-out listener did not finish in time and was cancelled (the sign-out stands)"
                     );
                 }

@@ -107,12 +107,12 @@ pub use config::{
     ClientAuthMethod, ConfigError, DownstreamApiSettings, EndSessionMethod, KeySource,
     LogoutTokenPolicy, Settings, StoreUrl,
 };
+pub use downstream::{
+    DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
+};
 pub use events::{
     DEFAULT_LISTENER_TIMEOUT, SessionRef, SignOutBus, SignOutEvent, SignOutEventStats,
     SignOutEvents, SignOutListener, SignOutPath, SignOutReceiver, bus_channel,
-};
-pub use downstream::{
-    DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
 };
 pub use http::{HttpError, provider_http_client};
 pub use jwt::{JwsError, MAX_JWS_LEN, VerifiedJws};

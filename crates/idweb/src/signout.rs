@@ -532,7 +532,9 @@ impl LogoutHandler {
     ) -> Result<Eviction, StoreError> {
         let eviction = self.sign_out.evict(selector).await?;
         let (iss, sub, sid) = match selector {
-            SignOutSelector::ProviderSession { iss, sid } => (iss.as_str(), None, Some(sid.as_str())),
+            SignOutSelector::ProviderSession { iss, sid } => {
+                (iss.as_str(), None, Some(sid.as_str()))
+            }
             SignOutSelector::Subject { iss, sub } => (iss.as_str(), Some(sub.as_str()), None),
             SignOutSelector::Session(_) => (self.provider().issuer(), None, None),
         };

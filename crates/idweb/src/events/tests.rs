@@ -3,10 +3,14 @@ use std::sync::atomic::AtomicUsize;
 
 fn event() -> SignOutEvent {
     let id = SessionId::generate();
-    SignOutEvent::new(SignOutPath::BackChannel, "https://idp.example", 1_800_000_000)
-        .with_sub(Some("alice".into()))
-        .with_sid(Some("s1".into()))
-        .with_sessions([&id])
+    SignOutEvent::new(
+        SignOutPath::BackChannel,
+        "https://idp.example",
+        1_800_000_000,
+    )
+    .with_sub(Some("alice".into()))
+    .with_sid(Some("s1".into()))
+    .with_sessions([&id])
 }
 
 fn counting(hits: &Arc<AtomicUsize>) -> impl SignOutListener {
@@ -28,7 +32,10 @@ async fn every_listener_hears_each_event_once() {
     events.emit(event()).await;
     assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 1));
     let s = events.stats();
-    assert_eq!((s.emitted, s.delivered, s.panicked, s.timed_out), (1, 2, 0, 0));
+    assert_eq!(
+        (s.emitted, s.delivered, s.panicked, s.timed_out),
+        (1, 2, 0, 0)
+    );
 }
 
 #[tokio::test]
