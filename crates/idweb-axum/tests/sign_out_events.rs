@@ -118,6 +118,15 @@ async fn sessions_of(app: &TestApp) -> Vec<idweb::Session> {
     app.store.list_sessions(None, 100).await.unwrap()
 }
 
+/// (path, the instance that evicted, sub, sid, sessions) of one sign-out.
+type Expected = (
+    SignOutPath,
+    char,
+    Option<String>,
+    Option<String>,
+    BTreeSet<String>,
+);
+
 fn refs(ids: &[&SessionId]) -> BTreeSet<String> {
     ids.iter()
         .map(|id| SessionRef::of(id).as_str().to_string())
@@ -135,13 +144,7 @@ async fn every_path_fires_one_event_on_the_evicting_and_on_the_other_instance() 
     let (heard_a, heard_b) = (Heard::on(&a), Heard::on(&b));
     let iss = idp.issuer().to_string();
     // (path, which instance evicted, sub, sid, sessions) of each sign-out, in order.
-    let mut expected: Vec<(
-        SignOutPath,
-        char,
-        Option<String>,
-        Option<String>,
-        BTreeSet<String>,
-    )> = Vec::new();
+    let mut expected: Vec<Expected> = Vec::new();
     let mut seen = 0;
 
     // 1. RP-initiated: POST /account/signout at A (the dev IdP has an end-session endpoint).

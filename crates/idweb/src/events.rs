@@ -149,7 +149,7 @@ impl SignOutEvent {
     /// Whether session `id` is among those this sign-out removed.
     pub fn ended(&self, id: &SessionId) -> bool {
         let r = SessionRef::of(id);
-        self.sessions.iter().any(|s| *s == r)
+        self.sessions.contains(&r)
     }
 
     /// Whether this sign-out concerns user `(iss, sub)`.
