@@ -123,7 +123,8 @@ impl IdWebBuilder {
     /// The bus over which the instances hear each other's sign-outs.
     /// Default: the bus of the store the settings name, opened by
     /// [`idweb_stores::open_sign_out_bus`] (Redis: its `PREFIX:signout`
-    /// channel; memory and SQLite: none).
+    /// channel; memory and SQLite: none) — none when the store is given
+    /// with [`with_store`](Self::with_store): pass its bus here then.
     pub fn with_sign_out_bus(mut self, bus: Arc<dyn SignOutBus>) -> Self {
         self.bus = Some(bus);
         self
@@ -137,13 +138,18 @@ impl IdWebBuilder {
     /// opened (checked first); [`BuildError::Start`] when the relying party cannot start.
     pub async fn build(self) -> Result<IdWeb, BuildError> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store = match self.store {
-            Some(store) => store,
-            None => idweb_stores::open(&self.store_url, clock.clone()).await?,
-        };
-        let bus = match self.bus {
-            Some(bus) => Some(bus),
-            None => idweb_stores::open_sign_out_bus(&self.store_url, clock).await?,
+        // The bus comes with the store the settings name; a store given
+        // explicitly comes with the bus given (if any).
+        let (store, bus) = match self.store {
+            Some(store) => (store, self.bus),
+            None => {
+                let store = idweb_stores::open(&self.store_url, clock.clone()).await?;
+                let bus = match self.bus {
+                    Some(bus) => Some(bus),
+                    None => idweb_stores::open_sign_out_bus(&self.store_url, clock).await?,
+                };
+                (store, bus)
+            }
         };
         let mut rp = self.rp.with_store(store);
         if let Some(bus) = bus {
