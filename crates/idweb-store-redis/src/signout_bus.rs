@@ -24,7 +24,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Largest message read from the channel; larger ones are not events.
-const MAX_MESSAGE: usize = 64 * 1024;
+const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// The [`SignOutBus`] of a Redis store: events are published on
 /// `PREFIX:signout` and heard on a RESP3 subscription of this bus's own
