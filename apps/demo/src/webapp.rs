@@ -1,12 +1,24 @@
 //! The sample web app: `/` is public, `/profile` needs a signed-in user.
+//!
+//! It keeps two things of its own per user, and drops both in its sign-out
+//! hook (`IdWeb::on_sign_out`), whichever path and instance the sign-out
+//! took: an in-memory copy of each user's todo list (`/todos/last`), and the open
+//! `GET /events` streams (server-sent events), which send `signed-out` and
+//! close when their session ends.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use idweb::{DownstreamRequest, PartitionKey};
+use idweb::{DownstreamRequest, PartitionKey, SessionRef, SignOutEvent};
 use idweb_axum::{ApiRejection, AuthenticatedUser, IdWeb};
+use tokio::sync::oneshot;
 
 use crate::escape;
 
@@ -26,8 +38,88 @@ impl Site {
     }
 }
 
-/// The sample web app's router, with idweb mounted.
+/// An open `/events` stream: its session, and how to end it.
+struct OpenStream {
+    session: SessionRef,
+    signed_out: oneshot::Sender<SignOutEvent>,
+}
+
+/// What the sample app keeps in memory per user and per session.
+#[derive(Default)]
+struct Kept {
+    /// `(iss, sub)` → the user's todo list as last fetched.
+    todos: HashMap<(String, String), Vec<serde_json::Value>>,
+    /// Open `/events` streams by number.
+    streams: HashMap<u64, OpenStream>,
+    next_stream: u64,
+}
+
+/// The sample app's per-user memory, shared by its routes and its sign-out hook.
+#[derive(Clone, Default)]
+struct AppMemory(Arc<Mutex<Kept>>);
+
+impl AppMemory {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sign-out hook: drops the user's todo copy and ends the streams
+    /// of the sessions removed.
+    fn signed_out(&self, event: &SignOutEvent) {
+        let mut kept = self.kept();
+        if let Some(sub) = &event.sub {
+            kept.todos.remove(&(event.iss.clone(), sub.clone()));
+        }
+        let ended: Vec<u64> = kept
+            .streams
+            .iter()
+            .filter(|(_, s)| event.sessions.contains(&s.session))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in ended {
+            if let Some(s) = kept.streams.remove(&n) {
+                let _ = s.signed_out.send(event.clone());
+            }
+        }
+    }
+
+    fn open_stream(&self, session: SessionRef) -> (u64, oneshot::Receiver<SignOutEvent>) {
+        let (tx, rx) = oneshot::channel();
+        let mut kept = self.kept();
+        kept.next_stream += 1;
+        let n = kept.next_stream;
+        kept.streams.insert(
+            n,
+            OpenStream {
+                session,
+                signed_out: tx,
+            },
+        );
+        (n, rx)
+    }
+}
+
+/// Unregisters a stream when the client goes away.
+struct StreamGuard {
+    memory: AppMemory,
+    n: u64,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.memory.kept().streams.remove(&self.n);
+    }
+}
+
+/// The sample web app's router, with idweb mounted and the app's sign-out
+/// hook registered on `idweb`.
 pub fn router(idweb: &IdWeb, title: &str) -> Router {
+    let memory = AppMemory::default();
+    let hook = memory.clone();
+    idweb.on_sign_out(move |event: SignOutEvent| {
+        let hook = hook.clone();
+        async move { hook.signed_out(&event) }
+    });
     let title = std::sync::Arc::new(Site {
         title: title.to_string(),
         home: idweb.home_path(),
@@ -57,9 +149,34 @@ pub fn router(idweb: &IdWeb, title: &str) -> Router {
             "/todos",
             get({
                 let title = title.clone();
+                let memory = memory.clone();
                 move |user: AuthenticatedUser, headers: HeaderMap| {
                     let title = title.clone();
-                    async move { todos(&title, user, &headers).await }
+                    let memory = memory.clone();
+                    async move { todos(&title, &memory, user, &headers).await }
+                }
+            }),
+        )
+        .route(
+            "/todos/last",
+            get({
+                let title = title.clone();
+                let memory = memory.clone();
+                move |user: AuthenticatedUser, headers: HeaderMap| {
+                    let title = title.clone();
+                    let memory = memory.clone();
+                    async move { last_todos(&title, &memory, &user, &headers) }
+                }
+            }),
+        )
+        .route(
+            "/events",
+            get({
+                let idweb = idweb.clone();
+                move |user: AuthenticatedUser| {
+                    let memory = memory.clone();
+                    let idweb = idweb.clone();
+                    async move { events(&idweb, memory, user).await }
                 }
             }),
         )
@@ -85,9 +202,64 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
-/// The user's todo items, fetched from the todo API with the user's token.
+/// `GET /events`: a server-sent-events stream for the signed-in session:
+/// `ready` at once, then `signed-out` (with the path) when the session is
+/// signed out — by any path, on any instance — and the stream ends.
+async fn events(idweb: &IdWeb, memory: AppMemory, user: AuthenticatedUser) -> Response {
+    let id = user.session().id.clone();
+    let (n, signed_out) = memory.open_stream(SessionRef::of(&id));
+    let guard = StreamGuard {
+        memory: memory.clone(),
+        n,
+    };
+    // Signed out between the request's check and the registration: end now.
+    let still_there = idweb.relying_party().session(&id).await;
+    if matches!(still_there, Ok(None)) {
+        let event = SignOutEvent::new(
+            idweb::SignOutPath::Local,
+            user.iss(),
+            idweb.relying_party().clock().unix_now(),
+        );
+        if let Some(s) = memory.kept().streams.remove(&n) {
+            let _ = s.signed_out.send(event);
+        }
+    }
+    enum Step {
+        Ready(oneshot::Receiver<SignOutEvent>, StreamGuard),
+        Waiting(oneshot::Receiver<SignOutEvent>, StreamGuard),
+        Done,
+    }
+    let stream = futures_util::stream::unfold(Step::Ready(signed_out, guard), |step| async move {
+        match step {
+            Step::Ready(rx, guard) => Some((
+                Ok::<_, Infallible>(Event::default().event("ready").data("{}")),
+                Step::Waiting(rx, guard),
+            )),
+            Step::Waiting(rx, _guard) => match rx.await {
+                Ok(e) => Some((
+                    Ok(Event::default()
+                        .event("signed-out")
+                        .data(serde_json::json!({ "path": e.path.as_str() }).to_string())),
+                    Step::Done,
+                )),
+                Err(_) => None,
+            },
+            Step::Done => None,
+        }
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The user's todo items, fetched from the todo API with the user's token;
+/// the app keeps a copy in memory (see `/todos/last`) until the user signs out.
 async fn todos(
     title: &Site,
+    memory: &AppMemory,
     user: AuthenticatedUser,
     headers: &HeaderMap,
 ) -> Result<Response, ApiRejection> {
@@ -102,8 +274,44 @@ async fn todos(
         return Ok((StatusCode::BAD_GATEWAY, page(title, "", &body)).into_response());
     }
     let items: Vec<serde_json::Value> = resp.json().unwrap_or_default();
+    let key = (user.iss().to_string(), user.sub().to_string());
+    memory.kept().todos.insert(key, items.clone());
+    Ok(todos_page(title, &items, headers))
+}
+
+/// `GET /todos/last`: the app's in-memory copy of the user's todo list, as
+/// last fetched on this instance — 404 when there is none (never fetched
+/// here, or dropped by the sign-out hook since).
+fn last_todos(
+    title: &Site,
+    memory: &AppMemory,
+    user: &AuthenticatedUser,
+    headers: &HeaderMap,
+) -> Response {
+    let key = (user.iss().to_string(), user.sub().to_string());
+    let copy = memory.kept().todos.get(&key).cloned();
+    match copy {
+        Some(items) => todos_page(title, &items, headers),
+        None if wants_json(headers) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no_copy" })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            page(
+                title,
+                "",
+                "<p id=\"no-copy\">No copy of your todo list is kept here.</p>",
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn todos_page(title: &Site, items: &[serde_json::Value], headers: &HeaderMap) -> Response {
     if wants_json(headers) {
-        return Ok(Json(items).into_response());
+        return Json(items).into_response();
     }
     let list: String = items
         .iter()
@@ -119,7 +327,7 @@ async fn todos(
             )
         })
         .collect();
-    Ok(page(title, ": todos", &format!("<ul id=\"todos\">{list}</ul>")).into_response())
+    page(title, ": todos", &format!("<ul id=\"todos\">{list}</ul>")).into_response()
 }
 
 /// The session's token-cache entries: kind, scopes, expiry — never a secret.

@@ -1,7 +1,9 @@
 //! Many instances on Redis, as processes: a sign-out reaching one instance
 //! takes effect on the other at once (with the L1 cache on and off), and a
 //! Redis outage gives clear 503s — never a stale token, never a 200 for a
-//! sign-out that was not recorded — and the same processes recover.
+//! sign-out that was not recorded — and the same processes recover; the
+//! sample app hears a sign-out handled by the other instance (its `/events`
+//! stream ends, its per-user todo copy is dropped).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -321,4 +323,159 @@ async fn a_redis_outage_gives_503s_and_the_same_process_recovers() {
     tokio::task::spawn_blocking(move || stop(app))
         .await
         .unwrap();
+}
+
+/// Two instances of the sample app as processes on one Redis prefix, with
+/// `client_id`'s redirect URI at instance 1. Returns (URL 1, URL 2, processes).
+async fn two_processes(idp: &DevIdp, api: &str, what: &str) -> (String, String, Child, Child) {
+    let (p1, p2) = (free_port(), free_port());
+    let (one, two) = (
+        format!("http://127.0.0.1:{p1}"),
+        format!("http://127.0.0.1:{p2}"),
+    );
+    idp.register_client(DevClient::new(
+        "redis-app",
+        "redis-secret",
+        format!("{one}/signin-oidc"),
+    ));
+    let prefix = format!("{what}-{}", idweb::SessionId::generate().fingerprint());
+    let env = shared_env(idp, api, "redis://127.0.0.1:6379", &prefix, true, &one);
+    let first = start(env.clone(), p1).await;
+    let second = start(env, p2).await;
+    (one, two, first, second)
+}
+
+/// Reads `resp` (a server-sent-events stream) until its text contains
+/// `needle`, or it ends; generous outer limit, no timing asserted.
+async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_closes_when_the_other_instance_handles_a_back_channel_logout() {
+    let idp = dev_idp(true).await;
+    let api = todo_api(&idp).await;
+    let (one, two, first, second) = two_processes(&idp, &api, "sse").await;
+    let b = browser();
+    let profile = sign_in_at(&b, &one, "alice").await;
+
+    let mut stream = b
+        .get(format!("{one}/events"))
+        .header(ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut seen = String::new();
+    assert!(
+        read_until(&mut stream, &mut seen, "event: ready").await,
+        "{seen}"
+    );
+
+    // The provider's back-channel logout reaches instance 2 ...
+    let token = idp.logout_token_for(
+        "redis-app",
+        profile["sub"].as_str(),
+        profile["sid"].as_str(),
+    );
+    let sent = std::time::Instant::now();
+    assert_eq!(post_logout(&two, &token).await, 200);
+    // ... and instance 1's stream says so, then ends.
+    assert!(
+        read_until(&mut stream, &mut seen, "event: signed-out").await,
+        "no signed-out event: {seen}"
+    );
+    // Reported, not asserted (speed is for benches).
+    eprintln!(
+        "signed-out event on instance 1 {:?} after the back-channel request to instance 2",
+        sent.elapsed()
+    );
+    assert!(seen.contains("\"path\":\"back_channel\""), "{seen}");
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        end.ok(),
+        Some(true),
+        "the stream did not end cleanly: {seen}"
+    );
+    // A signed-out browser gets no stream.
+    let resp = b
+        .get(format!("{one}/events"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    tokio::task::spawn_blocking(move || {
+        stop(first);
+        stop(second);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_todo_copy_is_dropped_on_the_other_instance_at_sign_out() {
+    let idp = dev_idp(true).await;
+    let api = todo_api(&idp).await;
+    let (one, two, first, second) = two_processes(&idp, &api, "todo-copy").await;
+    // Alice has two sessions (two browsers).
+    let (b1, b2) = (browser(), browser());
+    sign_in_at(&b1, &one, "alice").await;
+    sign_in_at(&b2, &one, "alice").await;
+    assert_eq!(get_json(&b2, &format!("{two}/todos/last")).await.0, 404);
+    assert_eq!(get_json(&b2, &format!("{two}/todos")).await.0, 200);
+    let (status, copy) = get_json(&b2, &format!("{two}/todos/last")).await;
+    assert_eq!(status, 200);
+    assert!(copy.is_array(), "{copy}");
+
+    // Her first session signs out at instance 1 ...
+    let resp = b1
+        .post(format!("{one}/account/signout"))
+        .header("origin", one.clone())
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // ... and instance 2's hook drops her copy (her second session stays signed in).
+    let mut dropped = false;
+    for _ in 0..200 {
+        if get_json(&b2, &format!("{two}/todos/last")).await.0 == 404 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped, "instance 2 kept the copy of a signed-out user");
+    assert_eq!(get_json(&b2, &format!("{two}/profile")).await.0, 200);
+
+    tokio::task::spawn_blocking(move || {
+        stop(first);
+        stop(second);
+    })
+    .await
+    .unwrap();
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    Clock, ConfigError, RelyingParty, RelyingPartyBuilder, Settings, StartError, Store, StoreUrl,
-    SystemClock,
+    Clock, ConfigError, RelyingParty, RelyingPartyBuilder, Settings, SignOutBus, SignOutListener,
+    StartError, Store, StoreUrl, SystemClock,
 };
 use idweb_stores::OpenStoreError;
 
@@ -38,6 +38,7 @@ pub struct IdWebBuilder {
     store_url: StoreUrl,
     store: Option<Arc<dyn Store>>,
     clock: Option<Arc<dyn Clock>>,
+    bus: Option<Arc<dyn SignOutBus>>,
     rp: RelyingPartyBuilder,
 }
 
@@ -47,6 +48,7 @@ impl IdWebBuilder {
             store_url: settings.store.clone(),
             store: None,
             clock: None,
+            bus: None,
             rp: RelyingParty::builder(settings),
         }
     }
@@ -87,24 +89,75 @@ impl IdWebBuilder {
         self
     }
 
+    /// Adds a sign-out listener: called once per sign-out of a session of
+    /// this app — local, all sessions, RP-initiated, back-channel,
+    /// front-channel, operator — after the eviction is stored, on this
+    /// instance and (through the store's bus) on every other instance. It
+    /// runs in its own task, bounded by
+    /// [`with_sign_out_listener_timeout`](Self::with_sign_out_listener_timeout);
+    /// a panic or a timeout is logged and counted, and changes no answer.
+    ///
+    /// ```no_run
+    /// # async fn run(settings: idweb::Settings) -> Result<(), idweb_axum::BuildError> {
+    /// let idweb = idweb_axum::IdWeb::builder(settings)
+    ///     .on_sign_out(|event: idweb::SignOutEvent| async move {
+    ///         tracing::info!(path = event.path.as_str(), sessions = event.sessions.len(), "signed out");
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # let _ = idweb; Ok(())
+    /// # }
+    /// ```
+    pub fn on_sign_out(mut self, listener: impl SignOutListener) -> Self {
+        self.rp = self.rp.on_sign_out(listener);
+        self
+    }
+
+    /// How long one sign-out's listeners may run before the sign-out answers
+    /// anyway (they are cancelled then). Default 1 s.
+    pub fn with_sign_out_listener_timeout(mut self, timeout: Duration) -> Self {
+        self.rp = self.rp.with_sign_out_listener_timeout(timeout);
+        self
+    }
+
+    /// The bus over which the instances hear each other's sign-outs.
+    /// Default: the bus of the store the settings name, opened by
+    /// [`idweb_stores::open_sign_out_bus`] (Redis: its `PREFIX:signout`
+    /// channel; memory and SQLite: none) — none when the store is given
+    /// with [`with_store`](Self::with_store): pass its bus here then.
+    pub fn with_sign_out_bus(mut self, bus: Arc<dyn SignOutBus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
     /// Opens the store (unless one was given), fetches the provider's
     /// metadata and keys, builds the [`IdWeb`], and starts its purge task
     /// (every [`Settings::purge_interval`], `IDWEB_PURGE_INTERVAL`; see
     /// [`IdWeb::spawn_purge_task`]).
     ///
     /// # Errors
-    /// [`BuildError::Store`] when the store cannot be opened (checked
-    /// first); [`BuildError::Start`] when the relying party cannot start.
+    /// [`BuildError::Store`] when the store or its sign-out bus cannot be
+    /// opened (checked first); [`BuildError::Start`] when the relying party cannot start.
     pub async fn build(self) -> Result<IdWeb, BuildError> {
-        let store = match self.store {
-            Some(store) => store,
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // The bus comes with the store the settings name; a store given
+        // explicitly comes with the bus given (if any).
+        let (store, bus) = match self.store {
+            Some(store) => (store, self.bus),
             None => {
-                let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-                idweb_stores::open(&self.store_url, clock).await?
+                let store = idweb_stores::open(&self.store_url, clock.clone()).await?;
+                let bus = match self.bus {
+                    Some(bus) => Some(bus),
+                    None => idweb_stores::open_sign_out_bus(&self.store_url, clock).await?,
+                };
+                (store, bus)
             }
         };
-        let rp = self.rp.with_store(store).build().await?;
-        let idweb = IdWeb::new(rp);
+        let mut rp = self.rp.with_store(store);
+        if let Some(bus) = bus {
+            rp = rp.with_sign_out_bus(bus);
+        }
+        let idweb = IdWeb::new(rp.build().await?);
         let every = idweb.relying_party().settings().purge_interval;
         if !every.is_zero() {
             drop(idweb.spawn_purge_task(every));

@@ -55,6 +55,14 @@
 //! URLs (which must stay below it), cookie paths. Route paths are relative
 //! to the public URL. A reverse proxy in front must pass the path unchanged.
 //!
+//! ## Sign-out events
+//!
+//! [`IdWebBuilder::on_sign_out`] (or [`IdWeb::on_sign_out`]) registers an
+//! async hook called once per sign-out — whatever the path, on whichever
+//! instance it happened — with an [`idweb::SignOutEvent`] naming the path,
+//! the user and the sessions removed: the place to drop what the app keeps
+//! per user or per session (cached API answers, open streams).
+//!
 //! A browser request without a valid session is redirected to sign-in; a
 //! request with `Accept: application/json` gets `401` with a JSON body.
 //!
@@ -135,6 +143,14 @@ impl IdWeb {
     /// The relying party.
     pub fn relying_party(&self) -> &RelyingParty {
         &self.rp
+    }
+
+    /// Adds a sign-out listener to the running app (as
+    /// [`IdWebBuilder::on_sign_out`] does at build time): it hears the
+    /// sign-outs that take effect from now on, on this instance and, over
+    /// the store's bus, on the others.
+    pub fn on_sign_out(&self, listener: impl idweb::SignOutListener) {
+        self.rp.sign_out_events().listen(listener);
     }
 
     /// Adds idweb's routes to `router` and installs the layer the

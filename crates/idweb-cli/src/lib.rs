@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    CacheKeys, EntrySummary, PartitionKey, Session, SessionLookup, SignOut, SignOutSelector, Store,
+    CacheKeys, Clock, DEFAULT_LISTENER_TIMEOUT, EntrySummary, PartitionKey, Session, SessionLookup,
+    SignOut, SignOutBus, SignOutEvent, SignOutEvents, SignOutPath, SignOutSelector, Store,
     StoreError, StoreUrl, SystemClock, TokenCache,
 };
 use serde::Serialize;
@@ -34,6 +35,16 @@ pub use msal::{
 pub async fn open_store_url(url: &str) -> Result<Arc<dyn Store>, String> {
     let url = store_url(url, std::env::vars())?;
     idweb_stores::open(&url, Arc::new(SystemClock))
+        .await
+        .map_err(|e| error_chain(&e))
+}
+
+/// Opens the sign-out event bus of the store at `url` (Redis: the
+/// `PREFIX:signout` channel the app's instances listen on; `None` for
+/// SQLite), so that `evict` tells the running apps.
+pub async fn open_sign_out_bus_url(url: &str) -> Result<Option<Arc<dyn SignOutBus>>, String> {
+    let url = store_url(url, std::env::vars())?;
+    idweb_stores::open_sign_out_bus(&url, Arc::new(SystemClock))
         .await
         .map_err(|e| error_chain(&e))
 }
@@ -220,6 +231,9 @@ pub struct EvictReport {
     pub sessions_removed: usize,
     /// The `(iss, sub|sid)` selectors tombstoned.
     pub selectors: Vec<String>,
+    /// Sign-out events published to the app's instances (one per selector
+    /// when the store has a bus: Redis).
+    pub events_published: u64,
 }
 
 /// Signs out, in `store`, the sessions of `--sub` or `--sid` (of `--iss`, or
@@ -230,7 +244,23 @@ pub async fn evict(
     filter: &Filter,
     tombstone_lifetime: Duration,
 ) -> Result<EvictReport, StoreError> {
-    let sign_out = SignOut::new(store.clone(), Arc::new(SystemClock), tombstone_lifetime);
+    evict_and_announce(store, None, filter, tombstone_lifetime).await
+}
+
+/// [`evict`], then, for each selector, a [`SignOutPath::Operator`] event
+/// published on `bus`, so that the app's instances run their sign-out
+/// listeners. A publication that fails is counted out of
+/// `events_published`; the eviction stands.
+pub async fn evict_and_announce(
+    store: Arc<dyn Store>,
+    bus: Option<Arc<dyn SignOutBus>>,
+    filter: &Filter,
+    tombstone_lifetime: Duration,
+) -> Result<EvictReport, StoreError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let sign_out = SignOut::new(store.clone(), clock.clone(), tombstone_lifetime);
+    let has_bus = bus.is_some();
+    let events = SignOutEvents::new(bus, DEFAULT_LISTENER_TIMEOUT);
     let issuers: Vec<String> = match &filter.iss {
         Some(iss) => vec![iss.clone()],
         None => {
@@ -247,6 +277,7 @@ pub async fn evict(
     let mut report = EvictReport {
         sessions_removed: 0,
         selectors: Vec::new(),
+        events_published: 0,
     };
     for iss in issuers {
         let selector = match (&filter.sid, &filter.sub) {
@@ -265,7 +296,22 @@ pub async fn evict(
             SignOutSelector::Subject { iss, sub } => format!("{iss} sub={sub}"),
             _ => String::new(),
         });
-        report.sessions_removed += sign_out.evict(&selector).await?.sessions_removed;
+        let subject = match (&filter.sub, &filter.sid) {
+            (Some(sub), _) => Some(sub.clone()),
+            (None, Some(sid)) => sign_out.subject_of(&iss, sid).await,
+            (None, None) => None,
+        };
+        let eviction = sign_out.evict(&selector).await?;
+        report.sessions_removed += eviction.sessions_removed;
+        let event = SignOutEvent::new(SignOutPath::Operator, iss, clock.unix_now())
+            .with_sub(subject)
+            .with_sid(filter.sid.clone())
+            .with_sessions(&eviction.sessions);
+        events.emit(event).await;
+    }
+    if has_bus {
+        let s = events.stats();
+        report.events_published = s.emitted.saturating_sub(s.publish_failed);
     }
     Ok(report)
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use idweb::CacheKeys;
 use idweb_cli::{
-    Filter, RemoveAccountOptions, error_chain, evict, export_msal, import_msal, list,
-    open_store_url, read_msal_document, remove_account, stats, write_private_file,
+    Filter, RemoveAccountOptions, error_chain, evict_and_announce, export_msal, import_msal, list,
+    open_sign_out_bus_url, open_store_url, read_msal_document, remove_account, stats,
+    write_private_file,
 };
 
 #[derive(Parser, Debug)]
@@ -272,9 +273,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             tombstone_ttl,
             json,
         }) => {
+            let bus = open_sign_out_bus_url(&store).await?;
             let store = open_store_url(&store).await?;
-            let report = evict(
+            let report = evict_and_announce(
                 store,
+                bus,
                 &Filter { iss, sub, sid },
                 std::time::Duration::from_secs(tombstone_ttl),
             )
@@ -289,6 +292,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!("signed out {} session(s)", report.sessions_removed);
                 for s in &report.selectors {
                     println!("  tombstoned {s}");
+                }
+                if report.events_published > 0 {
+                    println!(
+                        "  told the app's instances ({} sign-out event(s) published)",
+                        report.events_published
+                    );
                 }
             }
             Ok(())

@@ -646,8 +646,29 @@ async fn list_stats_and_evict_work_against_redis() {
     ]);
     assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
     assert_eq!(list["sessions"][0]["entries"].as_array().unwrap().len(), 2);
+    // A running app instance listens on the store's sign-out bus.
+    let listener = idweb_store_redis::RedisSignOutBus::new(
+        idweb_store_redis::RedisStore::open_with_prefix(url, &prefix, Arc::new(idweb::SystemClock))
+            .await
+            .unwrap(),
+    )
+    .await
+    .expect("subscribe to the sign-out channel");
+    let mut heard = idweb::SignOutBus::subscribe(&listener);
     let evicted = run(&["cache", "evict", "--store", url, "--json", "--sub", "alice"]);
     assert_eq!(evicted["sessions_removed"], 2);
+    assert_eq!(evicted["events_published"], 1);
+    let event = tokio::time::timeout(std::time::Duration::from_secs(20), heard.recv())
+        .await
+        .expect("the app hears the operator's eviction")
+        .unwrap();
+    assert_eq!(event.path, idweb::SignOutPath::Operator);
+    assert_eq!(
+        (event.iss.as_str(), event.sub.as_deref()),
+        (ISS, Some("alice"))
+    );
+    assert_eq!(event.sessions.len(), 2);
+    assert!(!event.local);
     let stats = run(&["cache", "stats", "--store", url, "--json"]);
     assert_eq!(
         (stats["sessions"].as_u64(), stats["tombstones"].as_u64()),

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use idweb::{BoxError, Clock, Store, StoreError, StoreUrl};
+use idweb::{BoxError, Clock, SignOutBus, Store, StoreError, StoreUrl};
 use redis::IntoConnectionInfo;
 
 use crate::conn::{Target, parse_target};
 use crate::keys::{DEFAULT_PREFIX, Keys};
-use crate::{CachingStore, RedisStore};
+use crate::{CachingStore, RedisSignOutBus, RedisStore};
 
 /// The longest key prefix: every key carries it, and it is only a name.
 const MAX_PREFIX_LEN: usize = 64;
@@ -143,6 +143,23 @@ impl RedisConfig {
         } else {
             Ok(Arc::new(redis))
         }
+    }
+}
+
+impl RedisConfig {
+    /// Connects the sign-out event bus of this store (its own connection
+    /// and subscription, on `PREFIX:signout`); returns once subscribed.
+    ///
+    /// # Errors
+    /// As for [`RedisStore::open_with_prefix`] and [`RedisSignOutBus::new`].
+    pub async fn open_sign_out_bus(
+        &self,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<dyn SignOutBus>, StoreError> {
+        let redis =
+            RedisStore::open_with_prefix(self.url.url_with_credentials(), &self.prefix, clock)
+                .await?;
+        Ok(Arc::new(RedisSignOutBus::new(redis).await?))
     }
 }
 

@@ -197,6 +197,11 @@ impl Keys {
     pub(crate) fn channel(&self) -> String {
         format!("{}:invalidate", self.prefix)
     }
+
+    /// The sign-out event channel of [`RedisSignOutBus`](crate::RedisSignOutBus).
+    pub(crate) fn sign_out_channel(&self) -> String {
+        format!("{}:signout", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@
 //! | `P:{P.meta}:apps` | set | app partitions' storage keys (statistics) | — |
 //! | `P:invalidate` | pub/sub channel | [`CachingStore`] invalidations and heartbeats | — |
 //! | `P:invalidate:ack:ORIGIN` | pub/sub channel | acknowledgements to one instance | — |
+//! | `P:signout` | pub/sub channel | [`RedisSignOutBus`]: sign-out events for the apps' listeners | — |
 //!
 //! `H` is the base64url SHA-256 of the session id: key names and
 //! invalidation messages never carry a session id (a bearer credential).
@@ -196,6 +197,17 @@
 //! that is slow or gone makes every sign-out wait the whole bound. Instances
 //! of earlier versions (no heartbeats) are not covered. See decision 0016.
 //!
+//! ## Sign-out events
+//!
+//! [`RedisSignOutBus`] is the [`idweb::SignOutBus`] of a Redis store: each
+//! instance publishes the [`idweb::SignOutEvent`] of its evictions on
+//! `P:signout` (as `ORIGIN\nJSON`; the JSON names sessions by the SHA-256
+//! of their id, never by the id) and hears the others' on its own RESP3
+//! subscription, skipping its own. Delivery is at most once: an instance
+//! whose subscription is down misses the events published meanwhile — the
+//! sign-out itself is in Redis and binds it anyway; only what the app keeps
+//! on its side stays until it expires (see the sign-out events decision).
+//!
 //! ## Data at rest
 //!
 //! A session is stored as a compact binary record (iss, sub, sid, name,
@@ -222,8 +234,10 @@ mod conn;
 mod error;
 mod keys;
 mod scripts;
+mod signout_bus;
 mod store;
 
 pub use caching::{CacheOptions, CachingStore};
 pub use config::{RedisConfig, RedisUrlError};
+pub use signout_bus::RedisSignOutBus;
 pub use store::RedisStore;

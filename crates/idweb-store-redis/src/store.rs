@@ -249,6 +249,14 @@ impl RedisStore {
             .await
     }
 
+    /// Sends `payload` on the sign-out event channel.
+    pub(crate) async fn publish_sign_out(&self, payload: &str) -> Result<(), StoreError> {
+        let mut c = cmd("PUBLISH");
+        c.arg(self.inner.keys.sign_out_channel()).arg(payload);
+        self.timed(OP_TIMEOUT, async { self.query::<i64>(&c).await.map(drop) })
+            .await
+    }
+
     /// The partition, with the expiry of its session for a session
     /// partition, read in one consistent step.
     pub(crate) async fn read_partition(

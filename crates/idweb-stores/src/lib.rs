@@ -32,6 +32,9 @@
 //! left out then fails with [`OpenStoreError::FeatureDisabled`], never with
 //! another store in its place.
 //!
+//! [`open_sign_out_bus`] opens the store's [`idweb::SignOutBus`] (Redis
+//! only), over which the instances of one app hear each other's sign-outs.
+//!
 //! No error, and no `Debug` output, of this crate shows the URL's password:
 //! errors name the scheme only.
 #![forbid(unsafe_code)]
@@ -39,7 +42,7 @@
 
 use std::sync::Arc;
 
-use idweb::{BoxError, Clock, MemoryStore, Store, StoreError, StoreUrl};
+use idweb::{BoxError, Clock, MemoryStore, SignOutBus, Store, StoreError, StoreUrl};
 
 /// Why the store the settings name could not be opened. Each message names
 /// `IDWEB_STORE` and the store's scheme, never its URL.
@@ -138,6 +141,51 @@ pub async fn open(url: &StoreUrl, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store
         Some(Backend::Sqlite) => open_sqlite(url, clock).await,
         Some(Backend::Redis) => open_redis(url, clock).await,
     }
+}
+
+/// Opens the sign-out event bus of the store `url` names, over which the
+/// instances of an app hear each other's sign-outs
+/// ([`idweb::SignOutBus`]): for Redis, the `PREFIX:signout` pub/sub channel
+/// (subscribed before this returns); `None` for `memory` and SQLite, whose
+/// sign-outs happen in the process that listens.
+///
+/// # Errors
+/// As for [`open`].
+pub async fn open_sign_out_bus(
+    url: &StoreUrl,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<Arc<dyn SignOutBus>>, OpenStoreError> {
+    match Backend::of(url.scheme()) {
+        None => Err(OpenStoreError::UnsupportedScheme {
+            scheme: url.scheme().to_string(),
+        }),
+        Some(Backend::Memory | Backend::Sqlite) => Ok(None),
+        Some(Backend::Redis) => open_redis_bus(url, clock).await.map(Some),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis_bus(
+    url: &StoreUrl,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn SignOutBus>, OpenStoreError> {
+    let config =
+        idweb_store_redis::RedisConfig::from_store_url(url).map_err(|e| invalid(url, e))?;
+    config
+        .open_sign_out_bus(clock)
+        .await
+        .map_err(|e| failed(url, e))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis_bus(
+    url: &StoreUrl,
+    _clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn SignOutBus>, OpenStoreError> {
+    Err(OpenStoreError::FeatureDisabled {
+        scheme: url.scheme().to_string(),
+        feature: "redis",
+    })
 }
 
 /// An option given to the `memory` store.

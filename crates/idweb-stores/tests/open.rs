@@ -249,3 +249,43 @@ async fn redis_refuses_bad_options_and_hides_the_password() {
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn a_sign_out_bus_comes_with_redis_only() {
+    for single_process in [
+        "memory",
+        &format!(
+            "sqlite://{}/bus-{}.db",
+            env!("CARGO_TARGET_TMPDIR"),
+            SessionId::generate().fingerprint()
+        ),
+    ] {
+        let bus = idweb_stores::open_sign_out_bus(&url(single_process, &[]), clock()).await;
+        assert!(matches!(bus, Ok(None)), "{single_process}: {bus:?}");
+    }
+    let e = idweb_stores::open_sign_out_bus(&url("cassandra://db", &[]), clock())
+        .await
+        .expect_err("unknown scheme");
+    assert!(matches!(e, OpenStoreError::UnsupportedScheme { .. }), "{e}");
+    let prefix = format!("bus-open-{}", SessionId::generate().fingerprint());
+    let redis = url(&redis_url(), &[("prefix", &prefix)]);
+    let bus = idweb_stores::open_sign_out_bus(&redis, clock()).await;
+    if cfg!(feature = "redis") {
+        let bus = bus
+            .expect("the Redis at 127.0.0.1:6379 must be running")
+            .expect("a bus");
+        assert!(bus.is_subscribed(), "subscribed before open returns");
+        assert!(
+            format!("{bus:?}").contains(&format!("{prefix}:signout")),
+            "{bus:?}"
+        );
+    } else {
+        assert!(matches!(
+            bus,
+            Err(OpenStoreError::FeatureDisabled {
+                feature: "redis",
+                ..
+            })
+        ));
+    }
+}

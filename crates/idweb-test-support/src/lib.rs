@@ -70,6 +70,8 @@ pub struct AppOptions {
     /// Serve with `idweb_axum::serve`, configured by this function, rather
     /// than with `axum::serve`. Default `None`.
     pub serve: Option<fn(idweb_axum::Serve) -> idweb_axum::Serve>,
+    /// The time bound of sign-out listeners; default the builder's.
+    pub sign_out_listener_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -96,6 +98,7 @@ impl Default for AppOptions {
             register: true,
             path_base: "",
             serve: None,
+            sign_out_listener_timeout: None,
         }
     }
 }
@@ -231,6 +234,9 @@ async fn serve_app(
         .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval);
     if let Some(store) = options.store {
         builder = builder.with_store(store);
+    }
+    if let Some(timeout) = options.sign_out_listener_timeout {
+        builder = builder.with_sign_out_listener_timeout(timeout);
     }
     let idweb = builder
         .build()

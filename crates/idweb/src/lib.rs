@@ -36,7 +36,9 @@
 //!     redemption per partition across instances), else [`TokenError::UiRequired`];
 //!   - [`DownstreamApi`]: calls to configured web APIs with the user's token;
 //!   - [`LogoutHandler`]: back-channel, front-channel and local sign-out, each
-//!     ending in [`SignOut::evict`] (tombstone first, then sessions and tokens).
+//!     ending in [`SignOut::evict`] (tombstone first, then sessions and tokens),
+//!     then a [`SignOutEvent`] for the app's [`SignOutListener`]s, on this
+//!     instance and, over the store's [`SignOutBus`], on the others.
 //! - [`Store`]: where sessions, tokens, tombstones live; [`MemoryStore`] in process.
 //! - [`msal`]: the token-cache entries in MSAL's unified schema.
 //! - [`StoreUrl`]: the store the settings name (`IDWEB_STORE`), opaque here;
@@ -61,6 +63,8 @@ mod keys;
 mod session;
 
 mod store;
+
+mod events;
 
 mod cache;
 
@@ -105,6 +109,10 @@ pub use config::{
 };
 pub use downstream::{
     DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse, MAX_DOWNSTREAM_BODY,
+};
+pub use events::{
+    DEFAULT_LISTENER_TIMEOUT, SessionRef, SignOutBus, SignOutEvent, SignOutEventStats,
+    SignOutEvents, SignOutListener, SignOutPath, SignOutReceiver, bus_channel,
 };
 pub use http::{HttpError, provider_http_client};
 pub use jwt::{JwsError, MAX_JWS_LEN, VerifiedJws};

@@ -7,6 +7,7 @@ use crate::client::ProviderClient;
 use crate::config::{KeySource, Settings};
 use crate::crypto::Sealer;
 use crate::downstream::{DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse};
+use crate::events::{DEFAULT_LISTENER_TIMEOUT, SignOutBus, SignOutEvents, SignOutListener};
 use crate::http::default_client;
 use crate::provider::{Provider, ProviderError};
 use crate::secret::Secret;
@@ -48,7 +49,6 @@ pub enum StartError {
 }
 
 /// Builds a [`RelyingParty`]. Every setting has a documented, safe default.
-#[derive(Debug)]
 pub struct RelyingPartyBuilder {
     settings: Settings,
     store: Option<Arc<dyn Store>>,
@@ -56,9 +56,51 @@ pub struct RelyingPartyBuilder {
     clock: Option<Arc<dyn Clock>>,
     clock_skew: Duration,
     min_jwks_refetch_interval: Duration,
+    sign_out_bus: Option<Arc<dyn SignOutBus>>,
+    listeners: Vec<Arc<dyn SignOutListener>>,
+    listener_timeout: Duration,
+}
+
+impl std::fmt::Debug for RelyingPartyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelyingPartyBuilder")
+            .field("settings", &self.settings)
+            .field("store", &self.store)
+            .field("sign_out_bus", &self.sign_out_bus)
+            .field("listeners", &self.listeners.len())
+            .field("listener_timeout", &self.listener_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RelyingPartyBuilder {
+    /// Where this instance tells the other instances of the app of its
+    /// sign-outs, and hears theirs (`idweb_stores::open_sign_out_bus` opens
+    /// the one of a shared store). Default: none — the app's listeners hear
+    /// only this instance's sign-outs (right for a store private to one
+    /// process: memory, SQLite).
+    pub fn with_sign_out_bus(mut self, bus: Arc<dyn SignOutBus>) -> Self {
+        self.sign_out_bus = Some(bus);
+        self
+    }
+
+    /// Adds a sign-out listener: called once per sign-out, on every path,
+    /// after the eviction is stored (see [`SignOutListener`]). More can be
+    /// added later with [`RelyingParty::sign_out_events`]. Default: none.
+    pub fn on_sign_out(mut self, listener: impl SignOutListener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// How long the sign-out listeners of one event may run (and its
+    /// publication to the other instances may take) before the sign-out
+    /// answers anyway; listeners still running then are cancelled.
+    /// Default [`DEFAULT_LISTENER_TIMEOUT`] (1 s).
+    pub fn with_sign_out_listener_timeout(mut self, timeout: Duration) -> Self {
+        self.listener_timeout = timeout;
+        self
+    }
+
     /// The store for sessions and tokens: the one `settings.store` names,
     /// opened (e.g. by `idweb_stores::open`). Default: a new [`MemoryStore`]
     /// when `settings.store` is `memory`; for any other store,
@@ -175,6 +217,11 @@ impl RelyingPartyBuilder {
             settings.session_lifetime + self.clock_skew + Duration::from_secs(3600),
         )
         .with_cache(cache.clone());
+        let events = SignOutEvents::new(self.sign_out_bus, self.listener_timeout);
+        for l in self.listeners {
+            events.listen_arc(l);
+        }
+        events.start();
         let post_logout_redirect_uri = settings.post_logout_redirect_uri();
         let logout = LogoutHandler::new(
             LogoutConfig {
@@ -188,6 +235,7 @@ impl RelyingPartyBuilder {
             sign_out,
             sealer,
             clock.clone(),
+            events,
         );
         Ok(RelyingParty {
             settings,
@@ -233,6 +281,9 @@ impl RelyingParty {
             clock: None,
             clock_skew: Duration::from_secs(300),
             min_jwks_refetch_interval: Duration::from_secs(30),
+            sign_out_bus: None,
+            listeners: Vec::new(),
+            listener_timeout: DEFAULT_LISTENER_TIMEOUT,
         }
     }
 
@@ -289,6 +340,12 @@ impl RelyingParty {
     /// The eviction service of this app.
     pub fn sign_out(&self) -> &SignOut {
         self.logout.sign_out()
+    }
+
+    /// The app's sign-out listeners ([`SignOutEvents::listen`] adds one)
+    /// and the bus to the other instances.
+    pub fn sign_out_events(&self) -> &SignOutEvents {
+        self.logout.events()
     }
 
     /// [`SignIn::begin`].

@@ -11,6 +11,7 @@ use crate::cache::EntryKind;
 use crate::client::ProviderClient;
 use crate::config::{EndSessionMethod, LogoutTokenPolicy};
 use crate::crypto::{Sealer, random_token};
+use crate::events::{SignOutEvent, SignOutEvents, SignOutPath};
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
 use crate::provider::Provider;
 use crate::secret::{Secret, constant_time_eq};
@@ -48,11 +49,13 @@ pub enum SignOutSelector {
 }
 
 /// What an eviction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Eviction {
     /// Sessions removed (each with its whole token-cache partition).
     pub sessions_removed: usize,
+    /// Their ids (for the sign-out event, which carries only their digests).
+    pub sessions: Vec<SessionId>,
 }
 
 /// Removes signed-out sessions and every token of theirs, so that nothing
@@ -146,6 +149,7 @@ impl SignOut {
         );
         Ok(Some(Eviction {
             sessions_removed: removed.len(),
+            sessions: removed,
         }))
     }
 
@@ -156,6 +160,25 @@ impl SignOut {
     pub async fn evict(&self, selector: &SignOutSelector) -> Result<Eviction, StoreError> {
         let request = self.request(selector);
         Ok(self.run(selector, request).await?.unwrap_or_default())
+    }
+
+    /// The subject of the sessions of provider session `(iss, sid)`, for the
+    /// sign-out event of a request that names only the `sid` (read before
+    /// the eviction; `None` when none is found or the store fails: the
+    /// eviction itself then decides the answer).
+    pub async fn subject_of(&self, iss: &str, sid: &str) -> Option<String> {
+        let lookup = SessionLookup::ByProviderSession {
+            iss: iss.to_string(),
+            sid: sid.to_string(),
+        };
+        let id = self
+            .store
+            .find_sessions(&lookup)
+            .await
+            .ok()?
+            .into_iter()
+            .next()?;
+        Some(self.store.get_session(&id).await.ok()??.sub)
     }
 
     /// Evicts `(iss, sid)` only if some session of this app matches it, and
@@ -464,7 +487,9 @@ pub(crate) struct LogoutConfig {
 /// The sign-out flows of the app: back-channel and front-channel logout
 /// requests from the provider, and local sign-out (with refresh-token
 /// revocation and the RP-initiated logout that follows). Each ends in
-/// [`SignOut::evict`].
+/// [`SignOut::evict`]; once the eviction is stored, each emits one
+/// [`SignOutEvent`] to the app's listeners ([`SignOutEvents::emit`]: bounded
+/// in time, never an error).
 #[derive(Debug, Clone)]
 pub struct LogoutHandler {
     config: LogoutConfig,
@@ -473,6 +498,7 @@ pub struct LogoutHandler {
     sign_out: SignOut,
     sealer: Arc<Sealer>,
     clock: Arc<dyn Clock>,
+    events: SignOutEvents,
 }
 
 impl LogoutHandler {
@@ -483,6 +509,7 @@ impl LogoutHandler {
         sign_out: SignOut,
         sealer: Arc<Sealer>,
         clock: Arc<dyn Clock>,
+        events: SignOutEvents,
     ) -> Self {
         Self {
             config,
@@ -491,7 +518,67 @@ impl LogoutHandler {
             sign_out,
             sealer,
             clock,
+            events,
         }
+    }
+
+    /// The app's sign-out listeners and the bus to the other instances.
+    pub fn events(&self) -> &SignOutEvents {
+        &self.events
+    }
+
+    /// Emits the event of a stored eviction: the subject and `sid` named by
+    /// the request, else those of the removed sessions.
+    async fn emit(
+        &self,
+        path: SignOutPath,
+        iss: &str,
+        sub: Option<&str>,
+        sid: Option<&str>,
+        eviction: &Eviction,
+    ) {
+        let event = SignOutEvent::new(path, iss, self.clock.unix_now())
+            .with_sub(sub.map(str::to_string))
+            .with_sid(sid.map(str::to_string))
+            .with_sessions(&eviction.sessions);
+        self.events.emit(event).await;
+    }
+
+    /// An operator's sign-out (the app's own admin action): evicts what
+    /// `selector` names, exactly as the other paths do, then emits a
+    /// [`SignOutPath::Operator`] event.
+    ///
+    /// # Errors
+    /// The store's error; nothing is emitted then.
+    pub async fn operator_sign_out(
+        &self,
+        selector: &SignOutSelector,
+    ) -> Result<Eviction, StoreError> {
+        let subject = match selector {
+            SignOutSelector::ProviderSession { iss, sid } => {
+                self.sign_out.subject_of(iss, sid).await
+            }
+            SignOutSelector::Session(id) => match self.sign_out.store.get_session(id).await {
+                Ok(Some(s)) => Some(s.sub),
+                _ => None,
+            },
+            SignOutSelector::Subject { sub, .. } => Some(sub.clone()),
+        };
+        let eviction = self.sign_out.evict(selector).await?;
+        let (iss, sid) = match selector {
+            SignOutSelector::ProviderSession { iss, sid } => (iss.as_str(), Some(sid.as_str())),
+            SignOutSelector::Subject { iss, .. } => (iss.as_str(), None),
+            SignOutSelector::Session(_) => (self.provider().issuer(), None),
+        };
+        self.emit(
+            SignOutPath::Operator,
+            iss,
+            subject.as_deref(),
+            sid,
+            &eviction,
+        )
+        .await;
+        Ok(eviction)
     }
 
     fn provider(&self) -> &Provider {
@@ -524,11 +611,25 @@ impl LogoutHandler {
         // removals are one store step: a failure (or a crash) leaves none of
         // it, or — on stores that do it in order — a state the provider's
         // retry of this same token completes.
-        self.sign_out
+        let subject = match (&request.sub, &request.sid) {
+            (None, Some(sid)) => self.sign_out.subject_of(&request.iss, sid).await,
+            _ => None,
+        };
+        let eviction = self
+            .sign_out
             .evict_logout(&request)
             .await
             .map_err(BackChannelError::Store)?
-            .ok_or_else(|| LogoutTokenError::Replayed.into())
+            .ok_or(BackChannelError::from(LogoutTokenError::Replayed))?;
+        self.emit(
+            SignOutPath::BackChannel,
+            &request.iss,
+            request.sub.as_deref().or(subject.as_deref()),
+            request.sid.as_deref(),
+            &eviction,
+        )
+        .await;
+        Ok(eviction)
     }
 
     /// Front-channel logout (`GET ...?iss=&sid=`): evicts `(iss, sid)` if
@@ -548,10 +649,27 @@ impl LogoutHandler {
         {
             return Err(FrontChannelError::WrongIssuer);
         }
-        self.sign_out
+        let subject = self
+            .sign_out
+            .subject_of(self.provider().issuer(), sid)
+            .await;
+        let eviction = self
+            .sign_out
             .evict_if_known(self.provider().issuer(), sid)
             .await
-            .map_err(FrontChannelError::Store)
+            .map_err(FrontChannelError::Store)?;
+        // An unknown `sid` changes nothing, so it is no sign-out to announce.
+        if eviction.sessions_removed > 0 {
+            self.emit(
+                SignOutPath::FrontChannel,
+                self.provider().issuer(),
+                subject.as_deref(),
+                Some(sid),
+                &eviction,
+            )
+            .await;
+        }
+        Ok(eviction)
     }
 
     /// Local sign-out of `session` (or, with `everywhere`, of every session
@@ -585,6 +703,21 @@ impl LogoutHandler {
             SignOutSelector::Session(session.id.clone())
         };
         let eviction = self.sign_out.evict(&selector).await?;
+        let path = if everywhere {
+            SignOutPath::AllSessions
+        } else if self.provider().metadata().end_session_endpoint.is_some() {
+            SignOutPath::RpInitiated
+        } else {
+            SignOutPath::Local
+        };
+        self.emit(
+            path,
+            &session.iss,
+            Some(&session.sub),
+            session.sid.as_deref(),
+            &eviction,
+        )
+        .await;
         let refresh_token_revoked = match refresh_token {
             Some(rt) => self.revoke(&rt).await,
             None => false,
