@@ -58,6 +58,8 @@ mod http;
 
 mod keys;
 
+mod tenant;
+
 mod session;
 
 mod store;
@@ -110,6 +112,7 @@ pub use http::{HttpError, provider_http_client};
 pub use jwt::{JwsError, MAX_JWS_LEN, VerifiedJws};
 pub use keys::{CacheKeyError, CacheKeys};
 pub use provider::{Provider, ProviderError, ProviderMetadata};
+pub use tenant::{CONSUMER_TENANT, IssuerError, TENANT_PLACEHOLDER};
 pub use rp::{RelyingParty, RelyingPartyBuilder, StartError};
 pub use secret::Secret;
 pub use session::{Session, SessionId, account_id_for};

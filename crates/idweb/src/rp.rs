@@ -117,7 +117,8 @@ impl RelyingPartyBuilder {
         let provider = Arc::new(
             Provider::discover(&self.settings.authority, http.clone(), clock.clone())
                 .await?
-                .with_min_refetch_interval(self.min_jwks_refetch_interval),
+                .with_min_refetch_interval(self.min_jwks_refetch_interval)
+                .with_allowed_tenants(self.settings.allowed_tenants.as_ref()),
         );
         let settings = self.settings;
         if settings.cookie_key_source() == KeySource::Generated {
@@ -142,7 +143,8 @@ impl RelyingPartyBuilder {
             settings.client_id.clone(),
             settings.client_secret.clone(),
             settings.client_auth,
-        ));
+        )
+        .with_capabilities(&settings.client_capabilities));
         let sessions = Sessions::new(store.clone(), sealer.clone(), keys, clock.clone());
         let sign_in = SignIn::new(
             SignInConfig {
