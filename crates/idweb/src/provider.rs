@@ -264,6 +264,16 @@ impl Provider {
         }
     }
 
+    /// Whether this provider was discovered for `authority`: its issuer is
+    /// the authority, or a `{tenantid}` template of it.
+    pub fn serves_authority(&self, authority: &Url) -> bool {
+        let base = authority.as_str().trim_end_matches('/');
+        let issuer = self.issuer();
+        issuer == authority.as_str()
+            || issuer == base
+            || TenantTemplate::matching(issuer, base).is_some()
+    }
+
     /// The discovery metadata.
     pub fn metadata(&self) -> &ProviderMetadata {
         &self.metadata
