@@ -4,8 +4,9 @@
 //! Every key can come from the file (`client_id = "..."`) or from the
 //! environment (`IDWEB_CLIENT_ID`); the environment wins. For people coming
 //! from Microsoft.Identity.Web, an `[AzureAd]` section (`Instance`,
-//! `TenantId`, `ClientId`, `ClientSecret`, `CallbackPath`) and the matching
-//! `AzureAd__*` variables are accepted too.
+//! `TenantId`, `ClientId`, `ClientSecret`, `CallbackPath`, and idweb's
+//! `AllowedTenants` and `ClientCapabilities`) and the matching `AzureAd__*`
+//! variables are accepted too.
 //!
 //! ```
 //! use idweb::Settings;
