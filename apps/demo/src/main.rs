@@ -366,8 +366,7 @@ async fn run_all(
         .start(&authority, &data_dir, &api_url, rx.clone())
         .await?;
     let api_router =
-        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(&authority))
-            .await?;
+        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(&authority)).await?;
     let api = tokio::spawn(serve(api_listener, api_router, rx));
 
     say!("idweb demo is running:");

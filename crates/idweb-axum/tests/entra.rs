@@ -214,7 +214,11 @@ async fn front_channel_sign_out_with_sid_only_evicts_a_multi_tenant_session() {
     );
     let form: Vec<(String, String)> = fields.into_iter().filter(|(k, _)| k != "submit").collect();
     let page = b.post(&end_session).form(&form).send().await.unwrap();
-    assert_eq!(page.status(), 200, "no confirmation page: the hints name the session");
+    assert_eq!(
+        page.status(),
+        200,
+        "no confirmation page: the hints name the session"
+    );
     let page = page.text().await.unwrap();
     assert!(page.contains("<iframe"), "{page}");
 
@@ -374,7 +378,10 @@ async fn a_cae_claims_challenge_leads_through_sign_in_with_the_claims_and_back()
             extra_env: vec![
                 ("IDWEB_AUTHORITY", idp.entra_authority("organizations")),
                 ("IDWEB_CLIENT_CAPABILITIES", "cp1".into()),
-                ("IDWEB_SCOPES", format!("openid profile offline_access {READ}")),
+                (
+                    "IDWEB_SCOPES",
+                    format!("openid profile offline_access {READ}"),
+                ),
                 ("IDWEB_DOWNSTREAM__TODO__BASE_URL", api.clone()),
                 ("IDWEB_DOWNSTREAM__TODO__SCOPES", READ.into()),
             ],

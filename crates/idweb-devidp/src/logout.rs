@@ -408,7 +408,9 @@ fn parse_hint(shared: &Shared, token: &str) -> Option<Hint> {
     }
     let claims = jwt.claims;
     let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    if !str_claim("iss").is_some_and(|iss| shared.is_own_issuer(iss)) || claims.contains_key("events") {
+    if !str_claim("iss").is_some_and(|iss| shared.is_own_issuer(iss))
+        || claims.contains_key("events")
+    {
         return None;
     }
     let client_id = match claims.get("aud")? {
@@ -591,13 +593,11 @@ fn end_session(
             h.sid.as_deref() == Some(session.sid.as_str())
                 && h.sub == subject_for(&session.username)
         });
-        let logout_hint_matches = params
-            .get("logout_hint")
-            .is_none_or(|h| {
-                h == session.username
-                    || h == subject_for(&session.username)
-                    || h == crate::config::login_hint_for(&session.username)
-            });
+        let logout_hint_matches = params.get("logout_hint").is_none_or(|h| {
+            h == session.username
+                || h == subject_for(&session.username)
+                || h == crate::config::login_hint_for(&session.username)
+        });
         if !(confirmed || hint_matches && logout_hint_matches) {
             let user = st.user(&session.username).cloned();
             return Err(Refusal::Confirm(user));

@@ -149,10 +149,13 @@ const CONSUMER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 fn is_entra_tenant(tenant: &str) -> bool {
     matches!(tenant, "common" | "organizations" | "consumers")
         || (tenant.len() == 36
-            && tenant
-                .bytes()
-                .enumerate()
-                .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() }))
+            && tenant.bytes().enumerate().all(|(i, b)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            }))
 }
 
 /// Whether a request on the Entra-like paths may go on.
@@ -392,7 +395,12 @@ fn validate_authorize(
         None => None,
         Some(c) => match serde_json::from_str::<Value>(c) {
             Ok(v) if v.is_object() => Some(v),
-            _ => return fail("invalid_request", "The claims parameter is not a JSON object."),
+            _ => {
+                return fail(
+                    "invalid_request",
+                    "The claims parameter is not a JSON object.",
+                );
+            }
         },
     };
     let max_age = match params.get("max_age") {

@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{
-    DevClient, DevIdpConfig, DevIdpStats, DevUser, EntraProfile, Fault, LogoutDelivery,
-    subject_for,
+    DevClient, DevIdpConfig, DevIdpStats, DevUser, EntraProfile, Fault, LogoutDelivery, subject_for,
 };
 use crate::crypto::SigningKey;
 
@@ -54,7 +53,8 @@ impl Shared {
         match &self.entra {
             None => (self.issuer.clone(), None),
             Some(profile) => {
-                let tid = username.map_or(profile.default_tenant.as_str(), |u| profile.tenant_of(u));
+                let tid =
+                    username.map_or(profile.default_tenant.as_str(), |u| profile.tenant_of(u));
                 (self.tenant_issuer(tid), Some(tid.to_owned()))
             }
         }

@@ -611,10 +611,7 @@ fn issue_tokens(
         at.insert("ver".into(), json!("2.0"));
     }
     apply_claims_request(&mut at, user.and_then(|u| u.claims.as_ref()));
-    at.insert(
-        "aud".into(),
-        access_token_audience(&shared.issuer, scope),
-    );
+    at.insert("aud".into(), access_token_audience(&shared.issuer, scope));
     at.insert("client_id".into(), json!(client.client_id));
     at.insert("iat".into(), json!(now));
     at.insert(

@@ -294,8 +294,7 @@ pub(crate) fn capabilities_claims(capabilities: &[String]) -> Option<String> {
         return None;
     }
     Some(
-        serde_json::json!({ "access_token": { "xms_cc": { "values": capabilities } } })
-            .to_string(),
+        serde_json::json!({ "access_token": { "xms_cc": { "values": capabilities } } }).to_string(),
     )
 }
 

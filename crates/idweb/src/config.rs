@@ -667,7 +667,8 @@ fn tenant_list(r: &Raw) -> Result<Vec<String>, ConfigError> {
     if items.is_empty() {
         return Err(invalid(
             r,
-            "an empty list would refuse everyone; leave the setting out to accept every tenant".into(),
+            "an empty list would refuse everyone; leave the setting out to accept every tenant"
+                .into(),
         ));
     }
     let mut out: Vec<String> = Vec::new();

@@ -112,7 +112,6 @@ pub use http::{HttpError, provider_http_client};
 pub use jwt::{JwsError, MAX_JWS_LEN, VerifiedJws};
 pub use keys::{CacheKeyError, CacheKeys};
 pub use provider::{Provider, ProviderError, ProviderMetadata};
-pub use tenant::{CONSUMER_TENANT, IssuerError, TENANT_PLACEHOLDER};
 pub use rp::{RelyingParty, RelyingPartyBuilder, StartError};
 pub use secret::Secret;
 pub use session::{Session, SessionId, account_id_for};
@@ -130,6 +129,7 @@ pub use store::{
     BoxError, LockToken, MemoryStore, PartitionKey, PartitionWrite, SessionLookup, Store,
     StoreError, StoreStats, StoredEntry, StoredPartition, Tombstone,
 };
+pub use tenant::{CONSUMER_TENANT, IssuerError, TENANT_PLACEHOLDER};
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};
 pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenAcquirer, TokenError};

@@ -237,12 +237,7 @@ impl Provider {
     /// # Errors
     /// [`IssuerError`] says which rule failed.
     pub fn check_issuer(&self, iss: &str, tid: Option<&str>) -> Result<(), IssuerError> {
-        tenant::check(
-            &self.issuer_policy,
-            self.allowed_tenants.as_ref(),
-            iss,
-            tid,
-        )
+        tenant::check(&self.issuer_policy, self.allowed_tenants.as_ref(), iss, tid)
     }
 
     /// Whether `iss` could be an issuer of this provider: the issuer, or for

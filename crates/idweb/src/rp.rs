@@ -137,14 +137,16 @@ impl RelyingPartyBuilder {
         let sealer = Arc::new(Sealer::new(&settings.cookie_key_bytes()));
         let keys = settings.cache_keys().clone();
         let cache = TokenCache::new(store.clone(), keys.clone());
-        let client = Arc::new(ProviderClient::new(
-            http.clone(),
-            provider.clone(),
-            settings.client_id.clone(),
-            settings.client_secret.clone(),
-            settings.client_auth,
-        )
-        .with_capabilities(&settings.client_capabilities));
+        let client = Arc::new(
+            ProviderClient::new(
+                http.clone(),
+                provider.clone(),
+                settings.client_id.clone(),
+                settings.client_secret.clone(),
+                settings.client_auth,
+            )
+            .with_capabilities(&settings.client_capabilities),
+        );
         let sessions = Sessions::new(store.clone(), sealer.clone(), keys, clock.clone());
         let sign_in = SignIn::new(
             SignInConfig {

@@ -17,11 +17,11 @@ use crate::crypto::{Sealer, b64url, hex, random_token, sha256};
 use crate::http::HttpError;
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
 use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider};
-use crate::tenant::IssuerError;
 use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId};
 use crate::sessions::Sessions;
 use crate::store::{PartitionKey, StoreError};
+use crate::tenant::IssuerError;
 use crate::time::Clock;
 use crate::token_cache::TokenCache;
 

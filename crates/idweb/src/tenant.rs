@@ -117,11 +117,15 @@ pub(crate) fn check(
             }
             match allowed {
                 None => return Ok(()),
-                Some(_) => tid.filter(|t| is_tenant_id(t)).ok_or(IssuerError::NoTenant)?,
+                Some(_) => tid
+                    .filter(|t| is_tenant_id(t))
+                    .ok_or(IssuerError::NoTenant)?,
             }
         }
         IssuerPolicy::Template(t) => {
-            let tid = tid.filter(|t| is_tenant_id(t)).ok_or(IssuerError::NoTenant)?;
+            let tid = tid
+                .filter(|t| is_tenant_id(t))
+                .ok_or(IssuerError::NoTenant)?;
             // Exact comparison: the tid is used as the token wrote it.
             if iss != t.issuer_for(tid) {
                 return Err(IssuerError::Mismatch);
@@ -141,7 +145,9 @@ pub(crate) fn check(
     };
     let lower = tenant.to_ascii_lowercase();
     match allowed {
-        Some(list) if !list.contains(&lower) => Err(IssuerError::TenantNotAllowed { tenant: lower }),
+        Some(list) if !list.contains(&lower) => {
+            Err(IssuerError::TenantNotAllowed { tenant: lower })
+        }
         _ => Ok(()),
     }
 }
@@ -178,11 +184,8 @@ mod tests {
             assert!(TenantTemplate::matching(TEMPLATE, bad).is_none(), "{bad}");
         }
         assert!(
-            TenantTemplate::matching(
-                "https://x/{tenantid}/{tenantid}/v2.0",
-                "https://x/a/a/v2.0"
-            )
-            .is_none()
+            TenantTemplate::matching("https://x/{tenantid}/{tenantid}/v2.0", "https://x/a/a/v2.0")
+                .is_none()
         );
         assert!(TenantTemplate::matching("https://x/v2.0", "https://x/v2.0").is_none());
     }
@@ -192,17 +195,19 @@ mod tests {
         let p = template("https://login.microsoftonline.com/common/v2.0");
         let iss1 = format!("https://login.microsoftonline.com/{T1}/v2.0");
         assert_eq!(check(&p, None, &iss1, Some(T1)), Ok(()));
-        assert_eq!(
-            check(&p, None, &iss1, Some(T2)),
-            Err(IssuerError::Mismatch)
-        );
+        assert_eq!(check(&p, None, &iss1, Some(T2)), Err(IssuerError::Mismatch));
         assert_eq!(check(&p, None, &iss1, None), Err(IssuerError::NoTenant));
         assert_eq!(
             check(&p, None, TEMPLATE, Some("{tenantid}")),
             Err(IssuerError::NoTenant)
         );
         assert_eq!(
-            check(&p, None, "https://login.microsoftonline.com/x/v2.0", Some("x")),
+            check(
+                &p,
+                None,
+                "https://login.microsoftonline.com/x/v2.0",
+                Some("x")
+            ),
             Err(IssuerError::NoTenant)
         );
         assert_eq!(

@@ -433,12 +433,19 @@ fn allowed_tenants_and_client_capabilities() {
     assert!(s.client_capabilities.is_empty());
 
     let v = with(
-        with(base(), "IDWEB_ALLOWED_TENANTS", &format!("{}, {T2} {T2}", T1.to_uppercase())),
+        with(
+            base(),
+            "IDWEB_ALLOWED_TENANTS",
+            &format!("{}, {T2} {T2}", T1.to_uppercase()),
+        ),
         "IDWEB_CLIENT_CAPABILITIES",
         "cp1,cp1",
     );
     let s = Settings::from_sources(None, v).unwrap();
-    assert_eq!(s.allowed_tenants, Some(vec![T1.to_string(), T2.to_string()]));
+    assert_eq!(
+        s.allowed_tenants,
+        Some(vec![T1.to_string(), T2.to_string()])
+    );
     assert_eq!(s.client_capabilities, vec!["cp1".to_string()]);
 
     // The [AzureAd] spelling, with TenantId = organizations.
@@ -452,15 +459,14 @@ fn allowed_tenants_and_client_capabilities() {
     );
     assert_eq!(s.allowed_tenants, Some(vec![T1.to_string()]));
     assert_eq!(s.client_capabilities, vec!["cp1".to_string()]);
-    let s = Settings::from_sources(
-        None,
-        with(base(), "AzureAd__AllowedTenants", T2),
-    )
-    .unwrap();
+    let s = Settings::from_sources(None, with(base(), "AzureAd__AllowedTenants", T2)).unwrap();
     assert_eq!(s.allowed_tenants, Some(vec![T2.to_string()]));
 
     let e = err(None, with(base(), "IDWEB_ALLOWED_TENANTS", "contoso.com"));
-    assert!(e.contains("IDWEB_ALLOWED_TENANTS") && e.contains("not a tenant id"), "{e}");
+    assert!(
+        e.contains("IDWEB_ALLOWED_TENANTS") && e.contains("not a tenant id"),
+        "{e}"
+    );
     let e = err(None, with(base(), "IDWEB_ALLOWED_TENANTS", " , "));
     assert!(e.contains("empty list"), "{e}");
     let e = err(None, with(base(), "IDWEB_CLIENT_CAPABILITIES", "cp1 \"x\""));
