@@ -269,7 +269,7 @@ impl JwtBearer {
         // allow-list of tenants on the provider, a tenant on it).
         let iss = claims.get("iss").and_then(Value::as_str);
         let tid = claims.get("tid").and_then(Value::as_str);
-        if !iss.is_some_and(|iss| inner.provider.check_issuer(iss, tid).is_ok()) {
+        if iss.is_none_or(|iss| inner.provider.check_issuer(iss, tid).is_err()) {
             return Err(InvalidToken::WrongIssuer.into());
         }
         let audience_ok = match claims.get("aud") {

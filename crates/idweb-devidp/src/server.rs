@@ -105,7 +105,7 @@ async fn discovery(AxumState(shared): AppState) -> Response {
 /// The Entra-like discovery document of `tenant` (`common`,
 /// `organizations`, `consumers` or a tenant id).
 async fn entra_discovery(AxumState(shared): AppState, Path(tenant): Path<String>) -> Response {
-    if shared.entra.is_none() || !is_entra_tenant(&tenant) {
+    if !entra_path(&shared, &tenant) {
         return StatusCode::NOT_FOUND.into_response();
     }
     let base = &shared.issuer;
@@ -158,12 +158,9 @@ fn is_entra_tenant(tenant: &str) -> bool {
             }))
 }
 
-/// Whether a request on the Entra-like paths may go on.
-fn entra_path(shared: &Shared, tenant: &str) -> Result<(), Response> {
-    if shared.entra.is_none() || !is_entra_tenant(tenant) {
-        return Err(StatusCode::NOT_FOUND.into_response());
-    }
-    Ok(())
+/// Whether a request on the Entra-like paths may go on (else 404).
+fn entra_path(shared: &Shared, tenant: &str) -> bool {
+    shared.entra.is_some() && is_entra_tenant(tenant)
 }
 
 async fn entra_authorize_get(
@@ -172,8 +169,8 @@ async fn entra_authorize_get(
     headers: HeaderMap,
     query: RawQuery,
 ) -> Response {
-    if let Err(r) = entra_path(&state.0, &tenant) {
-        return r;
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
     }
     authorize_get(state, headers, query).await
 }
@@ -184,8 +181,8 @@ async fn entra_authorize_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = entra_path(&state.0, &tenant) {
-        return r;
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
     }
     authorize_post(state, headers, body).await
 }
@@ -196,8 +193,8 @@ async fn entra_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = entra_path(&state.0, &tenant) {
-        return r;
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
     }
     token(state, headers, body).await
 }
@@ -208,8 +205,8 @@ async fn entra_logout_get(
     headers: HeaderMap,
     query: RawQuery,
 ) -> Response {
-    if let Err(r) = entra_path(&state.0, &tenant) {
-        return r;
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
     }
     logout::logout_get(state, headers, query).await
 }
@@ -220,8 +217,8 @@ async fn entra_logout_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = entra_path(&state.0, &tenant) {
-        return r;
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
     }
     logout::logout_post(state, headers, body).await
 }

@@ -212,11 +212,10 @@ fn authorization_request(
     redirect_uri: &Url,
     scopes: &[String],
     options: &SignInOptions,
-    capabilities: Option<&str>,
     return_url: String,
     now: i64,
 ) -> Result<(Url, Pending), SignInError> {
-    let claims = merge_claims(options.claims.as_deref(), capabilities);
+    let claims = options.claims.clone();
     let state = random_token();
     let nonce = random_token();
     let verifier = random_token();
@@ -450,8 +449,12 @@ impl SignIn {
             &self.config.client_id,
             &self.config.redirect_uri,
             &self.config.scopes,
-            options,
-            self.client.capabilities(),
+            // The claims request: the caller's (a claims challenge) merged
+            // with the client capabilities.
+            &SignInOptions {
+                claims: merge_claims(options.claims.as_deref(), self.client.capabilities()),
+                ..options.clone()
+            },
             return_url,
             self.clock.unix_now(),
         )?;
