@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use idweb::Settings;
 use idweb_axum::IdWeb;
-use idweb_devidp::{DevClient, DevIdp, DevIdpConfig};
+use idweb_devidp::{DevClient, DevIdp, DevIdpConfig, EntraProfile};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,6 +39,21 @@ struct Cli {
     /// Folder for the sample web app's SQLite store and its generated keys.
     #[arg(long, default_value = ".idweb-demo")]
     data_dir: PathBuf,
+    /// What the development identity provider looks like: `standard`, or
+    /// `entra` (Microsoft Entra ID's shapes: the apps and the API use the
+    /// multi-tenant `organizations` authority, alice and bob are in two
+    /// tenants, front-channel logout carries only `sid`, no back-channel).
+    #[arg(long, value_enum, default_value = "standard")]
+    idp_profile: IdpProfile,
+}
+
+/// The development identity provider's profile.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum IdpProfile {
+    /// A plain OpenID Provider.
+    Standard,
+    /// Microsoft Entra ID's shapes (multi-tenant).
+    Entra,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,6 +91,7 @@ fn main() -> std::process::ExitCode {
                     cli.app_b_listen,
                     cli.api_listen,
                     cli.data_dir,
+                    cli.idp_profile,
                 )
                 .await
             }
@@ -311,6 +327,7 @@ async fn run_all(
     app_b_listen: SocketAddr,
     api_listen: SocketAddr,
     data_dir: PathBuf,
+    profile: IdpProfile,
 ) -> Result<(), BoxError> {
     // Bind everything first, so that port 0 works and the URLs are known.
     let idp_listener = bind(idp_listen, "identity provider").await?;
@@ -330,23 +347,27 @@ async fn run_all(
         idp_listener,
         DevIdpConfig {
             clients: vec![client_a, client_b],
+            entra: (profile == IdpProfile::Entra).then(EntraProfile::default),
             ..DevIdpConfig::default()
         },
     )
     .await
     .map_err(|e| format!("cannot start the development identity provider: {e}"))?;
 
+    let authority = match profile {
+        IdpProfile::Standard => idp.issuer().to_string(),
+        IdpProfile::Entra => idp.entra_authority("organizations"),
+    };
     let (tx, rx) = watch::channel(false);
     let (url_a, url_b) = (app_a.url.clone(), app_b.url.clone());
     let a = app_a
-        .start(idp.issuer(), &data_dir, &api_url, rx.clone())
+        .start(&authority, &data_dir, &api_url, rx.clone())
         .await?;
     let b = app_b
-        .start(idp.issuer(), &data_dir, &api_url, rx.clone())
+        .start(&authority, &data_dir, &api_url, rx.clone())
         .await?;
     let api_router =
-        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(idp.issuer()))
-            .await?;
+        idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(&authority)).await?;
     let api = tokio::spawn(serve(api_listener, api_router, rx));
 
     say!("idweb demo is running:");
@@ -354,6 +375,9 @@ async fn run_all(
         "  identity provider: {}  (development only; users: alice, bob)",
         idp.issuer()
     );
+    if profile == IdpProfile::Entra {
+        say!("  profile:           Entra-like; authority {authority}");
+    }
     say!("  App A:             {url_a}/  (back-channel logout)");
     say!("  App B:             {url_b}/  (front-channel logout)");
     say!("  todo API:          {api_url}/api/todos");

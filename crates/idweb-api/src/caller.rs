@@ -86,9 +86,15 @@ impl ApiCaller {
         &self.inner.sub
     }
 
-    /// The token's issuer (`iss`, checked to be the configured one).
+    /// The token's issuer (`iss`, checked to be the configured one — for a
+    /// multi-tenant authority, the issuer of the token's own tenant, not the
+    /// `{tenantid}` template).
     pub fn issuer(&self) -> &str {
-        self.inner.jwt.issuer()
+        self.inner
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| self.inner.jwt.issuer())
     }
 
     /// When the token expires (`exp`), in seconds since the Unix epoch.

@@ -112,6 +112,7 @@ pub struct JwtBearerBuilder {
     http: Option<reqwest::Client>,
     provider: Option<Arc<Provider>>,
     min_refetch_interval: Duration,
+    allowed_tenants: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for JwtBearerBuilder {
@@ -150,6 +151,7 @@ impl JwtBearerBuilder {
             http: None,
             provider: None,
             min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+            allowed_tenants: None,
         }
     }
 
@@ -341,6 +343,20 @@ impl JwtBearerBuilder {
         self
     }
 
+    /// Accepts only access tokens whose `tid` is one of `tenants` (Microsoft
+    /// Entra tenant ids), as the web app's `IDWEB_ALLOWED_TENANTS` does for
+    /// sign-in. Default: every tenant the authority accepts. Applies to the
+    /// provider discovered at [`build`](Self::build); a provider given with
+    /// [`with_provider`](Self::with_provider) keeps its own allow-list.
+    pub fn with_allowed_tenants<I, S>(mut self, tenants: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_tenants = Some(tenants.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Uses an already discovered provider — and its key cache — instead of
     /// discovering the authority again; for a process that signs users in
     /// and serves an API with the same provider. Its issuer must be the
@@ -405,7 +421,7 @@ impl JwtBearerBuilder {
         let provider = match self.provider {
             Some(provider) => {
                 let base = authority.as_str().trim_end_matches('/');
-                if provider.issuer() != authority.as_str() && provider.issuer() != base {
+                if !provider.serves_authority(&authority) {
                     return Err(BuildError::ProviderMismatch {
                         expected: base.to_string(),
                         actual: provider.issuer().to_string(),
@@ -418,7 +434,8 @@ impl JwtBearerBuilder {
                 let provider = Provider::discover(&authority, http, Arc::clone(&clock))
                     .await
                     .map_err(BuildError::Provider)?
-                    .with_min_refetch_interval(self.min_refetch_interval);
+                    .with_min_refetch_interval(self.min_refetch_interval)
+                    .with_allowed_tenants(self.allowed_tenants.as_ref());
                 Arc::new(provider)
             }
         };

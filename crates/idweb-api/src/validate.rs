@@ -27,7 +27,9 @@ use crate::rejection::{ApiRejection, RejectionReason};
 /// * its signature verifies with a key of the issuer's JWKS — idweb's
 ///   [`Provider`] key cache, refetched (at most once per 30 seconds by
 ///   default) when the `kid` is unknown;
-/// * `iss` is exactly the issuer of the discovery document;
+/// * `iss` is exactly the issuer of the discovery document — or, for a
+///   multi-tenant authority (Entra's `common`, `organizations`), its
+///   `{tenantid}` template filled in with the token's own `tid`;
 /// * `aud` (a string or an array) contains one of the configured audiences;
 /// * `exp` is present and not passed, and `nbf`, when present, is passed,
 ///   both with the configured leeway (60 seconds by default) on the
@@ -262,7 +264,12 @@ impl JwtBearer {
             return Err(InvalidToken::WrongType.into());
         }
         let claims = verified.claims;
-        if claims.get("iss").and_then(Value::as_str) != Some(inner.issuer.as_str()) {
+        // The provider's rule: its issuer, or for a multi-tenant authority
+        // the `{tenantid}` template with the token's own `tid` (and, with an
+        // allow-list of tenants on the provider, a tenant on it).
+        let iss = claims.get("iss").and_then(Value::as_str);
+        let tid = claims.get("tid").and_then(Value::as_str);
+        if iss.is_none_or(|iss| inner.provider.check_issuer(iss, tid).is_err()) {
             return Err(InvalidToken::WrongIssuer.into());
         }
         let audience_ok = match claims.get("aud") {

@@ -93,6 +93,9 @@ impl SignInFailure {
             SignInError::IdToken(IdTokenError::Signature(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_id_token_signature")
             }
+            SignInError::IdToken(IdTokenError::TenantNotAllowed { .. }) => {
+                (StatusCode::FORBIDDEN, "tenant_not_allowed")
+            }
             SignInError::IdToken(_) => (StatusCode::BAD_REQUEST, "invalid_id_token"),
             SignInError::Store(StoreError::SignedOut) => {
                 (StatusCode::BAD_REQUEST, "signed_out_meanwhile")

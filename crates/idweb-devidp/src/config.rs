@@ -1,5 +1,6 @@
 //! Configuration and other public value types.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -30,6 +31,81 @@ pub struct DevIdpConfig {
     /// Lifetime of each refresh token; every rotation issues a token with a
     /// fresh lifetime. Default 14 days.
     pub refresh_token_lifetime: Duration,
+    /// Look like Microsoft Entra ID (see [`EntraProfile`]). Default `None`:
+    /// a plain OpenID Provider whose issuer is its base URL.
+    pub entra: Option<EntraProfile>,
+}
+
+/// The tenant id of the "Contoso" directory of the [`EntraProfile`] (alice's by default).
+pub const CONTOSO_TENANT: &str = "5f1c2a9e-3d4b-4c6a-9e8f-0a1b2c3d4e5f";
+/// The tenant id of the "Fabrikam" directory of the [`EntraProfile`] (bob's by default).
+pub const FABRIKAM_TENANT: &str = "b7e4d3c2-1a09-4f8e-8d7c-6b5a49382716";
+
+/// A development profile that serves Microsoft Entra ID's shapes, for
+/// testing multi-tenant apps without Entra:
+///
+/// * metadata per tenant under `/{tenant}/v2.0/.well-known/openid-configuration`,
+///   `tenant` being `common`, `organizations`, `consumers` or a tenant id;
+///   for `common` and `organizations` the `issuer` is the template
+///   `{base}/{tenantid}/v2.0`, otherwise `{base}/{tenant id}/v2.0`; the
+///   endpoints are `/{tenant}/oauth2/v2.0/authorize`, `/token`, `/logout`
+///   and `/{tenant}/discovery/v2.0/keys`; no revocation endpoint, no
+///   back-channel logout, no `iss` in authorization responses;
+/// * tokens whose `iss` is `{base}/{tid}/v2.0` for the user's tenant, with
+///   `tid`, `oid`, `ver` `2.0` and (ID tokens) the optional claim
+///   `login_hint`, which `/logout` accepts as `logout_hint`;
+/// * access tokens carrying `xms_cc` when the request's `claims` parameter
+///   asks for `{"access_token":{"xms_cc":{"values":[...]}}}` (client
+///   capabilities), and `acrs` for an `acrs` claims request;
+/// * front-channel logout with `sid` only (no `iss`), and never a
+///   back-channel logout token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntraProfile {
+    /// Each user's tenant id, by username; users not listed are in
+    /// [`default_tenant`](Self::default_tenant).
+    pub user_tenants: BTreeMap<String, String>,
+    /// The tenant of users not in [`user_tenants`](Self::user_tenants).
+    pub default_tenant: String,
+}
+
+impl Default for EntraProfile {
+    /// alice in [`CONTOSO_TENANT`], bob in [`FABRIKAM_TENANT`], anyone else in Contoso.
+    fn default() -> Self {
+        EntraProfile {
+            user_tenants: BTreeMap::from([
+                ("alice".to_owned(), CONTOSO_TENANT.to_owned()),
+                ("bob".to_owned(), FABRIKAM_TENANT.to_owned()),
+            ]),
+            default_tenant: CONTOSO_TENANT.to_owned(),
+        }
+    }
+}
+
+impl EntraProfile {
+    /// Puts `username` in tenant `tenant_id`.
+    pub fn with_user_tenant(
+        mut self,
+        username: impl Into<String>,
+        tenant_id: impl Into<String>,
+    ) -> Self {
+        self.user_tenants.insert(username.into(), tenant_id.into());
+        self
+    }
+
+    /// The tenant id of `username`.
+    pub fn tenant_of(&self, username: &str) -> &str {
+        self.user_tenants
+            .get(username)
+            .map_or(self.default_tenant.as_str(), String::as_str)
+    }
+}
+
+/// The `login_hint` claim the [`EntraProfile`] puts in `username`'s ID
+/// tokens (an opaque value, as Entra's is); `/logout` accepts it as `logout_hint`.
+pub fn login_hint_for(username: &str) -> String {
+    let hash = sha256(format!("devidp-login-hint:{username}").as_bytes());
+    format!("O.{}", hex(hash.get(..24).unwrap_or(&hash)))
 }
 
 impl Default for DevIdpConfig {
@@ -45,6 +121,7 @@ impl Default for DevIdpConfig {
             id_token_lifetime: Duration::from_secs(3600),
             code_lifetime: Duration::from_secs(60),
             refresh_token_lifetime: Duration::from_secs(14 * 24 * 3600),
+            entra: None,
         }
     }
 }
@@ -227,6 +304,10 @@ pub enum Fault {
     UnknownKid,
     /// `iss` is `"https://wrong-issuer.example"` instead of the issuer.
     WrongIssuer,
+    /// With the [`EntraProfile`]: `iss` names another tenant than the
+    /// token's `tid` (the issuer of [`FABRIKAM_TENANT`], or of
+    /// [`CONTOSO_TENANT`] for a Fabrikam user).
+    IssuerOfAnotherTenant,
 }
 
 /// How a logout notification reached (or was meant to reach) a client.

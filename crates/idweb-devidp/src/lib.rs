@@ -162,8 +162,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    DevClient, DevIdpConfig, DevIdpStats, DevUser, Fault, LogoutChannel, LogoutDelivery,
-    subject_for,
+    CONTOSO_TENANT, DevClient, DevIdpConfig, DevIdpStats, DevUser, EntraProfile, FABRIKAM_TENANT,
+    Fault, LogoutChannel, LogoutDelivery, login_hint_for, subject_for,
 };
 
 use crypto::SigningKey;
@@ -264,8 +264,16 @@ impl DevIdp {
     }
 
     /// The issuer identifier, `http://{address}` without a trailing slash.
+    /// With the [`EntraProfile`] it is only the base URL: authorities are
+    /// [`entra_authority`](Self::entra_authority)s.
     pub fn issuer(&self) -> &str {
         &self.inner.shared.issuer
+    }
+
+    /// With the [`EntraProfile`]: the authority of `tenant` (`common`,
+    /// `organizations`, `consumers` or a tenant id), `{base}/{tenant}/v2.0`.
+    pub fn entra_authority(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/v2.0", self.inner.shared.issuer)
     }
 
     /// The address the provider listens on.

@@ -105,15 +105,20 @@ fn usable_url(uri: &str) -> Option<Url> {
 /// The notifications for the clients that signed in during `session`, in
 /// client order, back channel before front channel for each client.
 /// Clients no longer registered are skipped.
+///
+/// With the Entra profile there is no back channel, and the front channel
+/// carries `sid` only.
 pub(crate) fn plan(
-    issuer: &str,
+    shared: &Shared,
     clients: &HashMap<String, DevClient>,
     session: &IdpSession,
 ) -> Vec<Notice> {
+    let entra = shared.entra.is_some();
+    let issuer = (!entra).then_some(shared.issuer.as_str());
     let sub = subject_for(&session.username);
     let mut notices = Vec::new();
     for client in session.clients.iter().filter_map(|id| clients.get(id)) {
-        if let Some(uri) = &client.backchannel_logout_uri {
+        if let Some(uri) = client.backchannel_logout_uri.as_ref().filter(|_| !entra) {
             let problem = usable_url(uri).is_none().then(|| {
                 "The backchannel_logout_uri is not an absolute http(s) URI without a fragment; nothing was sent.".to_owned()
             });
@@ -140,7 +145,7 @@ pub(crate) fn plan(
 }
 
 fn front_channel_notice(
-    issuer: &str,
+    issuer: Option<&str>,
     client: &DevClient,
     uri: &str,
     sid: Option<String>,
@@ -174,9 +179,11 @@ fn front_channel_notice(
         return notice;
     }
     if let Some(sid) = &sid {
-        url.query_pairs_mut()
-            .append_pair("iss", issuer)
-            .append_pair("sid", sid);
+        let mut query = url.query_pairs_mut();
+        if let Some(issuer) = issuer {
+            query.append_pair("iss", issuer);
+        }
+        query.append_pair("sid", sid);
     }
     notice.uri = url.to_string();
     notice.origin = Some(origin.ascii_serialization());
@@ -350,7 +357,7 @@ fn take_sessions(shared: &Shared, username: &str) -> (usize, Vec<Notice>) {
     ended.sort_by(|a, b| a.auth_time.cmp(&b.auth_time).then(a.sid.cmp(&b.sid)));
     let notices: Vec<Notice> = ended
         .iter()
-        .flat_map(|s| plan(&shared.issuer, &st.clients, s))
+        .flat_map(|s| plan(shared, &st.clients, s))
         .collect();
     (ended.len(), notices)
 }
@@ -401,7 +408,9 @@ fn parse_hint(shared: &Shared, token: &str) -> Option<Hint> {
     }
     let claims = jwt.claims;
     let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    if str_claim("iss") != Some(shared.issuer.as_str()) || claims.contains_key("events") {
+    if !str_claim("iss").is_some_and(|iss| shared.is_own_issuer(iss))
+        || claims.contains_key("events")
+    {
         return None;
     }
     let client_id = match claims.get("aud")? {
@@ -584,9 +593,11 @@ fn end_session(
             h.sid.as_deref() == Some(session.sid.as_str())
                 && h.sub == subject_for(&session.username)
         });
-        let logout_hint_matches = params
-            .get("logout_hint")
-            .is_none_or(|h| h == session.username || h == subject_for(&session.username));
+        let logout_hint_matches = params.get("logout_hint").is_none_or(|h| {
+            h == session.username
+                || h == subject_for(&session.username)
+                || h == crate::config::login_hint_for(&session.username)
+        });
         if !(confirmed || hint_matches && logout_hint_matches) {
             let user = st.user(&session.username).cloned();
             return Err(Refusal::Confirm(user));
@@ -595,7 +606,7 @@ fn end_session(
     let ended = session_key.and_then(|id| st.sessions.remove(&id));
     let notices = ended
         .as_ref()
-        .map(|s| plan(&shared.issuer, &st.clients, s))
+        .map(|s| plan(shared, &st.clients, s))
         .unwrap_or_default();
     Ok(Ended {
         target,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State as AxumState};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,6 +41,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/admin/end-sessions",
             get(logout::end_sessions_form).post(logout::end_sessions),
+        )
+        // The Entra-like profile's per-tenant paths (404 without the profile).
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(entra_discovery),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(jwks))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(entra_authorize_get).post(entra_authorize_post),
+        )
+        .route("/{tenant}/oauth2/v2.0/token", post(entra_token))
+        .route(
+            "/{tenant}/oauth2/v2.0/logout",
+            get(entra_logout_get).post(entra_logout_post),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
@@ -87,6 +102,127 @@ async fn discovery(AxumState(shared): AppState) -> Response {
     public_json(doc)
 }
 
+/// The Entra-like discovery document of `tenant` (`common`,
+/// `organizations`, `consumers` or a tenant id).
+async fn entra_discovery(AxumState(shared): AppState, Path(tenant): Path<String>) -> Response {
+    if !entra_path(&shared, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let base = &shared.issuer;
+    let issuer = match tenant.as_str() {
+        "common" | "organizations" => format!("{base}/{{tenantid}}/v2.0"),
+        "consumers" => shared.tenant_issuer(CONSUMER_TENANT),
+        tid => shared.tenant_issuer(tid),
+    };
+    let doc = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+        "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
+        "end_session_endpoint": format!("{base}/{tenant}/oauth2/v2.0/logout"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "claims_supported": [
+            "sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
+            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username",
+            "name", "tid", "ver", "at_hash", "c_hash", "email", "login_hint", "sid"
+        ],
+        "code_challenge_methods_supported": ["plain", "S256"],
+        "frontchannel_logout_supported": true,
+        "http_logout_supported": true,
+        "request_uri_parameter_supported": false,
+        "tenant_region_scope": null,
+        "cloud_instance_name": "microsoftonline.com",
+    });
+    public_json(doc)
+}
+
+/// The tenant of personal Microsoft accounts.
+const CONSUMER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+/// `common`, `organizations`, `consumers`, or a GUID.
+fn is_entra_tenant(tenant: &str) -> bool {
+    matches!(tenant, "common" | "organizations" | "consumers")
+        || (tenant.len() == 36
+            && tenant.bytes().enumerate().all(|(i, b)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            }))
+}
+
+/// Whether a request on the Entra-like paths may go on (else 404).
+fn entra_path(shared: &Shared, tenant: &str) -> bool {
+    shared.entra.is_some() && is_entra_tenant(tenant)
+}
+
+async fn entra_authorize_get(
+    state: AppState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Response {
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    authorize_get(state, headers, query).await
+}
+
+async fn entra_authorize_post(
+    state: AppState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    authorize_post(state, headers, body).await
+}
+
+async fn entra_token(
+    state: AppState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    token(state, headers, body).await
+}
+
+async fn entra_logout_get(
+    state: AppState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Response {
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    logout::logout_get(state, headers, query).await
+}
+
+async fn entra_logout_post(
+    state: AppState,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !entra_path(&state.0, &tenant) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    logout::logout_post(state, headers, body).await
+}
+
 async fn jwks(AxumState(shared): AppState) -> Response {
     let keys: Vec<Value> = shared.lock().keys.iter().map(|k| k.jwk()).collect();
     public_json(json!({ "keys": keys }))
@@ -119,6 +255,8 @@ struct AuthzRequest {
     login_hint: Option<String>,
     prompt: Vec<String>,
     max_age: Option<i64>,
+    /// The `claims` request (OpenID Connect Core §5.5), when sent.
+    claims: Option<Value>,
 }
 
 /// Why an authorization request failed.
@@ -250,6 +388,18 @@ fn validate_authorize(
             "prompt=none cannot be combined with other prompt values.",
         );
     }
+    let claims = match params.get("claims") {
+        None => None,
+        Some(c) => match serde_json::from_str::<Value>(c) {
+            Ok(v) if v.is_object() => Some(v),
+            _ => {
+                return fail(
+                    "invalid_request",
+                    "The claims parameter is not a JSON object.",
+                );
+            }
+        },
+    };
     let max_age = match params.get("max_age") {
         None => None,
         Some(v) => match v.parse::<u32>() {
@@ -267,6 +417,7 @@ fn validate_authorize(
         login_hint: params.get("login_hint").map(str::to_owned),
         prompt,
         max_age,
+        claims,
     })
 }
 
@@ -361,7 +512,7 @@ async fn finish_authorize(
 ) -> Response {
     if let Some(session) = replaced {
         tracing::debug!(username = %session.username, "a sign-in of another user ended the browser's IdP session");
-        let notices = logout::plan(&shared.issuer, &shared.lock().clients, &session);
+        let notices = logout::plan(shared, &shared.lock().clients, &session);
         logout::deliver_detached(shared, notices, false).await;
     }
     response
@@ -499,6 +650,7 @@ fn authorize(
         redeemed: false,
         family: None,
         access_tokens: Vec::new(),
+        claims: req.claims.clone(),
     };
     st.purge(now);
     st.codes
@@ -510,7 +662,10 @@ fn authorize(
     if let Some(state) = req.state.as_deref() {
         pairs.push(("state", state));
     }
-    pairs.push(("iss", issuer));
+    // Entra does not send RFC 9207's `iss`.
+    if shared.entra.is_none() {
+        pairs.push(("iss", issuer));
+    }
     let mut response = redirect(&req.redirect_uri, &pairs, redirect_status);
     if set_cookie {
         let value = format!("{SESSION_COOKIE}={cookie_id}; Path=/; HttpOnly; SameSite=Lax");
@@ -746,7 +901,7 @@ async fn userinfo(
     }
     let claims = &jwt.claims;
     let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
-    if str_claim("iss") != Some(shared.issuer.as_str()) {
+    if !str_claim("iss").is_some_and(|iss| shared.is_own_issuer(iss)) {
         return invalid("The access token was issued by another issuer.");
     }
     let now = shared.now();

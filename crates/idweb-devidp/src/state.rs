@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{
-    DevClient, DevIdpConfig, DevIdpStats, DevUser, Fault, LogoutDelivery, subject_for,
+    DevClient, DevIdpConfig, DevIdpStats, DevUser, EntraProfile, Fault, LogoutDelivery, subject_for,
 };
 use crate::crypto::SigningKey;
 
@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     /// The HTTP client for back-channel logout requests (no redirects,
     /// 5-second timeout).
     pub(crate) http: reqwest::Client,
+    /// The Entra-like profile, when configured.
+    pub(crate) entra: Option<EntraProfile>,
     clock_offset: AtomicI64,
     state: Mutex<State>,
 }
@@ -38,9 +40,43 @@ impl Shared {
         Shared {
             issuer,
             http,
+            entra: config.entra.clone(),
             clock_offset: AtomicI64::new(0),
             state: Mutex::new(State::new(config, key)),
         }
+    }
+
+    /// The issuer of `username`'s tokens and their `tid`: with the Entra
+    /// profile `{base}/{tid}/v2.0` of the user's tenant (of the default
+    /// tenant without a user), otherwise the base issuer and no tenant.
+    pub(crate) fn issuer_of(&self, username: Option<&str>) -> (String, Option<String>) {
+        match &self.entra {
+            None => (self.issuer.clone(), None),
+            Some(profile) => {
+                let tid =
+                    username.map_or(profile.default_tenant.as_str(), |u| profile.tenant_of(u));
+                (self.tenant_issuer(tid), Some(tid.to_owned()))
+            }
+        }
+    }
+
+    /// `{base}/{tid}/v2.0`.
+    pub(crate) fn tenant_issuer(&self, tid: &str) -> String {
+        format!("{}/{tid}/v2.0", self.issuer)
+    }
+
+    /// Whether `iss` is an issuer of this provider: the base issuer, or
+    /// with the Entra profile the issuer of one of its tenants.
+    pub(crate) fn is_own_issuer(&self, iss: &str) -> bool {
+        if iss == self.issuer {
+            return true;
+        }
+        self.entra.as_ref().is_some_and(|p| {
+            p.user_tenants
+                .values()
+                .chain(std::iter::once(&p.default_tenant))
+                .any(|tid| self.tenant_issuer(tid) == iss)
+        })
     }
 
     /// The provider's current time in seconds since the Unix epoch,
@@ -106,6 +142,8 @@ pub(crate) struct CodeGrant {
     pub(crate) family: Option<u64>,
     /// Access tokens (`jti`, `exp`) issued when the code was redeemed.
     pub(crate) access_tokens: Vec<(String, i64)>,
+    /// The authorization request's `claims` request, if any.
+    pub(crate) claims: Option<serde_json::Value>,
 }
 
 /// A refresh token (stored under the hash of the token).

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Map, Value, json};
 
-use crate::config::{DevClient, DevUser, Fault, subject_for};
+use crate::config::{DevClient, DevUser, Fault, login_hint_for, subject_for};
 use crate::crypto::{
     CryptoError, SigningKey, at_hash, b64, random_string, secrets_equal, sha256, token_hash,
 };
@@ -267,6 +267,53 @@ struct UserGrant {
     sid: String,
     auth_time: i64,
     nonce: Option<String>,
+    /// The claims request that applies (`claims` of the token request, else
+    /// of the authorization request).
+    claims: Option<Value>,
+}
+
+/// The `claims` parameter of a token request, when it is a JSON object.
+fn claims_param(params: &Params) -> Result<Option<Value>, TokenError> {
+    match params.get("claims") {
+        None => Ok(None),
+        Some(c) => match serde_json::from_str::<Value>(c) {
+            Ok(v) if v.is_object() => Ok(Some(v)),
+            _ => Err(TokenError::invalid_request(
+                "The claims parameter is not a JSON object.",
+            )),
+        },
+    }
+}
+
+/// Adds to access-token claims what a claims request asks for and this
+/// provider knows: `xms_cc` (client capabilities) and `acrs`
+/// (authentication contexts).
+fn apply_claims_request(at: &mut Map<String, Value>, claims: Option<&Value>) {
+    let Some(request) = claims.and_then(|c| c.get("access_token")) else {
+        return;
+    };
+    let strings = |v: &Value| -> Vec<Value> {
+        let values = v.get("values").and_then(Value::as_array).cloned();
+        let value = v.get("value").filter(|x| x.is_string()).cloned();
+        values
+            .unwrap_or_default()
+            .into_iter()
+            .chain(value)
+            .filter(Value::is_string)
+            .collect()
+    };
+    if let Some(cc) = request.get("xms_cc") {
+        let values = strings(cc);
+        if !values.is_empty() {
+            at.insert("xms_cc".into(), Value::Array(values));
+        }
+    }
+    if let Some(acrs) = request.get("acrs") {
+        let values = strings(acrs);
+        if !values.is_empty() {
+            at.insert("acrs".into(), Value::Array(values));
+        }
+    }
 }
 
 /// Values taken from the state for signing outside the lock.
@@ -288,6 +335,7 @@ fn authorization_code_grant(
         .get("redirect_uri")
         .ok_or_else(|| TokenError::invalid_request("The redirect_uri parameter is missing."))?;
     let verifier = params.get("code_verifier");
+    let requested_claims = claims_param(params)?;
     let now = shared.now();
     let refresh_token = random_string(32)?;
     let jti = random_string(16)?;
@@ -380,6 +428,7 @@ fn authorization_code_grant(
         sid: grant.sid,
         auth_time: grant.auth_time,
         nonce: grant.nonce,
+        claims: requested_claims.or(grant.claims),
     };
     let response = issue_tokens(
         shared,
@@ -407,6 +456,7 @@ fn refresh_token_grant(
         Some(scope) => Some(parse_scope(scope).map_err(|m| TokenError::new("invalid_scope", m))?),
         None => None,
     };
+    let requested_claims = claims_param(params)?;
     let now = shared.now();
     let new_refresh_token = random_string(32)?;
     let jti = random_string(16)?;
@@ -494,6 +544,7 @@ fn refresh_token_grant(
         sid: family.sid,
         auth_time: family.auth_time,
         nonce: None,
+        claims: requested_claims,
     };
     let response = issue_tokens(
         shared,
@@ -551,10 +602,16 @@ fn issue_tokens(
     now: i64,
     refresh_token: Option<String>,
 ) -> Result<Value, TokenError> {
-    let issuer = shared.issuer.as_str();
+    let (token_issuer, tid) = shared.issuer_of(user.map(|u| u.user.username.as_str()));
+    let issuer = token_issuer.as_str();
     let mut at = Map::new();
     at.insert("iss".into(), json!(issuer));
-    at.insert("aud".into(), access_token_audience(issuer, scope));
+    if let Some(tid) = &tid {
+        at.insert("tid".into(), json!(tid));
+        at.insert("ver".into(), json!("2.0"));
+    }
+    apply_claims_request(&mut at, user.and_then(|u| u.claims.as_ref()));
+    at.insert("aud".into(), access_token_audience(&shared.issuer, scope));
     at.insert("client_id".into(), json!(client.client_id));
     at.insert("iat".into(), json!(now));
     at.insert(
@@ -589,7 +646,7 @@ fn issue_tokens(
     if let Some(u) = user
         && scope.iter().any(|s| s == "openid")
     {
-        let id_token = id_token(issuer, issue, client, u, &access_token, now)?;
+        let id_token = id_token(shared, issue, client, u, &access_token, now)?;
         response.insert("id_token".into(), json!(id_token));
     }
     response.insert("access_token".into(), json!(access_token));
@@ -598,14 +655,14 @@ fn issue_tokens(
 
 /// Builds and signs an ID token, applying the injected fault if any.
 fn id_token(
-    issuer: &str,
+    shared: &Shared,
     issue: &Issue,
     client: &DevClient,
     grant: &UserGrant,
     access_token: &str,
     now: i64,
 ) -> Result<String, CryptoError> {
-    let mut iss = issuer.to_owned();
+    let (mut iss, tid) = shared.issuer_of(Some(&grant.user.username));
     let mut aud = client.client_id.clone();
     let mut iat = now;
     let mut exp = now.saturating_add(issue.lifetimes.id);
@@ -620,6 +677,14 @@ fn id_token(
             auth_time = auth_time.min(iat);
         }
         Some(Fault::WrongIssuer) => iss = "https://wrong-issuer.example".to_owned(),
+        Some(Fault::IssuerOfAnotherTenant) => {
+            let other = if tid.as_deref() == Some(crate::config::FABRIKAM_TENANT) {
+                crate::config::CONTOSO_TENANT
+            } else {
+                crate::config::FABRIKAM_TENANT
+            };
+            iss = shared.tenant_issuer(other);
+        }
         _ => {}
     }
     let user = &grant.user;
@@ -639,6 +704,12 @@ fn id_token(
     });
     if let (Some(nonce), Some(map)) = (nonce, claims.as_object_mut()) {
         map.insert("nonce".into(), json!(nonce));
+    }
+    if let (Some(tid), Some(map)) = (tid, claims.as_object_mut()) {
+        map.insert("tid".into(), json!(tid));
+        map.insert("oid".into(), json!(subject_for(&user.username)));
+        map.insert("ver".into(), json!("2.0"));
+        map.insert("login_hint".into(), json!(login_hint_for(&user.username)));
     }
     let token = if issue.fault == Some(Fault::UnknownKid) {
         SigningKey::generate()?.sign_jwt("JWT", &claims)?

@@ -47,6 +47,8 @@ pub(crate) struct ProviderClient {
     client_id: String,
     client_secret: Secret,
     auth: ClientAuthMethod,
+    /// The claims request announcing the client capabilities, when any.
+    capabilities: Option<String>,
 }
 
 impl ProviderClient {
@@ -63,7 +65,20 @@ impl ProviderClient {
             client_id,
             client_secret,
             auth,
+            capabilities: None,
         }
+    }
+
+    /// Announces `capabilities` (e.g. `cp1`) in every token request, as the
+    /// claims request `{"access_token":{"xms_cc":{"values":[...]}}}`.
+    pub(crate) fn with_capabilities(mut self, capabilities: &[String]) -> Self {
+        self.capabilities = capabilities_claims(capabilities);
+        self
+    }
+
+    /// The claims request of the client capabilities, when any.
+    pub(crate) fn capabilities(&self) -> Option<&str> {
+        self.capabilities.as_deref()
     }
 
     /// The provider.
@@ -158,6 +173,11 @@ async fn token_request(
     now: i64,
 ) -> Result<TokenSet, TokenRequestError> {
     let url = client.provider.metadata().token_endpoint.as_str();
+    if let Some(claims) = client.capabilities.as_deref()
+        && !form.iter().any(|(k, _)| *k == "claims")
+    {
+        form.push(("claims", claims));
+    }
     if is_microsoft_authority(url) {
         // Entra answers `client_info` (uid, utid) only when asked; MSAL keys accounts with it.
         form.push(("client_info", "1"));
@@ -265,4 +285,74 @@ fn is_microsoft_authority(endpoint: &str) -> bool {
     .contains(&host.as_str())
         || host.ends_with(".ciamlogin.com")
         || host.ends_with(".b2clogin.com")
+}
+
+/// The claims request announcing client capabilities (Microsoft Entra's
+/// `xms_cc`), or `None` without capabilities.
+pub(crate) fn capabilities_claims(capabilities: &[String]) -> Option<String> {
+    if capabilities.is_empty() {
+        return None;
+    }
+    Some(
+        serde_json::json!({ "access_token": { "xms_cc": { "values": capabilities } } }).to_string(),
+    )
+}
+
+/// Merges two claims requests (JSON objects) member by member; on a
+/// conflict between two non-objects, `first` wins. `None` when both are
+/// absent; a value that is not a JSON object is left out.
+pub(crate) fn merge_claims(first: Option<&str>, second: Option<&str>) -> Option<String> {
+    fn parse(s: Option<&str>) -> Option<serde_json::Map<String, Value>> {
+        match serde_json::from_str(s?).ok()? {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+    fn merge(into: &mut serde_json::Map<String, Value>, from: serde_json::Map<String, Value>) {
+        for (k, v) in from {
+            match (into.get_mut(&k), v) {
+                (Some(Value::Object(a)), Value::Object(b)) => merge(a, b),
+                (Some(_), _) => {}
+                (None, v) => {
+                    into.insert(k, v);
+                }
+            }
+        }
+    }
+    match (parse(first), parse(second)) {
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => Some(Value::Object(a).to_string()),
+        (Some(mut a), Some(b)) => {
+            merge(&mut a, b);
+            Some(Value::Object(a).to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_merge_into_a_claims_challenge() {
+        let caps = capabilities_claims(&["cp1".into()]);
+        assert_eq!(
+            caps.as_deref(),
+            Some(r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#)
+        );
+        assert_eq!(capabilities_claims(&[]), None);
+        let challenge = r#"{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}"#;
+        let merged: Value =
+            serde_json::from_str(&merge_claims(Some(challenge), caps.as_deref()).unwrap()).unwrap();
+        assert_eq!(
+            merged,
+            serde_json::json!({ "access_token": {
+                "nbf": { "essential": true, "value": "1700000000" },
+                "xms_cc": { "values": ["cp1"] }
+            }})
+        );
+        assert_eq!(merge_claims(None, None), None);
+        assert_eq!(merge_claims(Some("[1]"), None), None);
+        assert_eq!(merge_claims(None, caps.as_deref()), caps);
+    }
 }

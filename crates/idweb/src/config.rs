@@ -5,8 +5,9 @@
 //! environment (`IDWEB_CLIENT_ID`); the environment wins. For people coming
 //! from Microsoft.Identity.Web, an `[AzureAd]` section (`Instance`,
 //! `TenantId`, `ClientId`, `ClientSecret`, `CallbackPath`,
-//! `SignedOutCallbackPath`, `RemoteSignOutPath`) and the matching
-//! `AzureAd__*` variables are accepted too.
+//! `SignedOutCallbackPath`, `RemoteSignOutPath`, and idweb's
+//! `AllowedTenants` and `ClientCapabilities`) and the matching `AzureAd__*`
+//! variables are accepted too.
 //!
 //! Route paths (`callback_path`, `signed_out_callback_path`, ...) are
 //! relative to the public URL: with `public_url = "https://app.example/portal"`
@@ -199,6 +200,18 @@ pub struct Settings {
     /// ids from the store ([`Store::purge_expired`](crate::Store::purge_expired)).
     /// Default 5 minutes; `0` turns the purge off. (`IDWEB_PURGE_INTERVAL`, seconds)
     pub purge_interval: Duration,
+    /// The tenants whose users may sign in (Microsoft Entra tenant ids,
+    /// lower case), or `None` for every tenant the authority accepts. With a
+    /// list, every ID token and logout token must carry a `tid` on it.
+    /// Comma- or space-separated. (`IDWEB_ALLOWED_TENANTS`,
+    /// `[AzureAd] AllowedTenants`)
+    pub allowed_tenants: Option<Vec<String>>,
+    /// Client capabilities announced to the provider, e.g. `cp1` (Microsoft
+    /// Entra continuous access evaluation): sent as the claims request
+    /// `{"access_token":{"xms_cc":{"values":[...]}}}` with every
+    /// authorization and token request. Default none. Comma- or
+    /// space-separated. (`IDWEB_CLIENT_CAPABILITIES`, `[AzureAd] ClientCapabilities`)
+    pub client_capabilities: Vec<String>,
     cookie_key: Secret,
     cookie_key_source: KeySource,
     cache_keys: Arc<CacheKeys>,
@@ -232,6 +245,8 @@ impl fmt::Debug for Settings {
             .field("end_session_method", &self.end_session_method)
             .field("logout_tokens", &self.logout_tokens)
             .field("purge_interval", &self.purge_interval)
+            .field("allowed_tenants", &self.allowed_tenants)
+            .field("client_capabilities", &self.client_capabilities)
             .finish()
     }
 }
@@ -264,6 +279,8 @@ const KEYS: &[(&str, &str)] = &[
         "danger_accept_logout_tokens_without_exp",
         "IDWEB_DANGER_ACCEPT_LOGOUT_TOKENS_WITHOUT_EXP",
     ),
+    ("allowed_tenants", "IDWEB_ALLOWED_TENANTS"),
+    ("client_capabilities", "IDWEB_CLIENT_CAPABILITIES"),
 ];
 
 const AZURE_KEYS: &[&str] = &[
@@ -274,6 +291,8 @@ const AZURE_KEYS: &[&str] = &[
     "CallbackPath",
     "SignedOutCallbackPath",
     "RemoteSignOutPath",
+    "AllowedTenants",
+    "ClientCapabilities",
 ];
 
 /// One raw value and the name it was given under (for error messages).
@@ -590,8 +609,19 @@ impl Settings {
             }
         };
 
+        let allowed_tenants = match raw.remove("allowed_tenants") {
+            None => None,
+            Some(r) => Some(tenant_list(&r)?),
+        };
+        let client_capabilities = match raw.remove("client_capabilities") {
+            None => Vec::new(),
+            Some(r) => capability_list(&r)?,
+        };
+
         Ok(Settings {
             purge_interval,
+            allowed_tenants,
+            client_capabilities,
             end_session_method,
             revoke_on_sign_out,
             logout_tokens,
@@ -746,6 +776,67 @@ fn store_url(url: Option<Raw>, options: BTreeMap<String, Raw>) -> Result<StoreUr
             })?;
     }
     Ok(store)
+}
+
+/// Items of a comma- or space-separated list.
+fn list_items(r: &Raw) -> Vec<String> {
+    r.value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A non-empty list of tenant ids (GUIDs), lower-cased.
+fn tenant_list(r: &Raw) -> Result<Vec<String>, ConfigError> {
+    let items = list_items(r);
+    if items.is_empty() {
+        return Err(invalid(
+            r,
+            "an empty list would refuse everyone; leave the setting out to accept every tenant"
+                .into(),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !crate::tenant::is_tenant_id(&item) {
+            return Err(invalid(
+                r,
+                format!(
+                    "`{item}` is not a tenant id; use the directory (tenant) id, a GUID such as \
+                     72f988bf-86f1-41af-91ab-2d7cd011db47, not a domain name"
+                ),
+            ));
+        }
+        let lower = item.to_ascii_lowercase();
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
+}
+
+/// Client capabilities: short tokens such as `cp1`.
+fn capability_list(r: &Raw) -> Result<Vec<String>, ConfigError> {
+    let items = list_items(r);
+    if let Some(bad) = items.iter().find(|c| {
+        c.len() > 64
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    }) {
+        return Err(invalid(
+            r,
+            format!("`{bad}` is not a client capability (e.g. cp1)"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    Ok(out)
 }
 
 fn required(
@@ -1139,6 +1230,8 @@ fn apply_azure(
         ("CallbackPath", "callback_path"),
         ("SignedOutCallbackPath", "signed_out_callback_path"),
         ("RemoteSignOutPath", "remote_sign_out_path"),
+        ("AllowedTenants", "allowed_tenants"),
+        ("ClientCapabilities", "client_capabilities"),
     ] {
         if let Some(v) = azure.remove(from) {
             put(to, v);

@@ -60,6 +60,8 @@ mod http;
 
 mod keys;
 
+mod tenant;
+
 mod session;
 
 mod store;
@@ -136,6 +138,7 @@ pub use store::{
     SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoreStats,
     StoredEntry, StoredPartition, Tombstone, sign_out_in_order,
 };
+pub use tenant::{CONSUMER_TENANT, IssuerError, TENANT_PLACEHOLDER};
 pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};
 pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenAcquirer, TokenError};

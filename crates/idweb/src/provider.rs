@@ -10,13 +10,16 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::http::{HttpError, get_json};
+use crate::tenant::{self, IssuerError, IssuerPolicy, TenantTemplate};
 use crate::time::Clock;
 
 /// The subset of the provider's discovery document that idweb uses.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProviderMetadata {
-    /// The issuer identifier; equal to the configured authority.
+    /// The issuer identifier; equal to the configured authority, or for a
+    /// multi-tenant authority a template such as
+    /// `https://login.microsoftonline.com/{tenantid}/v2.0`.
     pub issuer: String,
     /// Where browsers are sent to sign in.
     pub authorization_endpoint: String,
@@ -135,11 +138,19 @@ pub struct Provider {
     keys: RwLock<KeyState>,
     refetch: tokio::sync::Mutex<()>,
     min_refetch_interval: Duration,
+    /// How tokens must name their issuer (fixed, or a tenant template).
+    issuer_policy: IssuerPolicy,
+    /// Lower-cased tenant ids whose tokens are accepted; `None` = any.
+    allowed_tenants: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Provider {
     /// Fetches `{authority}/.well-known/openid-configuration` and the JWKS,
-    /// and checks that the document's issuer is exactly `authority`.
+    /// and checks that the document's issuer is exactly `authority` — or,
+    /// for a multi-tenant authority (Entra's `common`, `organizations`), a
+    /// template carrying `{tenantid}` that is the authority with the tenant
+    /// segment replaced; tokens are then checked against the template filled
+    /// in with their own `tid` (see [`Provider::check_issuer`]).
     pub async fn discover(
         authority: &Url,
         http: reqwest::Client,
@@ -149,12 +160,16 @@ impl Provider {
         let url = format!("{base}/.well-known/openid-configuration");
         let metadata: ProviderMetadata = get_json(&http, &url).await?;
         let expected = authority.as_str();
-        if metadata.issuer != expected && metadata.issuer != base {
+        let issuer_policy = if metadata.issuer == expected || metadata.issuer == base {
+            IssuerPolicy::Fixed(metadata.issuer.clone())
+        } else if let Some(template) = TenantTemplate::matching(&metadata.issuer, base) {
+            IssuerPolicy::Template(template)
+        } else {
             return Err(ProviderError::IssuerMismatch {
                 expected: base.to_string(),
                 actual: metadata.issuer.clone(),
             });
-        }
+        };
         let secure = authority.scheme() == "https";
         for (field, value) in [
             (
@@ -180,6 +195,8 @@ impl Provider {
             keys: RwLock::new(KeyState::default()),
             refetch: tokio::sync::Mutex::new(()),
             min_refetch_interval: Duration::from_secs(30),
+            issuer_policy,
+            allowed_tenants: None,
         };
         provider.fetch_keys().await?;
         Ok(provider)
@@ -190,6 +207,91 @@ impl Provider {
     pub fn with_min_refetch_interval(mut self, interval: Duration) -> Self {
         self.min_refetch_interval = interval;
         self
+    }
+
+    /// Accepts only tokens whose `tid` is one of `tenants` (tenant ids,
+    /// compared case-insensitively). Default: every tenant the issuer
+    /// accepts. With an allow-list, tokens without a `tid` are refused even
+    /// from a single-tenant issuer.
+    pub fn with_allowed_tenants<I, S>(mut self, tenants: Option<I>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.allowed_tenants = tenants.map(|t| {
+            t.into_iter()
+                .map(|s| s.as_ref().trim().to_ascii_lowercase())
+                .collect()
+        });
+        self
+    }
+
+    /// Whether the issuer is a template (`{tenantid}`): each token's issuer
+    /// is then the template with the token's own `tid`.
+    pub fn is_multi_tenant(&self) -> bool {
+        matches!(self.issuer_policy, IssuerPolicy::Template(_))
+    }
+
+    /// The allowed tenant ids (lower case), when an allow-list is set.
+    pub fn allowed_tenants(&self) -> Option<impl Iterator<Item = &str>> {
+        self.allowed_tenants
+            .as_ref()
+            .map(|t| t.iter().map(String::as_str))
+    }
+
+    /// The issuer of tenant `tid` for a multi-tenant provider (the template
+    /// filled in), when `tid` is a tenant id; for a single-tenant provider,
+    /// its issuer.
+    pub fn issuer_for_tenant(&self, tid: &str) -> Option<String> {
+        match &self.issuer_policy {
+            IssuerPolicy::Fixed(issuer) => Some(issuer.clone()),
+            IssuerPolicy::Template(t) => {
+                tenant::is_tenant_id(tid).then(|| t.issuer_for(&tid.to_ascii_lowercase()))
+            }
+        }
+    }
+
+    /// Checks a token's `iss` (and `tid`): for a single-tenant provider,
+    /// `iss` must be the issuer; for a multi-tenant one, `tid` must be a
+    /// tenant id and `iss` exactly the template with that `tid` — and under
+    /// an `organizations` authority not the personal-account tenant, under
+    /// an authority naming a tenant id that tenant. With an allow-list
+    /// ([`with_allowed_tenants`](Self::with_allowed_tenants)), `tid` must
+    /// also be on it.
+    ///
+    /// # Errors
+    /// [`IssuerError`] says which rule failed.
+    pub fn check_issuer(&self, iss: &str, tid: Option<&str>) -> Result<(), IssuerError> {
+        tenant::check(&self.issuer_policy, self.allowed_tenants.as_ref(), iss, tid)
+    }
+
+    /// Whether `iss` could be an issuer of this provider: the issuer, or for
+    /// a multi-tenant provider the template filled in with a tenant id
+    /// (allowed, when there is an allow-list). For values that come without
+    /// a token to check them against (RFC 9207 `iss`, front-channel `iss`).
+    pub fn accepts_issuer(&self, iss: &str) -> bool {
+        match &self.issuer_policy {
+            IssuerPolicy::Fixed(issuer) => iss == issuer,
+            IssuerPolicy::Template(t) => {
+                let template = t.template();
+                let Some((prefix, suffix)) = template.split_once(tenant::TENANT_PLACEHOLDER) else {
+                    return false;
+                };
+                iss.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_suffix(suffix))
+                    .is_some_and(|tid| self.check_issuer(iss, Some(tid)).is_ok())
+            }
+        }
+    }
+
+    /// Whether this provider was discovered for `authority`: its issuer is
+    /// the authority, or a `{tenantid}` template of it.
+    pub fn serves_authority(&self, authority: &Url) -> bool {
+        let base = authority.as_str().trim_end_matches('/');
+        let issuer = self.issuer();
+        issuer == authority.as_str()
+            || issuer == base
+            || TenantTemplate::matching(issuer, base).is_some()
     }
 
     /// The discovery metadata.

@@ -159,7 +159,8 @@ impl RelyingPartyBuilder {
         let provider = Arc::new(
             Provider::discover(&self.settings.authority, http.clone(), clock.clone())
                 .await?
-                .with_min_refetch_interval(self.min_jwks_refetch_interval),
+                .with_min_refetch_interval(self.min_jwks_refetch_interval)
+                .with_allowed_tenants(self.settings.allowed_tenants.as_ref()),
         );
         let settings = self.settings;
         if settings.cookie_key_source() == KeySource::Generated {
@@ -178,13 +179,16 @@ impl RelyingPartyBuilder {
         let sealer = Arc::new(Sealer::new(&settings.cookie_key_bytes()));
         let keys = settings.cache_keys().clone();
         let cache = TokenCache::new(store.clone(), keys.clone());
-        let client = Arc::new(ProviderClient::new(
-            http.clone(),
-            provider.clone(),
-            settings.client_id.clone(),
-            settings.client_secret.clone(),
-            settings.client_auth,
-        ));
+        let client = Arc::new(
+            ProviderClient::new(
+                http.clone(),
+                provider.clone(),
+                settings.client_id.clone(),
+                settings.client_secret.clone(),
+                settings.client_auth,
+            )
+            .with_capabilities(&settings.client_capabilities),
+        );
         let sessions = Sessions::new(store.clone(), sealer.clone(), keys, clock.clone());
         let sign_in = SignIn::new(
             SignInConfig {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::cache::{account_identity, entries_from_token_response};
-use crate::client::{ProviderClient, TokenRequestError, TokenSet};
+use crate::client::{ProviderClient, TokenRequestError, TokenSet, merge_claims};
 use crate::crypto::{Sealer, b64url, hex, random_token, sha256};
 use crate::http::HttpError;
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
@@ -21,6 +21,7 @@ use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId};
 use crate::sessions::Sessions;
 use crate::store::StoreError;
+use crate::tenant::IssuerError;
 use crate::time::Clock;
 use crate::token_cache::TokenCache;
 
@@ -110,9 +111,18 @@ pub enum IdTokenError {
     /// A required claim is missing or has the wrong type.
     #[error("the ID token has no valid `{0}` claim")]
     MissingClaim(&'static str),
-    /// `iss` is not the provider's issuer.
+    /// `iss` is not the provider's issuer (for a multi-tenant authority:
+    /// not the issuer template filled in with the token's own `tid`, or no
+    /// valid `tid`).
     #[error("the ID token was issued by someone else (iss)")]
     Issuer,
+    /// The token's tenant (`tid`) may not sign in to this app: it is not on
+    /// the allow-list (`IDWEB_ALLOWED_TENANTS`), or the authority excludes it.
+    #[error("users of tenant {tenant} may not sign in to this app")]
+    TenantNotAllowed {
+        /// The token's `tid`.
+        tenant: String,
+    },
     /// `aud` does not contain this client, or `azp` names another client.
     #[error("the ID token is not meant for this app (aud/azp)")]
     Audience,
@@ -184,6 +194,10 @@ struct Pending {
     pub(crate) verifier: String,
     pub(crate) return_url: String,
     pub(crate) created_at: i64,
+    /// The claims request sent (a claims challenge and/or the client
+    /// capabilities), sent again when the code is redeemed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) claims: Option<String>,
 }
 
 /// The name of the cookie holding the pending sign-in of `state`.
@@ -201,6 +215,7 @@ fn authorization_request(
     return_url: String,
     now: i64,
 ) -> Result<(Url, Pending), SignInError> {
+    let claims = options.claims.clone();
     let state = random_token();
     let nonce = random_token();
     let verifier = random_token();
@@ -229,7 +244,7 @@ fn authorization_request(
         if let Some(prompt) = &options.prompt {
             q.append_pair("prompt", prompt);
         }
-        if let Some(claims) = &options.claims {
+        if let Some(claims) = &claims {
             q.append_pair("claims", claims);
         }
     }
@@ -241,6 +256,7 @@ fn authorization_request(
             verifier,
             return_url,
             created_at: now,
+            claims,
         },
     ))
 }
@@ -330,9 +346,12 @@ async fn validate_id_token(
     let verified = jwt::verify(provider, token.secret(), &id_token_algorithms(provider)).await?;
     let c = &verified.claims;
     let iss = str_claim(c, "iss").ok_or(IdTokenError::MissingClaim("iss"))?;
-    if iss != provider.issuer() {
-        return Err(IdTokenError::Issuer);
-    }
+    provider
+        .check_issuer(iss, str_claim(c, "tid"))
+        .map_err(|e| match e {
+            IssuerError::TenantNotAllowed { tenant } => IdTokenError::TenantNotAllowed { tenant },
+            _ => IdTokenError::Issuer,
+        })?;
     let sub = str_claim(c, "sub").ok_or(IdTokenError::MissingClaim("sub"))?;
     if sub.is_empty() || sub.len() > 255 {
         return Err(IdTokenError::MissingClaim("sub"));
@@ -449,7 +468,12 @@ impl SignIn {
             &self.config.client_id,
             &self.config.redirect_uri,
             &self.config.scopes,
-            options,
+            // The claims request: the caller's (a claims challenge) merged
+            // with the client capabilities.
+            &SignInOptions {
+                claims: merge_claims(options.claims.as_deref(), self.client.capabilities()),
+                ..options.clone()
+            },
             return_url,
             self.clock.unix_now(),
         )?;
@@ -498,7 +522,7 @@ impl SignIn {
         }
         let provider = self.provider();
         match params.iss.as_deref() {
-            Some(iss) if iss != provider.issuer() => return Err(SignInError::IssuerMismatch),
+            Some(iss) if !provider.accepts_issuer(iss) => return Err(SignInError::IssuerMismatch),
             None if provider
                 .metadata()
                 .authorization_response_iss_parameter_supported =>
@@ -514,12 +538,15 @@ impl SignIn {
             });
         }
         let code = params.code.as_ref().ok_or(SignInError::MissingCode)?;
-        let form = vec![
+        let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code.secret()),
             ("redirect_uri", self.config.redirect_uri.as_str()),
             ("code_verifier", pending.verifier.as_str()),
         ];
+        if let Some(claims) = &pending.claims {
+            form.push(("claims", claims.as_str()));
+        }
         let tokens = self
             .client
             .token_request(form, now)
@@ -547,7 +574,14 @@ impl SignIn {
             },
         )
         .await?;
-        let iss = provider.issuer().to_string();
+        // The concrete issuer (for a multi-tenant authority, the user's
+        // tenant's), so that sign-outs naming it find the session.
+        let iss = str_claim(&claims, "iss").unwrap_or_default().to_string();
+        if let Some(sent) = params.iss.as_deref()
+            && sent != iss
+        {
+            return Err(SignInError::IssuerMismatch);
+        }
         let sub = str_claim(&claims, "sub").unwrap_or_default().to_string();
         let identity = account_identity(
             &iss,

@@ -20,6 +20,7 @@ use crate::store::{
     JtiRecord, PartitionKey, SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget, Store,
     StoreError,
 };
+use crate::tenant::IssuerError;
 use crate::time::Clock;
 use crate::token_cache::TokenCache;
 
@@ -272,9 +273,16 @@ pub enum LogoutTokenError {
     /// A required claim is missing or has the wrong type.
     #[error("the logout token has no valid `{0}` claim")]
     MissingClaim(&'static str),
-    /// `iss` is not the provider's issuer.
+    /// `iss` is not the provider's issuer (for a multi-tenant authority: not
+    /// the issuer template filled in with the token's own `tid`).
     #[error("the logout token was issued by someone else (iss)")]
     Issuer,
+    /// The token's tenant (`tid`) is not one this app accepts.
+    #[error("the logout token names tenant {tenant}, which this app does not accept")]
+    TenantNotAllowed {
+        /// The token's `tid`.
+        tenant: String,
+    },
     /// `aud` does not contain this client.
     #[error("the logout token is not meant for this app (aud)")]
     Audience,
@@ -326,21 +334,26 @@ pub(crate) async fn validate_logout_token(
         None if !policy.require_typ => {}
         _ => return Err(LogoutTokenError::Typ),
     }
-    check_claims(&verified.claims, provider.issuer(), client_id, policy, now)
+    let issuer = |iss: &str, tid: Option<&str>| provider.check_issuer(iss, tid);
+    check_claims(&verified.claims, &issuer, client_id, policy, now)
 }
+
+/// Checks a token's `iss` and `tid` (the provider's rule).
+type IssuerCheck<'a> = &'a dyn Fn(&str, Option<&str>) -> Result<(), IssuerError>;
 
 fn check_claims(
     c: &Map<String, Value>,
-    issuer: &str,
+    issuer: IssuerCheck<'_>,
     client_id: &str,
     policy: &LogoutTokenPolicy,
     now: i64,
 ) -> Result<LogoutRequest, LogoutTokenError> {
     let skew = secs(policy.skew);
     let iss = str_claim(c, "iss").ok_or(LogoutTokenError::MissingClaim("iss"))?;
-    if iss != issuer {
-        return Err(LogoutTokenError::Issuer);
-    }
+    issuer(iss, str_claim(c, "tid")).map_err(|e| match e {
+        IssuerError::TenantNotAllowed { tenant } => LogoutTokenError::TenantNotAllowed { tenant },
+        _ => LogoutTokenError::Issuer,
+    })?;
     let aud = audiences(c).ok_or(LogoutTokenError::MissingClaim("aud"))?;
     if !aud.contains(&client_id) {
         return Err(LogoutTokenError::Audience);
@@ -421,6 +434,13 @@ pub enum FrontChannelError {
     /// `iss` names another issuer than this app's provider.
     #[error("the request names another issuer")]
     WrongIssuer,
+    /// The provider is multi-tenant, the request has no `iss`, and the app
+    /// has no allow-list of tenants: the tenant of `sid` cannot be known.
+    #[error(
+        "a front-channel logout with only a sid cannot name the tenant of a multi-tenant app; \
+         set IDWEB_ALLOWED_TENANTS (or [AzureAd] AllowedTenants) to the tenants that may sign in"
+    )]
+    UnknownTenant,
     /// The sign-out could not be recorded.
     #[error("the sign-out could not be recorded")]
     Store(#[source] StoreError),
@@ -635,7 +655,10 @@ impl LogoutHandler {
     /// Front-channel logout (`GET ...?iss=&sid=`): evicts `(iss, sid)` if
     /// sessions of this app match it, and changes nothing otherwise.
     /// Without `iss` (Microsoft Entra sends only `sid`) the app's one
-    /// provider is assumed.
+    /// provider is assumed; for a multi-tenant authority, `(issuer of T,
+    /// sid)` for each tenant `T` of the allow-list (without an allow-list,
+    /// [`FrontChannelError::UnknownTenant`]). With `iss`, it must be the
+    /// issuer, or for a multi-tenant authority the issuer of an accepted tenant.
     pub async fn front_channel_logout(
         &self,
         iss: Option<&str>,
@@ -644,32 +667,40 @@ impl LogoutHandler {
         let sid = sid
             .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
             .ok_or(FrontChannelError::MissingSid)?;
-        if let Some(iss) = iss
-            && iss != self.provider().issuer()
-        {
-            return Err(FrontChannelError::WrongIssuer);
+        let provider = self.provider();
+        let issuers: Vec<String> = match iss {
+            Some(iss) if provider.accepts_issuer(iss) => vec![iss.to_string()],
+            Some(_) => return Err(FrontChannelError::WrongIssuer),
+            None if !provider.is_multi_tenant() => vec![provider.issuer().to_string()],
+            None => provider
+                .allowed_tenants()
+                .ok_or(FrontChannelError::UnknownTenant)?
+                .filter_map(|tid| provider.issuer_for_tenant(tid))
+                .collect(),
+        };
+        let mut total = Eviction::default();
+        for issuer in &issuers {
+            let subject = self.sign_out.subject_of(issuer, sid).await;
+            let eviction = self
+                .sign_out
+                .evict_if_known(issuer, sid)
+                .await
+                .map_err(FrontChannelError::Store)?;
+            // An unknown `sid` changes nothing, so it is no sign-out to announce.
+            if eviction.sessions_removed > 0 {
+                self.emit(
+                    SignOutPath::FrontChannel,
+                    issuer,
+                    subject.as_deref(),
+                    Some(sid),
+                    &eviction,
+                )
+                .await;
+            }
+            total.sessions_removed += eviction.sessions_removed;
+            total.sessions.extend(eviction.sessions);
         }
-        let subject = self
-            .sign_out
-            .subject_of(self.provider().issuer(), sid)
-            .await;
-        let eviction = self
-            .sign_out
-            .evict_if_known(self.provider().issuer(), sid)
-            .await
-            .map_err(FrontChannelError::Store)?;
-        // An unknown `sid` changes nothing, so it is no sign-out to announce.
-        if eviction.sessions_removed > 0 {
-            self.emit(
-                SignOutPath::FrontChannel,
-                self.provider().issuer(),
-                subject.as_deref(),
-                Some(sid),
-                &eviction,
-            )
-            .await;
-        }
-        Ok(eviction)
+        Ok(total)
     }
 
     /// Local sign-out of `session` (or, with `everywhere`, of every session
@@ -749,6 +780,16 @@ impl LogoutHandler {
                     // Never in a URL: only sent in a POSTed form.
                     params.insert(0, ("id_token_hint", session.id_token.clone()));
                 }
+                // Entra's optional `login_hint` claim names the account, so
+                // the provider signs out that one without an account picker.
+                if let Some(hint) = session
+                    .id_token_claims()
+                    .get("login_hint")
+                    .and_then(Value::as_str)
+                    .filter(|h| !h.is_empty() && h.len() <= 2048)
+                {
+                    params.push(("logout_hint", Secret::new(hint)));
+                }
                 Some(EndSessionRequest {
                     endpoint,
                     method: self.config.end_session_method,
@@ -811,6 +852,14 @@ mod tests {
     const ISS: &str = "https://idp.example.com";
     const NOW: i64 = 1_800_000_000;
 
+    fn fixed(iss: &str, _tid: Option<&str>) -> Result<(), IssuerError> {
+        if iss == ISS {
+            Ok(())
+        } else {
+            Err(IssuerError::Mismatch)
+        }
+    }
+
     fn good() -> Value {
         json!({
             "iss": ISS, "aud": "app", "iat": NOW, "exp": NOW + 120, "jti": "j1",
@@ -820,7 +869,7 @@ mod tests {
 
     fn check(v: Value) -> Result<LogoutRequest, LogoutTokenError> {
         let Value::Object(m) = v else { panic!() };
-        check_claims(&m, ISS, "app", &LogoutTokenPolicy::default(), NOW)
+        check_claims(&m, &fixed, "app", &LogoutTokenPolicy::default(), NOW)
     }
 
     fn without(field: &str) -> Value {
@@ -911,6 +960,6 @@ mod tests {
             require_exp: false,
             ..LogoutTokenPolicy::default()
         };
-        assert!(check_claims(&m, ISS, "app", &policy, NOW).is_ok());
+        assert!(check_claims(&m, &fixed, "app", &policy, NOW).is_ok());
     }
 }

@@ -670,3 +670,52 @@ fn purge_interval_defaults_to_five_minutes_and_is_checked() {
     let e = err(None, bad);
     assert!(e.contains("IDWEB_PURGE_INTERVAL"), "{e}");
 }
+
+#[test]
+fn allowed_tenants_and_client_capabilities() {
+    const T1: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    const T2: &str = "f8cdef31-a31e-4b4a-93e4-5f571e91255a";
+    let s = Settings::from_sources(None, base()).unwrap();
+    assert_eq!(s.allowed_tenants, None);
+    assert!(s.client_capabilities.is_empty());
+
+    let v = with(
+        with(
+            base(),
+            "IDWEB_ALLOWED_TENANTS",
+            &format!("{}, {T2} {T2}", T1.to_uppercase()),
+        ),
+        "IDWEB_CLIENT_CAPABILITIES",
+        "cp1,cp1",
+    );
+    let s = Settings::from_sources(None, v).unwrap();
+    assert_eq!(
+        s.allowed_tenants,
+        Some(vec![T1.to_string(), T2.to_string()])
+    );
+    assert_eq!(s.client_capabilities, vec!["cp1".to_string()]);
+
+    // The [AzureAd] spelling, with TenantId = organizations.
+    let toml = format!(
+        "[AzureAd]\nTenantId = \"organizations\"\nAllowedTenants = [\"{T1}\"]\nClientCapabilities = [\"cp1\"]\n"
+    );
+    let s = Settings::from_sources(Some(&toml), without(base(), "IDWEB_AUTHORITY")).unwrap();
+    assert_eq!(
+        s.authority.as_str(),
+        "https://login.microsoftonline.com/organizations/v2.0"
+    );
+    assert_eq!(s.allowed_tenants, Some(vec![T1.to_string()]));
+    assert_eq!(s.client_capabilities, vec!["cp1".to_string()]);
+    let s = Settings::from_sources(None, with(base(), "AzureAd__AllowedTenants", T2)).unwrap();
+    assert_eq!(s.allowed_tenants, Some(vec![T2.to_string()]));
+
+    let e = err(None, with(base(), "IDWEB_ALLOWED_TENANTS", "contoso.com"));
+    assert!(
+        e.contains("IDWEB_ALLOWED_TENANTS") && e.contains("not a tenant id"),
+        "{e}"
+    );
+    let e = err(None, with(base(), "IDWEB_ALLOWED_TENANTS", " , "));
+    assert!(e.contains("empty list"), "{e}");
+    let e = err(None, with(base(), "IDWEB_CLIENT_CAPABILITIES", "cp1 \"x\""));
+    assert!(e.contains("not a client capability"), "{e}");
+}
