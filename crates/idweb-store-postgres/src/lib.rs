@@ -166,6 +166,19 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// Whether `e` says the connection itself is gone (rather than the
+/// statement failing on a working connection).
+fn connection_lost(e: &tokio_postgres::Error, closed: bool) -> bool {
+    if closed || e.is_closed() {
+        return true;
+    }
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        // 57P0x: terminated by an administrator, crash or shutdown; 08: connection exception.
+        code.starts_with("57P0") || code.starts_with("08")
+    })
+}
+
 /// What [`PostgresStore::sign_out`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -255,17 +268,42 @@ impl PostgresStore {
         }
     }
 
-    /// Runs one prepared statement on a connection of the pool, within `limit`.
+    /// Runs one prepared statement on a connection of the pool, within
+    /// `limit`. A statement that only reads (`read_only`) and fails because
+    /// its pooled connection turned out to be dead (killed, or the server
+    /// restarted meanwhile) is run again on another connection, at most
+    /// once per connection of the pool; a write is never repeated (it may
+    /// have happened), its caller gets [`StoreError::Unavailable`].
     pub(crate) async fn query_within(
         &self,
         limit: Duration,
         statement: &'static str,
         params: &[&(dyn ToSql + Sync)],
+        read_only: bool,
     ) -> Result<Vec<Row>, StoreError> {
+        let attempts = if read_only {
+            self.inner.config.pool_size + 1
+        } else {
+            1
+        };
         let run = async {
-            let client = self.inner.pool.get().await.map_err(unavailable)?;
-            let prepared = client.prepare_cached(statement).await.map_err(unavailable)?;
-            client.query(&prepared, params).await.map_err(unavailable)
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let client = self.inner.pool.get().await.map_err(unavailable)?;
+                let result = async {
+                    let prepared = client.prepare_cached(statement).await?;
+                    client.query(&prepared, params).await
+                }
+                .await;
+                match result {
+                    Ok(rows) => return Ok(rows),
+                    Err(e) if attempt < attempts && connection_lost(&e, client.is_closed()) => {
+                        tracing::debug!(error = %PostgresError::from(e), "a pooled connection was lost; reading again on another");
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
         };
         tokio::time::timeout(limit, run)
             .await
@@ -278,7 +316,16 @@ impl PostgresStore {
         statement: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        self.query_within(OP_TIMEOUT, statement, params).await
+        self.query_within(OP_TIMEOUT, statement, params, false).await
+    }
+
+    /// [`query`](Self::query) for a statement that only reads.
+    pub(crate) async fn read(
+        &self,
+        statement: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.query_within(OP_TIMEOUT, statement, params, true).await
     }
 
     /// The only row of a statement that always returns exactly one.

@@ -79,7 +79,7 @@ impl Store for PostgresStore {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let now = self.now();
-        let rows = self.query(sql::GET_SESSION, &[&id.secret(), &now]).await?;
+        let rows = self.read(sql::GET_SESSION, &[&id.secret(), &now]).await?;
         rows.first().map(|row| session_of(row, Some(id))).transpose()
     }
 
@@ -98,7 +98,7 @@ impl Store for PostgresStore {
         } else {
             sql::SESSIONS_BY_SUB
         };
-        self.query(statement, &[&iss, &value, &now])
+        self.read(statement, &[&iss, &value, &now])
             .await?
             .iter()
             .map(|row| {
@@ -112,7 +112,7 @@ impl Store for PostgresStore {
     async fn session_count(&self) -> Result<u64, StoreError> {
         let now = self.now();
         let rows = self
-            .query_within(LONG_OP_TIMEOUT, sql::SESSION_COUNT, &[&now])
+            .query_within(LONG_OP_TIMEOUT, sql::SESSION_COUNT, &[&now], true)
             .await?;
         let n: i64 = rows
             .first()
@@ -131,7 +131,7 @@ impl Store for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match after {
             None => {
-                self.query_within(LONG_OP_TIMEOUT, sql::SESSIONS_LIST_FIRST, &[&now, &limit])
+                self.query_within(LONG_OP_TIMEOUT, sql::SESSIONS_LIST_FIRST, &[&now, &limit], true)
                     .await?
             }
             Some(after) => {
@@ -139,6 +139,7 @@ impl Store for PostgresStore {
                     LONG_OP_TIMEOUT,
                     sql::SESSIONS_LIST_AFTER,
                     &[&after.secret(), &now, &limit],
+                    true,
                 )
                 .await?
             }
@@ -152,7 +153,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<StoredPartition>, StoreError> {
         let now = self.now();
         let rows = self
-            .query(sql::GET_PARTITION, &[&key.storage_key(), &now])
+            .read(sql::GET_PARTITION, &[&key.storage_key(), &now])
             .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
@@ -173,7 +174,7 @@ impl Store for PostgresStore {
     async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
         let now = self.now();
         let rows = self
-            .query(sql::PARTITION_VERSION, &[&key.storage_key(), &now])
+            .read(sql::PARTITION_VERSION, &[&key.storage_key(), &now])
             .await?;
         rows.first()
             .map(|row| {
@@ -268,7 +269,7 @@ impl Store for PostgresStore {
         let (kind, iss, value) = selector_key(selector)?;
         let now = self.now();
         let rows = self
-            .query(sql::GET_TOMBSTONE, &[&kind, &iss, &value, &now])
+            .read(sql::GET_TOMBSTONE, &[&kind, &iss, &value, &now])
             .await?;
         rows.first()
             .map(|row| {
@@ -296,7 +297,7 @@ impl Store for PostgresStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let now = self.now();
         let rows = self
-            .query_within(LONG_OP_TIMEOUT, sql::STATS, &[&now])
+            .query_within(LONG_OP_TIMEOUT, sql::STATS, &[&now], true)
             .await?;
         let row = rows.first().ok_or_else(|| corrupt("no statistics"))?;
         let count = |i: usize, what: &str| -> Result<u64, StoreError> {
