@@ -129,7 +129,11 @@ async fn sign_out_on_one_instance_takes_effect_on_the_other() {
     let profile = sign_in_at(&b, &one, "alice").await;
     for url in [&one, &two] {
         for _ in 0..3 {
-            assert_eq!(get_json(&b, &format!("{url}/profile")).await.0, 200, "{url}");
+            assert_eq!(
+                get_json(&b, &format!("{url}/profile")).await.0,
+                200,
+                "{url}"
+            );
             assert_eq!(get_json(&b, &format!("{url}/todos")).await.0, 200, "{url}");
         }
     }
@@ -203,7 +207,9 @@ async fn killed_and_refused_connections_give_503s_and_the_same_process_recovers(
     let killed = kill_connections(&db.0).await;
     assert!(killed >= 1);
     let mut statuses = Vec::new();
-    for path in ["/profile", "/todos", "/cache", "/profile", "/todos", "/profile"] {
+    for path in [
+        "/profile", "/todos", "/cache", "/profile", "/todos", "/profile",
+    ] {
         let (status, body) = get_json(&b, &format!("{url}{path}")).await;
         assert!(
             status == 200 || (status == 503 && body["error"] == "store_unavailable"),
@@ -224,7 +230,10 @@ async fn killed_and_refused_connections_give_503s_and_the_same_process_recovers(
     for path in ["/profile", "/todos", "/cache"] {
         let (status, body) = get_json(&b, &format!("{url}{path}")).await;
         assert_eq!(status, 503, "{path} while PostgreSQL refuses: {body}");
-        assert_eq!(body["error"], "store_unavailable", "{path}: a clear message");
+        assert_eq!(
+            body["error"], "store_unavailable",
+            "{path}: a clear message"
+        );
     }
     let token = idp.logout_token_for("pg-app", profile["sub"].as_str(), profile["sid"].as_str());
     assert_eq!(
@@ -246,10 +255,15 @@ async fn killed_and_refused_connections_give_503s_and_the_same_process_recovers(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "the web app did not recover after PostgreSQL came back");
+    assert!(
+        recovered,
+        "the web app did not recover after PostgreSQL came back"
+    );
     // ... and the provider's retry of the logout succeeds.
     assert_eq!(post_logout(&url, &token).await, 200);
     assert_eq!(get_json(&b, &format!("{url}/profile")).await.0, 401);
     assert_eq!(get_json(&b, &format!("{url}/todos")).await.0, 401);
-    tokio::task::spawn_blocking(move || stop(app)).await.unwrap();
+    tokio::task::spawn_blocking(move || stop(app))
+        .await
+        .unwrap();
 }

@@ -410,7 +410,8 @@ impl Setup {
                     StoreKind::Postgres => {
                         let schema = format!(
                             "idweb_test_interop_{}_{}",
-                            id.replace(|c: char| !c.is_ascii_alphanumeric(), "_").to_ascii_lowercase(),
+                            id.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                                .to_ascii_lowercase(),
                             idweb::SessionId::generate().fingerprint()
                         );
                         schemas.push(schema.clone());

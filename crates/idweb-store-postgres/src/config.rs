@@ -28,7 +28,9 @@ pub enum PostgresUrlError {
     )]
     InvalidUrl(#[source] Option<BoxError>),
     /// A part the store needs is missing from the URL.
-    #[error("the PostgreSQL store URL names no {0}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
+    #[error(
+        "the PostgreSQL store URL names no {0}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+    )]
     Missing(&'static str),
     /// The URL asks for TLS, which this build does not speak.
     #[error(
@@ -180,9 +182,9 @@ impl PostgresConfig {
             let value = value.trim();
             match name {
                 "schema" => {
-                    config = config.with_schema(value).map_err(|reason| {
-                        PostgresUrlError::InvalidOption { key, reason }
-                    })?;
+                    config = config
+                        .with_schema(value)
+                        .map_err(|reason| PostgresUrlError::InvalidOption { key, reason })?;
                 }
                 "pool_size" => {
                     let n = value
@@ -341,8 +343,7 @@ mod tests {
             ("l1", "true", "IDWEB_STORE_L1"),
             ("prefix", "x", "IDWEB_STORE_PREFIX"),
         ] {
-            let e = PostgresConfig::from_store_url(&url(base, &[(name, value)]))
-                .expect_err(name);
+            let e = PostgresConfig::from_store_url(&url(base, &[(name, value)])).expect_err(name);
             assert!(e.to_string().contains(key), "{name}={value}: {e}");
         }
     }

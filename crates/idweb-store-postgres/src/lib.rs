@@ -316,7 +316,8 @@ impl PostgresStore {
         statement: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        self.query_within(OP_TIMEOUT, statement, params, false).await
+        self.query_within(OP_TIMEOUT, statement, params, false)
+            .await
     }
 
     /// [`query`](Self::query) for a statement that only reads.
@@ -359,7 +360,9 @@ impl PostgresStore {
             (sql::PURGE_LOCKS, now_ms),
         ] {
             loop {
-                let n = self.execute_within(LONG_OP_TIMEOUT, statement, &[&at, &PURGE_BATCH]).await?;
+                let n = self
+                    .execute_within(LONG_OP_TIMEOUT, statement, &[&at, &PURGE_BATCH])
+                    .await?;
                 total += n;
                 if n < PURGE_BATCH.unsigned_abs() {
                     break;
@@ -378,7 +381,10 @@ impl PostgresStore {
     ) -> Result<u64, StoreError> {
         let run = async {
             let client = self.inner.pool.get().await.map_err(unavailable)?;
-            let prepared = client.prepare_cached(statement).await.map_err(unavailable)?;
+            let prepared = client
+                .prepare_cached(statement)
+                .await
+                .map_err(unavailable)?;
             client.execute(&prepared, params).await.map_err(unavailable)
         };
         tokio::time::timeout(limit, run)

@@ -67,7 +67,10 @@ pub(crate) async fn run(
     .await
     .map_err(unavailable)?;
     let current: i64 = tx
-        .query_one("SELECT coalesce(max(version), 0)::bigint FROM schema_version", &[])
+        .query_one(
+            "SELECT coalesce(max(version), 0)::bigint FROM schema_version",
+            &[],
+        )
         .await
         .map_err(unavailable)?
         .try_get(0)

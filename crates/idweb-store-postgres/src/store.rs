@@ -80,7 +80,9 @@ impl Store for PostgresStore {
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let now = self.now();
         let rows = self.read(sql::GET_SESSION, &[&id.secret(), &now]).await?;
-        rows.first().map(|row| session_of(row, Some(id))).transpose()
+        rows.first()
+            .map(|row| session_of(row, Some(id)))
+            .transpose()
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -131,8 +133,13 @@ impl Store for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match after {
             None => {
-                self.query_within(LONG_OP_TIMEOUT, sql::SESSIONS_LIST_FIRST, &[&now, &limit], true)
-                    .await?
+                self.query_within(
+                    LONG_OP_TIMEOUT,
+                    sql::SESSIONS_LIST_FIRST,
+                    &[&now, &limit],
+                    true,
+                )
+                .await?
             }
             Some(after) => {
                 self.query_within(

@@ -43,11 +43,12 @@ fn clock() -> Arc<dyn Clock> {
 /// time its steps take.
 async fn round_trips(store: &PostgresStore, n: u32) {
     for _ in 0..n {
-        let _ = store.get_tombstone(&SessionLookup::BySubject {
-            iss: String::new(),
-            sub: String::new(),
-        })
-        .await;
+        let _ = store
+            .get_tombstone(&SessionLookup::BySubject {
+                iss: String::new(),
+                sub: String::new(),
+            })
+            .await;
     }
 }
 
@@ -190,7 +191,13 @@ async fn a_sign_in_racing_a_sign_out_never_survives_it() {
             Err(e) => panic!("round {round}: unexpected {e:?}"),
         }
         assert_eq!(signin.get_session(&s.id).await.expect("get"), None);
-        assert!(signin.find_sessions(&lookup).await.expect("find").is_empty());
+        assert!(
+            signin
+                .find_sessions(&lookup)
+                .await
+                .expect("find")
+                .is_empty()
+        );
     }
     println!("sign-ins refused by the tombstone: {refused}, found and evicted: {evicted}");
     assert!(
@@ -238,7 +245,12 @@ async fn sign_out_records_jti_tombstone_and_removals_together() {
         assert_eq!(rows(&schema, table).await, 0, "{table}");
     }
     assert!(store.get_tombstone(&by_sub).await.expect("get").is_some());
-    assert!(!store.record_jti(&iss, "jti-1", now + 300).await.expect("jti recorded"));
+    assert!(
+        !store
+            .record_jti(&iss, "jti-1", now + 300)
+            .await
+            .expect("jti recorded")
+    );
     let again = store
         .sign_out(&by_sub, now, now + 7200, Some(("jti-1", now + 300)))
         .await
@@ -259,7 +271,10 @@ async fn migrations_from_empty_and_newer_schemas_refused() {
     assert_eq!(latest_version(), 2);
     let admin = common::admin().await;
     let versions: Vec<i64> = admin
-        .query(&format!("SELECT version FROM {schema}.schema_version ORDER BY 1"), &[])
+        .query(
+            &format!("SELECT version FROM {schema}.schema_version ORDER BY 1"),
+            &[],
+        )
         .await
         .expect("versions")
         .iter()
@@ -313,15 +328,28 @@ async fn migration_from_version_1_keeps_the_data() {
         sid: sid.clone(),
     };
     let r = v1.sign_out(&lookup, now, now + 60, None).await;
-    assert!(matches!(r, Err(StoreError::Unavailable(_))), "version 1 has no sign_out: {r:?}");
+    assert!(
+        matches!(r, Err(StoreError::Unavailable(_))),
+        "version 1 has no sign_out: {r:?}"
+    );
     drop(v1);
 
     let v2 = PostgresStore::open(&db.url()).await.expect("migrate");
     assert_eq!(v2.schema_version(), 2);
     assert_eq!(v2.get_session(&s.id).await.expect("get"), Some(s.clone()));
-    let p = v2.get_partition(&key).await.expect("get").expect("partition");
-    assert_eq!((p.version, p.entries[0].sealed.as_slice()), (v, &b"kept"[..]));
-    let out = v2.sign_out(&lookup, now, now + 60, None).await.expect("sign out");
+    let p = v2
+        .get_partition(&key)
+        .await
+        .expect("get")
+        .expect("partition");
+    assert_eq!(
+        (p.version, p.entries[0].sealed.as_slice()),
+        (v, &b"kept"[..])
+    );
+    let out = v2
+        .sign_out(&lookup, now, now + 60, None)
+        .await
+        .expect("sign out");
     assert_eq!(out.removed, vec![s.id.clone()]);
     assert_eq!(v2.get_partition(&key).await.expect("get"), None);
 }
@@ -335,7 +363,9 @@ async fn concurrent_openers_migrate_once() {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let schema = schema.clone();
-        tasks.push(tokio::spawn(async move { common::open(&schema, clock()).await }));
+        tasks.push(tokio::spawn(
+            async move { common::open(&schema, clock()).await },
+        ));
     }
     for t in tasks {
         assert_eq!(t.await.expect("task").schema_version(), 2);
@@ -379,7 +409,10 @@ async fn purge_deletes_expired_rows_in_batches() {
     }
     store
         .put_tombstone(&Tombstone::new(
-            SessionLookup::BySubject { iss: iss.clone(), sub: "gone".into() },
+            SessionLookup::BySubject {
+                iss: iss.clone(),
+                sub: "gone".into(),
+            },
             now,
             now + 10,
         ))
@@ -413,7 +446,12 @@ async fn killed_connections_are_replaced() {
     let app = unique_name("app");
     let url = format!("{}?application_name={app}", common::server_url());
     let store = common::open_url(&url, &schema, clock()).await;
-    let s = session(&unique("https://iss"), &unique("sub"), None, clock().unix_now());
+    let s = session(
+        &unique("https://iss"),
+        &unique("sub"),
+        None,
+        clock().unix_now(),
+    );
     store.put_session(&s).await.expect("put");
     let kill = || async {
         // Several connections in the pool first.
@@ -441,19 +479,29 @@ async fn killed_connections_are_replaced() {
     let killed = kill().await;
     for _ in 0..20 {
         let read = store.get_session(&s.id).await;
-        assert!(matches!(read, Ok(Some(_))), "a read after the kill: {read:?}");
+        assert!(
+            matches!(read, Ok(Some(_))),
+            "a read after the kill: {read:?}"
+        );
     }
 
     let killed_again = kill().await;
     let (mut failed, mut ok) = (0usize, 0usize);
     for i in 0..30 {
-        let mut t = session(&unique("https://iss"), &unique("sub"), None, clock().unix_now());
+        let mut t = session(
+            &unique("https://iss"),
+            &unique("sub"),
+            None,
+            clock().unix_now(),
+        );
         t.name = Some(format!("{i}"));
         match store.put_session(&t).await {
             Ok(()) => ok += 1,
             Err(StoreError::Unavailable(e)) => {
                 failed += 1;
-                let e = e.downcast_ref::<PostgresError>().expect("a PostgreSQL error");
+                let e = e
+                    .downcast_ref::<PostgresError>()
+                    .expect("a PostgreSQL error");
                 assert!(e.to_string().contains("PostgreSQL"), "{e}");
                 assert_eq!(store.get_session(&t.id).await.expect("get"), None, "{e}");
             }
@@ -463,7 +511,10 @@ async fn killed_connections_are_replaced() {
     println!(
         "killed {killed} then {killed_again} connections: 20 reads answered, {failed} writes failed, {ok} succeeded"
     );
-    assert!(failed <= usize::try_from(killed_again).unwrap_or(usize::MAX), "{failed} failures");
+    assert!(
+        failed <= usize::try_from(killed_again).unwrap_or(usize::MAX),
+        "{failed} failures"
+    );
     assert!(ok >= 20, "the store did not recover");
     assert!(store.get_session(&s.id).await.expect("recovered").is_some());
 }
@@ -480,7 +531,10 @@ async fn unreachable_database_fails_promptly_and_recovers() {
     store.put_session(&s).await.expect("put");
     let admin = common::admin().await;
     admin
-        .batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            db.name
+        ))
         .await
         .expect("refuse connections");
     admin
@@ -494,19 +548,44 @@ async fn unreachable_database_fails_promptly_and_recovers() {
     for _ in 0..3 {
         let r = store.get_session(&s.id).await;
         assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-        let shown = format!("{} / {:?}", r.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-            r.as_ref().err().and_then(std::error::Error::source).map(ToString::to_string));
-        assert!(shown.contains("unavailable") && shown.contains("PostgreSQL"), "{shown}");
+        let shown = format!(
+            "{} / {:?}",
+            r.as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            r.as_ref()
+                .err()
+                .and_then(std::error::Error::source)
+                .map(ToString::to_string)
+        );
+        assert!(
+            shown.contains("unavailable") && shown.contains("PostgreSQL"),
+            "{shown}"
+        );
     }
     let r = store.remove_session(&s.id).await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
-    println!("four calls failed in {:?} while the database refused connections", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    println!(
+        "four calls failed in {:?} while the database refused connections",
+        started.elapsed()
+    );
     admin
-        .batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
         .await
         .expect("accept connections");
-    assert!(store.get_session(&s.id).await.expect("back").is_some(), "the failed removal did nothing");
+    assert!(
+        store.get_session(&s.id).await.expect("back").is_some(),
+        "the failed removal did nothing"
+    );
     assert!(store.remove_session(&s.id).await.expect("retry").is_some());
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
 }

@@ -268,7 +268,9 @@ impl Drop for DropSchema {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
                     tokio::spawn(conn);
                     let _ = client
                         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -296,9 +298,16 @@ async fn postgres_opens_its_schema_in_the_named_database() {
         return;
     }
     let store = result.unwrap_or_else(|e| {
-        panic!("these tests need PostgreSQL at {} (IDWEB_TEST_POSTGRES_URL): {}", postgres_url(), everything_shown(&e))
+        panic!(
+            "these tests need PostgreSQL at {} (IDWEB_TEST_POSTGRES_URL): {}",
+            postgres_url(),
+            everything_shown(&e)
+        )
     });
-    assert!(format!("{store:?}").starts_with("PostgresStore"), "{store:?}");
+    assert!(
+        format!("{store:?}").starts_with("PostgresStore"),
+        "{store:?}"
+    );
     assert!(format!("{store:?}").contains(&schema), "{store:?}");
     let s = put_one(&store).await;
     // `postgresql://` names the same store; another handle sees the session.
@@ -322,15 +331,33 @@ async fn postgres_refuses_bad_urls_and_options_and_hides_the_password() {
             .await
             .expect_err("the postgres feature is off");
         assert!(
-            matches!(&e, OpenStoreError::FeatureDisabled { feature: "postgres", .. }),
+            matches!(
+                &e,
+                OpenStoreError::FeatureDisabled {
+                    feature: "postgres",
+                    ..
+                }
+            ),
             "{e:?}"
         );
         return;
     }
     for (store, options, what) in [
-        ("postgres://u:hunter2@h/d", &[("schema", "Bad")][..], "IDWEB_STORE_SCHEMA"),
-        ("postgres://u:hunter2@h/d", &[("l1", "true")][..], "IDWEB_STORE_L1"),
-        ("postgres://u:hunter2@h/d", &[("prefix", "a")][..], "IDWEB_STORE_PREFIX"),
+        (
+            "postgres://u:hunter2@h/d",
+            &[("schema", "Bad")][..],
+            "IDWEB_STORE_SCHEMA",
+        ),
+        (
+            "postgres://u:hunter2@h/d",
+            &[("l1", "true")][..],
+            "IDWEB_STORE_L1",
+        ),
+        (
+            "postgres://u:hunter2@h/d",
+            &[("prefix", "a")][..],
+            "IDWEB_STORE_PREFIX",
+        ),
         ("postgres://u:hunter2@h", &[][..], "database"),
         ("postgres://u:hunter2@h/d?sslmode=require", &[][..], "TLS"),
     ] {
