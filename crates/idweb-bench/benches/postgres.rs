@@ -334,8 +334,6 @@ fn benches(
         });
     }
     g.finish();
-    let _ = admin;
-    let _ = fixtures.iter().map(|(f, _)| &f.schema).count();
 }
 
 /// Counts the round trips of each benchmarked operation through a relay.
