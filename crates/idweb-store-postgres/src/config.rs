@@ -127,17 +127,22 @@ impl PostgresConfig {
     /// [`PostgresUrlError`] when the URL is not of that form, lacks a user,
     /// a host or a database, or asks for TLS.
     pub fn parse(url: &str) -> Result<Self, PostgresUrlError> {
-        let scheme_ok = ["postgres://", "postgresql://"].iter().any(|p| {
+        // The driver knows the schemes in lowercase only.
+        let Some(rest) = ["postgres://", "postgresql://"].iter().find_map(|p| {
             url.get(..p.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(p))
-        });
-        if !scheme_ok {
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .map(|_| &url[p.len()..])
+        }) else {
             return Err(PostgresUrlError::InvalidUrl(None));
-        }
-        // The driver's parse errors name the part that is wrong, never the
-        // URL; they are kept as the source.
-        let mut pg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| PostgresUrlError::InvalidUrl(Some(Box::new(e))))?;
+        };
+        let url = format!("postgresql://{rest}");
+        // The driver's parse errors usually name the part that is wrong, but
+        // some repeat the input (a URL it could not read as one is taken for
+        // a `key=value` string, and the whole of it becomes an "unknown
+        // option"). Their text is kept as the source only when it holds no
+        // part of the URL.
+        let mut pg = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| PostgresUrlError::InvalidUrl(sanitized(&e, rest)))?;
         if pg.get_user().is_none_or(str::is_empty) {
             return Err(PostgresUrlError::Missing("user"));
         }
@@ -277,6 +282,19 @@ impl PostgresConfig {
     }
 }
 
+/// The text of a parse error, if it repeats nothing of the URL after its
+/// scheme (user, password, host, path, query).
+fn sanitized(e: &tokio_postgres::Error, rest: &str) -> Option<BoxError> {
+    let text = match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
+    let leaks = rest
+        .split(['@', ':', '/', '?', '&', '='])
+        .any(|part| part.len() >= 3 && text.contains(part));
+    (!leaks && !text.contains("://")).then(|| text.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +336,9 @@ mod tests {
             ("postgres://u:hunter2@h:5432", "Missing"),
             ("postgres://u:hunter2@h/d?sslmode=require", "TlsUnsupported"),
             ("postgres://u:hunter2@h/d?nosuchparam=1", "InvalidUrl"),
+            ("POSTGRES://u:hunter2@h/d?nosuchparam=1", "InvalidUrl"),
+            ("postgres://u:hunter2@h/d?application_name", "InvalidUrl"),
+            ("Postgresql://u:hunter2@[::1/d", "InvalidUrl"),
         ] {
             let e = PostgresConfig::parse(bad).expect_err(bad);
             assert!(format!("{e:?}").starts_with(what), "{bad}: {e:?}");
