@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: the shared PostgreSQL, a schema
+//! Shared code of the integration tests: the shared PostgreSQL, a schema
 //! (or a database) per test, dropped afterwards, and an admin connection.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
