@@ -276,8 +276,10 @@ impl DemoApp {
         stop: watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError> {
         let (cookie_key, cache_keys) = demo_keys(&data_dir.join(self.client_id))?;
-        // IDWEB_STORE (e.g. redis://127.0.0.1:6379) puts both apps on one shared
-        // store, each under its own key prefix; the default is a SQLite file per app.
+        // IDWEB_STORE (e.g. redis://127.0.0.1:6379 or
+        // postgres://postgres@127.0.0.1:5432/postgres) puts both apps on one
+        // shared store, each under its own key prefix (Redis) or schema
+        // (PostgreSQL); the default is a SQLite file per app.
         let store_url = std::env::var("IDWEB_STORE").unwrap_or_else(|_| {
             format!(
                 "sqlite://{}",
@@ -310,7 +312,13 @@ impl DemoApp {
                 store_url
                     .starts_with("redis")
                     .then(|| ("IDWEB_STORE_PREFIX".to_string(), prefix)),
-            ),
+            )
+            .chain(store_url.starts_with("postgres").then(|| {
+                (
+                    "IDWEB_STORE_SCHEMA".to_string(),
+                    format!("idweb_{}", self.client_id.replace('-', "_")),
+                )
+            })),
         )?;
         let idweb = IdWeb::builder(settings).build().await?;
         Ok(tokio::spawn(serve(

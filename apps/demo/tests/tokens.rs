@@ -3,6 +3,8 @@
 //! sends the user back to sign-in when the refresh token is revoked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -368,11 +370,23 @@ async fn two_instances_on_redis_refresh_once_for_a_hundred_requests() {
     two_instances_refresh_once(Shared::Redis(prefix)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_refresh_once_for_a_hundred_requests() {
+    let schema = format!(
+        "idweb_test_instances_{}",
+        idweb::SessionId::generate().fingerprint()
+    );
+    let _drop = common::DropSchema(schema.clone());
+    two_instances_refresh_once(Shared::Postgres(schema)).await;
+}
+
 /// A store shared by two instances of one app.
 #[derive(Clone)]
 enum Shared {
     Sqlite(std::path::PathBuf),
     Redis(String),
+    /// A schema on the PostgreSQL at 127.0.0.1:5432 (each instance its own pool).
+    Postgres(String),
 }
 
 impl Shared {
@@ -398,6 +412,15 @@ impl Shared {
                 );
                 Arc::new(l1)
             }
+            Shared::Postgres(schema) => Arc::new(
+                idweb_store_postgres::PostgresConfig::parse(&common::postgres_url())
+                    .unwrap()
+                    .with_schema(schema)
+                    .unwrap()
+                    .open(clock)
+                    .await
+                    .expect("the PostgreSQL at 127.0.0.1:5432 must be running"),
+            ),
         }
     }
 }

@@ -68,7 +68,7 @@
 //!
 //! ## Features
 //!
-//! `sqlite` and `redis` (both on by default) are the store backends
+//! `sqlite`, `redis` and `postgres` (all on by default) are the store backends
 //! [`IdWeb::from_env`] can open (they turn on the same features of
 //! `idweb-stores`). With `default-features = false, features = ["redis"]`
 //! an app leaves SQLite out; a URL of a left-out backend then fails with

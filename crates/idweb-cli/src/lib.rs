@@ -50,7 +50,7 @@ pub async fn open_sign_out_bus_url(url: &str) -> Result<Option<Arc<dyn SignOutBu
 }
 
 /// The store URL the command opens: `url` with the `IDWEB_STORE_*` options
-/// of `env`, and `l1` off for Redis.
+/// of `env`, and `l1` off for Redis and PostgreSQL.
 fn store_url(
     url: &str,
     env: impl IntoIterator<Item = (String, String)>,
@@ -59,7 +59,7 @@ fn store_url(
     if store.is_memory() {
         return Err(
             "`memory` is private to one process; give the URL of a shared store \
-             (sqlite://PATH, redis://HOST:PORT)"
+             (sqlite://PATH, redis://HOST:PORT, postgres://USER@HOST:PORT/DATABASE)"
                 .into(),
         );
     }
@@ -70,7 +70,7 @@ fn store_url(
                 .map_err(|e| e.to_string())?;
         }
     }
-    if store.scheme().starts_with("redis") {
+    if store.scheme().starts_with("redis") || store.scheme().starts_with("postgres") {
         store = store
             .with_option("l1", "false")
             .map_err(|e| e.to_string())?;
@@ -340,6 +340,10 @@ mod tests {
         assert_eq!(url.options().count(), 2);
         let url = store_url("sqlite://idweb.db", env(&[])).expect("sqlite");
         assert_eq!((url.scheme(), url.options().count()), ("sqlite", 0));
+        let app_env = env(&[("IDWEB_STORE_SCHEMA", "app_a")]);
+        let url = store_url("postgres://u@127.0.0.1:5432/app", app_env).expect("postgres");
+        assert_eq!(url.option("schema"), Some("app_a"));
+        assert_eq!(url.option("l1"), Some("false"));
     }
 
     #[test]

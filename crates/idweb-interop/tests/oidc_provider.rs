@@ -5,9 +5,8 @@
 //! at sign-out — all with 9.x — and front-channel logout with 6.31.1, the last
 //! release that has it.
 //!
-//! Every scenario runs on the in-memory store, on SQLite and on Redis (with
-//! its L1 cache), and checks the
-//! app's store (sessions, partitions, entries), not only cookies.
+//! Every scenario runs on the in-memory store, on SQLite, on PostgreSQL and
+//! on Redis (with its L1 cache), and checks the app's store (sessions, partitions, entries), not only cookies.
 //!
 //! The provider runs from `interop/oidc-provider` as a child process; it needs
 //! Node.js 20 or later and the pinned npm packages (`scripts/setup-test-deps`
@@ -269,6 +268,36 @@ enum StoreKind {
     Sqlite,
     /// Redis at 127.0.0.1:6379 with the L1 cache, under a fresh key prefix.
     Redis,
+    /// PostgreSQL at 127.0.0.1:5432, in a fresh schema per app (dropped at the end).
+    Postgres,
+}
+
+/// The PostgreSQL the tests share: `IDWEB_TEST_POSTGRES_URL`, or the local default.
+fn postgres_url() -> String {
+    std::env::var("IDWEB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Drops `schema` from a plain thread (usable in `Drop`).
+fn drop_schema(schema: String) {
+    let url = postgres_url();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+            }
+        });
+    })
+    .join();
 }
 
 /// On 9.x App A (127.0.0.1) hears sign-outs by back-channel with `sid`, App B
@@ -279,10 +308,14 @@ struct Setup {
     a: TestApp,
     b: TestApp,
     files: Vec<PathBuf>,
+    schemas: Vec<String>,
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
+        for schema in self.schemas.drain(..) {
+            drop_schema(schema);
+        }
         for f in &self.files {
             for suffix in ["", "-wal", "-shm"] {
                 let mut p = f.clone().into_os_string();
@@ -350,6 +383,7 @@ impl Setup {
         let op = OidcProvider::start(release, vec![client_a, client_b]).await;
 
         let mut files = Vec::new();
+        let mut schemas = Vec::new();
         let mut app =
             async |id: &str, secret: &str, host: &'static str, hold: std::net::TcpListener| {
                 let store: Option<Arc<dyn Store>> = match store {
@@ -372,6 +406,24 @@ impl Setup {
                                 .await
                         );
                         Some(Arc::new(l1))
+                    }
+                    StoreKind::Postgres => {
+                        let schema = format!(
+                            "idweb_test_interop_{}_{}",
+                            id.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                                .to_ascii_lowercase(),
+                            idweb::SessionId::generate().fingerprint()
+                        );
+                        schemas.push(schema.clone());
+                        Some(Arc::new(
+                            idweb_store_postgres::PostgresConfig::parse(&postgres_url())
+                                .expect("the test URL")
+                                .with_schema(&schema)
+                                .expect("a schema name")
+                                .open(clock.clone())
+                                .await
+                                .expect("the PostgreSQL at 127.0.0.1:5432 must be running"),
+                        ))
                     }
                     StoreKind::Sqlite => {
                         let path = db_path(id);
@@ -403,7 +455,13 @@ impl Setup {
         let b = app("app-b", &secret_b, "localhost", hold_b).await;
         assert_eq!(a.url, url_a);
         assert_eq!(b.url, url_b);
-        Self { op, a, b, files }
+        Self {
+            op,
+            a,
+            b,
+            files,
+            schemas,
+        }
     }
 }
 
@@ -942,6 +1000,14 @@ macro_rules! on_every_store {
                 #[tokio::test]
                 async fn $scenario() {
                     super::$scenario(super::StoreKind::Redis).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::StoreKind::Postgres).await;
                 }
             )*
         }

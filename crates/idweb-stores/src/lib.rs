@@ -24,11 +24,12 @@
 //! |---|---|---|---|
 //! | `memory` (default) | [`idweb::MemoryStore`]: one process, lost on restart | none | always |
 //! | `sqlite://PATH`, `sqlite:PATH` | `idweb_store_sqlite::SqliteStore` (file created if missing) | none | `sqlite` |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, `postgresql://...` | `idweb_store_postgres::PostgresStore` (creates or migrates its schema in that database) | `IDWEB_STORE_SCHEMA` (default `idweb`), `IDWEB_STORE_POOL_SIZE` (default 16), `IDWEB_STORE_L1` (only `false`) | `postgres` |
 //! | `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, `rediss://...` (TLS), `redis+unix:///PATH`, `redis+cluster://H:P,H:P`, `rediss+cluster://...` | `idweb_store_redis::RedisStore`, behind its `CachingStore` unless `l1` is off | `IDWEB_STORE_PREFIX` (default `idweb`), `IDWEB_STORE_L1` (default `true`) | `redis` |
 //!
-//! Both features are on by default. An app that needs one backend only
+//! All three features are on by default. An app that needs one backend only
 //! depends on this crate (or on `idweb-axum`) with `default-features = false`
-//! and `features = ["sqlite"]` (or `["redis"]`); a URL whose backend was
+//! and `features = ["sqlite"]` (or `["redis"]`, `["postgres"]`); a URL whose backend was
 //! left out then fails with [`OpenStoreError::FeatureDisabled`], never with
 //! another store in its place.
 //!
@@ -53,7 +54,8 @@ pub enum OpenStoreError {
     #[error(
         "IDWEB_STORE names a `{scheme}` store, which idweb does not know; supported: memory, \
          sqlite://PATH (feature `sqlite`), redis://HOST:PORT, rediss://, redis+unix://, \
-         redis+cluster://, rediss+cluster:// (feature `redis`)"
+         redis+cluster://, rediss+cluster:// (feature `redis`), postgres://USER@HOST:PORT/DATABASE, \
+         postgresql:// (feature `postgres`)"
     )]
     UnsupportedScheme {
         /// The URL's scheme.
@@ -98,6 +100,7 @@ enum Backend {
     Memory,
     Sqlite,
     Redis,
+    Postgres,
 }
 
 impl Backend {
@@ -108,6 +111,7 @@ impl Backend {
             "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster" => {
                 Some(Self::Redis)
             }
+            "postgres" | "postgresql" => Some(Self::Postgres),
             _ => None,
         }
     }
@@ -140,6 +144,7 @@ pub async fn open(url: &StoreUrl, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store
         },
         Some(Backend::Sqlite) => open_sqlite(url, clock).await,
         Some(Backend::Redis) => open_redis(url, clock).await,
+        Some(Backend::Postgres) => open_postgres(url, clock).await,
     }
 }
 
@@ -147,7 +152,9 @@ pub async fn open(url: &StoreUrl, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store
 /// instances of an app hear each other's sign-outs
 /// ([`idweb::SignOutBus`]): for Redis, the `PREFIX:signout` pub/sub channel
 /// (subscribed before this returns); `None` for `memory` and SQLite, whose
-/// sign-outs happen in the process that listens.
+/// sign-outs happen in the process that listens, and for PostgreSQL, which
+/// has no bus yet (its `LISTEN/NOTIFY` bus is still to be built: there, only
+/// the instance that signs out hears the event).
 ///
 /// # Errors
 /// As for [`open`].
@@ -159,7 +166,7 @@ pub async fn open_sign_out_bus(
         None => Err(OpenStoreError::UnsupportedScheme {
             scheme: url.scheme().to_string(),
         }),
-        Some(Backend::Memory | Backend::Sqlite) => Ok(None),
+        Some(Backend::Memory | Backend::Sqlite | Backend::Postgres) => Ok(None),
         Some(Backend::Redis) => open_redis_bus(url, clock).await.map(Some),
     }
 }
@@ -202,7 +209,7 @@ fn invalid(url: &StoreUrl, e: impl Into<BoxError>) -> OpenStoreError {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "redis"))]
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
 fn failed(url: &StoreUrl, e: StoreError) -> OpenStoreError {
     OpenStoreError::Open {
         scheme: url.scheme().to_string(),
@@ -253,6 +260,28 @@ async fn open_redis(
     })
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    url: &StoreUrl,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Store>, OpenStoreError> {
+    let config =
+        idweb_store_postgres::PostgresConfig::from_store_url(url).map_err(|e| invalid(url, e))?;
+    let store = config.open(clock).await.map_err(|e| failed(url, e))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(
+    url: &StoreUrl,
+    _clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Store>, OpenStoreError> {
+    Err(OpenStoreError::FeatureDisabled {
+        scheme: url.scheme().to_string(),
+        feature: "postgres",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +299,10 @@ mod tests {
         ] {
             assert_eq!(Backend::of(redis), Some(Backend::Redis), "{redis}");
         }
-        for unknown in ["postgres", "mongodb", "unix", "file", "sqlite3"] {
+        for pg in ["postgres", "postgresql"] {
+            assert_eq!(Backend::of(pg), Some(Backend::Postgres), "{pg}");
+        }
+        for unknown in ["mongodb", "unix", "file", "sqlite3", "postgres+tls"] {
             assert_eq!(Backend::of(unknown), None, "{unknown}");
         }
     }

@@ -1,6 +1,7 @@
 //! `idweb_stores::open` on each scheme, for real: a SQLite file, the Redis
-//! at 127.0.0.1:6379 (`IDWEB_TEST_REDIS_URL` for another; the tests fail,
-//! never skip, when it is down). Each test asserts what the build's features
+//! at 127.0.0.1:6379 (`IDWEB_TEST_REDIS_URL` for another), the PostgreSQL
+//! at 127.0.0.1:5432 (`IDWEB_TEST_POSTGRES_URL` for another); the tests
+//! fail, never skip, when one is down. Each test asserts what the build's features
 //! promise: the store opens when its feature is on, and
 //! `OpenStoreError::FeatureDisabled` when it is off (`scripts/test` runs
 //! this file with each feature left out too).
@@ -77,7 +78,7 @@ async fn memory_opens_a_private_store_and_takes_no_option() {
 async fn unknown_schemes_are_refused_by_name_without_credentials() {
     for (store, scheme) in [
         ("mongodb://admin:hunter2@db.internal/idweb", "mongodb"),
-        ("postgres://idweb:hunter2@db.internal/idweb", "postgres"),
+        ("cockroach://idweb:hunter2@db.internal/idweb", "cockroach"),
         ("unix:///run/redis.sock", "unix"),
     ] {
         let e = open(&url(store, &[]), clock()).await.expect_err(store);
@@ -288,4 +289,131 @@ async fn a_sign_out_bus_comes_with_redis_only() {
             })
         ));
     }
+}
+
+fn postgres_url() -> String {
+    std::env::var("IDWEB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Drops the test's schema however the test ends.
+struct DropSchema(String);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (postgres_url(), self.0.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn postgres_opens_its_schema_in_the_named_database() {
+    let schema = format!("idweb_test_open_{}", SessionId::generate().fingerprint());
+    let _drop = DropSchema(schema.clone());
+    let named = url(&postgres_url(), &[("schema", &schema), ("pool_size", "2")]);
+    let result = open(&named, clock()).await;
+    if !cfg!(feature = "postgres") {
+        let e = result.expect_err("the postgres feature is off");
+        assert!(
+            matches!(&e, OpenStoreError::FeatureDisabled { scheme, feature: "postgres" } if scheme == "postgres"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("`postgres` feature"), "{e}");
+        return;
+    }
+    let store = result.unwrap_or_else(|e| {
+        panic!(
+            "these tests need PostgreSQL at {} (IDWEB_TEST_POSTGRES_URL): {}",
+            postgres_url(),
+            everything_shown(&e)
+        )
+    });
+    assert!(
+        format!("{store:?}").starts_with("PostgresStore"),
+        "{store:?}"
+    );
+    assert!(format!("{store:?}").contains(&schema), "{store:?}");
+    let s = put_one(&store).await;
+    // `postgresql://` names the same store; another handle sees the session.
+    let other = postgres_url().replacen("postgres://", "postgresql://", 1);
+    let again = open(&url(&other, &[("schema", &schema)]), clock())
+        .await
+        .expect("postgresql://");
+    assert_eq!(again.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    let elsewhere = format!("{schema}_b");
+    let _drop_b = DropSchema(elsewhere.clone());
+    let other_schema = open(&url(&postgres_url(), &[("schema", &elsewhere)]), clock())
+        .await
+        .expect("another schema");
+    assert_eq!(other_schema.get_session(&s.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn postgres_refuses_bad_urls_and_options_and_hides_the_password() {
+    if !cfg!(feature = "postgres") {
+        let e = open(&url("postgres://u:hunter2@127.0.0.1:1/d", &[]), clock())
+            .await
+            .expect_err("the postgres feature is off");
+        assert!(
+            matches!(
+                &e,
+                OpenStoreError::FeatureDisabled {
+                    feature: "postgres",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        return;
+    }
+    for (store, options, what) in [
+        (
+            "postgres://u:hunter2@h/d",
+            &[("schema", "Bad")][..],
+            "IDWEB_STORE_SCHEMA",
+        ),
+        (
+            "postgres://u:hunter2@h/d",
+            &[("l1", "true")][..],
+            "IDWEB_STORE_L1",
+        ),
+        (
+            "postgres://u:hunter2@h/d",
+            &[("prefix", "a")][..],
+            "IDWEB_STORE_PREFIX",
+        ),
+        ("postgres://u:hunter2@h", &[][..], "database"),
+        ("postgres://u:hunter2@h/d?sslmode=require", &[][..], "TLS"),
+    ] {
+        let e = open(&url(store, options), clock()).await.expect_err(what);
+        assert!(
+            matches!(&e, OpenStoreError::Invalid { scheme, .. } if scheme == "postgres"),
+            "{e:?}"
+        );
+        let shown = everything_shown(&e);
+        assert!(shown.contains(what) && !shown.contains(PASSWORD), "{shown}");
+    }
+    // Nothing listens on port 1: the failure keeps its cause, shows no password.
+    let e = open(&url("postgresql://u:hunter2@127.0.0.1:1/d", &[]), clock())
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(&e, OpenStoreError::Open { .. }), "{e:?}");
+    assert!(e.source().is_some());
+    assert!(!everything_shown(&e).contains(PASSWORD));
 }

@@ -48,3 +48,79 @@ pub fn stop(mut child: Child) {
     let _ = child.kill();
     panic!("the web app did not stop on SIGTERM");
 }
+
+/// The PostgreSQL the tests share: `IDWEB_TEST_POSTGRES_URL`, or the local
+/// default (a database the user may create schemas and databases in).
+pub fn postgres_url() -> String {
+    std::env::var("IDWEB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The same server, database `db`.
+pub fn postgres_url_of(db: &str) -> String {
+    let base = postgres_url();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    format!("{head}/{db}")
+}
+
+/// A connection for the test's own statements; fails the test when
+/// PostgreSQL is down.
+pub async fn postgres_admin() -> tokio_postgres::Client {
+    let url = postgres_url();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("these tests need PostgreSQL at {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Runs `sql` on a connection of its own from a plain thread (usable in `Drop`).
+pub fn postgres_detached(sql: String) {
+    let url = postgres_url();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = client.batch_execute(&sql).await;
+            }
+        });
+    })
+    .join();
+}
+
+/// Drops a schema when the test ends, however it ends.
+pub struct DropSchema(pub String);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        postgres_detached(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
+    }
+}
+
+/// A database of the test's own, dropped (with its connections) at the end.
+pub struct TestDatabase(pub String);
+
+impl TestDatabase {
+    pub async fn create(what: &str) -> Self {
+        let name = format!(
+            "idweb_test_{what}_{}",
+            idweb::SessionId::generate().fingerprint()
+        );
+        postgres_admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        Self(name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        postgres_detached(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
+}

@@ -1,0 +1,407 @@
+//! idweb on PostgreSQL; what is measured and the latest figures are in
+//! `docs/PERFORMANCE.md` ("PostgreSQL").
+//!
+//! - `pg_roundtrip/select_1/N`: one prepared `SELECT 1` on a plain
+//!   connection, the floor of a round trip, measured before each pass.
+//! - `pg_hit/postgres/N`: `RelyingParty::token_for_user` answered from the
+//!   token cache through `PostgresStore` (the partition read every time).
+//! - `pg_evict/evict/N`: `SignOut::evict` of one user
+//!   (`SignOutSelector::Subject`) with two sessions of three entries each.
+//! - `pg_evict/sign_out_fn/N`: the same eviction with
+//!   `PostgresStore::sign_out` (jti, tombstone and removals in one
+//!   transaction).
+//!
+//! Before the timed passes the round trips of each operation are counted
+//! through a relay (`CountingProxy`), and the bytes per session on disk are
+//! `pg_total_relation_size` of the store's tables (with indexes and TOAST)
+//! after the fill, minus before, divided by the sessions stored.
+//!
+//! Sizes: 1 000, and under `cargo bench` `IDWEB_BENCH_POSTGRES_SESSIONS`
+//! (default 1 000 000; the fill stops after 5 minutes and says so). Each
+//! size lives in a schema of a database created for the run
+//! (`idweb_bench_…`), dropped at the end. PostgreSQL is at
+//! `postgres://postgres@127.0.0.1:5432/postgres` unless
+//! `IDWEB_BENCH_POSTGRES` names another server URL. Run as a test
+//! (`cargo test --benches`): 1 000 sessions only, each benchmark once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion};
+use idweb::{Clock, RelyingParty, SessionLookup, SignOut, SignOutSelector, Store, SystemClock};
+use idweb_bench::redis_fixture::{CountingProxy, add_session};
+use idweb_bench::{
+    HIT_SCOPE, access_token, new_session, register_client, relying_party_with, start_idp,
+};
+use idweb_store_postgres::{PostgresConfig, PostgresStore};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+
+const SMALL: usize = 1_000;
+const FILL_LIMIT: Duration = Duration::from_secs(5 * 60);
+const IN_FLIGHT: usize = 32;
+const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(12 * 3600 + 300 + 3600);
+
+fn server_url() -> String {
+    std::env::var("IDWEB_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (head, _) = url.rsplit_once('/').expect("a URL with a database");
+    format!("{head}/{db}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("no PostgreSQL at {url} (set IDWEB_BENCH_POSTGRES): {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Bytes of every table of `schema` with its indexes and TOAST.
+async fn schema_bytes(admin: &tokio_postgres::Client, schema: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind = 'r'",
+            &[&schema],
+        )
+        .await
+        .expect("sizes")
+        .get(0)
+}
+
+struct PgFixture {
+    sessions: usize,
+    store: PostgresStore,
+    rp: Arc<RelyingParty>,
+    hit: idweb::Session,
+    iss: String,
+    schema: String,
+    next_user: AtomicU64,
+}
+
+impl PgFixture {
+    async fn build(
+        db_url: &str,
+        admin: &tokio_postgres::Client,
+        settings: &idweb::Settings,
+        iss: &str,
+        target: usize,
+    ) -> Self {
+        let schema = format!("size_{target}");
+        let store = PostgresConfig::parse(db_url)
+            .unwrap()
+            .with_schema(&schema)
+            .unwrap()
+            .with_pool_size(IN_FLIGHT)
+            .open(Arc::new(SystemClock))
+            .await
+            .expect("open the store");
+        let rp = Arc::new(
+            relying_party_with(settings.clone(), Arc::new(store.clone()))
+                .await
+                .expect("relying party"),
+        );
+        let before = schema_bytes(admin, &schema).await;
+        let started = Instant::now();
+        let now = rp.clock().unix_now();
+        let hit = new_session(iss, "hit-user", now);
+        store.put_session(&hit).await.unwrap();
+        rp.token_cache()
+            .write(
+                &idweb::PartitionKey::Session(hit.id.clone()),
+                &[access_token(&rp, &hit, now)],
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        let mut added = 1usize;
+        let mut tasks = JoinSet::new();
+        let mut next = 0usize;
+        let mut stopped = None;
+        while added < target {
+            while tasks.len() < IN_FLIGHT && next + 1 < target {
+                let (rp, iss) = (rp.clone(), iss.to_string());
+                let sub = format!("user-{next:08}");
+                next += 1;
+                tasks.spawn(async move { add_session(&rp, &iss, &sub).await });
+            }
+            match tasks.join_next().await {
+                Some(r) => {
+                    r.expect("task").expect("add a session");
+                    added += 1;
+                }
+                None => break,
+            }
+            if started.elapsed() > FILL_LIMIT && stopped.is_none() {
+                stopped = Some(format!("time limit {FILL_LIMIT:?}"));
+                next = target;
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task").expect("add a session");
+            added += 1;
+        }
+        let took = started.elapsed();
+        admin
+            .batch_execute(&format!(
+                "VACUUM ANALYZE {schema}.sessions, {schema}.partitions, {schema}.entries"
+            ))
+            .await
+            .expect("vacuum");
+        let after = schema_bytes(admin, &schema).await;
+        eprintln!(
+            "filled {added} of {target} sessions in {:.1} s ({:.0}/s, {IN_FLIGHT} in flight){}",
+            took.as_secs_f64(),
+            added as f64 / took.as_secs_f64(),
+            stopped
+                .map(|w| format!("; stopped early: {w}"))
+                .unwrap_or_default()
+        );
+        eprintln!(
+            "on disk: {:.1} MiB -> {:.1} MiB, {:.0} bytes per session (tables, indexes, TOAST)",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            (after - before) as f64 / added as f64
+        );
+        assert_eq!(store.session_count().await.unwrap(), added as u64);
+        Self {
+            sessions: added,
+            store,
+            rp,
+            hit,
+            iss: iss.to_string(),
+            schema,
+            next_user: AtomicU64::new(0),
+        }
+    }
+
+    async fn add_user_with_two_sessions(&self) -> SignOutSelector {
+        let k = self.next_user.fetch_add(1, Ordering::Relaxed);
+        let sub = format!("evict-{k:07}");
+        for _ in 0..2 {
+            add_session(&self.rp, &self.iss, &sub).await.expect("add");
+        }
+        SignOutSelector::Subject {
+            iss: self.iss.clone(),
+            sub,
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+        .configure_from_args();
+    let full = std::env::args().any(|a| a == "--bench");
+    let large = std::env::var("IDWEB_BENCH_POSTGRES_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000usize);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = server_url();
+    let db = format!("idweb_bench_{}", idweb::SessionId::generate().fingerprint());
+    let db_url = with_database(&server, &db);
+    let root = rt.block_on(connect(&server));
+    rt.block_on(root.batch_execute(&format!("CREATE DATABASE {db}")))
+        .expect("create the bench database");
+    eprintln!("PostgreSQL database of this run: {db}");
+    let admin = rt.block_on(connect(&db_url));
+    let idp = rt.block_on(start_idp()).expect("identity provider");
+    let settings = register_client(&idp).expect("settings");
+    let iss = idp.issuer().to_string();
+
+    let small = rt.block_on(PgFixture::build(&db_url, &admin, &settings, &iss, SMALL));
+    count_round_trips(&rt, &db_url, &settings, &small);
+    benches(&mut c, &rt, &admin, &[(&small, small.sessions.to_string())]);
+    if full {
+        let big = rt.block_on(PgFixture::build(&db_url, &admin, &settings, &iss, large));
+        count_round_trips(&rt, &db_url, &settings, &big);
+        benches(
+            &mut c,
+            &rt,
+            &admin,
+            &[
+                (&big, big.sessions.to_string()),
+                (&small, format!("{}_again", small.sessions)),
+            ],
+        );
+    }
+    assert_eq!(
+        idp.stats().refresh_token,
+        0,
+        "a cache hit reached the provider"
+    );
+    drop(small);
+    drop(admin);
+    rt.block_on(root.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+        .expect("drop the bench database");
+    rt.block_on(idp.shutdown());
+    c.final_summary();
+}
+
+fn benches(
+    c: &mut Criterion,
+    rt: &Runtime,
+    admin: &tokio_postgres::Client,
+    fixtures: &[(&PgFixture, String)],
+) {
+    let ping = rt.block_on(admin.prepare("SELECT 1")).expect("prepare");
+    let mut g = c.benchmark_group("pg_roundtrip");
+    g.bench_function(BenchmarkId::new("select_1", &fixtures[0].1), |b| {
+        b.to_async(rt)
+            .iter(|| async { black_box(admin.query_one(&ping, &[]).await.expect("SELECT 1")) })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("pg_hit");
+    for (f, size) in fixtures {
+        let (rp, hit) = (&f.rp, &f.hit);
+        g.bench_function(BenchmarkId::new("postgres", size), |b| {
+            b.to_async(rt).iter(|| async move {
+                black_box(
+                    rp.token_for_user(hit, &[HIT_SCOPE])
+                        .await
+                        .expect("cache hit"),
+                )
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("pg_evict");
+    g.sample_size(20);
+    for (f, size) in fixtures {
+        let sign_out = SignOut::new(
+            Arc::new(f.store.clone()),
+            Arc::new(SystemClock),
+            TOMBSTONE_LIFETIME,
+        );
+        let (f, sign_out) = (*f, &sign_out);
+        g.bench_function(BenchmarkId::new("evict", size), |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let selector = f.add_user_with_two_sessions().await;
+                    let started = Instant::now();
+                    let e = sign_out.evict(&selector).await.expect("evict");
+                    timed += started.elapsed();
+                    assert_eq!(e.sessions_removed, 2);
+                }
+                timed
+            })
+        });
+        g.bench_function(BenchmarkId::new("sign_out_fn", size), |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let SignOutSelector::Subject { iss, sub } =
+                        f.add_user_with_two_sessions().await
+                    else {
+                        unreachable!()
+                    };
+                    let now = SystemClock.unix_now();
+                    let started = Instant::now();
+                    let out = f
+                        .store
+                        .sign_out(
+                            &SessionLookup::BySubject { iss, sub },
+                            now,
+                            now + 3600,
+                            None,
+                        )
+                        .await
+                        .expect("sign out");
+                    timed += started.elapsed();
+                    assert_eq!(out.removed.len(), 2);
+                }
+                timed
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Counts the round trips of each benchmarked operation through a relay.
+fn count_round_trips(rt: &Runtime, db_url: &str, settings: &idweb::Settings, f: &PgFixture) {
+    rt.block_on(async {
+        let proxy = CountingProxy::start("127.0.0.1:5432").await.expect("relay");
+        let url = db_url.replacen("127.0.0.1:5432", &proxy.addr().to_string(), 1);
+        let store = PostgresConfig::parse(&url)
+            .unwrap()
+            .with_schema(&f.schema)
+            .unwrap()
+            .with_pool_size(1)
+            .open(Arc::new(SystemClock))
+            .await
+            .expect("open through the relay");
+        let rp = relying_party_with(settings.clone(), Arc::new(store.clone()))
+            .await
+            .expect("relying party");
+        // Prepares the statements on the relay's connection.
+        rp.token_for_user(&f.hit, &[HIT_SCOPE]).await.expect("hit");
+        let calls = 100u64;
+        let before = proxy.traffic().round_trips;
+        for _ in 0..calls {
+            black_box(rp.token_for_user(&f.hit, &[HIT_SCOPE]).await.expect("hit"));
+        }
+        let hit = proxy.traffic().round_trips - before;
+        eprintln!(
+            "round trips, {} sessions, token_for_user hit: {:.2} per call",
+            f.sessions,
+            hit as f64 / calls as f64
+        );
+        let sign_out = SignOut::new(Arc::new(store.clone()), Arc::new(SystemClock), TOMBSTONE_LIFETIME);
+        // Warm the statements of both eviction paths once.
+        for fn_path in [false, true] {
+            let selector = f.add_user_with_two_sessions().await;
+            if fn_path {
+                let SignOutSelector::Subject { iss, sub } = selector else { unreachable!() };
+                let now = SystemClock.unix_now();
+                store.sign_out(&SessionLookup::BySubject { iss, sub }, now, now + 60, None).await.expect("sign out");
+            } else {
+                sign_out.evict(&selector).await.expect("evict");
+            }
+        }
+        let n = 10u64;
+        let (mut evict, mut fn_rt) = (0u64, 0u64);
+        for _ in 0..n {
+            let selector = f.add_user_with_two_sessions().await;
+            let before = proxy.traffic().round_trips;
+            assert_eq!(sign_out.evict(&selector).await.expect("evict").sessions_removed, 2);
+            evict += proxy.traffic().round_trips - before;
+            let SignOutSelector::Subject { iss, sub } = f.add_user_with_two_sessions().await else {
+                unreachable!()
+            };
+            let now = SystemClock.unix_now();
+            let before = proxy.traffic().round_trips;
+            let out = store
+                .sign_out(&SessionLookup::BySubject { iss, sub }, now, now + 60, Some(("jti", now + 60)))
+                .await
+                .expect("sign out");
+            fn_rt += proxy.traffic().round_trips - before;
+            assert!(out.replayed || out.removed.len() == 2);
+            let _ = store.forget_jti(&f.iss, "jti").await;
+        }
+        eprintln!(
+            "round trips, {} sessions, evict 1 user of 2 sessions: SignOut::evict {:.2}, PostgresStore::sign_out {:.2}",
+            f.sessions,
+            evict as f64 / n as f64,
+            fn_rt as f64 / n as f64
+        );
+    });
+}

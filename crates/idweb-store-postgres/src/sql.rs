@@ -1,0 +1,106 @@
+//! The statements the store runs, unqualified: each connection's
+//! `search_path` is the store's schema. Parameters are always bound, never
+//! formatted in. Each statement is prepared once per connection.
+
+pub(crate) const PUT_SESSION: &str = "SELECT put_session($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(crate) const GET_SESSION: &str = "SELECT data FROM sessions WHERE id = $1 AND expires_at > $2";
+
+pub(crate) const REMOVE_SESSION: &str = "DELETE FROM sessions WHERE id = $1 RETURNING data";
+
+pub(crate) const SESSIONS_BY_SID: &str =
+    "SELECT id FROM sessions WHERE iss = $1 AND sid = $2 AND expires_at > $3";
+
+pub(crate) const SESSIONS_BY_SUB: &str =
+    "SELECT id FROM sessions WHERE iss = $1 AND sub = $2 AND expires_at > $3";
+
+pub(crate) const SESSION_COUNT: &str =
+    "SELECT count(*)::bigint FROM sessions WHERE expires_at > $1";
+
+pub(crate) const SESSIONS_LIST_FIRST: &str =
+    "SELECT data FROM sessions WHERE expires_at > $1 ORDER BY id LIMIT $2";
+
+pub(crate) const SESSIONS_LIST_AFTER: &str =
+    "SELECT data FROM sessions WHERE id > $1 AND expires_at > $2 ORDER BY id LIMIT $3";
+
+/// Every entry of a partition with the partition's version, in one statement
+/// (one snapshot); nothing when the partition belongs to a session that is
+/// not live.
+pub(crate) const GET_PARTITION: &str =
+    "SELECT p.version, e.cache_key, e.kind, e.expires_at, e.sealed
+     FROM partitions p JOIN entries e ON e.part = p.id
+     WHERE p.pkey = $1
+       AND (p.session_id IS NULL
+            OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.expires_at > $2))";
+
+/// The version [`GET_PARTITION`] would return, without reading the entries.
+pub(crate) const PARTITION_VERSION: &str = "SELECT p.version FROM partitions p
+     WHERE p.pkey = $1
+       AND EXISTS (SELECT 1 FROM entries e WHERE e.part = p.id)
+       AND (p.session_id IS NULL
+            OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.expires_at > $2))";
+
+pub(crate) const WRITE_PARTITION: &str =
+    "SELECT status, version FROM write_partition($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Removes a partition (its entries by cascade); whether it had entries (the
+/// outer query sees the rows as they were before the deletion).
+pub(crate) const REMOVE_PARTITION: &str =
+    "WITH d AS (DELETE FROM partitions WHERE pkey = $1 RETURNING id)
+     SELECT EXISTS (SELECT 1 FROM entries e JOIN d ON e.part = d.id)";
+
+pub(crate) const PUT_TOMBSTONE: &str = "SELECT put_tombstone($1, $2, $3, $4, $5, $6)";
+
+pub(crate) const GET_TOMBSTONE: &str = "SELECT logged_out_at, expires_at FROM tombstones
+     WHERE kind = $1 AND iss = $2 AND value = $3 AND expires_at > $4";
+
+/// Records `(iss, jti)` unless a live record exists (an expired one is
+/// replaced): a row comes back the first time only. Atomic under
+/// concurrency: `ON CONFLICT` decides on the committed row.
+pub(crate) const RECORD_JTI: &str = "INSERT INTO jtis AS j (iss, jti, expires_at)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at
+     WHERE j.expires_at <= $4
+     RETURNING 1";
+
+pub(crate) const FORGET_JTI: &str = "DELETE FROM jtis WHERE iss = $1 AND jti = $2";
+
+/// Takes a lock unless a live holder exists (an expired one is replaced).
+pub(crate) const TRY_LOCK: &str = "INSERT INTO locks AS l (name, token, expires_at_ms)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (name) DO UPDATE SET token = excluded.token, expires_at_ms = excluded.expires_at_ms
+     WHERE l.expires_at_ms <= $4
+     RETURNING 1";
+
+pub(crate) const UNLOCK: &str = "DELETE FROM locks WHERE name = $1 AND token = $2";
+
+/// Every count from one snapshot (one statement).
+pub(crate) const STATS: &str = "SELECT
+       (SELECT count(*) FROM sessions WHERE expires_at > $1)::bigint,
+       (SELECT count(DISTINCT e.part) FROM entries e JOIN partitions p ON p.id = e.part
+        WHERE p.session_id IS NULL
+           OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.expires_at > $1))::bigint,
+       (SELECT count(*) FROM entries e JOIN partitions p ON p.id = e.part
+        WHERE p.session_id IS NULL
+           OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.expires_at > $1))::bigint,
+       (SELECT count(*) FROM tombstones WHERE expires_at > $1)::bigint";
+
+pub(crate) const SIGN_OUT: &str =
+    "SELECT replayed, removed FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8)";
+
+// Purging, in batches: each batch is one short statement, and rows another
+// purge (on another instance) is deleting are skipped, not waited for.
+
+/// Expired sessions; their partitions and entries go by cascade.
+pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE id = ANY (ARRAY
+     (SELECT id FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub(crate) const PURGE_TOMBSTONES: &str = "DELETE FROM tombstones WHERE ctid = ANY (ARRAY
+     (SELECT ctid FROM tombstones WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub(crate) const PURGE_JTIS: &str = "DELETE FROM jtis WHERE ctid = ANY (ARRAY
+     (SELECT ctid FROM jtis WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+/// Locks store milliseconds: `$1` is in milliseconds here.
+pub(crate) const PURGE_LOCKS: &str = "DELETE FROM locks WHERE ctid = ANY (ARRAY
+     (SELECT ctid FROM locks WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";

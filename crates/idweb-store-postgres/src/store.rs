@@ -1,0 +1,337 @@
+//! [`Store`] for [`PostgresStore`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idweb::{
+    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError,
+    StoreStats, StoredEntry, StoredPartition, Tombstone,
+};
+use tokio_postgres::Row;
+
+use crate::error::{bad_row, corrupt};
+use crate::{LONG_OP_TIMEOUT, PostgresStore, sql};
+
+/// The `tombstones` row key of a selector: `(kind, iss, value)`.
+pub(crate) fn selector_key(
+    selector: &SessionLookup,
+) -> Result<(&'static str, &str, &str), StoreError> {
+    match selector {
+        SessionLookup::ByProviderSession { iss, sid } => Ok(("sid", iss, sid)),
+        SessionLookup::BySubject { iss, sub } => Ok(("sub", iss, sub)),
+        _ => Err(StoreError::Unavailable(
+            "this store does not know that kind of session lookup".into(),
+        )),
+    }
+}
+
+fn decode_session(data: &str) -> Result<Session, StoreError> {
+    serde_json::from_str(data).map_err(corrupt)
+}
+
+fn to_u64(n: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| corrupt(format!("negative {what} ({n})")))
+}
+
+fn to_i64(n: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(n)
+        .map_err(|_| StoreError::Unavailable(format!("{what} {n} is too large to store").into()))
+}
+
+fn session_of(row: &Row, id: Option<&SessionId>) -> Result<Session, StoreError> {
+    let data: String = row.try_get(0).map_err(bad_row)?;
+    let session = decode_session(&data)?;
+    if let Some(id) = id
+        && !session.id.matches(id)
+    {
+        return Err(corrupt("a session row holds another session's id"));
+    }
+    Ok(session)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        let data = serde_json::to_string(session).map_err(corrupt)?;
+        let now = self.now();
+        let row = self
+            .query_one(
+                sql::PUT_SESSION,
+                &[
+                    &session.id.secret(),
+                    &session.iss,
+                    &session.sub,
+                    &session.sid,
+                    &session.created_at,
+                    &session.expires_at,
+                    &data,
+                    &now,
+                ],
+            )
+            .await?;
+        if row.try_get::<_, bool>(0).map_err(bad_row)? {
+            Ok(())
+        } else {
+            Err(StoreError::SignedOut)
+        }
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let now = self.now();
+        let rows = self.read(sql::GET_SESSION, &[&id.secret(), &now]).await?;
+        rows.first()
+            .map(|row| session_of(row, Some(id)))
+            .transpose()
+    }
+
+    async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let rows = self.query(sql::REMOVE_SESSION, &[&id.secret()]).await?;
+        // Removed even when its data no longer decodes: a sign-out must not
+        // be stopped by a damaged row. The caller still learns about it.
+        rows.first().map(|row| session_of(row, None)).transpose()
+    }
+
+    async fn find_sessions(&self, lookup: &SessionLookup) -> Result<Vec<SessionId>, StoreError> {
+        let now = self.now();
+        let (kind, iss, value) = selector_key(lookup)?;
+        let statement = if kind == "sid" {
+            sql::SESSIONS_BY_SID
+        } else {
+            sql::SESSIONS_BY_SUB
+        };
+        self.read(statement, &[&iss, &value, &now])
+            .await?
+            .iter()
+            .map(|row| {
+                row.try_get::<_, String>(0)
+                    .map(SessionId::from_string)
+                    .map_err(bad_row)
+            })
+            .collect()
+    }
+
+    async fn session_count(&self) -> Result<u64, StoreError> {
+        let now = self.now();
+        let rows = self
+            .query_within(LONG_OP_TIMEOUT, sql::SESSION_COUNT, &[&now], true)
+            .await?;
+        let n: i64 = rows
+            .first()
+            .ok_or_else(|| corrupt("no count"))?
+            .try_get(0)
+            .map_err(bad_row)?;
+        to_u64(n, "session count")
+    }
+
+    async fn list_sessions(
+        &self,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let now = self.now();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match after {
+            None => {
+                self.query_within(
+                    LONG_OP_TIMEOUT,
+                    sql::SESSIONS_LIST_FIRST,
+                    &[&now, &limit],
+                    true,
+                )
+                .await?
+            }
+            Some(after) => {
+                self.query_within(
+                    LONG_OP_TIMEOUT,
+                    sql::SESSIONS_LIST_AFTER,
+                    &[&after.secret(), &now, &limit],
+                    true,
+                )
+                .await?
+            }
+        };
+        rows.iter().map(|row| session_of(row, None)).collect()
+    }
+
+    async fn get_partition(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<Option<StoredPartition>, StoreError> {
+        let now = self.now();
+        let rows = self
+            .read(sql::GET_PARTITION, &[&key.storage_key(), &now])
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut partition = StoredPartition::default();
+        partition.version = to_u64(first.try_get(0).map_err(bad_row)?, "partition version")?;
+        for row in &rows {
+            partition.entries.push(StoredEntry::new(
+                row.try_get::<_, String>(1).map_err(bad_row)?,
+                row.try_get::<_, String>(2).map_err(bad_row)?,
+                row.try_get::<_, Option<i64>>(3).map_err(bad_row)?,
+                row.try_get::<_, Vec<u8>>(4).map_err(bad_row)?,
+            ));
+        }
+        Ok(Some(partition))
+    }
+
+    async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
+        let now = self.now();
+        let rows = self
+            .read(sql::PARTITION_VERSION, &[&key.storage_key(), &now])
+            .await?;
+        rows.first()
+            .map(|row| {
+                row.try_get::<_, i64>(0)
+                    .map_err(bad_row)
+                    .and_then(|v| to_u64(v, "partition version"))
+            })
+            .transpose()
+    }
+
+    async fn write_partition(
+        &self,
+        key: &PartitionKey,
+        write: PartitionWrite,
+    ) -> Result<u64, StoreError> {
+        let now = self.now();
+        let pkey = key.storage_key();
+        let session = key.session_id().map(|id| id.secret().to_string());
+        let expected = write
+            .expected_version
+            .map(|v| to_i64(v, "partition version"))
+            .transpose()?;
+        // One row per cache key (the last upsert of a key wins), as one
+        // INSERT cannot touch a row twice.
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, e) in write.upsert.iter().enumerate() {
+            last.insert(e.cache_key.as_str(), i);
+        }
+        let mut upsert: Vec<&StoredEntry> = write
+            .upsert
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| last.get(e.cache_key.as_str()) == Some(i))
+            .map(|(_, e)| e)
+            .collect();
+        upsert.sort_by(|a, b| a.cache_key.cmp(&b.cache_key));
+        let keys: Vec<&str> = upsert.iter().map(|e| e.cache_key.as_str()).collect();
+        let kinds: Vec<&str> = upsert.iter().map(|e| e.kind.as_str()).collect();
+        let expires: Vec<Option<i64>> = upsert.iter().map(|e| e.expires_at).collect();
+        let sealed: Vec<&[u8]> = upsert.iter().map(|e| e.sealed.as_slice()).collect();
+        let remove: Vec<&str> = write.remove.iter().map(String::as_str).collect();
+        let row = self
+            .query_one(
+                sql::WRITE_PARTITION,
+                &[
+                    &pkey, &session, &expected, &now, &remove, &keys, &kinds, &expires, &sealed,
+                ],
+            )
+            .await?;
+        let status: i32 = row.try_get(0).map_err(bad_row)?;
+        let version = to_u64(row.try_get(1).map_err(bad_row)?, "partition version")?;
+        match status {
+            0 => Ok(version),
+            1 => Err(StoreError::SignedOut),
+            2 => Err(StoreError::Conflict {
+                expected: write.expected_version.unwrap_or_default(),
+                found: version,
+            }),
+            _ => Err(corrupt(format!("write_partition answered status {status}"))),
+        }
+    }
+
+    async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError> {
+        let row = self
+            .query_one(sql::REMOVE_PARTITION, &[&key.storage_key()])
+            .await?;
+        row.try_get(0).map_err(bad_row)
+    }
+
+    async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
+        let (kind, iss, value) = selector_key(&tombstone.selector)?;
+        let now = self.now();
+        self.query(
+            sql::PUT_TOMBSTONE,
+            &[
+                &kind,
+                &iss,
+                &value,
+                &tombstone.logged_out_at,
+                &tombstone.expires_at,
+                &now,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_tombstone(
+        &self,
+        selector: &SessionLookup,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        let (kind, iss, value) = selector_key(selector)?;
+        let now = self.now();
+        let rows = self
+            .read(sql::GET_TOMBSTONE, &[&kind, &iss, &value, &now])
+            .await?;
+        rows.first()
+            .map(|row| {
+                Ok(Tombstone::new(
+                    selector.clone(),
+                    row.try_get(0).map_err(bad_row)?,
+                    row.try_get(1).map_err(bad_row)?,
+                ))
+            })
+            .transpose()
+    }
+
+    async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        let now = self.now();
+        let rows = self
+            .query(sql::RECORD_JTI, &[&iss, &jti, &expires_at, &now])
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
+        self.query(sql::FORGET_JTI, &[&iss, &jti]).await.map(drop)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let now = self.now();
+        let rows = self
+            .query_within(LONG_OP_TIMEOUT, sql::STATS, &[&now], true)
+            .await?;
+        let row = rows.first().ok_or_else(|| corrupt("no statistics"))?;
+        let count = |i: usize, what: &str| -> Result<u64, StoreError> {
+            to_u64(row.try_get(i).map_err(bad_row)?, what)
+        };
+        let mut stats = StoreStats::default();
+        stats.sessions = count(0, "session count")?;
+        stats.partitions = count(1, "partition count")?;
+        stats.entries = count(2, "entry count")?;
+        stats.tombstones = count(3, "tombstone count")?;
+        Ok(stats)
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        let now = self.now_ms();
+        let ttl = i64::try_from(ttl.as_millis().max(1)).unwrap_or(i64::MAX / 2);
+        let until = now.saturating_add(ttl);
+        let token = LockToken::generate();
+        let rows = self
+            .query(sql::TRY_LOCK, &[&name, &token.as_str(), &until, &now])
+            .await?;
+        Ok((!rows.is_empty()).then_some(token))
+    }
+
+    async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.query(sql::UNLOCK, &[&name, &token.as_str()])
+            .await
+            .map(drop)
+    }
+}
