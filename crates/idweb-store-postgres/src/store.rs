@@ -329,7 +329,11 @@ impl Store for PostgresStore {
             }
         };
         let (jti_iss, jti, jti_expires_at) = match &request.jti {
-            Some(j) => (Some(j.iss.as_str()), Some(j.jti.as_str()), Some(j.expires_at)),
+            Some(j) => (
+                Some(j.iss.as_str()),
+                Some(j.jti.as_str()),
+                Some(j.expires_at),
+            ),
             None => (None, None, None),
         };
         let now = self.now();

@@ -302,7 +302,10 @@ async fn a_sign_out_failing_midway_writes_nothing() {
     assert_eq!(rows(&schema, "jtis").await, 0);
     assert_eq!(rows(&schema, "tombstones").await, 0);
     for s in [&a, &b] {
-        assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
+        assert_eq!(
+            store.get_session(&s.id).await.expect("get"),
+            Some(s.clone())
+        );
     }
 
     admin
