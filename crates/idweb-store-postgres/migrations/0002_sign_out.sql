@@ -1,23 +1,56 @@
--- Version 2: one atomic sign-out. The replay record of the logout token (if
--- any), the tombstone and the removal of every session it selects (with
--- their partitions and entries, by cascade) commit together: a crash leaves
--- either nothing (the provider's retry does it all) or everything.
+-- Version 2: one atomic sign-out (`Store::sign_out`). The replay check and
+-- record of the logout token (if any), the tombstone and the removal of
+-- every session it selects (with their partitions and entries, by cascade)
+-- commit together: a crash leaves either nothing (the provider's retry does
+-- it all) or everything.
 --
+-- `p_kind`: 'sid' or 'sub' (every session of `(p_iss, p_value)`, whose
+-- selector is tombstoned), or 'id' (the session `p_value`; `p_iss` unused;
+-- its `(iss, sid)` is tombstoned when it has a `sid`).
+-- `p_only_if_found`: when no live session matches, nothing is written.
 -- `p_jti` NULL: no replay record. Returns `replayed` true (and nothing done)
--- when `(p_iss, p_jti)` was already recorded and has not expired; otherwise
--- the ids of the live sessions removed.
+-- when `(p_jti_iss, p_jti)` is recorded and has not expired; otherwise the
+-- ids of the live sessions removed.
 CREATE FUNCTION sign_out(
     p_kind text, p_iss text, p_value text, p_logged_out_at bigint, p_tombstone_expires_at bigint,
-    p_jti text, p_jti_expires_at bigint, p_now bigint,
+    p_only_if_found boolean, p_jti_iss text, p_jti text, p_jti_expires_at bigint, p_now bigint,
     OUT replayed boolean, OUT removed text[]
 )
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_iss text;
+    v_sid text;
+    v_live boolean;
 BEGIN
     replayed := false;
     removed := '{}';
+    IF p_jti IS NOT NULL AND EXISTS (
+            SELECT 1 FROM jtis j
+            WHERE j.iss = p_jti_iss AND j.jti = p_jti AND j.expires_at > p_now) THEN
+        replayed := true;
+        RETURN;
+    END IF;
+    IF p_kind = 'id' THEN
+        SELECT s.iss, s.sid, s.expires_at > p_now INTO v_iss, v_sid, v_live
+        FROM sessions s WHERE s.id = p_value;
+        v_live := coalesce(v_live, false);
+    ELSIF p_kind = 'sid' THEN
+        v_live := EXISTS (SELECT 1 FROM sessions s
+                          WHERE s.iss = p_iss AND s.sid = p_value AND s.expires_at > p_now);
+    ELSIF p_kind = 'sub' THEN
+        v_live := EXISTS (SELECT 1 FROM sessions s
+                          WHERE s.iss = p_iss AND s.sub = p_value AND s.expires_at > p_now);
+    ELSE
+        RAISE EXCEPTION 'unknown sign-out target kind';
+    END IF;
+    IF p_only_if_found AND NOT v_live THEN
+        RETURN;
+    END IF;
+    -- The test-and-set: a concurrent sign-out with the same jti that
+    -- committed first makes this one a replay (nothing was written before).
     IF p_jti IS NOT NULL THEN
-        INSERT INTO jtis AS j (iss, jti, expires_at) VALUES (p_iss, p_jti, p_jti_expires_at)
+        INSERT INTO jtis AS j (iss, jti, expires_at) VALUES (p_jti_iss, p_jti, p_jti_expires_at)
         ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at
         WHERE j.expires_at <= p_now;
         IF NOT FOUND THEN
@@ -25,6 +58,16 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    IF p_kind = 'id' THEN
+        IF v_sid IS NOT NULL THEN
+            PERFORM put_tombstone('sid', v_iss, v_sid, p_logged_out_at, p_tombstone_expires_at, p_now);
+        END IF;
+        WITH d AS (DELETE FROM sessions s WHERE s.id = p_value RETURNING s.id, s.expires_at)
+        SELECT coalesce(array_agg(d.id) FILTER (WHERE d.expires_at > p_now), '{}') INTO removed FROM d;
+        RETURN;
+    END IF;
+    -- The lookup follows the tombstone (taken under its selector's lock): a
+    -- sign-in either sees the tombstone or committed its session before it.
     PERFORM put_tombstone(p_kind, p_iss, p_value, p_logged_out_at, p_tombstone_expires_at, p_now);
     IF p_kind = 'sid' THEN
         WITH d AS (DELETE FROM sessions s WHERE s.iss = p_iss AND s.sid = p_value

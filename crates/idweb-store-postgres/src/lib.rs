@@ -42,7 +42,7 @@
 //! connection; afterwards **every operation is one statement, hence one
 //! round trip**: a cache hit (`get_partition` or `partition_version`) is one
 //! indexed read, and the writes that take several steps (`put_session`,
-//! `write_partition`, `put_tombstone`, [`PostgresStore::sign_out`]) are
+//! `write_partition`, `put_tombstone`, `Store::sign_out`) are
 //! PL/pgSQL functions installed by the migrations, each running as one
 //! transaction on the server. Connections are made in 3 s at most, a
 //! connection waits at most 5 s for the pool, and every operation is bounded
@@ -74,9 +74,15 @@
 //!   UPDATE ... WHERE expired` statements: atomic test-and-set.
 //! - **Lookups** by `(iss, sid)` and `(iss, sub)` use their own indexes; cost
 //!   follows the user's sessions, not the table's size.
-//! - **One atomic sign-out.** [`PostgresStore::sign_out`] records the logout
-//!   token's `jti`, the tombstone and removes every selected session (with
-//!   partitions and entries) in one transaction.
+//! - **One atomic sign-out.** [`Store::sign_out`](idweb::Store::sign_out)
+//!   checks and records the logout token's `jti`, records the tombstone and
+//!   removes every selected session (with partitions and entries) in one
+//!   transaction, or writes nothing (a replay, or `only_if_found` with no
+//!   live session).
+//! - **Signed-out sessions stay out.** `get_session` checks the session's
+//!   live tombstones (`(iss, sid)`, and `(iss, sub)` of a sign-out not
+//!   before its creation) in the same statement: a covered session is
+//!   refused even while its rows remain.
 //!
 //! ## Expiry
 //!
@@ -115,7 +121,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use idweb::{Clock, SessionId, SessionLookup, StoreError, SystemClock};
+use idweb::{Clock, StoreError, SystemClock};
 use tokio_postgres::NoTls;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -124,7 +130,7 @@ pub use config::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresUrlE
 pub use error::PostgresError;
 pub use migrations::latest_version;
 
-use crate::error::{bad_row, unavailable};
+use crate::error::unavailable;
 
 /// How long one operation may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,16 +183,6 @@ fn connection_lost(e: &tokio_postgres::Error, closed: bool) -> bool {
         // 57P0x: terminated by an administrator, crash or shutdown; 08: connection exception.
         code.starts_with("57P0") || code.starts_with("08")
     })
-}
-
-/// What [`PostgresStore::sign_out`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct SignOutOutcome {
-    /// The logout token's `jti` was already recorded: nothing was done.
-    pub replayed: bool,
-    /// The live sessions removed.
-    pub removed: Vec<SessionId>,
 }
 
 impl PostgresStore {
@@ -390,59 +386,6 @@ impl PostgresStore {
         tokio::time::timeout(limit, run)
             .await
             .map_err(|_| unavailable(PostgresError::Timeout(limit)))?
-    }
-
-    /// Signs out `selector` in one transaction (one round trip): records
-    /// `(iss, jti)` of the logout token until `jti_expires_at` when `jti` is
-    /// given (and does nothing else if it was already recorded: a replay),
-    /// records the tombstone (`logged_out_at`, kept until
-    /// `tombstone_expires_at`), and removes every session the selector
-    /// matches with its partition and entries. A crash or an error leaves
-    /// either nothing or all of it.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`]: nothing happened, or (if the connection
-    /// broke while committing) all of it did; retrying is safe either way
-    /// only without a `jti` or after [`forget_jti`](idweb::Store::forget_jti).
-    pub async fn sign_out(
-        &self,
-        selector: &SessionLookup,
-        logged_out_at: i64,
-        tombstone_expires_at: i64,
-        jti: Option<(&str, i64)>,
-    ) -> Result<SignOutOutcome, StoreError> {
-        if self.inner.schema_version < 2 {
-            return Err(unavailable(PostgresError::UnexpectedReply(
-                "the schema predates the atomic sign-out (version 2)",
-            )));
-        }
-        let (kind, iss, value) = store::selector_key(selector)?;
-        let now = self.now();
-        let (jti, jti_expires_at) = match jti {
-            Some((j, exp)) => (Some(j), Some(exp)),
-            None => (None, None),
-        };
-        let row = self
-            .query_one(
-                sql::SIGN_OUT,
-                &[
-                    &kind,
-                    &iss,
-                    &value,
-                    &logged_out_at,
-                    &tombstone_expires_at,
-                    &jti,
-                    &jti_expires_at,
-                    &now,
-                ],
-            )
-            .await?;
-        let replayed: bool = row.try_get(0).map_err(bad_row)?;
-        let removed: Vec<String> = row.try_get(1).map_err(bad_row)?;
-        Ok(SignOutOutcome {
-            replayed,
-            removed: removed.into_iter().map(SessionId::from_string).collect(),
-        })
     }
 
     /// Connections open now and idle now (for tests and diagnostics).

@@ -4,7 +4,18 @@
 
 pub(crate) const PUT_SESSION: &str = "SELECT put_session($1, $2, $3, $4, $5, $6, $7, $8)";
 
-pub(crate) const GET_SESSION: &str = "SELECT data FROM sessions WHERE id = $1 AND expires_at > $2";
+/// A live session unless a live tombstone covers it (an `(iss, sid)` one, or
+/// an `(iss, sub)` one of a sign-out at or after its creation), even while
+/// its rows remain: one statement (one snapshot), each tombstone probed by
+/// its primary key.
+pub(crate) const GET_SESSION: &str = "SELECT s.data FROM sessions s
+     WHERE s.id = $1 AND s.expires_at > $2
+       AND NOT EXISTS (SELECT 1 FROM tombstones t
+                       WHERE t.kind = 'sid' AND t.iss = s.iss AND t.value = s.sid
+                         AND t.expires_at > $2)
+       AND NOT EXISTS (SELECT 1 FROM tombstones t
+                       WHERE t.kind = 'sub' AND t.iss = s.iss AND t.value = s.sub
+                         AND t.expires_at > $2 AND t.logged_out_at >= s.created_at)";
 
 pub(crate) const REMOVE_SESSION: &str = "DELETE FROM sessions WHERE id = $1 RETURNING data";
 
@@ -85,8 +96,13 @@ pub(crate) const STATS: &str = "SELECT
            OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.expires_at > $1))::bigint,
        (SELECT count(*) FROM tombstones WHERE expires_at > $1)::bigint";
 
+/// A whole sign-out in one transaction (see migration 2).
 pub(crate) const SIGN_OUT: &str =
-    "SELECT replayed, removed FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8)";
+    "SELECT replayed, removed FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Whether `(iss, jti)` has a live replay record.
+pub(crate) const JTI_RECORDED: &str =
+    "SELECT EXISTS (SELECT 1 FROM jtis WHERE iss = $1 AND jti = $2 AND expires_at > $3)";
 
 // Purging, in batches: each batch is one short statement, and rows another
 // purge (on another instance) is deleting are skipped, not waited for.

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idweb::{
-    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, Store, StoreError,
-    StoreStats, StoredEntry, StoredPartition, Tombstone,
+    LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup, SignOutOutcome,
+    SignOutRequest, SignOutTarget, Store, StoreError, StoreStats, StoredEntry, StoredPartition,
+    Tombstone, sign_out_in_order,
 };
 use tokio_postgres::Row;
 
@@ -295,6 +296,71 @@ impl Store for PostgresStore {
             .query(sql::RECORD_JTI, &[&iss, &jti, &expires_at, &now])
             .await?;
         Ok(!rows.is_empty())
+    }
+
+    async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
+        let now = self.now();
+        let row = self
+            .read(sql::JTI_RECORDED, &[&iss, &jti, &now])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| corrupt("no answer to a jti lookup"))?;
+        row.try_get(0).map_err(bad_row)
+    }
+
+    /// Atomic: one statement, the function `sign_out` of schema version 2,
+    /// running as one transaction. On a schema still at version 1 (opened
+    /// with a maximum version, for migration tests) the order-based default.
+    async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
+        if self.inner.schema_version < 2 {
+            return sign_out_in_order(self, request).await;
+        }
+        let (kind, iss, value) = match &request.target {
+            SignOutTarget::Session(id) => ("id", None, id.secret()),
+            SignOutTarget::Lookup(lookup) => {
+                let (kind, iss, value) = selector_key(lookup)?;
+                (kind, Some(iss), value)
+            }
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "this store does not know that kind of sign-out target".into(),
+                ));
+            }
+        };
+        let (jti_iss, jti, jti_expires_at) = match &request.jti {
+            Some(j) => (
+                Some(j.iss.as_str()),
+                Some(j.jti.as_str()),
+                Some(j.expires_at),
+            ),
+            None => (None, None, None),
+        };
+        let now = self.now();
+        let row = self
+            .query_one(
+                sql::SIGN_OUT,
+                &[
+                    &kind,
+                    &iss,
+                    &value,
+                    &request.logged_out_at,
+                    &request.tombstone_expires_at,
+                    &request.only_if_found,
+                    &jti_iss,
+                    &jti,
+                    &jti_expires_at,
+                    &now,
+                ],
+            )
+            .await?;
+        if row.try_get::<_, bool>(0).map_err(bad_row)? {
+            return Ok(SignOutOutcome::Replayed);
+        }
+        let removed: Vec<String> = row.try_get(1).map_err(bad_row)?;
+        Ok(SignOutOutcome::SignedOut {
+            removed: removed.into_iter().map(SessionId::from_string).collect(),
+        })
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {

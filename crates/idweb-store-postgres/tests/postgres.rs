@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{DropSchema, TestDatabase, unique_name};
 use idweb::{
-    Clock, ManualClock, PartitionKey, PartitionWrite, Secret, Session, SessionId, SessionLookup,
-    Store, StoreError, StoredEntry, SystemClock, Tombstone,
+    Clock, JtiRecord, ManualClock, PartitionKey, PartitionWrite, Secret, Session, SessionId,
+    SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoredEntry,
+    SystemClock, Tombstone,
 };
 use idweb_store_postgres::{PostgresConfig, PostgresError, PostgresStore, latest_version};
 use tokio::sync::Barrier;
@@ -33,6 +34,16 @@ fn entry(key: &str, payload: &[u8]) -> StoredEntry {
 
 fn unique(what: &str) -> String {
     format!("{what}-{}", SessionId::generate().fingerprint())
+}
+
+/// The sorted ids a sign-out removed (panics on a replay).
+fn removed_ids(outcome: SignOutOutcome) -> Vec<String> {
+    let SignOutOutcome::SignedOut { removed } = outcome else {
+        panic!("not signed out: {outcome:?}");
+    };
+    let mut ids: Vec<String> = removed.iter().map(|i| i.secret().to_string()).collect();
+    ids.sort();
+    ids
 }
 
 fn clock() -> Arc<dyn Clock> {
@@ -231,33 +242,138 @@ async fn sign_out_records_jti_tombstone_and_removals_together() {
         iss: iss.clone(),
         sub: sub.clone(),
     };
-    let out = store
-        .sign_out(&by_sub, now, now + 7200, Some(("jti-1", now + 300)))
-        .await
-        .expect("sign out");
-    assert!(!out.replayed);
-    let mut removed: Vec<String> = out.removed.iter().map(|i| i.secret().to_string()).collect();
-    removed.sort();
+    let request = SignOutRequest::new(SignOutTarget::Lookup(by_sub.clone()), now, now + 7200)
+        .with_jti(JtiRecord::new(iss.clone(), "jti-1", now + 300));
+    let out = store.sign_out(&request).await.expect("sign out");
     let mut expected = vec![a.id.secret().to_string(), b.id.secret().to_string()];
     expected.sort();
-    assert_eq!(removed, expected);
+    assert_eq!(removed_ids(out), expected);
     for table in ["sessions", "partitions", "entries"] {
         assert_eq!(rows(&schema, table).await, 0, "{table}");
     }
     assert!(store.get_tombstone(&by_sub).await.expect("get").is_some());
-    assert!(
-        !store
-            .record_jti(&iss, "jti-1", now + 300)
-            .await
-            .expect("jti recorded")
+    assert!(store.is_jti_recorded(&iss, "jti-1").await.expect("jti"));
+    assert_eq!(rows(&schema, "jtis").await, 1);
+    assert_eq!(
+        store.sign_out(&request).await.expect("replay"),
+        SignOutOutcome::Replayed
     );
-    let again = store
-        .sign_out(&by_sub, now, now + 7200, Some(("jti-1", now + 300)))
-        .await
-        .expect("replay");
-    assert!(again.replayed && again.removed.is_empty());
     let late = store.put_session(&session(&iss, &sub, None, now)).await;
     assert!(matches!(late, Err(StoreError::SignedOut)), "{late:?}");
+}
+
+/// All or nothing: a sign-out whose removal fails (a trigger refuses the
+/// delete) leaves no replay record and no tombstone, for either kind of
+/// target; once the fault is gone, the retry of the same request does it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_failing_midway_writes_nothing() {
+    let schema = unique_name("signfail");
+    let _drop = DropSchema(schema.clone());
+    let store = common::open(&schema, clock()).await;
+    let now = clock().unix_now();
+    let (iss, sid) = (unique("https://iss"), unique("sid"));
+    let a = session(&iss, &unique("sub"), Some(&sid), now);
+    let b = session(&iss, &unique("sub"), Some(&unique("sid")), now);
+    for s in [&a, &b] {
+        store.put_session(s).await.expect("put");
+    }
+    let admin = common::admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'removal refused'; END $$;
+             CREATE TRIGGER refuse BEFORE DELETE ON {schema}.sessions
+                 FOR EACH ROW EXECUTE FUNCTION {schema}.refuse();"
+        ))
+        .await
+        .expect("trigger");
+    let by_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: sid.clone(),
+    };
+    let by_lookup = SignOutRequest::new(SignOutTarget::Lookup(by_sid.clone()), now, now + 600)
+        .with_jti(JtiRecord::new(iss.clone(), "jti-a", now + 300));
+    let by_id = SignOutRequest::new(SignOutTarget::Session(b.id.clone()), now, now + 600)
+        .with_jti(JtiRecord::new(iss.clone(), "jti-b", now + 300));
+    for request in [&by_lookup, &by_id] {
+        let r = store.sign_out(request).await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    }
+    assert_eq!(rows(&schema, "jtis").await, 0);
+    assert_eq!(rows(&schema, "tombstones").await, 0);
+    for s in [&a, &b] {
+        assert_eq!(
+            store.get_session(&s.id).await.expect("get"),
+            Some(s.clone())
+        );
+    }
+
+    admin
+        .batch_execute(&format!("DROP TRIGGER refuse ON {schema}.sessions"))
+        .await
+        .expect("drop trigger");
+    let out = store.sign_out(&by_lookup).await.expect("retry");
+    assert_eq!(removed_ids(out), vec![a.id.secret().to_string()]);
+    let out = store.sign_out(&by_id).await.expect("retry");
+    assert_eq!(removed_ids(out), vec![b.id.secret().to_string()]);
+    assert_eq!(rows(&schema, "jtis").await, 2);
+    let b_sid = SessionLookup::ByProviderSession {
+        iss: iss.clone(),
+        sid: b.sid.clone().expect("sid"),
+    };
+    for selector in [&by_sid, &b_sid] {
+        assert!(store.get_tombstone(selector).await.expect("get").is_some());
+    }
+}
+
+/// The same logout token delivered many times at once, on two pools: it is
+/// carried out exactly once, every other delivery is a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_of_one_logout_token_sign_out_once() {
+    let schema = unique_name("signrace");
+    let _drop = DropSchema(schema.clone());
+    let stores = [
+        common::open(&schema, clock()).await,
+        common::open(&schema, clock()).await,
+    ];
+    let now = clock().unix_now();
+    for round in 0..20 {
+        let (iss, sub) = (unique("https://iss"), unique("sub"));
+        let s = session(&iss, &sub, Some(&unique("sid")), now);
+        stores[0].put_session(&s).await.expect("put");
+        let request = SignOutRequest::new(
+            SignOutTarget::Lookup(SessionLookup::BySubject {
+                iss: iss.clone(),
+                sub,
+            }),
+            now,
+            now + 600,
+        )
+        .with_jti(JtiRecord::new(iss, unique("jti"), now + 300));
+        let barrier = Arc::new(Barrier::new(6));
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let (store, request, barrier) =
+                    (stores[i % 2].clone(), request.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.sign_out(&request).await.expect("sign out")
+                })
+            })
+            .collect();
+        let mut signed_out = Vec::new();
+        for t in tasks {
+            match t.await.expect("task") {
+                SignOutOutcome::Replayed => {}
+                other => signed_out.push(removed_ids(other)),
+            }
+        }
+        assert_eq!(
+            signed_out,
+            vec![vec![s.id.secret().to_string()]],
+            "round {round}"
+        );
+    }
 }
 
 /// From empty: the schema is created at the latest version; opening again
@@ -327,11 +443,18 @@ async fn migration_from_version_1_keeps_the_data() {
         iss: iss.clone(),
         sid: sid.clone(),
     };
-    let r = v1.sign_out(&lookup, now, now + 60, None).await;
-    assert!(
-        matches!(r, Err(StoreError::Unavailable(_))),
-        "version 1 has no sign_out: {r:?}"
-    );
+    // Version 1 has no `sign_out` function: the order-based sign-out.
+    let other = session(&iss, &unique("sub"), Some(&unique("sid")), now);
+    v1.put_session(&other).await.expect("put");
+    let out = v1
+        .sign_out(&SignOutRequest::new(
+            SignOutTarget::Session(other.id.clone()),
+            now,
+            now + 60,
+        ))
+        .await
+        .expect("sign out at version 1");
+    assert_eq!(removed_ids(out), vec![other.id.secret().to_string()]);
     drop(v1);
 
     let v2 = PostgresStore::open(&db.url()).await.expect("migrate");
@@ -347,10 +470,14 @@ async fn migration_from_version_1_keeps_the_data() {
         (v, &b"kept"[..])
     );
     let out = v2
-        .sign_out(&lookup, now, now + 60, None)
+        .sign_out(&SignOutRequest::new(
+            SignOutTarget::Lookup(lookup),
+            now,
+            now + 60,
+        ))
         .await
         .expect("sign out");
-    assert_eq!(out.removed, vec![s.id.clone()]);
+    assert_eq!(removed_ids(out), vec![s.id.secret().to_string()]);
     assert_eq!(v2.get_partition(&key).await.expect("get"), None);
 }
 
