@@ -1076,7 +1076,7 @@ impl Store for CachingStore {
     /// is queued for later and L1 is off until resubscribed, as for every
     /// write. The announcement asks every instance to acknowledge it, and a
     /// stored sign-out returns only once no instance can still answer from
-    /// what it removed (as [`acknowledged`](Self::acknowledged) bounds).
+    /// what it removed (within the bound of its acknowledgement wait).
     /// Cluster: the steps in order, each announced (and acknowledged) as it
     /// is stored.
     async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
