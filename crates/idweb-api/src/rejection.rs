@@ -206,6 +206,15 @@ impl IntoResponse for ApiRejection {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
+        if let RejectionReason::KeysUnavailable(e) = &self.reason
+            && let Some(after) = e.retry_after()
+        {
+            // Whole seconds, rounded up (RFC 9110 §10.2.3).
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         response
     }
 }

@@ -257,6 +257,13 @@ impl JwtBearer {
                 JwsError::Key(ProviderError::Fetch(e)) => {
                     ValidationError::KeysUnavailable(ProviderError::Fetch(e))
                 }
+                // A key the provider may have just rotated in, while the key
+                // set may not be fetched again yet: retryable, not a verdict
+                // on the token (a client told 401 would only fetch another
+                // token signed with the same new key).
+                JwsError::Key(e @ ProviderError::KeyRefetchRateLimited { .. }) => {
+                    ValidationError::KeysUnavailable(e)
+                }
                 JwsError::Key(_) => InvalidToken::UnknownKey.into(),
                 _ => InvalidToken::Malformed.into(),
             })?;

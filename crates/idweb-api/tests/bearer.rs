@@ -223,7 +223,10 @@ async fn a_key_the_idp_does_not_know_is_401() {
         .assert_invalid_token("signed with an unknown key");
 
     // Our own key under the IdP's kid: the IdP's key is RSA, ours EC: no
-    // key fits the header.
+    // key fits the header. (Past the refetch interval, so that the key set
+    // is looked at again and the answer is a verdict, not a 503 "retry
+    // later" as within the interval.)
+    env.clock.advance(Duration::from_secs(31));
     let real = client_token(&env.idp, READ).await;
     let kid = jwt_parts(&real).0["kid"].as_str().unwrap().to_owned();
     let forged = ours.sign(json!({ "typ": "at+jwt", "kid": kid }), &claims);
@@ -649,12 +652,21 @@ async fn key_rotation_at_the_idp_is_followed() {
     // The new kid is unknown: one refetch, and the token is accepted.
     assert_eq!(env.get("/me", &after).await.status, StatusCode::OK);
 
-    // A second rotation right away: the refetch is rate-limited...
+    // A second rotation right away: the refetch is rate-limited, and the
+    // answer is retryable (503 + Retry-After), not a verdict on the token...
     env.idp.rotate_keys(false);
     let third = client_token(&env.idp, READ).await;
-    env.get("/me", &third)
-        .await
-        .assert_invalid_token("unknown key");
+    let answer = env.get("/me", &third).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = answer
+        .headers
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
     // ...until the interval (30 s on the injected clock) has passed.
     env.clock.advance(Duration::from_secs(31));
     assert_eq!(env.get("/me", &third).await.status, StatusCode::OK);

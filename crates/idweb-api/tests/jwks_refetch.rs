@@ -100,7 +100,8 @@ async fn unknown_kid_causes_one_rate_limited_refetch() {
     answer.assert_not_echoed(&t2);
     assert_eq!(issuer.fetches(), 2);
 
-    // A flood of unknown kids within the interval: no more fetches.
+    // A flood of unknown kids within the interval: no more fetches; each is
+    // answered 503 (retryable: the keys cannot be looked at again yet).
     let flood: Vec<_> = (0..20)
         .map(|i| {
             let me = me.clone();
@@ -110,13 +111,17 @@ async fn unknown_kid_causes_one_rate_limited_refetch() {
         })
         .collect();
     for request in flood {
-        assert_eq!(request.await.unwrap(), StatusCode::UNAUTHORIZED);
+        assert_eq!(request.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
     }
     assert_eq!(issuer.fetches(), 2);
 
-    // The issuer publishes k2, but the interval has not passed: still refused.
+    // The issuer publishes k2, but the interval has not passed: 503 with
+    // Retry-After, so the client retries rather than dropping its token.
     issuer.publish(k2.jwk());
-    get_with(&me, &t2).await.assert_invalid_token("unknown key");
+    let answer = get_with(&me, &t2).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert!(answer.headers.contains_key("retry-after"), "{answer:?}");
+    answer.assert_not_echoed(&t2);
     assert_eq!(issuer.fetches(), 2);
 
     // 30 seconds later (injected clock): one refetch finds k2.

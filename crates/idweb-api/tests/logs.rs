@@ -60,8 +60,10 @@ async fn tokens_never_reach_the_logs() {
             StatusCode::FORBIDDEN,
             StatusCode::UNAUTHORIZED,
             StatusCode::UNAUTHORIZED,
+            // The unknown kid: the first request refetches the keys (401),
+            // the second comes within the refetch interval (503, retryable).
             StatusCode::UNAUTHORIZED,
-            StatusCode::UNAUTHORIZED,
+            StatusCode::SERVICE_UNAVAILABLE,
             StatusCode::UNAUTHORIZED,
             StatusCode::UNAUTHORIZED,
             StatusCode::UNAUTHORIZED,
