@@ -167,6 +167,13 @@ fn ack_channel(invalidations: &str, origin: &str) -> String {
 }
 
 /// State shared by the store and its subscriber task.
+/// The L1 names of one session id.
+#[derive(Clone)]
+struct SessionNames {
+    session: Arc<str>,
+    partition: Arc<str>,
+}
+
 struct Shared {
     /// This instance's word in the messages it sends (`@` and a random
     /// token): its own echoes are skipped, its writes having dropped its
@@ -199,6 +206,10 @@ struct Shared {
     live_since: AtomicU64,
     /// Heartbeats sent and not yet heard back: number and time sent.
     heartbeats: Mutex<VecDeque<(u64, Instant)>>,
+    /// The L1 names of a session id's session and partition, memoised:
+    /// each is derived from a SHA-256 of the id (Redis never sees raw ids),
+    /// which would otherwise be computed again on every request.
+    names: Mutex<HashMap<SessionId, SessionNames>>,
     next_heartbeat: AtomicU64,
     /// Other instances, by origin word: when their last heartbeat arrived.
     members: Mutex<HashMap<String, Instant>>,
@@ -284,6 +295,7 @@ impl Shared {
             lease_until: AtomicU64::new(0),
             live_since: AtomicU64::new(0),
             heartbeats: Mutex::new(VecDeque::new()),
+            names: Mutex::new(HashMap::new()),
             next_heartbeat: AtomicU64::new(0),
             members: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
@@ -522,6 +534,24 @@ impl Shared {
     fn ticket(&self) -> Option<u64> {
         let l1 = self.l1();
         self.active().then_some(l1.epoch)
+    }
+
+    /// The L1 names of session `id` (memoised; at most `max_entries` kept).
+    fn names_of(&self, id: &SessionId) -> SessionNames {
+        if let Some(n) = lock(&self.names).get(id) {
+            return n.clone();
+        }
+        let tag = session_tag(id);
+        let names = SessionNames {
+            session: l1::session(&tag).into(),
+            partition: l1::partition(&Part::Session(tag)).into(),
+        };
+        let mut memo = lock(&self.names);
+        if memo.len() >= self.options.max_entries.max(1) {
+            memo.clear();
+        }
+        memo.insert(id.clone(), names.clone());
+        names
     }
 
     fn lookup(&self, key: &str) -> Option<Cached> {
@@ -880,6 +910,14 @@ impl CachingStore {
         self.shared.await_acks(&request, deadline).await;
     }
 
+    /// The L1 name of partition `key` (memoised for session partitions).
+    fn partition_name(&self, key: &PartitionKey) -> Result<Arc<str>, StoreError> {
+        match key {
+            PartitionKey::Session(id) => Ok(self.shared.names_of(id).partition),
+            _ => Ok(l1::partition(&Part::of(key).map_err(unavailable)?).into()),
+        }
+    }
+
     /// Passes a result through, disabling L1 when Redis failed.
     fn seen<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if matches!(r, Err(StoreError::Unavailable(_))) {
@@ -930,7 +968,7 @@ impl Store for CachingStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let key = l1::session(&session_tag(id));
+        let key = self.shared.names_of(id).session;
         if let Some(Cached::Session { session, .. }) = self.shared.lookup(&key)
             && session.id.matches(id)
             && !session.is_expired(self.shared.clock.unix_now())
@@ -945,7 +983,7 @@ impl Store for CachingStore {
             let selectors = session_selectors(s);
             self.shared.fill(
                 ticket,
-                key,
+                key.to_string(),
                 Cached::Session {
                     session: s.clone(),
                     selectors,
@@ -982,8 +1020,7 @@ impl Store for CachingStore {
         &self,
         key: &PartitionKey,
     ) -> Result<Option<StoredPartition>, StoreError> {
-        let part = Part::of(key).map_err(unavailable)?;
-        let name = l1::partition(&part);
+        let name = self.partition_name(key)?;
         if let Some(Cached::Partition {
             partition,
             session_expires_at,
@@ -999,7 +1036,7 @@ impl Store for CachingStore {
         Ok(r.map(|(partition, session_expires_at)| {
             self.shared.fill(
                 ticket,
-                name,
+                name.to_string(),
                 Cached::Partition {
                     partition: partition.clone(),
                     session_expires_at,
@@ -1014,9 +1051,9 @@ impl Store for CachingStore {
     /// a cached `get_partition`. Otherwise from Redis (one script, no entry
     /// read); such a read does not fill L1.
     async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
-        let part = Part::of(key).map_err(unavailable)?;
+        let name = self.partition_name(key)?;
         let now = self.shared.clock.unix_now();
-        let cached = self.shared.peek(&l1::partition(&part), |c| match c {
+        let cached = self.shared.peek(&name, |c| match c {
             Cached::Partition {
                 partition,
                 session_expires_at,
@@ -1154,6 +1191,21 @@ mod tests {
         assert!(s.activate(generation));
         beat(&s);
         s
+    }
+
+    #[test]
+    fn memoised_l1_names_are_the_derived_ones_and_stay_bounded() {
+        let s = shared(CacheOptions::default().max_entries(3));
+        let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
+        for id in &ids {
+            let names = s.names_of(id);
+            let tag = session_tag(id);
+            assert_eq!(&*names.session, l1::session(&tag));
+            assert_eq!(&*names.partition, l1::partition(&Part::Session(tag)));
+            // Asked again: the same names.
+            assert_eq!(&*s.names_of(id).session, &*names.session);
+            assert!(lock(&s.names).len() <= 3);
+        }
     }
 
     /// A heartbeat of `s` sent and heard back.
