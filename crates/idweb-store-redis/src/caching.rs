@@ -14,10 +14,10 @@ use idweb::{
     SignOutOutcome, SignOutRequest, Store, StoreError, StoreStats, StoredPartition, Tombstone,
 };
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
+use redis::{ConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 
-use crate::conn::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use crate::conn::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, subscribed_connection};
 use crate::error::{Error, unavailable};
 use crate::keys::{Part, l1, selector_tag, session_selectors, session_tag};
 use crate::store::RedisStore;
@@ -690,16 +690,7 @@ async fn subscribe(
         }
         Ok(())
     };
-    let client = redis::Client::open(node)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_push_sender(on_push);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    conn.subscribe(&[channel, acks.as_str()]).await?;
-    Ok(conn)
+    subscribed_connection(node, &[channel, acks.as_str()], on_push).await
 }
 
 /// Watches a live subscription until it must end: a heartbeat cannot be

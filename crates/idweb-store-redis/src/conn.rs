@@ -3,10 +3,15 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig,
+    MultiplexedConnection,
+};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value,
+};
 
 use crate::error::{Error, redis_error, unavailable};
 use idweb::StoreError;
@@ -19,6 +24,26 @@ pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long opening the store may take in all.
 pub(crate) const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection of its own to `node`, subscribed to `channels`, whose
+/// pushes (messages and loss notices) go to `on_push`: what the in-process
+/// cache and the sign-out bus each listen on.
+pub(crate) async fn subscribed_connection(
+    node: ConnectionInfo,
+    channels: &[&str],
+    on_push: impl AsyncPushSender,
+) -> Result<MultiplexedConnection, redis::RedisError> {
+    let client = redis::Client::open(node)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_push_sender(on_push);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    conn.subscribe(channels).await?;
+    Ok(conn)
+}
 
 /// The connection to the data.
 #[derive(Clone)]

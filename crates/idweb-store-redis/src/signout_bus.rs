@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use idweb::{LockToken, SignOutBus, SignOutEvent, SignOutReceiver, StoreError, bus_channel};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
+use redis::{ConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, broadcast};
 
-use crate::conn::{CONNECT_TIMEOUT, OPEN_TIMEOUT, RESPONSE_TIMEOUT};
+use crate::conn::{CONNECT_TIMEOUT, OPEN_TIMEOUT, RESPONSE_TIMEOUT, subscribed_connection};
 use crate::error::{Error, unavailable};
 use crate::store::RedisStore;
 
@@ -186,16 +186,7 @@ async fn subscribe(
         }
         Ok(())
     };
-    let client = redis::Client::open(node)?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_push_sender(on_push);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    conn.subscribe(channel).await?;
-    Ok(conn)
+    subscribed_connection(node, &[channel], on_push).await
 }
 
 /// The subscriber task: subscribe, watch the connection (pings, loss
