@@ -197,6 +197,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The file, for `Debug`.
     path: Option<PathBuf>,
+    /// Sessions decoded from their rows' JSON, by row text (see
+    /// [`store::Decoded`]).
+    decoded: store::Decoded,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -255,6 +258,7 @@ impl SqliteStore {
                 writer: Writer::spawn(writer)?,
                 clock,
                 path: Some(path),
+                decoded: store::Decoded::default(),
             }),
         })
     }
@@ -281,6 +285,7 @@ impl SqliteStore {
                 writer: Writer::spawn(conn)?,
                 clock,
                 path: None,
+                decoded: store::Decoded::default(),
             }),
         })
     }

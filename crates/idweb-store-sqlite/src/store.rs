@@ -52,10 +52,14 @@ impl Store for SqliteStore {
             }
             return Ok(None);
         }
+        if let Some(session) = self.inner.decoded.get(&key_of(id), &data) {
+            return Ok(Some(session));
+        }
         let session = ops::decode_session(&data)?;
         if !session.id.matches(id) {
             return Err(corrupt("a session row holds another session's id"));
         }
+        self.inner.decoded.put(key_of(id), data, &session);
         Ok(Some(session))
     }
 
@@ -224,5 +228,45 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         SqliteStore::purge_expired(self).await
+    }
+}
+
+fn key_of(id: &SessionId) -> String {
+    id.secret().to_string()
+}
+
+/// Most decoded sessions kept; past it the memo starts over.
+const MAX_DECODED: usize = 10_000;
+
+/// Sessions decoded from the JSON of their rows, by session id, each with
+/// the row text it was decoded from. A read still fetches the row (with its
+/// tombstone check) every time; only when the row's text is exactly the
+/// text decoded before is the decoded session reused, so the answer is
+/// always what the row says now. Saves a JSON parse per request.
+#[derive(Default)]
+pub(crate) struct Decoded(std::sync::Mutex<std::collections::HashMap<String, (String, Session)>>);
+
+impl Decoded {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, Session)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &str, data: &str) -> Option<Session> {
+        self.map()
+            .get(key)
+            .filter(|(text, _)| text == data)
+            .map(|(_, session)| session.clone())
+    }
+
+    fn put(&self, key: String, data: String, session: &Session) {
+        let mut map = self.map();
+        if map.len() >= MAX_DECODED {
+            map.clear();
+        }
+        map.insert(key, (data, session.clone()));
     }
 }

@@ -1,6 +1,7 @@
 //! Newtypes for secrets: redacted `Debug`, explicit access, constant-time comparison.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +9,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Its `Debug` output is redacted and it has no `Display`: reading it takes an
 /// explicit call to [`Secret::secret`], which makes every use visible in review.
-/// Its memory is overwritten with zeros when it is dropped.
+/// Its memory is overwritten with zeros when the last clone is dropped:
+/// clones share one buffer (cloning a token on the request path copies
+/// nothing), and that buffer is zeroized once, when no clone is left.
 ///
 /// ```
 /// use idweb::Secret;
@@ -16,25 +19,45 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(format!("{s:?}"), "Secret([redacted])");
 /// assert_eq!(s.secret(), "hunter2");
 /// ```
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+#[derive(Clone)]
+pub struct Secret(Arc<Zeroized>);
+
+/// The one buffer of a [`Secret`] and its clones, zeroized on drop.
+struct Zeroized(String);
+
+impl Drop for Zeroized {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(Arc::new(Zeroized(value.into())))
     }
 
     /// The secret value. Never log it.
     pub fn secret(&self) -> &str {
-        &self.0
+        &self.0.0
+    }
+
+    /// Whether `self` and `other` are clones of one secret (the same buffer):
+    /// a cheap check that implies equal contents.
+    pub(crate) fn same_buffer(&self, other: &Secret) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Drop for Secret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.secret())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret::new)
     }
 }
 
@@ -46,7 +69,7 @@ impl fmt::Debug for Secret {
 
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
-        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+        constant_time_eq(self.secret().as_bytes(), other.secret().as_bytes())
     }
 }
 

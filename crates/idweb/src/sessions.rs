@@ -2,7 +2,9 @@
 //! sign-in, found from the browser's sealed cookie, stored with their ID
 //! token encrypted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::crypto::Sealer;
 use crate::keys::CacheKeys;
@@ -21,6 +23,31 @@ pub struct Sessions {
     sealer: Arc<Sealer>,
     keys: Arc<CacheKeys>,
     clock: Arc<dyn Clock>,
+    opened: Arc<Mutex<HashMap<SessionId, Opened>>>,
+}
+
+/// How long an opened ID token is reused: its plaintext is never kept
+/// longer than this, whatever happens to the session meanwhile.
+const OPENED_TTL: Duration = Duration::from_secs(60);
+
+/// Most opened ID tokens kept; past it the expired ones are dropped, and if
+/// none had expired, all of them.
+const MAX_OPENED: usize = 10_000;
+
+/// A session's ID token as the store returned it (sealed) and opened.
+/// Reused only while the store returns the very same sealed text for the
+/// session: a session the store no longer returns (signed out, expired,
+/// replaced) never gets it.
+struct Opened {
+    sealed: Secret,
+    plain: Secret,
+    at: Instant,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").finish_non_exhaustive()
+    }
 }
 
 impl Sessions {
@@ -35,6 +62,7 @@ impl Sessions {
             sealer,
             keys,
             clock,
+            opened: Arc::default(),
         }
     }
 
@@ -78,6 +106,7 @@ impl Sessions {
     /// Removes a session (and its partition) without a sign-out record: for
     /// undoing a half-made sign-in.
     pub(crate) async fn discard(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.forget(id);
         self.store.remove_session(id).await.map(|_| ())
     }
 
@@ -85,7 +114,108 @@ impl Sessions {
         seal_session(&self.keys, session)
     }
 
-    fn opened(&self, stored: Session) -> Result<Session, StoreError> {
-        open_session(&self.keys, stored)
+    /// `stored` with its ID token opened: decrypted, or — on the request
+    /// path, where the same session comes back again and again — the
+    /// plaintext of the same sealed text opened less than [`OPENED_TTL`] ago.
+    fn opened(&self, mut stored: Session) -> Result<Session, StoreError> {
+        let now = Instant::now();
+        {
+            let memo = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(o) = memo.get(&stored.id)
+                && now.duration_since(o.at) < OPENED_TTL
+                && (o.sealed.same_buffer(&stored.id_token)
+                    || o.sealed.secret() == stored.id_token.secret())
+            {
+                stored.id_token = o.plain.clone();
+                return Ok(stored);
+            }
+        }
+        let sealed = stored.id_token.clone();
+        let session = open_session(&self.keys, stored)?;
+        if !sealed.same_buffer(&session.id_token) {
+            let mut memo = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+            if memo.len() >= MAX_OPENED {
+                memo.retain(|_, o| now.duration_since(o.at) < OPENED_TTL);
+                if memo.len() >= MAX_OPENED {
+                    memo.clear();
+                }
+            }
+            memo.insert(
+                session.id.clone(),
+                Opened {
+                    sealed,
+                    plain: session.id_token.clone(),
+                    at: now,
+                },
+            );
+        }
+        Ok(session)
+    }
+
+    /// Forgets the opened ID token of `id` (its session is gone).
+    fn forget(&self, id: &SessionId) {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::time::SystemClock;
+
+    fn sessions() -> (Sessions, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        let s = Sessions::new(
+            store.clone(),
+            Arc::new(Sealer::new(&[7u8; 64])),
+            Arc::new(CacheKeys::generate()),
+            Arc::new(SystemClock),
+        );
+        (s, store)
+    }
+
+    fn session(id_token: &str) -> Session {
+        let now = SystemClock.unix_now();
+        Session::new(
+            "https://idp",
+            "alice",
+            None,
+            Secret::new(id_token),
+            now,
+            now + 3600,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_opened_id_token_is_reused_only_for_the_same_sealed_text() {
+        let (sessions, store) = sessions();
+        let first = session("header.first.sig");
+        sessions.put(&first).await.unwrap();
+        let stored = store.get_session(&first.id).await.unwrap().unwrap();
+        assert_ne!(
+            stored.id_token.secret(),
+            "header.first.sig",
+            "sealed in the store"
+        );
+
+        for _ in 0..2 {
+            let got = sessions.get(&first.id).await.unwrap().unwrap();
+            assert_eq!(got.id_token.secret(), "header.first.sig");
+        }
+        // The same session id stored again with another ID token: the memo
+        // holds the old one's sealed text, which no longer matches.
+        let mut second = session("header.second.sig");
+        second.id = first.id.clone();
+        sessions.put(&second).await.unwrap();
+        let got = sessions.get(&first.id).await.unwrap().unwrap();
+        assert_eq!(got.id_token.secret(), "header.second.sig");
+
+        // Gone from the store: gone, whatever the memo holds.
+        store.remove_session(&first.id).await.unwrap();
+        assert!(sessions.get(&first.id).await.unwrap().is_none());
     }
 }
