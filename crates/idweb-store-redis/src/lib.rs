@@ -227,17 +227,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod caching;
 mod codec;
 mod config;
 mod conn;
 mod error;
 mod keys;
+mod l1;
 mod scripts;
 mod signout_bus;
 mod store;
 
-pub use caching::{CacheOptions, CachingStore};
 pub use config::{RedisConfig, RedisUrlError};
+pub use idweb_l1::CacheOptions;
+pub use l1::CachingStore;
 pub use signout_bus::RedisSignOutBus;
 pub use store::RedisStore;

@@ -188,7 +188,7 @@ async fn what_acknowledgement_costs_a_sign_out_on_a_direct_link() {
     let _others = [instance(&url, &prefix).await, instance(&url, &prefix).await];
     // Let every instance hear the others' heartbeats for a whole lease.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let plain: Arc<dyn Store> = Arc::new(c.redis().clone());
+    let plain: Arc<dyn Store> = Arc::new(c.inner().clone());
     let cached: Arc<dyn Store> = c.clone();
     for (name, store) in [("CachingStore", cached), ("RedisStore", plain)] {
         let signout = SignOut::new(store.clone(), clock(), Duration::from_secs(3600));
