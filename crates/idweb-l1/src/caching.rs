@@ -921,7 +921,8 @@ impl<B: L1Backend> CachingStore<B> {
     /// message), then drops this instance's entries. A write the store
     /// refused wrote nothing; one that may or may not have happened (or
     /// whose announcement may not have been published) is announced again
-    /// when the store answers.
+    /// when the store answers — unless the store announces in the write's
+    /// own transaction.
     async fn written<T, F>(
         &self,
         words: Vec<String>,
@@ -935,7 +936,9 @@ impl<B: L1Backend> CachingStore<B> {
         self.shared.invalidate(&words);
         match r {
             Err(e @ StoreError::Unavailable(_)) => {
-                self.shared.queue(message);
+                if !self.inner.announces_in_transaction() {
+                    self.shared.queue(message);
+                }
                 self.shared.store_failed();
                 Err(e)
             }
@@ -1140,7 +1143,7 @@ impl<B: L1Backend> Store for CachingStore<B> {
             lock(&self.shared.acks).remove(&ack.id);
         }
         if matches!(r, Err(StoreError::Unavailable(_))) {
-            if !words.is_empty() {
+            if !words.is_empty() && !self.inner.announces_in_transaction() {
                 self.shared.queue(self.message(&words));
             }
             self.shared.store_failed();

@@ -95,12 +95,21 @@ pub const DROP_ALL: &str = "*";
 /// (`SignedOut`, `Conflict`) may or may not publish it (an announcement is
 /// only ever a request to drop entries). [`StoreError::Unavailable`] means
 /// the write or its announcement may not have happened: the cache then
-/// queues the announcement and publishes it later with
-/// [`publish`](Self::publish).
+/// queues the announcement and publishes it later, unless
+/// [`announces_in_transaction`](Self::announces_in_transaction).
 #[async_trait]
 pub trait L1Backend: Store + Clone {
     /// The clock that decides expiry (the store's).
     fn clock(&self) -> Arc<dyn Clock>;
+
+    /// Whether each announcement is published in the same transaction as
+    /// its write (committed together or not at all). Then a failed write
+    /// is never announced again later: either it committed, and every
+    /// listening connection heard it, or nothing happened. Default `false`
+    /// (announcements published after the write, queued when that failed).
+    fn announces_in_transaction(&self) -> bool {
+        false
+    }
 
     /// Like `get_partition`, with the expiry of the partition's session for
     /// a session partition (so that L1 never answers past it), read in one

@@ -113,7 +113,9 @@
 
 mod config;
 mod error;
+mod l1;
 mod migrations;
+mod signout_bus;
 mod sql;
 mod store;
 
@@ -128,7 +130,10 @@ use tokio_postgres::types::ToSql;
 
 pub use config::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresUrlError};
 pub use error::PostgresError;
+pub use idweb_l1::CacheOptions;
+pub use l1::CachingStore;
 pub use migrations::latest_version;
+pub use signout_bus::PostgresSignOutBus;
 
 use crate::error::unavailable;
 
