@@ -6,10 +6,16 @@
 //! doubt. It works over any store that implements [`L1Backend`]: Redis
 //! (pub/sub) and PostgreSQL (`LISTEN/NOTIFY`) do.
 //!
-//! ```ignore
-//! // A backend crate builds one for its store, e.g. on PostgreSQL:
-//! let pg = idweb_store_postgres::PostgresStore::open(url).await?;
-//! let cached = idweb_l1::CachingStore::new(pg)?;
+//! ```no_run
+//! use std::sync::Arc;
+//! use idweb_l1::{CacheOptions, CachingStore, L1Backend};
+//!
+//! // A backend crate's store (Redis, PostgreSQL) implements `L1Backend`;
+//! // the cache in front of it is itself an `idweb::Store`.
+//! fn shared<B: L1Backend>(store: B) -> Result<Arc<dyn idweb::Store>, idweb::StoreError> {
+//!     let cached = CachingStore::with_options(store, CacheOptions::default().max_entries(10_000))?;
+//!     Ok(Arc::new(cached))
+//! }
 //! ```
 //!
 //! ## What it caches

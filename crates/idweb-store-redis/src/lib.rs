@@ -158,7 +158,9 @@
 //!
 //! ## The in-process cache
 //!
-//! [`CachingStore`] caches `get_session` and `get_partition` results
+//! [`CachingStore`] is the layer of the `idweb-l1` crate over this store
+//! (the same layer runs over PostgreSQL's `LISTEN/NOTIFY`); Redis's
+//! invalidation bus is pub/sub. It caches `get_session` and `get_partition` results
 //! (bounded in number and age) and sends every other call to Redis.
 //!
 //! **Invalidation protocol.** Every write (`put_session`, `remove_session`,
