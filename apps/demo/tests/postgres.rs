@@ -105,8 +105,34 @@ fn unique_schema(what: &str) -> String {
     )
 }
 
+/// Listening connections (the in-process cache's and the sign-out bus's)
+/// of the stores in `schema`.
+async fn listeners(schema: &str) -> i64 {
+    postgres_admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("idweb listener {schema}")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_out_on_one_instance_takes_effect_on_the_other() {
+async fn sign_out_on_one_instance_takes_effect_on_the_other_with_l1() {
+    sign_out_on_one_instance_takes_effect_on_the_other(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_on_one_instance_takes_effect_on_the_other_without_l1() {
+    sign_out_on_one_instance_takes_effect_on_the_other(false).await;
+}
+
+/// Two processes on one schema, with the in-process cache on (the default)
+/// or off: a back-channel logout handled by one makes the other refuse the
+/// session and every token on its very next requests.
+async fn sign_out_on_one_instance_takes_effect_on_the_other(l1: bool) {
     let idp = dev_idp(true).await;
     let api = todo_api(&idp).await;
     let (p1, p2) = (free_port(), free_port());
@@ -121,9 +147,13 @@ async fn sign_out_on_one_instance_takes_effect_on_the_other() {
     ));
     let schema = unique_schema("procs");
     let _drop = DropSchema(schema.clone());
-    let env = shared_env(&idp, &api, &postgres_url(), &schema, &one);
+    let mut env = shared_env(&idp, &api, &postgres_url(), &schema, &one);
+    env.push(("IDWEB_STORE_L1", l1.to_string()));
     let first = start(env.clone(), p1).await;
     let second = start(env, p2).await;
+    // Each process listens for sign-out events; with L1, its cache too.
+    let expected = if l1 { 4 } else { 2 };
+    assert_eq!(listeners(&schema).await, expected, "listening connections");
 
     let b = browser();
     let profile = sign_in_at(&b, &one, "alice").await;

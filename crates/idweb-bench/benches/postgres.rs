@@ -7,6 +7,10 @@
 //!   token cache through `PostgresStore` (the partition read every time).
 //! - `pg_evict/evict/N`: `SignOut::evict` of one user
 //!   (`SignOutSelector::Subject`) with two sessions of three entries each.
+//! - `pg_hit/l1/N`: the same through `CachingStore` (the in-process cache
+//!   over `LISTEN/NOTIFY`), warm.
+//! - `pg_evict/evict_l1/N`: `SignOut::evict` through `CachingStore`, with
+//!   its acknowledgement step (this process is the only instance).
 //! - `pg_evict/sign_out_fn/N`: the same eviction with `Store::sign_out`
 //!   called directly (on PostgreSQL: jti, tombstone and removals in one
 //!   transaction, one statement).
@@ -17,7 +21,10 @@
 //! after the fill, minus before, divided by the sessions stored.
 //!
 //! Sizes: 1 000, and under `cargo bench` `IDWEB_BENCH_POSTGRES_SESSIONS`
-//! (default 1 000 000; the fill stops after 5 minutes and says so). Each
+//! (default 1 000 000). The fill writes two sessions as sign-in does (the
+//! one the hit reads, and a template), then copies the template on the
+//! server in one transaction (`INSERT ... SELECT generate_series`): rows of
+//! the same shape and size, written in seconds rather than minutes. Each
 //! size lives in a schema of a database created for the run
 //! (`idweb_bench_…`), dropped at the end. PostgreSQL is at
 //! `postgres://postgres@127.0.0.1:5432/postgres` unless
@@ -39,12 +46,10 @@ use idweb_bench::redis_fixture::{CountingProxy, add_session};
 use idweb_bench::{
     HIT_SCOPE, access_token, new_session, register_client, relying_party_with, start_idp,
 };
-use idweb_store_postgres::{PostgresConfig, PostgresStore};
+use idweb_store_postgres::{CachingStore, PostgresConfig, PostgresStore};
 use tokio::runtime::Runtime;
-use tokio::task::JoinSet;
 
 const SMALL: usize = 1_000;
-const FILL_LIMIT: Duration = Duration::from_secs(5 * 60);
 const IN_FLIGHT: usize = 32;
 const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(12 * 3600 + 300 + 3600);
 
@@ -84,6 +89,9 @@ struct PgFixture {
     sessions: usize,
     store: PostgresStore,
     rp: Arc<RelyingParty>,
+    /// The same store behind the in-process cache (LISTEN/NOTIFY).
+    cached: Arc<CachingStore>,
+    rp_l1: Arc<RelyingParty>,
     hit: idweb::Session,
     iss: String,
     schema: String,
@@ -126,33 +134,35 @@ impl PgFixture {
             )
             .await
             .unwrap();
-        let mut added = 1usize;
-        let mut tasks = JoinSet::new();
-        let mut next = 0usize;
-        let mut stopped = None;
-        while added < target {
-            while tasks.len() < IN_FLIGHT && next + 1 < target {
-                let (rp, iss) = (rp.clone(), iss.to_string());
-                let sub = format!("user-{next:08}");
-                next += 1;
-                tasks.spawn(async move { add_session(&rp, &iss, &sub).await });
-            }
-            match tasks.join_next().await {
-                Some(r) => {
-                    r.expect("task").expect("add a session");
-                    added += 1;
-                }
-                None => break,
-            }
-            if started.elapsed() > FILL_LIMIT && stopped.is_none() {
-                stopped = Some(format!("time limit {FILL_LIMIT:?}"));
-                next = target;
-            }
-        }
-        while let Some(r) = tasks.join_next().await {
-            r.expect("task").expect("add a session");
-            added += 1;
-        }
+        // The rest: one template session written as sign-in writes it,
+        // then copied on the server (ids, subjects and sids made unique;
+        // the same entries, sealed for the template, never read), in one
+        // transaction: row by row would take about 11 minutes per million.
+        let template = add_session(&rp, iss, "fill-template")
+            .await
+            .expect("template");
+        let copies = i64::try_from(target.saturating_sub(2)).unwrap_or(0);
+        let fill = format!(
+            "BEGIN;
+             INSERT INTO {schema}.sessions (id, iss, sub, sid, created_at, expires_at, data)
+               SELECT t.id || '-' || g, t.iss, 'fill-' || g,
+                      CASE WHEN t.sid IS NULL THEN NULL ELSE t.sid || '-' || g END,
+                      t.created_at, t.expires_at, replace(t.data, t.id, t.id || '-' || g)
+               FROM {schema}.sessions t, generate_series(1, {copies}) g
+               WHERE t.sub = 'fill-template';
+             INSERT INTO {schema}.partitions (pkey, session_id, version)
+               SELECT 's.' || s.id, s.id, 1 FROM {schema}.sessions s WHERE s.sub ^@ 'fill-' AND s.sub <> 'fill-template';
+             INSERT INTO {schema}.entries (part, cache_key, kind, expires_at, sealed)
+               SELECT p.id, e.cache_key, e.kind, e.expires_at, e.sealed
+               FROM {schema}.partitions p
+               JOIN {schema}.sessions s ON s.id = p.session_id AND s.sub ^@ 'fill-' AND s.sub <> 'fill-template'
+               CROSS JOIN (SELECT e.* FROM {schema}.entries e JOIN {schema}.partitions tp ON tp.id = e.part
+                           WHERE tp.pkey = 's.' || $TEMPLATE$) e;
+             COMMIT;"
+        )
+        .replace("$TEMPLATE$", &format!("'{}'", template.id.secret()));
+        admin.batch_execute(&fill).await.expect("fill");
+        let added = usize::try_from(copies).unwrap_or(0) + 2;
         let took = started.elapsed();
         admin
             .batch_execute(&format!(
@@ -162,12 +172,9 @@ impl PgFixture {
             .expect("vacuum");
         let after = schema_bytes(admin, &schema).await;
         eprintln!(
-            "filled {added} of {target} sessions in {:.1} s ({:.0}/s, {IN_FLIGHT} in flight){}",
+            "filled {added} of {target} sessions in {:.1} s ({:.0}/s, copied on the server)",
             took.as_secs_f64(),
             added as f64 / took.as_secs_f64(),
-            stopped
-                .map(|w| format!("; stopped early: {w}"))
-                .unwrap_or_default()
         );
         eprintln!(
             "on disk: {:.1} MiB -> {:.1} MiB, {:.0} bytes per session (tables, indexes, TOAST)",
@@ -176,10 +183,19 @@ impl PgFixture {
             (after - before) as f64 / added as f64
         );
         assert_eq!(store.session_count().await.unwrap(), added as u64);
+        let cached = Arc::new(CachingStore::new(store.clone()).expect("cache"));
+        assert!(cached.wait_until_active(Duration::from_secs(5)).await);
+        let rp_l1 = Arc::new(
+            relying_party_with(settings.clone(), cached.clone())
+                .await
+                .expect("relying party"),
+        );
         Self {
             sessions: added,
             store,
             rp,
+            cached,
+            rp_l1,
             hit,
             iss: iss.to_string(),
             schema,
@@ -273,16 +289,22 @@ fn benches(
 
     let mut g = c.benchmark_group("pg_hit");
     for (f, size) in fixtures {
-        let (rp, hit) = (&f.rp, &f.hit);
-        g.bench_function(BenchmarkId::new("postgres", size), |b| {
-            b.to_async(rt).iter(|| async move {
-                black_box(
-                    rp.token_for_user(hit, &[HIT_SCOPE])
-                        .await
-                        .expect("cache hit"),
-                )
-            })
-        });
+        for (name, rp) in [("postgres", &f.rp), ("l1", &f.rp_l1)] {
+            let hit = &f.hit;
+            // Warm: the first read fills L1.
+            rt.block_on(rp.token_for_user(hit, &[HIT_SCOPE]))
+                .expect("cache hit");
+            g.bench_function(BenchmarkId::new(name, size), |b| {
+                b.to_async(rt).iter(|| async move {
+                    black_box(
+                        rp.token_for_user(hit, &[HIT_SCOPE])
+                            .await
+                            .expect("cache hit"),
+                    )
+                })
+            });
+        }
+        assert!(f.cached.l1_hits() > 0, "the L1 bench never hit L1");
     }
     g.finish();
 
@@ -302,6 +324,21 @@ fn benches(
                     let selector = f.add_user_with_two_sessions().await;
                     let started = Instant::now();
                     let e = sign_out.evict(&selector).await.expect("evict");
+                    timed += started.elapsed();
+                    assert_eq!(e.sessions_removed, 2);
+                }
+                timed
+            })
+        });
+        let sign_out_l1 = SignOut::new(f.cached.clone(), Arc::new(SystemClock), TOMBSTONE_LIFETIME);
+        let sign_out_l1 = &sign_out_l1;
+        g.bench_function(BenchmarkId::new("evict_l1", size), |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let selector = f.add_user_with_two_sessions().await;
+                    let started = Instant::now();
+                    let e = sign_out_l1.evict(&selector).await.expect("evict");
                     timed += started.elapsed();
                     assert_eq!(e.sessions_removed, 2);
                 }
@@ -380,6 +417,29 @@ fn count_round_trips(rt: &Runtime, db_url: &str, settings: &idweb::Settings, f: 
             f.sessions,
             hit as f64 / calls as f64
         );
+        // Through the in-process cache, warm: no round trip of its own (the
+        // listening connection's heartbeats also cross the relay, so the
+        // count is the calls' and whatever heartbeats fell in between).
+        let cached = Arc::new(CachingStore::new(store.clone()).expect("cache"));
+        assert!(cached.wait_until_active(Duration::from_secs(10)).await);
+        let rp_l1 = relying_party_with(settings.clone(), cached.clone())
+            .await
+            .expect("relying party");
+        rp_l1.token_for_user(&f.hit, &[HIT_SCOPE]).await.expect("hit");
+        let before = proxy.traffic().round_trips;
+        let hits_before = cached.l1_hits();
+        for _ in 0..calls {
+            black_box(rp_l1.token_for_user(&f.hit, &[HIT_SCOPE]).await.expect("hit"));
+        }
+        let l1 = proxy.traffic().round_trips - before;
+        eprintln!(
+            "round trips, {} sessions, token_for_user hit through L1: {:.2} per call ({} of {calls} answered from L1)",
+            f.sessions,
+            l1 as f64 / calls as f64,
+            cached.l1_hits() - hits_before
+        );
+        drop(rp_l1);
+        drop(cached);
         let sign_out = SignOut::new(Arc::new(store.clone()), Arc::new(SystemClock), TOMBSTONE_LIFETIME);
         // Warm the statements of both eviction paths once.
         for fn_path in [false, true] {

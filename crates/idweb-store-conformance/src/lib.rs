@@ -26,6 +26,8 @@ use idweb::{
 #[doc(hidden)]
 pub use tokio;
 
+pub mod multi_instance;
+
 /// Unique text for this test run, so tests sharing a backend do not collide.
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", SessionId::generate().fingerprint())

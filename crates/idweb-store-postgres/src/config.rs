@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idweb::{BoxError, Clock, StoreError, StoreUrl, SystemClock};
+use idweb::{BoxError, Clock, SignOutBus, Store, StoreError, StoreUrl, SystemClock};
 use tokio_postgres::config::{Host, SslMode};
 
 use crate::PostgresStore;
@@ -49,7 +49,7 @@ pub enum PostgresUrlError {
     /// An option the PostgreSQL store does not have.
     #[error(
         "the PostgreSQL store has no option {key}; its options: schema (IDWEB_STORE_SCHEMA), \
-         pool_size (IDWEB_STORE_POOL_SIZE), l1 (IDWEB_STORE_L1, only `false` for now)"
+         pool_size (IDWEB_STORE_POOL_SIZE), l1 (IDWEB_STORE_L1)"
     )]
     UnknownOption {
         /// The option, as the settings name it.
@@ -70,8 +70,10 @@ pub enum PostgresUrlError {
 ///   letter or `_`, at most 63 characters. Default `idweb`.
 /// - `pool_size` (`IDWEB_STORE_POOL_SIZE`): connections per process, 1 to
 ///   256. Default 16.
-/// - `l1` (`IDWEB_STORE_L1`): only `false` is accepted for now (no
-///   in-process cache in front of PostgreSQL yet).
+/// - `l1` (`IDWEB_STORE_L1`): whether [`open_shared`](Self::open_shared)
+///   puts a [`CachingStore`](crate::CachingStore) (in-process cache kept
+///   coherent by `LISTEN/NOTIFY`, fail-closed) in front of the store.
+///   `true` or `false`; default `true`.
 ///
 /// `Debug` shows neither the password nor the URL.
 ///
@@ -94,6 +96,8 @@ pub struct PostgresConfig {
     pub(crate) pool_size: usize,
     /// Migrate no further than this version (tests of the migrations).
     pub(crate) max_version: Option<i64>,
+    /// Whether `open_shared` puts the in-process cache in front.
+    pub(crate) l1: bool,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -115,6 +119,7 @@ impl fmt::Debug for PostgresConfig {
             .field("password", &self.pg.get_password().map(|_| "***"))
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("l1", &self.l1)
             .finish()
     }
 }
@@ -172,6 +177,7 @@ impl PostgresConfig {
             schema: DEFAULT_SCHEMA.to_string(),
             pool_size: DEFAULT_POOL_SIZE,
             max_version: None,
+            l1: true,
         })
     }
 
@@ -202,15 +208,18 @@ impl PostgresConfig {
                         })?;
                     config.pool_size = n;
                 }
-                "l1" => match value.to_ascii_lowercase().as_str() {
-                    "false" | "0" | "no" | "off" => {}
-                    _ => {
-                        return Err(PostgresUrlError::InvalidOption {
-                            key,
-                            reason: "the PostgreSQL store has no in-process cache yet; only `false` is accepted",
-                        });
-                    }
-                },
+                "l1" => {
+                    config.l1 = match value.to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" | "on" => true,
+                        "false" | "0" | "no" | "off" => false,
+                        _ => {
+                            return Err(PostgresUrlError::InvalidOption {
+                                key,
+                                reason: "expected true or false",
+                            });
+                        }
+                    };
+                }
                 _ => return Err(PostgresUrlError::UnknownOption { key }),
             }
         }
@@ -273,6 +282,49 @@ impl PostgresConfig {
         PostgresStore::open_config(self.clone(), clock).await
     }
 
+    /// Whether [`open_shared`](Self::open_shared) puts the in-process cache
+    /// in front of the store.
+    pub fn l1(&self) -> bool {
+        self.l1
+    }
+
+    /// With the in-process cache in front ([`open_shared`](Self::open_shared)) or not.
+    pub fn with_l1(mut self, on: bool) -> Self {
+        self.l1 = on;
+        self
+    }
+
+    /// [`open`](Self::open), behind a [`CachingStore`](crate::CachingStore)
+    /// when [`l1`](Self::l1) is on: the store an app shares between its
+    /// services.
+    ///
+    /// # Errors
+    /// As for [`open`](Self::open); [`StoreError::Unavailable`] outside a
+    /// Tokio runtime when the cache is on.
+    pub async fn open_shared(&self, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, StoreError> {
+        let store = self.open(clock).await?;
+        if self.l1 {
+            Ok(Arc::new(crate::CachingStore::new(store)?))
+        } else {
+            Ok(Arc::new(store))
+        }
+    }
+
+    /// Opens the store (for its connection settings and schema) and its
+    /// [`PostgresSignOutBus`](crate::PostgresSignOutBus), listening when
+    /// this returns.
+    ///
+    /// # Errors
+    /// As for [`open`](Self::open), and when the bus does not listen within
+    /// a few seconds.
+    pub async fn open_sign_out_bus(
+        &self,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<dyn SignOutBus>, StoreError> {
+        let store = self.open(clock).await?;
+        Ok(Arc::new(crate::PostgresSignOutBus::new(store).await?))
+    }
+
     /// [`open`](Self::open) with the system clock.
     ///
     /// # Errors
@@ -315,7 +367,7 @@ mod tests {
             "POSTGRES://app:hunter2@[::1]:6543/app?application_name=x&sslmode=disable",
         ] {
             let c = PostgresConfig::from_store_url(&url(ok, &[])).expect(ok);
-            assert_eq!((c.schema(), c.pool_size()), ("idweb", 16));
+            assert_eq!((c.schema(), c.pool_size(), c.l1()), ("idweb", 16, true));
             let shown = format!("{c:?}");
             assert!(!shown.contains("hunter2"), "{shown}");
         }
@@ -324,7 +376,10 @@ mod tests {
             &[("schema", "app_a"), ("pool_size", "4"), ("l1", "false")],
         ))
         .expect("options");
-        assert_eq!((c.schema(), c.pool_size()), ("app_a", 4));
+        assert_eq!((c.schema(), c.pool_size(), c.l1()), ("app_a", 4, false));
+        let c = PostgresConfig::from_store_url(&url("postgres://a@h/d", &[("l1", "on")]))
+            .expect("options");
+        assert!(c.l1());
     }
 
     #[test]
@@ -361,7 +416,7 @@ mod tests {
             ("schema", "1x", "IDWEB_STORE_SCHEMA"),
             ("pool_size", "0", "IDWEB_STORE_POOL_SIZE"),
             ("pool_size", "many", "IDWEB_STORE_POOL_SIZE"),
-            ("l1", "true", "IDWEB_STORE_L1"),
+            ("l1", "maybe", "IDWEB_STORE_L1"),
             ("prefix", "x", "IDWEB_STORE_PREFIX"),
         ] {
             let e = PostgresConfig::from_store_url(&url(base, &[(name, value)])).expect_err(name);

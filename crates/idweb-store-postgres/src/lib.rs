@@ -102,6 +102,32 @@
 //! as its standby setup: a failover to a lagging asynchronous standby can
 //! bring back signed-out sessions.
 //!
+//! ## The in-process cache
+//!
+//! [`CachingStore`] (`idweb-l1`'s layer over this store) answers
+//! `get_session`, `get_partition` and `partition_version` from process
+//! memory, kept coherent across instances by `LISTEN/NOTIFY`:
+//!
+//! - every write carries its invalidation as a `pg_notify` **in the same
+//!   statement**, hence the same transaction: a write that rolls back
+//!   announces nothing, and one that commits is delivered to every
+//!   connection listening at that moment, in commit order. The one-statement
+//!   `sign_out` composes its invalidation in SQL from the sessions it
+//!   removed (or "drop everything" when it would exceed the 8000-byte
+//!   payload limit);
+//! - each cache listens on `SCHEMA:invalidate` and its own
+//!   `SCHEMA:ack:TOKEN` on a connection of its own, outside the pool,
+//!   named `idweb listener SCHEMA` (`application_name`), and publishes its
+//!   heartbeats and acknowledgements on it;
+//! - **fail-closed**: while that connection is down (closed, terminated,
+//!   unable to publish a heartbeat) or after any store failure, L1 is
+//!   bypassed and emptied until the connection listens again; leases and
+//!   acknowledged sign-outs work as on Redis (see `idweb-l1`).
+//!
+//! With `IDWEB_STORE_L1` (default `true`),
+//! [`PostgresConfig::open_shared`] puts it in front. [`PostgresSignOutBus`]
+//! carries sign-out events as notifications on `SCHEMA:signout`.
+//!
 //! ## Schema
 //!
 //! Versioned migrations run at open, in one transaction under an advisory
@@ -113,7 +139,9 @@
 
 mod config;
 mod error;
+mod l1;
 mod migrations;
+mod signout_bus;
 mod sql;
 mod store;
 
@@ -128,7 +156,10 @@ use tokio_postgres::types::ToSql;
 
 pub use config::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresUrlError};
 pub use error::PostgresError;
+pub use idweb_l1::CacheOptions;
+pub use l1::CachingStore;
 pub use migrations::latest_version;
+pub use signout_bus::PostgresSignOutBus;
 
 use crate::error::unavailable;
 

@@ -120,3 +120,66 @@ pub(crate) const PURGE_JTIS: &str = "DELETE FROM jtis WHERE ctid = ANY (ARRAY
 /// Locks store milliseconds: `$1` is in milliseconds here.
 pub(crate) const PURGE_LOCKS: &str = "DELETE FROM locks WHERE ctid = ANY (ARRAY
      (SELECT ctid FROM locks WHERE expires_at_ms <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+// The in-process cache (`CachingStore`): each write with its announcement,
+// a `NOTIFY` in the same statement, hence the same transaction. The last
+// two parameters are the channel and the message.
+
+pub(crate) const PUT_SESSION_NOTIFY: &str =
+    "SELECT put_session($1, $2, $3, $4, $5, $6, $7, $8), pg_notify($9, $10)";
+
+/// One row always (the removed session's data, or NULL).
+pub(crate) const REMOVE_SESSION_NOTIFY: &str =
+    "WITH d AS (DELETE FROM sessions WHERE id = $1 RETURNING data)
+     SELECT (SELECT data FROM d), pg_notify($2, $3)";
+
+pub(crate) const WRITE_PARTITION_NOTIFY: &str = "SELECT w.status, w.version, pg_notify($10, $11)
+     FROM write_partition($1, $2, $3, $4, $5, $6, $7, $8, $9) w";
+
+pub(crate) const REMOVE_PARTITION_NOTIFY: &str =
+    "WITH d AS (DELETE FROM partitions WHERE pkey = $1 RETURNING id)
+     SELECT EXISTS (SELECT 1 FROM entries e JOIN d ON e.part = d.id), pg_notify($2, $3)";
+
+pub(crate) const PUT_TOMBSTONE_NOTIFY: &str =
+    "SELECT put_tombstone($1, $2, $3, $4, $5, $6), pg_notify($7, $8)";
+
+/// [`GET_PARTITION`] with the expiry of the partition's session (NULL for
+/// an app partition), from the same snapshot.
+pub(crate) const GET_PARTITION_L1: &str =
+    "SELECT p.version, e.cache_key, e.kind, e.expires_at, e.sealed, s.expires_at
+     FROM partitions p JOIN entries e ON e.part = p.id
+     LEFT JOIN sessions s ON s.id = p.session_id
+     WHERE p.pkey = $1 AND (p.session_id IS NULL OR s.expires_at > $2)";
+
+/// [`SIGN_OUT`] announcing, in the same transaction and unless nothing was
+/// written (a replay; `only_if_found` with no live session), `$12` (the
+/// origin and acknowledgement words, and for a lookup its tombstone word)
+/// followed by the words the L1 layer gives a session target's `(iss,
+/// sid)` tombstone (`t:sid:B64(ISS).B64(SID)`, read before the removal)
+/// and each removed session and its partition (`s:TAG`, `p:s:TAG`, TAG the
+/// base64url SHA-256 of the id) — or `$13` (drop everything) when that
+/// would not fit a notification (8000 bytes). Returns the message too.
+pub(crate) const SIGN_OUT_NOTIFY: &str = "WITH before AS (
+         SELECT iss, sid FROM sessions WHERE $1 = 'id' AND id = $3 AND sid IS NOT NULL),
+     r AS (SELECT replayed, removed FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)),
+     m AS (
+         SELECT $12::text
+             || coalesce((SELECT E'\\nt:sid:'
+                          || rtrim(translate(encode(convert_to(b.iss, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')
+                          || '.'
+                          || rtrim(translate(encode(convert_to(b.sid, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')
+                          FROM before b), '')
+             || coalesce((SELECT string_agg(E'\\ns:' || x.tag || E'\\np:s:' || x.tag, '')
+                          FROM unnest(r.removed) AS u(id),
+                               LATERAL (SELECT rtrim(translate(encode(sha256(convert_to(u.id, 'UTF8')), 'base64'),
+                                                               E'+/\\n', '-_'), '=') AS tag) x), '')
+             AS msg
+         FROM r
+         WHERE NOT r.replayed AND (NOT $6 OR cardinality(r.removed) > 0)),
+     n AS (SELECT pg_notify($11, CASE WHEN octet_length(m.msg) < 8000 THEN m.msg ELSE $13::text END)
+           FROM m)
+     SELECT r.replayed, r.removed, (SELECT msg FROM m), (SELECT count(*) FROM n)::bigint FROM r";
+
+/// Publishes on a channel (the listening connection's heartbeats and
+/// acknowledgements, queued announcements, sign-out events).
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";

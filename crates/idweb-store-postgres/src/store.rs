@@ -10,6 +10,7 @@ use idweb::{
     Tombstone, sign_out_in_order,
 };
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::error::{bad_row, corrupt};
 use crate::{LONG_OP_TIMEOUT, PostgresStore, sql};
@@ -51,24 +52,51 @@ fn session_of(row: &Row, id: Option<&SessionId>) -> Result<Session, StoreError> 
     Ok(session)
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+/// A `NOTIFY` to send in the same statement as a write: channel, message.
+pub(crate) type Notify<'a> = Option<(&'a str, &'a str)>;
+
+/// `params`, then the notification's channel and message when there is one.
+fn with_notify<'a>(
+    params: &[&'a (dyn ToSql + Sync)],
+    notify: &'a Notify<'a>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut all = params.to_vec();
+    if let Some((channel, message)) = notify {
+        all.push(channel);
+        all.push(message);
+    }
+    all
+}
+
+impl PostgresStore {
+    pub(crate) async fn put_session_notify(
+        &self,
+        session: &Session,
+        notify: Notify<'_>,
+    ) -> Result<(), StoreError> {
         let data = serde_json::to_string(session).map_err(corrupt)?;
         let now = self.now();
+        let statement = if notify.is_some() {
+            sql::PUT_SESSION_NOTIFY
+        } else {
+            sql::PUT_SESSION
+        };
         let row = self
             .query_one(
-                sql::PUT_SESSION,
-                &[
-                    &session.id.secret(),
-                    &session.iss,
-                    &session.sub,
-                    &session.sid,
-                    &session.created_at,
-                    &session.expires_at,
-                    &data,
-                    &now,
-                ],
+                statement,
+                &with_notify(
+                    &[
+                        &session.id.secret(),
+                        &session.iss,
+                        &session.sub,
+                        &session.sid,
+                        &session.created_at,
+                        &session.expires_at,
+                        &data,
+                        &now,
+                    ],
+                    &notify,
+                ),
             )
             .await?;
         if row.try_get::<_, bool>(0).map_err(bad_row)? {
@@ -76,6 +104,143 @@ impl Store for PostgresStore {
         } else {
             Err(StoreError::SignedOut)
         }
+    }
+
+    pub(crate) async fn remove_session_notify(
+        &self,
+        id: &SessionId,
+        notify: Notify<'_>,
+    ) -> Result<Option<Session>, StoreError> {
+        let Some((channel, message)) = notify else {
+            let rows = self.query(sql::REMOVE_SESSION, &[&id.secret()]).await?;
+            // Removed even when its data no longer decodes: a sign-out must
+            // not be stopped by a damaged row. The caller still learns of it.
+            return rows.first().map(|row| session_of(row, None)).transpose();
+        };
+        let row = self
+            .query_one(
+                sql::REMOVE_SESSION_NOTIFY,
+                &[&id.secret(), &channel, &message],
+            )
+            .await?;
+        match row.try_get::<_, Option<String>>(0).map_err(bad_row)? {
+            Some(data) => decode_session(&data).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn write_partition_notify(
+        &self,
+        key: &PartitionKey,
+        write: PartitionWrite,
+        notify: Notify<'_>,
+    ) -> Result<u64, StoreError> {
+        let now = self.now();
+        let pkey = key.storage_key();
+        let session = key.session_id().map(|id| id.secret().to_string());
+        let expected = write
+            .expected_version
+            .map(|v| to_i64(v, "partition version"))
+            .transpose()?;
+        // One row per cache key (the last upsert of a key wins), as one
+        // INSERT cannot touch a row twice.
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, e) in write.upsert.iter().enumerate() {
+            last.insert(e.cache_key.as_str(), i);
+        }
+        let mut upsert: Vec<&StoredEntry> = write
+            .upsert
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| last.get(e.cache_key.as_str()) == Some(i))
+            .map(|(_, e)| e)
+            .collect();
+        upsert.sort_by(|a, b| a.cache_key.cmp(&b.cache_key));
+        let keys: Vec<&str> = upsert.iter().map(|e| e.cache_key.as_str()).collect();
+        let kinds: Vec<&str> = upsert.iter().map(|e| e.kind.as_str()).collect();
+        let expires: Vec<Option<i64>> = upsert.iter().map(|e| e.expires_at).collect();
+        let sealed: Vec<&[u8]> = upsert.iter().map(|e| e.sealed.as_slice()).collect();
+        let remove: Vec<&str> = write.remove.iter().map(String::as_str).collect();
+        let statement = if notify.is_some() {
+            sql::WRITE_PARTITION_NOTIFY
+        } else {
+            sql::WRITE_PARTITION
+        };
+        let row = self
+            .query_one(
+                statement,
+                &with_notify(
+                    &[
+                        &pkey, &session, &expected, &now, &remove, &keys, &kinds, &expires, &sealed,
+                    ],
+                    &notify,
+                ),
+            )
+            .await?;
+        let status: i32 = row.try_get(0).map_err(bad_row)?;
+        let version = to_u64(row.try_get(1).map_err(bad_row)?, "partition version")?;
+        match status {
+            0 => Ok(version),
+            1 => Err(StoreError::SignedOut),
+            2 => Err(StoreError::Conflict {
+                expected: write.expected_version.unwrap_or_default(),
+                found: version,
+            }),
+            _ => Err(corrupt(format!("write_partition answered status {status}"))),
+        }
+    }
+
+    pub(crate) async fn remove_partition_notify(
+        &self,
+        key: &PartitionKey,
+        notify: Notify<'_>,
+    ) -> Result<bool, StoreError> {
+        let statement = if notify.is_some() {
+            sql::REMOVE_PARTITION_NOTIFY
+        } else {
+            sql::REMOVE_PARTITION
+        };
+        let row = self
+            .query_one(statement, &with_notify(&[&key.storage_key()], &notify))
+            .await?;
+        row.try_get(0).map_err(bad_row)
+    }
+
+    pub(crate) async fn put_tombstone_notify(
+        &self,
+        tombstone: &Tombstone,
+        notify: Notify<'_>,
+    ) -> Result<(), StoreError> {
+        let (kind, iss, value) = selector_key(&tombstone.selector)?;
+        let now = self.now();
+        let statement = if notify.is_some() {
+            sql::PUT_TOMBSTONE_NOTIFY
+        } else {
+            sql::PUT_TOMBSTONE
+        };
+        self.query(
+            statement,
+            &with_notify(
+                &[
+                    &kind,
+                    &iss,
+                    &value,
+                    &tombstone.logged_out_at,
+                    &tombstone.expires_at,
+                    &now,
+                ],
+                &notify,
+            ),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.put_session_notify(session, None).await
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -87,10 +252,7 @@ impl Store for PostgresStore {
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let rows = self.query(sql::REMOVE_SESSION, &[&id.secret()]).await?;
-        // Removed even when its data no longer decodes: a sign-out must not
-        // be stopped by a damaged row. The caller still learns about it.
-        rows.first().map(|row| session_of(row, None)).transpose()
+        self.remove_session_notify(id, None).await
     }
 
     async fn find_sessions(&self, lookup: &SessionLookup) -> Result<Vec<SessionId>, StoreError> {
@@ -198,76 +360,15 @@ impl Store for PostgresStore {
         key: &PartitionKey,
         write: PartitionWrite,
     ) -> Result<u64, StoreError> {
-        let now = self.now();
-        let pkey = key.storage_key();
-        let session = key.session_id().map(|id| id.secret().to_string());
-        let expected = write
-            .expected_version
-            .map(|v| to_i64(v, "partition version"))
-            .transpose()?;
-        // One row per cache key (the last upsert of a key wins), as one
-        // INSERT cannot touch a row twice.
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for (i, e) in write.upsert.iter().enumerate() {
-            last.insert(e.cache_key.as_str(), i);
-        }
-        let mut upsert: Vec<&StoredEntry> = write
-            .upsert
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| last.get(e.cache_key.as_str()) == Some(i))
-            .map(|(_, e)| e)
-            .collect();
-        upsert.sort_by(|a, b| a.cache_key.cmp(&b.cache_key));
-        let keys: Vec<&str> = upsert.iter().map(|e| e.cache_key.as_str()).collect();
-        let kinds: Vec<&str> = upsert.iter().map(|e| e.kind.as_str()).collect();
-        let expires: Vec<Option<i64>> = upsert.iter().map(|e| e.expires_at).collect();
-        let sealed: Vec<&[u8]> = upsert.iter().map(|e| e.sealed.as_slice()).collect();
-        let remove: Vec<&str> = write.remove.iter().map(String::as_str).collect();
-        let row = self
-            .query_one(
-                sql::WRITE_PARTITION,
-                &[
-                    &pkey, &session, &expected, &now, &remove, &keys, &kinds, &expires, &sealed,
-                ],
-            )
-            .await?;
-        let status: i32 = row.try_get(0).map_err(bad_row)?;
-        let version = to_u64(row.try_get(1).map_err(bad_row)?, "partition version")?;
-        match status {
-            0 => Ok(version),
-            1 => Err(StoreError::SignedOut),
-            2 => Err(StoreError::Conflict {
-                expected: write.expected_version.unwrap_or_default(),
-                found: version,
-            }),
-            _ => Err(corrupt(format!("write_partition answered status {status}"))),
-        }
+        self.write_partition_notify(key, write, None).await
     }
 
     async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError> {
-        let row = self
-            .query_one(sql::REMOVE_PARTITION, &[&key.storage_key()])
-            .await?;
-        row.try_get(0).map_err(bad_row)
+        self.remove_partition_notify(key, None).await
     }
 
     async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
-        let (kind, iss, value) = selector_key(&tombstone.selector)?;
-        let now = self.now();
-        self.query(
-            sql::PUT_TOMBSTONE,
-            &[
-                &kind,
-                &iss,
-                &value,
-                &tombstone.logged_out_at,
-                &tombstone.expires_at,
-                &now,
-            ],
-        )
-        .await
-        .map(drop)
+        self.put_tombstone_notify(tombstone, None).await
     }
 
     async fn get_tombstone(

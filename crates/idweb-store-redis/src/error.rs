@@ -28,6 +28,9 @@ pub(crate) enum Error {
     /// The cache needs a Tokio runtime for its subscriber task.
     #[error("no Tokio runtime to run the invalidation subscriber on")]
     NoRuntime,
+    /// No node to subscribe on.
+    #[error("no Redis node to subscribe on")]
+    NoNode,
     /// A background task failed.
     #[error("a background task failed: {0}")]
     Task(String),

@@ -3,47 +3,32 @@
 //! See the crate documentation for the layout. Every name is built here, so
 //! that the Lua scripts and the Rust code cannot disagree.
 
-use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use idweb::{PartitionKey, Session, SessionId, SessionLookup};
+use idweb::{PartitionKey, SessionId, SessionLookup};
+use idweb_l1::names;
 
 use crate::error::Error;
 
 /// The key prefix used when none is given.
 pub(crate) const DEFAULT_PREFIX: &str = "idweb";
 
-/// The hash tag of a session: the base64url SHA-256 of its id. Key names and
-/// invalidation messages never carry a session id (a bearer credential).
+/// The hash tag of a session: the base64url SHA-256 of its id (the L1
+/// layer's session tag). Key names and invalidation messages never carry a
+/// session id (a bearer credential).
 pub(crate) fn session_tag(id: &SessionId) -> String {
-    B64.encode(digest(&SHA256, id.secret().as_bytes()).as_ref())
+    names::session_tag(id)
 }
 
-/// The tag of a lookup (and of the tombstone with the same selector).
+/// The tag of a lookup (and of the tombstone with the same selector), as
+/// the L1 layer names it.
 pub(crate) fn selector_tag(lookup: &SessionLookup) -> Result<String, Error> {
-    match lookup {
-        SessionLookup::ByProviderSession { iss, sid } => {
-            Ok(format!("sid:{}.{}", B64.encode(iss), B64.encode(sid)))
-        }
-        SessionLookup::BySubject { iss, sub } => {
-            Ok(format!("sub:{}.{}", B64.encode(iss), B64.encode(sub)))
-        }
-        _ => Err(Error::Unsupported("session lookup")),
-    }
+    names::selector_tag(lookup).ok_or(Error::Unsupported("session lookup"))
 }
 
 /// Whether a selector tag is an `(iss, sid)` one (else `(iss, sub)`).
 pub(crate) fn is_sid_tag(tag: &str) -> bool {
     tag.starts_with("sid:")
-}
-
-/// The selector tags of a session: `(iss, sub)` always, `(iss, sid)` when it has a sid.
-pub(crate) fn session_selectors(s: &Session) -> Vec<String> {
-    let mut tags = vec![format!("sub:{}.{}", B64.encode(&s.iss), B64.encode(&s.sub))];
-    if let Some(sid) = &s.sid {
-        tags.push(format!("sid:{}.{}", B64.encode(&s.iss), B64.encode(sid)));
-    }
-    tags
 }
 
 /// Which partition, as this store addresses it.
@@ -66,26 +51,27 @@ impl Part {
 }
 
 /// Names of the in-process cache's entries, also the words of invalidation
-/// messages.
+/// messages (those of the L1 layer).
 pub(crate) mod l1 {
     use super::Part;
+    use idweb_l1::names;
 
     /// A session.
     pub(crate) fn session(tag: &str) -> String {
-        format!("s:{tag}")
+        names::session_word(tag)
     }
 
     /// A partition.
     pub(crate) fn partition(part: &Part) -> String {
         match part {
-            Part::Session(tag) => format!("p:s:{tag}"),
+            Part::Session(tag) => names::session_partition_word(tag),
             Part::App(storage) => format!("p:{storage}"),
         }
     }
 
     /// A tombstone's selector: drops the cached sessions it names.
     pub(crate) fn tombstone(selector_tag: &str) -> String {
-        format!("t:{selector_tag}")
+        names::tombstone_word(selector_tag)
     }
 }
 

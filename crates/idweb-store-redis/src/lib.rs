@@ -158,7 +158,9 @@
 //!
 //! ## The in-process cache
 //!
-//! [`CachingStore`] caches `get_session` and `get_partition` results
+//! [`CachingStore`] is the layer of the `idweb-l1` crate over this store
+//! (the same layer runs over PostgreSQL's `LISTEN/NOTIFY`); Redis's
+//! invalidation bus is pub/sub. It caches `get_session` and `get_partition` results
 //! (bounded in number and age) and sends every other call to Redis.
 //!
 //! **Invalidation protocol.** Every write (`put_session`, `remove_session`,
@@ -227,17 +229,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod caching;
 mod codec;
 mod config;
 mod conn;
 mod error;
 mod keys;
+mod l1;
 mod scripts;
 mod signout_bus;
 mod store;
 
-pub use caching::{CacheOptions, CachingStore};
 pub use config::{RedisConfig, RedisUrlError};
+pub use idweb_l1::CacheOptions;
+pub use l1::CachingStore;
 pub use signout_bus::RedisSignOutBus;
 pub use store::RedisStore;

@@ -19,9 +19,7 @@ use crate::codec::{
 };
 use crate::conn::{self, Conn};
 use crate::error::{Error, corrupt, redis_error, unavailable, unexpected};
-use crate::keys::{
-    DEFAULT_PREFIX, Keys, Part, is_sid_tag, l1, selector_tag, session_selectors, session_tag,
-};
+use crate::keys::{DEFAULT_PREFIX, Keys, Part, is_sid_tag, l1, selector_tag, session_tag};
 use crate::scripts;
 
 /// How long one store operation may take in all, round trips included.
@@ -718,7 +716,7 @@ impl Store for RedisStore {
             let part = Part::Session(tag.clone());
             let sk = k.session(&tag);
             let data = encode_session(s)?;
-            let selectors = session_selectors(s);
+            let selectors = idweb_l1::names::session_selectors(s);
             let new_idx = selectors
                 .iter()
                 .map(|t| k.index(t))

@@ -7,15 +7,14 @@ mod common;
 #[path = "../../idweb-test-support/src/relay.rs"]
 mod relay;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::scenarios::{clock, session, unique};
-use idweb::{SignOut, SignOutSelector, Store};
+use common::scenarios::clock;
+use idweb::Store;
+use idweb_store_conformance::multi_instance;
 use idweb_store_redis::{CachingStore, RedisStore};
 use relay::DelayRelay;
-use tokio::task::JoinSet;
 
 /// How late the slow instances hear from Redis.
 const DELAY: Duration = Duration::from_millis(40);
@@ -42,77 +41,7 @@ async fn instance(url: &str, prefix: &str) -> Arc<CachingStore> {
     let redis = RedisStore::open_with_prefix(url, prefix, clock())
         .await
         .unwrap_or_else(|e| panic!("this test needs Redis at {url}: {e}"));
-    let store = CachingStore::new(redis).expect("cache");
-    assert!(
-        store.wait_until_active(Duration::from_secs(5)).await,
-        "the invalidation subscription did not come up"
-    );
-    Arc::new(store)
-}
-
-/// What one round saw.
-#[derive(Debug, Default)]
-struct Round {
-    /// Requests that started after the sign-out returned, and those of
-    /// them answered with the session.
-    after: usize,
-    served_after: usize,
-    /// Requests answered with the session before the sign-out started.
-    served_before: usize,
-    sign_out: Duration,
-}
-
-/// One round: a session signed in through `c`, read through `a` and `b`
-/// (so that their caches hold it), two clients per slow instance asking
-/// for it every millisecond, the sign-out (back-channel: by provider
-/// session) through `c`, then the clients go on for [`AFTER`].
-async fn round(c: Arc<CachingStore>, a: Arc<CachingStore>, b: Arc<CachingStore>) -> Round {
-    let (iss, sid) = (unique("https://iss"), unique("sid"));
-    let s = session(&iss, &unique("sub"), Some(&sid), clock().unix_now());
-    c.put_session(&s).await.expect("sign-in");
-    for x in [&a, &b] {
-        assert!(x.get_session(&s.id).await.expect("read").is_some());
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
-    let mut clients = JoinSet::new();
-    for x in [&a, &a, &b, &b] {
-        let (x, id, stop, seen) = (x.clone(), s.id.clone(), stop.clone(), seen.clone());
-        clients.spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let started = Instant::now();
-                let served = x.get_session(&id).await.expect("read").is_some();
-                seen.lock().expect("seen").push((started, served));
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let signout = SignOut::new(c.clone(), clock(), Duration::from_secs(3600));
-    let began = Instant::now();
-    let eviction = signout
-        .evict(&SignOutSelector::ProviderSession { iss, sid })
-        .await
-        .expect("sign-out");
-    let returned = Instant::now();
-    assert_eq!(eviction.sessions_removed, 1, "{eviction:?}");
-    tokio::time::sleep(AFTER).await;
-    stop.store(true, Ordering::SeqCst);
-    while clients.join_next().await.is_some() {}
-    let seen = seen.lock().expect("seen");
-    let mut r = Round {
-        sign_out: returned - began,
-        ..Round::default()
-    };
-    for (started, served) in seen.iter() {
-        if *started > returned {
-            r.after += 1;
-            r.served_after += usize::from(*served);
-        } else if *started < began && *served {
-            r.served_before += 1;
-        }
-    }
-    r
+    multi_instance::caching(redis).await
 }
 
 /// Three instances with their caches on; two reach Redis through a relay
@@ -135,42 +64,10 @@ async fn no_instance_serves_a_session_once_its_sign_out_returned() {
     let a = instance(&format!("redis://{}", relay_a.addr()), &prefix).await;
     let b = instance(&format!("redis://{}", relay_b.addr()), &prefix).await;
 
-    let started = Instant::now();
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    while rounds.len() < ROUNDS {
-        let mut wave = JoinSet::new();
-        for _ in 0..AT_ONCE.min(ROUNDS - rounds.len()) {
-            wave.spawn(round(c.clone(), a.clone(), b.clone()));
-        }
-        while let Some(r) = wave.join_next().await {
-            rounds.push(r.expect("round"));
-        }
-    }
-    let after: usize = rounds.iter().map(|r| r.after).sum();
-    let served_after: usize = rounds.iter().map(|r| r.served_after).sum();
-    let served_before: usize = rounds.iter().map(|r| r.served_before).sum();
-    let mut sign_outs: Vec<Duration> = rounds.iter().map(|r| r.sign_out).collect();
-    sign_outs.sort();
-    let pct = |p: usize| sign_outs[(sign_outs.len() - 1) * p / 100];
-    println!(
-        "{ROUNDS} sign-outs in {:?}: {served_after} of {after} requests started after a sign-out returned were answered with the session; {served_before} answered with it before; sign-out took {:?} (median), {:?} (p99), {:?} (max)",
-        started.elapsed(),
-        pct(50),
-        pct(99),
-        sign_outs[sign_outs.len() - 1],
-    );
-    assert!(
-        a.l1_hits() > 0 && b.l1_hits() > 0,
-        "the slow instances never answered from their caches: the test proves nothing"
-    );
-    assert!(
-        after >= ROUNDS,
-        "too few requests after the sign-outs: {after}"
-    );
-    assert_eq!(
-        served_after, 0,
-        "{served_after} of {after} requests that started after a sign-out returned were answered with the session"
-    );
+    multi_instance::no_instance_serves_a_session_once_its_sign_out_returned(
+        c, a, b, ROUNDS, AT_ONCE, AFTER,
+    )
+    .await;
 }
 
 /// What acknowledgement costs a sign-out when every instance is healthy:
@@ -188,28 +85,12 @@ async fn what_acknowledgement_costs_a_sign_out_on_a_direct_link() {
     let _others = [instance(&url, &prefix).await, instance(&url, &prefix).await];
     // Let every instance hear the others' heartbeats for a whole lease.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let plain: Arc<dyn Store> = Arc::new(c.redis().clone());
+    let plain: Arc<dyn Store> = Arc::new(c.inner().clone());
     let cached: Arc<dyn Store> = c.clone();
     for (name, store) in [("CachingStore", cached), ("RedisStore", plain)] {
-        let signout = SignOut::new(store.clone(), clock(), Duration::from_secs(3600));
-        let mut took = Vec::with_capacity(SIGN_OUTS);
-        for _ in 0..SIGN_OUTS {
-            let (iss, sid) = (unique("https://iss"), unique("sid"));
-            let s = session(&iss, &unique("sub"), Some(&sid), clock().unix_now());
-            store.put_session(&s).await.expect("sign-in");
-            let began = Instant::now();
-            let e = signout
-                .evict(&SignOutSelector::ProviderSession { iss, sid })
-                .await
-                .expect("sign-out");
-            took.push(began.elapsed());
-            assert_eq!(e.sessions_removed, 1);
-        }
-        took.sort();
+        let (median, p99) = multi_instance::time_sign_outs(store, SIGN_OUTS).await;
         println!(
-            "{name}: back-channel sign-out of one session, 3 instances: {:?} (median), {:?} (p99)",
-            took[SIGN_OUTS / 2],
-            took[SIGN_OUTS * 99 / 100]
+            "{name}: back-channel sign-out of one session, 3 instances: {median:?} (median), {p99:?} (p99)"
         );
     }
 }

@@ -24,7 +24,7 @@
 //! |---|---|---|---|
 //! | `memory` (default) | [`idweb::MemoryStore`]: one process, lost on restart | none | always |
 //! | `sqlite://PATH`, `sqlite:PATH` | `idweb_store_sqlite::SqliteStore` (file created if missing) | none | `sqlite` |
-//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, `postgresql://...` | `idweb_store_postgres::PostgresStore` (creates or migrates its schema in that database) | `IDWEB_STORE_SCHEMA` (default `idweb`), `IDWEB_STORE_POOL_SIZE` (default 16), `IDWEB_STORE_L1` (only `false`) | `postgres` |
+//! | `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, `postgresql://...` | `idweb_store_postgres::PostgresStore` (creates or migrates its schema in that database), behind its `CachingStore` unless `l1` is off | `IDWEB_STORE_SCHEMA` (default `idweb`), `IDWEB_STORE_POOL_SIZE` (default 16), `IDWEB_STORE_L1` (default `true`) | `postgres` |
 //! | `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, `rediss://...` (TLS), `redis+unix:///PATH`, `redis+cluster://H:P,H:P`, `rediss+cluster://...` | `idweb_store_redis::RedisStore`, behind its `CachingStore` unless `l1` is off | `IDWEB_STORE_PREFIX` (default `idweb`), `IDWEB_STORE_L1` (default `true`) | `redis` |
 //!
 //! All three features are on by default. An app that needs one backend only
@@ -152,9 +152,8 @@ pub async fn open(url: &StoreUrl, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store
 /// instances of an app hear each other's sign-outs
 /// ([`idweb::SignOutBus`]): for Redis, the `PREFIX:signout` pub/sub channel
 /// (subscribed before this returns); `None` for `memory` and SQLite, whose
-/// sign-outs happen in the process that listens, and for PostgreSQL, which
-/// has no bus yet (its `LISTEN/NOTIFY` bus is still to be built: there, only
-/// the instance that signs out hears the event).
+/// sign-outs happen in the process that listens. For PostgreSQL, notifications
+/// on `SCHEMA:signout` (listening before this returns).
 ///
 /// # Errors
 /// As for [`open`].
@@ -166,8 +165,9 @@ pub async fn open_sign_out_bus(
         None => Err(OpenStoreError::UnsupportedScheme {
             scheme: url.scheme().to_string(),
         }),
-        Some(Backend::Memory | Backend::Sqlite | Backend::Postgres) => Ok(None),
+        Some(Backend::Memory | Backend::Sqlite) => Ok(None),
         Some(Backend::Redis) => open_redis_bus(url, clock).await.map(Some),
+        Some(Backend::Postgres) => open_postgres_bus(url, clock).await.map(Some),
     }
 }
 
@@ -267,8 +267,31 @@ async fn open_postgres(
 ) -> Result<Arc<dyn Store>, OpenStoreError> {
     let config =
         idweb_store_postgres::PostgresConfig::from_store_url(url).map_err(|e| invalid(url, e))?;
-    let store = config.open(clock).await.map_err(|e| failed(url, e))?;
-    Ok(Arc::new(store))
+    config.open_shared(clock).await.map_err(|e| failed(url, e))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres_bus(
+    url: &StoreUrl,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn SignOutBus>, OpenStoreError> {
+    let config =
+        idweb_store_postgres::PostgresConfig::from_store_url(url).map_err(|e| invalid(url, e))?;
+    config
+        .open_sign_out_bus(clock)
+        .await
+        .map_err(|e| failed(url, e))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres_bus(
+    url: &StoreUrl,
+    _clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn SignOutBus>, OpenStoreError> {
+    Err(OpenStoreError::FeatureDisabled {
+        scheme: url.scheme().to_string(),
+        feature: "postgres",
+    })
 }
 
 #[cfg(not(feature = "postgres"))]

@@ -252,7 +252,7 @@ async fn redis_refuses_bad_options_and_hides_the_password() {
 }
 
 #[tokio::test]
-async fn a_sign_out_bus_comes_with_redis_only() {
+async fn a_sign_out_bus_comes_with_redis_and_postgres_only() {
     for single_process in [
         "memory",
         &format!(
@@ -285,6 +285,28 @@ async fn a_sign_out_bus_comes_with_redis_only() {
             bus,
             Err(OpenStoreError::FeatureDisabled {
                 feature: "redis",
+                ..
+            })
+        ));
+    }
+    let schema = format!("idweb_test_bus_{}", SessionId::generate().fingerprint());
+    let _drop = DropSchema(schema.clone());
+    let pg = url(&postgres_url(), &[("schema", &schema), ("pool_size", "1")]);
+    let bus = idweb_stores::open_sign_out_bus(&pg, clock()).await;
+    if cfg!(feature = "postgres") {
+        let bus = bus
+            .expect("the PostgreSQL at 127.0.0.1:5432 must be running")
+            .expect("a bus");
+        assert!(bus.is_subscribed(), "listening before open returns");
+        assert!(
+            format!("{bus:?}").contains(&format!("{schema}:signout")),
+            "{bus:?}"
+        );
+    } else {
+        assert!(matches!(
+            bus,
+            Err(OpenStoreError::FeatureDisabled {
+                feature: "postgres",
                 ..
             })
         ));
@@ -344,12 +366,24 @@ async fn postgres_opens_its_schema_in_the_named_database() {
             everything_shown(&e)
         )
     });
+    // The in-process cache is on by default, as on Redis.
     assert!(
-        format!("{store:?}").starts_with("PostgresStore"),
+        format!("{store:?}").starts_with("CachingStore"),
         "{store:?}"
     );
     assert!(format!("{store:?}").contains(&schema), "{store:?}");
     let s = put_one(&store).await;
+    let plain = open(
+        &url(&postgres_url(), &[("schema", &schema), ("l1", "false")]),
+        clock(),
+    )
+    .await
+    .expect("open without l1");
+    assert!(
+        format!("{plain:?}").starts_with("PostgresStore"),
+        "{plain:?}"
+    );
+    assert_eq!(plain.get_session(&s.id).await.unwrap(), Some(s.clone()));
     // `postgresql://` names the same store; another handle sees the session.
     let other = postgres_url().replacen("postgres://", "postgresql://", 1);
     let again = open(&url(&other, &[("schema", &schema)]), clock())
@@ -390,7 +424,7 @@ async fn postgres_refuses_bad_urls_and_options_and_hides_the_password() {
         ),
         (
             "postgres://u:hunter2@h/d",
-            &[("l1", "true")][..],
+            &[("l1", "maybe")][..],
             "IDWEB_STORE_L1",
         ),
         (

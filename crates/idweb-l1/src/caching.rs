@@ -1,6 +1,6 @@
-//! [`CachingStore`]: an in-process cache (L1) in front of a [`RedisStore`],
-//! kept coherent across instances by pub/sub invalidation, and bypassed
-//! whenever it cannot be known to be coherent.
+//! [`CachingStore`]: an in-process cache (L1) in front of an [`L1Backend`],
+//! kept coherent across instances by the backend's invalidation bus, and
+//! bypassed whenever it cannot be known to be coherent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -13,14 +13,19 @@ use idweb::{
     Clock, LockToken, PartitionKey, PartitionWrite, Session, SessionId, SessionLookup,
     SignOutOutcome, SignOutRequest, Store, StoreError, StoreStats, StoredPartition, Tombstone,
 };
-use redis::aio::MultiplexedConnection;
-use redis::{ConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 
-use crate::conn::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, subscribed_connection};
-use crate::error::{Error, unavailable};
-use crate::keys::{Part, l1, selector_tag, session_selectors, session_tag};
-use crate::store::RedisStore;
+use crate::names::{
+    partition_word, selector_tag, session_partition_word, session_selectors, session_tag,
+    session_word, tombstone_word,
+};
+use crate::{BusConnection, DROP_ALL, L1Backend};
+
+/// How long one publication on the bus may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long establishing a listening connection may take.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Heartbeats per lease: each instance publishes a heartbeat this many
 /// times per lease period, and renews its lease when it hears its own
@@ -39,9 +44,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// publish did not) beyond which they are replaced by "drop everything".
 const MAX_OUTBOX: usize = 1_000;
 
-/// The word of an invalidation message that drops every cached entry.
-const DROP_ALL: &str = "*";
-
 /// The first character of the word naming the instance that sent a message.
 const ORIGIN: char = '@';
 
@@ -59,7 +61,7 @@ pub struct CacheOptions {
     /// Entries kept at most (sessions and partitions together); when full,
     /// an arbitrary entry makes room. Default 10 000.
     pub max_entries: usize,
-    /// Age after which an entry is read from Redis again, whatever the
+    /// Age after which an entry is read from the store again, whatever the
     /// invalidations said: a safety net, not the coherence mechanism.
     /// Default 60 s.
     pub max_age: Duration,
@@ -67,7 +69,7 @@ pub struct CacheOptions {
     /// heartbeat back over the invalidation channel (counted from when
     /// that heartbeat was sent), and so the longest a sign-out waits for an
     /// instance that does not acknowledge it. Must exceed a round trip to
-    /// Redis, or L1 never answers. Default 250 ms.
+    /// the store, or L1 never answers. Default 250 ms.
     pub lease: Duration,
 }
 
@@ -107,43 +109,33 @@ impl CacheOptions {
     }
 }
 
-/// An [`idweb::Store`] that answers `get_session` and `get_partition` from
-/// process memory when it can, and from Redis otherwise. See the
-/// [crate documentation](crate#the-in-process-cache) for the invalidation
-/// protocol and the fail-closed rule.
+/// An [`idweb::Store`] that answers `get_session`, `get_partition` and
+/// `partition_version` from process memory when it can, and from the store
+/// `B` otherwise. See the [crate documentation](crate) for the
+/// invalidation protocol, the fail-closed rule, leases and acknowledged
+/// sign-outs.
 ///
-/// Every write goes to Redis, then drops this instance's own entries, then
-/// is announced on the invalidation channel; a background task (one
-/// pub/sub connection per `CachingStore`) drops the entries that other
-/// instances announce. Dropping the `CachingStore` stops that task.
+/// Every write goes to the store with its announcement, and drops this
+/// instance's own entries; a background task (one listening connection per
+/// `CachingStore`) drops the entries that other instances announce, and
+/// publishes this instance's heartbeats and acknowledgements. Dropping the
+/// `CachingStore` stops that task.
 ///
-/// # Leases and acknowledged sign-outs
-///
-/// An instance answers from L1 only under a lease: it publishes a heartbeat
-/// on the invalidation channel every fifth of [`CacheOptions::lease`], and
-/// when it hears its own heartbeat back, every message published before it
-/// has reached it too (Redis delivers a subscriber's messages in the order
-/// they were published), so it may answer from L1 until one lease after it
-/// *sent* that heartbeat. An instance whose link to Redis is slow, or that
-/// stops hearing, stops answering from L1 within one lease.
-///
-/// Sign-out writes (`remove_session`, `remove_partition`, `put_tombstone`)
-/// return only once no instance can still answer from what they removed:
-/// every instance that was heard heartbeating during the last lease has
-/// acknowledged the invalidation (each publishes an acknowledgement once it
-/// has dropped its entries), or one lease (and a tenth) has passed since
-/// the invalidation was published, after which any lease still held was
-/// renewed by a heartbeat published after it. See decision 0016.
-pub struct CachingStore {
-    redis: RedisStore,
+/// Sign-out writes (`remove_session`, `remove_partition`, `put_tombstone`,
+/// `sign_out`) return only once no instance can still answer from what
+/// they removed: every instance heard heartbeating during the last lease
+/// has acknowledged the invalidation, or one lease (and a tenth) has passed
+/// since it was published.
+pub struct CachingStore<B: L1Backend> {
+    inner: B,
     shared: Arc<Shared>,
     subscriber: tokio::task::JoinHandle<()>,
 }
 
-impl fmt::Debug for CachingStore {
+impl<B: L1Backend> fmt::Debug for CachingStore<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachingStore")
-            .field("redis", &self.redis)
+            .field("store", &self.inner)
             .field("options", &self.shared.options)
             .field("l1_active", &self.l1_active())
             .field("l1_len", &self.l1_len())
@@ -151,7 +143,7 @@ impl fmt::Debug for CachingStore {
     }
 }
 
-impl Drop for CachingStore {
+impl<B: L1Backend> Drop for CachingStore<B> {
     fn drop(&mut self) {
         self.subscriber.abort();
     }
@@ -161,9 +153,53 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The channel on which instance `origin` hears acknowledgements.
-fn ack_channel(invalidations: &str, origin: &str) -> String {
-    format!("{invalidations}:ack:{origin}")
+/// Where a listening connection delivers what it hears: the messages of the
+/// invalidation channel, the acknowledgements addressed to this instance,
+/// and the loss of the connection. Given to [`L1Backend::listen`]; holds
+/// the cache weakly (a connection outliving its cache feeds nothing).
+#[derive(Clone)]
+pub struct BusSink {
+    shared: Weak<Shared>,
+    generation: u64,
+}
+
+impl fmt::Debug for BusSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusSink")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BusSink {
+    /// A message of the invalidation channel (an invalidation or a
+    /// heartbeat), in the order the bus delivered it.
+    pub fn message(&self, text: &str) {
+        if let Some(shared) = self.shared.upgrade()
+            && shared.generation.load(Ordering::SeqCst) == self.generation
+        {
+            shared.on_message(text);
+        }
+    }
+
+    /// A message of this instance's acknowledgement channel.
+    pub fn acknowledgement(&self, text: &str) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.on_ack(text);
+        }
+    }
+
+    /// The connection is lost (closed, failed, or no longer listening):
+    /// L1 stops answering and is emptied until a new connection listens.
+    pub fn lost(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.connection_lost(self.generation);
+            // A connection given up already must not end its successor.
+            if shared.generation.load(Ordering::SeqCst) == self.generation {
+                shared.request_resubscribe();
+            }
+        }
+    }
 }
 
 /// State shared by the store and its subscriber task.
@@ -207,7 +243,7 @@ struct Shared {
     /// Heartbeats sent and not yet heard back: number and time sent.
     heartbeats: Mutex<VecDeque<(u64, Instant)>>,
     /// The L1 names of a session id's session and partition, memoised:
-    /// each is derived from a SHA-256 of the id (Redis never sees raw ids),
+    /// each is derived from a SHA-256 of the id (the bus never carries raw ids),
     /// which would otherwise be computed again on every request.
     names: Mutex<HashMap<SessionId, SessionNames>>,
     next_heartbeat: AtomicU64,
@@ -241,13 +277,13 @@ impl AckState {
 }
 
 /// A pending acknowledgement: its number, and the word asking for it.
-pub(crate) struct AckRequest {
+struct AckRequest {
     id: u64,
     word: String,
 }
 
 struct L1 {
-    /// Changes with every invalidation and clear: a value read from Redis
+    /// Changes with every invalidation and clear: a value read from the store
     /// is kept only if no invalidation happened while it was being read.
     epoch: u64,
     entries: HashMap<String, Slot>,
@@ -523,9 +559,9 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Redis failed under a store operation: the subscription may have
+    /// The store failed under an operation: the subscription may have
     /// missed messages too, so L1 is dropped until it has subscribed again.
-    fn redis_failed(&self) {
+    fn store_failed(&self) {
         self.deactivate();
         self.request_resubscribe();
     }
@@ -543,8 +579,8 @@ impl Shared {
         }
         let tag = session_tag(id);
         let names = SessionNames {
-            session: l1::session(&tag).into(),
-            partition: l1::partition(&Part::Session(tag)).into(),
+            session: session_word(&tag).into(),
+            partition: session_partition_word(&tag).into(),
         };
         let mut memo = lock(&self.names);
         if memo.len() >= self.options.max_entries.max(1) {
@@ -640,57 +676,29 @@ impl Shared {
     }
 }
 
-/// Publishes what waits in the outbox; `false` when Redis refused.
-async fn flush_outbox(shared: &Shared, redis: &RedisStore) -> bool {
+/// Publishes what waits in the outbox; `false` when the bus refused.
+async fn flush_outbox(shared: &Shared, conn: &dyn BusConnection) -> bool {
     let pending: Vec<String> = { std::mem::take(&mut *lock(&shared.outbox)) };
     if pending.is_empty() {
         return true;
     }
-    if redis.publish(&pending.join("\n")).await.is_ok() {
-        return true;
-    }
+    // Each queued message starts with the origin word: sent one by one.
+    let mut failed = Vec::new();
     for p in pending {
+        if !failed.is_empty() {
+            failed.push(p);
+            continue;
+        }
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, conn.publish(&p)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            failed.push(p);
+        }
+    }
+    let ok = failed.is_empty();
+    for p in failed {
         shared.queue(p);
     }
-    false
-}
-
-/// Opens a RESP3 connection to `node` whose pushes feed `shared`, and
-/// subscribes to `channel`.
-async fn subscribe(
-    shared: &Arc<Shared>,
-    node: ConnectionInfo,
-    channel: &str,
-    generation: u64,
-) -> Result<MultiplexedConnection, redis::RedisError> {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    let wanted = channel.as_bytes().to_vec();
-    let acks = ack_channel(channel, &shared.origin);
-    let acks_wanted = acks.as_bytes().to_vec();
-    let on_push = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
-        let Some(shared) = weak.upgrade() else {
-            return Ok(());
-        };
-        match push.kind {
-            PushKind::Message => {
-                if let [Value::BulkString(ch), Value::BulkString(payload)] = push.data.as_slice() {
-                    let text = String::from_utf8_lossy(payload);
-                    if *ch == wanted {
-                        shared.on_message(&text);
-                    } else if *ch == acks_wanted {
-                        shared.on_ack(&text);
-                    }
-                }
-            }
-            PushKind::Disconnection | PushKind::Unsubscribe => {
-                shared.connection_lost(generation);
-                shared.request_resubscribe();
-            }
-            _ => {}
-        }
-        Ok(())
-    };
-    subscribed_connection(node, &[channel, acks.as_str()], on_push).await
+    ok
 }
 
 /// Watches a live subscription until it must end: a heartbeat cannot be
@@ -699,12 +707,10 @@ async fn subscribe(
 /// acknowledgements of other instances' invalidations.
 async fn watch(
     shared: &Shared,
-    redis: &RedisStore,
-    conn: &mut MultiplexedConnection,
+    conn: &Arc<dyn BusConnection>,
     requests: u64,
     acks: &mut mpsc::UnboundedReceiver<(String, String)>,
 ) {
-    let channel = redis.keys().channel();
     let every = (shared.options.lease / HEARTBEATS_PER_LEASE).max(Duration::from_millis(1));
     let mut heartbeats = tokio::task::JoinSet::new();
     let mut beat = tokio::time::interval(every);
@@ -717,38 +723,24 @@ async fn watch(
                 }
             }
             Some((to, id)) = acks.recv() => {
-                let mut c = conn.clone();
+                let c = conn.clone();
                 let payload = format!("{id}\n{}", shared.origin);
-                let to = ack_channel(&channel, &to);
                 // Not awaited here: heartbeats go on meanwhile. A lost
                 // acknowledgement only makes the sign-out wait its lease.
                 tokio::spawn(async move {
-                    let mut publish = redis::cmd("PUBLISH");
-                    publish.arg(to).arg(payload);
-                    let _ = tokio::time::timeout(
-                        RESPONSE_TIMEOUT,
-                        publish.query_async::<Value>(&mut c),
-                    )
-                    .await;
+                    let _ = tokio::time::timeout(PUBLISH_TIMEOUT, c.acknowledge(&to, &payload)).await;
                 });
             }
             _ = beat.tick() => {
                 // Published without waiting here, so that acknowledgements
                 // never queue behind a heartbeat's reply.
-                let mut c = conn.clone();
-                let mut publish = redis::cmd("PUBLISH");
-                publish
-                    .arg(&channel)
-                    .arg(format!("{}\n{}", shared.origin, shared.heartbeat_sent()));
+                let c = conn.clone();
+                let message = format!("{}\n{}", shared.origin, shared.heartbeat_sent());
                 heartbeats.spawn(async move {
-                    let sent = tokio::time::timeout(
-                        RESPONSE_TIMEOUT,
-                        publish.query_async::<Value>(&mut c),
-                    )
-                    .await;
-                    matches!(sent, Ok(Ok(_)))
+                    let sent = tokio::time::timeout(PUBLISH_TIMEOUT, c.publish(&message)).await;
+                    matches!(sent, Ok(Ok(())))
                 });
-                flush_outbox(shared, redis).await;
+                flush_outbox(shared, conn.as_ref()).await;
             }
             Some(sent) = heartbeats.join_next() => {
                 if !matches!(sent, Ok(true)) {
@@ -759,85 +751,78 @@ async fn watch(
     }
 }
 
-/// The subscriber task: subscribe, clear and enable L1, watch the
+/// The subscriber task: listen, clear and enable L1, watch the
 /// connection; on any doubt disable L1 and start again.
-async fn run_subscriber(shared: Arc<Shared>, redis: RedisStore) {
-    let channel = redis.keys().channel();
+async fn run_subscriber<B: L1Backend>(shared: Arc<Shared>, store: B) {
     let Some(mut acks) = lock(&shared.ack_in).take() else {
         return;
     };
-    let nodes = redis.subscribe_to().to_vec();
-    let mut next = 0usize;
     let mut backoff = MIN_BACKOFF;
     loop {
         shared.deactivate();
         let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let Some(node) = nodes.get(next % nodes.len().max(1)).cloned() else {
-            return;
+        let sink = BusSink {
+            shared: Arc::downgrade(&shared),
+            generation,
         };
-        let attempt = tokio::time::timeout(
-            CONNECT_TIMEOUT + RESPONSE_TIMEOUT,
-            subscribe(&shared, node, &channel, generation),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout(LISTEN_TIMEOUT, store.listen(&shared.origin, sink)).await;
         match attempt {
-            Ok(Ok(mut conn)) => {
+            Ok(Ok(conn)) => {
                 let requests = shared.resubscribe_requests.load(Ordering::SeqCst);
-                // Refused when the connection was lost since SUBSCRIBE.
+                // Refused when the connection was lost since it listened.
                 if shared.activate(generation) {
-                    tracing::debug!(channel, "invalidation subscription live; L1 enabled");
+                    tracing::debug!("invalidation listener live; L1 enabled");
                     backoff = MIN_BACKOFF;
-                    flush_outbox(&shared, &redis).await;
-                    watch(&shared, &redis, &mut conn, requests, &mut acks).await;
-                    tracing::warn!(channel, "invalidation subscription lost; L1 disabled");
+                    flush_outbox(&shared, conn.as_ref()).await;
+                    watch(&shared, &conn, requests, &mut acks).await;
+                    tracing::warn!("invalidation listener lost; L1 disabled");
                 }
                 shared.connection_lost(generation);
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cannot subscribe for invalidations");
-                next += 1;
-            }
-            Err(_) => next += 1,
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot listen for invalidations"),
+            Err(_) => tracing::debug!("listening for invalidations timed out"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-impl CachingStore {
-    /// An L1 cache with the default [`CacheOptions`] in front of `redis`.
-    /// Reads go to Redis until the invalidation subscription is live.
+impl<B: L1Backend> CachingStore<B> {
+    /// An L1 cache with the default [`CacheOptions`] in front of `store`.
+    /// Reads go to the store until the listening connection is live.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when called outside a Tokio runtime (the
     /// subscriber task needs one).
-    pub fn new(redis: RedisStore) -> Result<Self, StoreError> {
-        Self::with_options(redis, CacheOptions::default())
+    pub fn new(store: B) -> Result<Self, StoreError> {
+        Self::with_options(store, CacheOptions::default())
     }
 
     /// Like [`new`](Self::new), with `options`.
     ///
     /// # Errors
     /// As for [`new`](Self::new).
-    pub fn with_options(redis: RedisStore, options: CacheOptions) -> Result<Self, StoreError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| unavailable(Error::NoRuntime))?;
-        let shared = Arc::new(Shared::new(options, redis.clock().clone()));
-        let subscriber = runtime.spawn(run_subscriber(shared.clone(), redis.clone()));
+    pub fn with_options(store: B, options: CacheOptions) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Unavailable("the in-process cache needs a Tokio runtime".into())
+        })?;
+        let shared = Arc::new(Shared::new(options, store.clock()));
+        let subscriber = runtime.spawn(run_subscriber(shared.clone(), store.clone()));
         Ok(Self {
-            redis,
+            inner: store,
             shared,
             subscriber,
         })
     }
 
-    /// The Redis store behind the cache.
-    pub fn redis(&self) -> &RedisStore {
-        &self.redis
+    /// The store behind the cache.
+    pub fn inner(&self) -> &B {
+        &self.inner
     }
 
-    /// Whether reads may be answered from L1: the invalidation subscription
-    /// is live, L1 was emptied after it became so, and the lease is held.
+    /// Whether reads may be answered from L1: the listening connection is
+    /// live, L1 was emptied after it became so, and the lease is held.
     pub fn l1_active(&self) -> bool {
         self.shared.serving()
     }
@@ -858,7 +843,7 @@ impl CachingStore {
     }
 
     /// Cacheable reads (`get_session`, `get_partition`, `partition_version`)
-    /// that went to Redis.
+    /// that went to the store.
     pub fn l1_misses(&self) -> u64 {
         self.shared.misses.load(Ordering::Relaxed)
     }
@@ -868,18 +853,31 @@ impl CachingStore {
         self.shared.l1().entries.len()
     }
 
+    /// The message announcing `words`.
+    fn message<S: AsRef<str>>(&self, words: &[S]) -> String {
+        let mut m = self.shared.origin.clone();
+        for w in words {
+            m.push('\n');
+            m.push_str(w.as_ref());
+        }
+        m
+    }
+
     /// Like [`written`](Self::written) for a write that signs out: the
     /// announcement asks every instance to acknowledge it, and the call
     /// returns once [`acknowledged`](Self::acknowledged) says that no
     /// instance can still answer from what it removed.
-    async fn written_acknowledged<T>(
+    async fn written_acknowledged<T, F>(
         &self,
         mut words: Vec<String>,
-        r: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        write: impl FnOnce(String) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let request = self.shared.expect_acks();
         words.insert(0, request.word.clone());
-        let r = self.written(words, r).await;
+        let r = self.written(words, write).await;
         if r.is_ok() {
             self.acknowledged(request, Instant::now()).await;
         } else {
@@ -896,7 +894,7 @@ impl CachingStore {
     /// no instance can answer from L1 what the announcement named: it has
     /// dropped it, or its lease has lapsed and any renewal comes from a
     /// heartbeat published after the announcement, hence heard after it.
-    pub(crate) async fn acknowledged(&self, request: AckRequest, published_at: Instant) {
+    async fn acknowledged(&self, request: AckRequest, published_at: Instant) {
         let deadline = published_at + self.shared.options.ack_deadline();
         self.shared.await_acks(&request, deadline).await;
     }
@@ -905,57 +903,63 @@ impl CachingStore {
     fn partition_name(&self, key: &PartitionKey) -> Result<Arc<str>, StoreError> {
         match key {
             PartitionKey::Session(id) => Ok(self.shared.names_of(id).partition),
-            _ => Ok(l1::partition(&Part::of(key).map_err(unavailable)?).into()),
+            _ => partition_word(key)
+                .map(Into::into)
+                .ok_or_else(|| unsupported("partition key")),
         }
     }
 
-    /// Passes a result through, disabling L1 when Redis failed.
+    /// Passes a result through, disabling L1 when the store failed.
     fn seen<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if matches!(r, Err(StoreError::Unavailable(_))) {
-            self.shared.redis_failed();
+            self.shared.store_failed();
         }
         r
     }
 
-    /// After a write: drop this instance's entries at once, then announce
-    /// the write. A write Redis refused wrote nothing and is not announced;
-    /// one that may or may not have happened is announced when Redis is
-    /// back.
-    async fn written<T>(
+    /// A write with its announcement of `words`: runs `write` (given the
+    /// message), then drops this instance's entries. A write the store
+    /// refused wrote nothing; one that may or may not have happened (or
+    /// whose announcement may not have been published) is announced again
+    /// when the store answers — unless the store announces in the write's
+    /// own transaction.
+    async fn written<T, F>(
         &self,
         words: Vec<String>,
-        r: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        write: impl FnOnce(String) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let message = self.message(&words);
+        let r = write(message.clone()).await;
         self.shared.invalidate(&words);
-        let payload = format!("{}\n{}", self.shared.origin, words.join("\n"));
         match r {
-            Ok(v) => match self.redis.publish(&payload).await {
-                Ok(()) => Ok(v),
-                Err(e) => {
-                    // Stored, but other instances were not told: the caller
-                    // hears of it, and the message goes out later.
-                    self.shared.queue(payload);
-                    self.shared.redis_failed();
-                    Err(e)
-                }
-            },
             Err(e @ StoreError::Unavailable(_)) => {
-                self.shared.queue(payload);
-                self.shared.redis_failed();
+                if !self.inner.announces_in_transaction() {
+                    self.shared.queue(message);
+                }
+                self.shared.store_failed();
                 Err(e)
             }
-            Err(e) => Err(e),
+            r => r,
         }
     }
 }
 
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("the in-process cache does not know this {what}").into())
+}
+
 #[async_trait]
-impl Store for CachingStore {
+impl<B: L1Backend> Store for CachingStore<B> {
     async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
         let tag = session_tag(&session.id);
-        let r = self.redis.put_session(session).await;
-        let words = vec![l1::session(&tag), l1::partition(&Part::Session(tag))];
-        self.written(words, r).await
+        let words = vec![session_word(&tag), session_partition_word(&tag)];
+        self.written(words, |m| async move {
+            self.inner.put_session_announced(session, &m).await
+        })
+        .await
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -969,7 +973,7 @@ impl Store for CachingStore {
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let ticket = self.shared.ticket();
-        let r = self.seen(self.redis.get_session(id).await);
+        let r = self.seen(self.inner.get_session(id).await);
         if let Ok(Some(s)) = &r {
             let selectors = session_selectors(s);
             self.shared.fill(
@@ -986,17 +990,19 @@ impl Store for CachingStore {
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let tag = session_tag(id);
-        let r = self.redis.remove_session(id).await;
-        let words = vec![l1::session(&tag), l1::partition(&Part::Session(tag))];
-        self.written_acknowledged(words, r).await
+        let words = vec![session_word(&tag), session_partition_word(&tag)];
+        self.written_acknowledged(words, |m| async move {
+            self.inner.remove_session_announced(id, &m).await
+        })
+        .await
     }
 
     async fn find_sessions(&self, lookup: &SessionLookup) -> Result<Vec<SessionId>, StoreError> {
-        self.seen(self.redis.find_sessions(lookup).await)
+        self.seen(self.inner.find_sessions(lookup).await)
     }
 
     async fn session_count(&self) -> Result<u64, StoreError> {
-        self.seen(self.redis.session_count().await)
+        self.seen(self.inner.session_count().await)
     }
 
     async fn list_sessions(
@@ -1004,7 +1010,7 @@ impl Store for CachingStore {
         after: Option<&SessionId>,
         limit: usize,
     ) -> Result<Vec<Session>, StoreError> {
-        self.seen(self.redis.list_sessions(after, limit).await)
+        self.seen(self.inner.list_sessions(after, limit).await)
     }
 
     async fn get_partition(
@@ -1023,7 +1029,7 @@ impl Store for CachingStore {
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let ticket = self.shared.ticket();
-        let r = self.seen(self.redis.read_partition(key).await)?;
+        let r = self.seen(self.inner.read_partition(key).await)?;
         Ok(r.map(|(partition, session_expires_at)| {
             self.shared.fill(
                 ticket,
@@ -1039,8 +1045,8 @@ impl Store for CachingStore {
 
     /// From L1 while it may answer (no round trip, nothing copied but the
     /// number): the version of the cached partition, exactly as coherent as
-    /// a cached `get_partition`. Otherwise from Redis (one script, no entry
-    /// read); such a read does not fill L1.
+    /// a cached `get_partition`. Otherwise from the store; such a read does
+    /// not fill L1.
     async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
         let name = self.partition_name(key)?;
         let now = self.shared.clock.unix_now();
@@ -1056,7 +1062,7 @@ impl Store for CachingStore {
             return Ok(Some(version));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
-        self.seen(self.redis.partition_version(key).await)
+        self.seen(self.inner.partition_version(key).await)
     }
 
     async fn write_partition(
@@ -1064,64 +1070,64 @@ impl Store for CachingStore {
         key: &PartitionKey,
         write: PartitionWrite,
     ) -> Result<u64, StoreError> {
-        let part = Part::of(key).map_err(unavailable)?;
-        let r = self.redis.write_partition(key, write).await;
-        self.written(vec![l1::partition(&part)], r).await
+        let name = self.partition_name(key)?;
+        self.written(vec![name.to_string()], |m| async move {
+            self.inner.write_partition_announced(key, write, &m).await
+        })
+        .await
     }
 
     async fn remove_partition(&self, key: &PartitionKey) -> Result<bool, StoreError> {
-        let part = Part::of(key).map_err(unavailable)?;
-        let r = self.redis.remove_partition(key).await;
-        self.written_acknowledged(vec![l1::partition(&part)], r)
-            .await
+        let name = self.partition_name(key)?;
+        self.written_acknowledged(vec![name.to_string()], |m| async move {
+            self.inner.remove_partition_announced(key, &m).await
+        })
+        .await
     }
 
     async fn put_tombstone(&self, tombstone: &Tombstone) -> Result<(), StoreError> {
-        let tag = selector_tag(&tombstone.selector).map_err(unavailable)?;
-        let r = self.redis.put_tombstone(tombstone).await;
-        self.written_acknowledged(vec![l1::tombstone(&tag)], r)
-            .await
+        let tag = selector_tag(&tombstone.selector).ok_or_else(|| unsupported("selector"))?;
+        self.written_acknowledged(vec![tombstone_word(&tag)], |m| async move {
+            self.inner.put_tombstone_announced(tombstone, &m).await
+        })
+        .await
     }
 
     async fn get_tombstone(
         &self,
         selector: &SessionLookup,
     ) -> Result<Option<Tombstone>, StoreError> {
-        self.seen(self.redis.get_tombstone(selector).await)
+        self.seen(self.inner.get_tombstone(selector).await)
     }
 
     async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
-        self.seen(self.redis.record_jti(iss, jti, expires_at).await)
+        self.seen(self.inner.record_jti(iss, jti, expires_at).await)
     }
 
     async fn is_jti_recorded(&self, iss: &str, jti: &str) -> Result<bool, StoreError> {
-        self.seen(self.redis.is_jti_recorded(iss, jti).await)
+        self.seen(self.inner.is_jti_recorded(iss, jti).await)
     }
 
-    /// Standalone: Redis's one sign-out script, which also publishes the
-    /// invalidation (no round trip of its own); then this instance's own
-    /// entries are dropped before returning. When Redis failed, the message
-    /// is queued for later and L1 is off until resubscribed, as for every
+    /// The store's one-step sign-out, which announces the invalidation
+    /// itself; then this instance's own entries are dropped before
+    /// returning. When the store failed, the announcement (if known) is
+    /// queued for later and L1 is off until it listens again, as for every
     /// write. The announcement asks every instance to acknowledge it, and a
     /// stored sign-out returns only once no instance can still answer from
     /// what it removed (within the bound of its acknowledgement wait).
-    /// Cluster: the steps in order, each announced (and acknowledged) as it
-    /// is stored.
+    /// A store without a one-step sign-out: the steps in order, each
+    /// announced (and acknowledged) as it is stored.
     async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
-        if self.redis.is_cluster() {
-            return idweb::sign_out_in_order(self, request).await;
-        }
         let ack = self.shared.expect_acks();
         let mut words = Vec::new();
-        let r = self
-            .redis
-            .sign_out_single(
-                request,
-                Some(&self.shared.origin),
-                Some(&ack.word),
-                &mut words,
-            )
-            .await;
+        let Some(r) = self
+            .inner
+            .sign_out_announced(request, &self.shared.origin, &ack.word, &mut words)
+            .await
+        else {
+            lock(&self.shared.acks).remove(&ack.id);
+            return idweb::sign_out_in_order(self, request).await;
+        };
         self.shared.invalidate(&words);
         // Nothing was published for a replay, or for an only-if-found
         // request that found nothing: no acknowledgement will come.
@@ -1137,33 +1143,32 @@ impl Store for CachingStore {
             lock(&self.shared.acks).remove(&ack.id);
         }
         if matches!(r, Err(StoreError::Unavailable(_))) {
-            if !words.is_empty() {
-                self.shared
-                    .queue(format!("{}\n{}", self.shared.origin, words.join("\n")));
+            if !words.is_empty() && !self.inner.announces_in_transaction() {
+                self.shared.queue(self.message(&words));
             }
-            self.shared.redis_failed();
+            self.shared.store_failed();
         }
         r
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
-        self.seen(self.redis.forget_jti(iss, jti).await)
+        self.seen(self.inner.forget_jti(iss, jti).await)
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.seen(self.redis.stats().await)
+        self.seen(self.inner.stats().await)
     }
 
     async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        self.seen(self.redis.try_lock(name, ttl).await)
+        self.seen(self.inner.try_lock(name, ttl).await)
     }
 
     async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
-        self.seen(self.redis.unlock(name, token).await)
+        self.seen(self.inner.unlock(name, token).await)
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.seen(self.redis.purge_expired().await)
+        self.seen(self.inner.purge_expired().await)
     }
 }
 
@@ -1191,8 +1196,8 @@ mod tests {
         for id in &ids {
             let names = s.names_of(id);
             let tag = session_tag(id);
-            assert_eq!(&*names.session, l1::session(&tag));
-            assert_eq!(&*names.partition, l1::partition(&Part::Session(tag)));
+            assert_eq!(&*names.session, session_word(&tag));
+            assert_eq!(&*names.partition, session_partition_word(&tag));
             // Asked again: the same names.
             assert_eq!(&*s.names_of(id).session, &*names.session);
             assert!(lock(&s.names).len() <= 3);
@@ -1322,7 +1327,7 @@ mod tests {
             1_800_000_000,
             1_800_003_600,
         );
-        let key = l1::session(&session_tag(&session.id));
+        let key = session_word(&session_tag(&session.id));
         let selectors = session_selectors(&session);
         (key, Cached::Session { session, selectors })
     }
@@ -1391,7 +1396,7 @@ mod tests {
             sid: "sid-1".into(),
         })
         .expect("tag");
-        s.invalidate(&[l1::tombstone(&by_sid)]);
+        s.invalidate(&[tombstone_word(&by_sid)]);
         let left: Vec<bool> = [&k1, &k2, &k3]
             .iter()
             .map(|k| s.lookup(k).is_some() && s.lookup(&format!("p:{k}")).is_some())
@@ -1402,7 +1407,7 @@ mod tests {
             sub: "alice".into(),
         })
         .expect("tag");
-        s.invalidate(&[l1::tombstone(&by_sub)]);
+        s.invalidate(&[tombstone_word(&by_sub)]);
         assert!(s.lookup(&k2).is_none() && s.lookup(&format!("p:{k2}")).is_none());
         assert!(s.lookup(&k3).is_some());
         s.invalidate(&[DROP_ALL]);
