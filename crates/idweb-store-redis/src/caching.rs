@@ -195,6 +195,7 @@ struct Shared {
     outbox: Mutex<Vec<String>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    metrics: L1Metrics,
     options: CacheOptions,
     clock: Arc<dyn Clock>,
     /// The origin of the times below.
@@ -220,6 +221,25 @@ struct Shared {
     /// Acknowledgements to publish: (the requester's origin, its number).
     ack_out: mpsc::UnboundedSender<(String, String)>,
     ack_in: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+}
+
+/// The L1's metrics (names in docs/OBSERVABILITY.md), registered once.
+struct L1Metrics {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    invalidations: metrics::Counter,
+    subscribed: metrics::Gauge,
+}
+
+impl L1Metrics {
+    fn new() -> Self {
+        Self {
+            hits: metrics::counter!("idweb_l1_hits_total"),
+            misses: metrics::counter!("idweb_l1_misses_total"),
+            invalidations: metrics::counter!("idweb_l1_invalidations_total"),
+            subscribed: metrics::gauge!("idweb_l1_subscribed"),
+        }
+    }
 }
 
 /// What is known of one invalidation awaiting acknowledgement.
@@ -289,6 +309,7 @@ impl Shared {
             outbox: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            metrics: L1Metrics::new(),
             options,
             clock,
             base: Instant::now(),
@@ -486,6 +507,7 @@ impl Shared {
     /// Stops using L1 (and empties it) until the next activation.
     fn deactivate(&self) {
         self.active.store(false, Ordering::SeqCst);
+        self.metrics.subscribed.set(0.0);
         self.lease_until.store(0, Ordering::SeqCst);
         self.live_since.store(0, Ordering::SeqCst);
         let mut l1 = self.l1();
@@ -506,6 +528,7 @@ impl Shared {
         self.live_since
             .store(self.nanos(Instant::now()), Ordering::SeqCst);
         self.active.store(true, Ordering::SeqCst);
+        self.metrics.subscribed.set(1.0);
         true
     }
 
@@ -599,6 +622,7 @@ impl Shared {
 
     /// Drops the entries named by the words of an invalidation message.
     fn invalidate<S: AsRef<str>>(&self, words: &[S]) {
+        self.metrics.invalidations.increment(1);
         let mut l1 = self.l1();
         l1.epoch += 1;
         for word in words {
@@ -965,9 +989,11 @@ impl Store for CachingStore {
             && !session.is_expired(self.shared.clock.unix_now())
         {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(1);
             return Ok(Some(session));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.misses.increment(1);
         let ticket = self.shared.ticket();
         let r = self.seen(self.redis.get_session(id).await);
         if let Ok(Some(s)) = &r {
@@ -1019,9 +1045,11 @@ impl Store for CachingStore {
             && session_expires_at.is_none_or(|e| e > self.shared.clock.unix_now())
         {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(1);
             return Ok(Some(partition));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.misses.increment(1);
         let ticket = self.shared.ticket();
         let r = self.seen(self.redis.read_partition(key).await)?;
         Ok(r.map(|(partition, session_expires_at)| {
@@ -1053,9 +1081,11 @@ impl Store for CachingStore {
         });
         if let Some(Some(version)) = cached {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(1);
             return Ok(Some(version));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.misses.increment(1);
         self.seen(self.redis.partition_version(key).await)
     }
 
@@ -1160,6 +1190,17 @@ impl Store for CachingStore {
 
     async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
         self.seen(self.redis.unlock(name, token).await)
+    }
+
+    /// Also fails while the invalidation subscription is down (L1 is off
+    /// then, and sign-outs of other instances are not heard).
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        if !self.shared.active() {
+            return Err(StoreError::Unavailable(
+                "the invalidation subscription is down".into(),
+            ));
+        }
+        self.seen(self.redis.check_ready().await)
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
