@@ -69,9 +69,12 @@ type Labels = Vec<(String, String)>;
 /// Counter deltas since the last snapshot: (name, labels, value).
 struct Deltas(Vec<(String, Labels, DebugValue)>);
 
+/// Every metric name seen in a snapshot.
+static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 impl Deltas {
     fn take(s: &Snapshotter) -> Self {
-        Self(
+        let d = Self(
             s.snapshot()
                 .into_vec()
                 .into_iter()
@@ -84,7 +87,11 @@ impl Deltas {
                     (key.name().to_string(), labels, v)
                 })
                 .collect(),
-        )
+        );
+        SEEN.lock()
+            .unwrap()
+            .extend(d.0.iter().map(|(n, _, _)| n.clone()));
+        d
     }
 
     /// The sum of the counters `name` whose labels include `labels`.
@@ -496,6 +503,16 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["outcome"], "error");
     assert_eq!(events[0]["sessions_removed"], "0");
+
+    // Every metric recorded is documented.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/OBSERVABILITY.md"
+    ))
+    .unwrap();
+    for name in SEEN.lock().unwrap().iter() {
+        assert!(doc.contains(&format!("`{name}`")), "{name} is not documented");
+    }
 
     // No token, session id or secret in any event of any target.
     let all = captured.0.lock().unwrap();
