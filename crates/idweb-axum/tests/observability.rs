@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use idweb::{AUDIT_TARGET, ManualClock, MemoryStore, SignOutSelector, Store};
+use idweb::{AUDIT_TARGET, ManualClock, MemoryStore, SessionId, SignOutSelector, Store};
 use idweb_test_support::idweb_devidp::{DevIdp, DevIdpConfig, DevUser};
 use idweb_test_support::{
     AppOptions, ControlledStore, TestApp, browser, origin, sign_in, start_app,
@@ -111,14 +111,27 @@ impl Deltas {
             .sum()
     }
 
-    /// The number of latency samples of store operation `op`.
+    /// The last value of gauge `name`, if it was set since the last snapshot.
+    fn gauge(&self, name: &str) -> Option<f64> {
+        self.0.iter().find_map(|(n, _, v)| match v {
+            DebugValue::Gauge(g) if n == name => Some(g.into_inner()),
+            _ => None,
+        })
+    }
+
+    /// The number of latency samples of store operation `op` on the memory store.
     fn samples(&self, op: &str) -> usize {
+        self.samples_of(op, "memory")
+    }
+
+    /// The number of latency samples of store operation `op` on `backend`.
+    fn samples_of(&self, op: &str, backend: &str) -> usize {
         self.0
             .iter()
             .filter(|(n, ls, _)| {
                 n == "idweb_store_operation_duration_seconds"
                     && ls.iter().any(|(k, v)| k == "operation" && v == op)
-                    && ls.iter().any(|(k, v)| k == "backend" && v == "memory")
+                    && ls.iter().any(|(k, v)| k == "backend" && v == backend)
             })
             .map(|(_, _, v)| match v {
                 DebugValue::Histogram(h) => h.len(),
@@ -196,7 +209,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(captured.clone()))
         .expect("the only subscriber of this binary");
 
-    let idp = idp_with_users(&["rp", "all", "back", "front", "operator"]).await;
+    let idp = idp_with_users(&["rp", "all", "back", "front", "operator", "l1"]).await;
     let env = vec![("IDWEB_COOKIE_KEY", COOKIE_KEY.to_string())];
     let clock = Arc::new(ManualClock::starting_now());
     let app = start_app_named(&idp, env, clock.clone()).await;
@@ -504,6 +517,55 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     assert_eq!(events[0]["outcome"], "error");
     assert_eq!(events[0]["sessions_removed"], "0");
 
+    // The L1 in front of Redis: subscription, hits and misses, invalidations.
+    let redis = start_app(
+        &idp,
+        AppOptions {
+            extra_env: vec![
+                ("IDWEB_STORE", "redis://127.0.0.1:6379".into()),
+                (
+                    "IDWEB_STORE_PREFIX",
+                    format!("obs-{}", SessionId::generate().fingerprint()),
+                ),
+            ],
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let rrp = redis.idweb.relying_party();
+    for _ in 0..250 {
+        if rrp.readiness(Duration::from_secs(2)).await.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = Deltas::take(&snap);
+    assert_eq!(d.gauge("idweb_l1_subscribed"), Some(1.0), "subscribed");
+    sign_in(&browser(), &redis, "l1").await;
+    let s = only_session(&redis).await;
+    secrets.push(s.id.secret().to_string());
+    Deltas::take(&snap);
+    for _ in 0..2 {
+        rrp.token_for_user(&s, &["openid"]).await.unwrap();
+    }
+    let d = Deltas::take(&snap);
+    let (hits, misses) = (
+        d.count("idweb_l1_hits_total", &[]),
+        d.count("idweb_l1_misses_total", &[]),
+    );
+    assert!(
+        hits >= 1 && hits + misses >= 2,
+        "{hits} hits, {misses} misses"
+    );
+    rrp.logout()
+        .operator_sign_out(&SignOutSelector::Session(s.id.clone()))
+        .await
+        .unwrap();
+    let d = Deltas::take(&snap);
+    assert!(d.count("idweb_l1_invalidations_total", &[]) >= 1);
+    assert!(d.samples_of("sign_out", "redis") >= 1);
+    captured.take_audit(&mut seen);
+
     // Every metric recorded is documented.
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -511,7 +573,10 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     ))
     .unwrap();
     for name in SEEN.lock().unwrap().iter() {
-        assert!(doc.contains(&format!("`{name}`")), "{name} is not documented");
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "{name} is not documented"
+        );
     }
 
     // No token, session id or secret in any event of any target.

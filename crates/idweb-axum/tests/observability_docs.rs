@@ -57,7 +57,10 @@ fn the_dashboard_uses_only_documented_metrics() {
     let used = metric_names(&exprs.join("\n"));
     let documented = metric_names(&doc());
     for name in &used {
-        assert!(documented.contains(name), "{name} is not in OBSERVABILITY.md");
+        assert!(
+            documented.contains(name),
+            "{name} is not in OBSERVABILITY.md"
+        );
     }
     for wanted in [
         "idweb_sign_outs_total",
