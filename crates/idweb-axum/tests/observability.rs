@@ -398,9 +398,11 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
 
     // Refused logout requests: counted by rule, never audited.
     let other_audience = idp.logout_token_for("someone-else", Some(&s.sub), None);
-    let mut tampered = idp.logout_token_for(&app.client_id, Some(&s.sub), None);
-    tampered.pop();
-    tampered.push('A');
+    // One character in the middle of the signature changed.
+    let valid = idp.logout_token_for(&app.client_id, Some(&s.sub), None);
+    let at = valid.rfind('.').unwrap() + 10;
+    let flipped = if &valid[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &valid[..at], &valid[at + 1..]);
     for t in [other_audience.clone(), tampered.clone()] {
         secrets.push(t.clone());
         assert_eq!(post(t).await.unwrap().status(), 400);
@@ -516,6 +518,28 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["outcome"], "error");
     assert_eq!(events[0]["sessions_removed"], "0");
+    // The same for a front-channel request the store cannot carry out.
+    let resp = reqwest::Client::new()
+        .get(failing.at("/signout-oidc"))
+        .query(&[("iss", iss.as_str()), ("sid", "some-sid")])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+    let d = Deltas::take(&snap);
+    assert_eq!(
+        d.count(
+            SIGN_OUTS,
+            &[("path", "front_channel"), ("outcome", "error")]
+        ),
+        1
+    );
+    let events = captured.take_audit(&mut seen);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        (events[0]["path"].as_str(), events[0]["outcome"].as_str()),
+        ("front_channel", "error")
+    );
 
     // The L1 in front of Redis: subscription, hits and misses, invalidations.
     let redis = start_app(
