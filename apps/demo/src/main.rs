@@ -82,6 +82,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Before the apps are built: idweb registers its metrics then.
+        idweb_demo::metrics::install_from_env()?;
         match cli.command {
             Some(Command::Webapp { config }) => run_webapp(config).await,
             None => {
@@ -153,6 +155,8 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
     // Header-read, idle and body timeouts and a connection limit (the defaults).
+    // `GET /metrics` with IDWEB_METRICS=true.
+    let app = idweb_demo::metrics::route(app);
     idweb_axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

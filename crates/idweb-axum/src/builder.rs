@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    Clock, ConfigError, RelyingParty, RelyingPartyBuilder, Settings, SignOutBus, SignOutListener,
-    StartError, Store, StoreUrl, SystemClock,
+    Clock, ConfigError, MeteredStore, RelyingParty, RelyingPartyBuilder, Settings, SignOutBus,
+    SignOutListener, StartError, Store, StoreUrl, SystemClock,
 };
 use idweb_stores::OpenStoreError;
 
@@ -55,7 +55,9 @@ impl IdWebBuilder {
 
     /// The store for sessions and tokens. Default: the store the settings
     /// name (`IDWEB_STORE`, default `memory`), opened by
-    /// [`idweb_stores::open`] at [`build`](Self::build).
+    /// [`idweb_stores::open`] at [`build`](Self::build) and wrapped in a
+    /// [`MeteredStore`] (latency histograms by operation). A store given
+    /// here is used as it is: wrap it in a [`MeteredStore`] to time it.
     pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
@@ -120,6 +122,21 @@ impl IdWebBuilder {
         self
     }
 
+    /// The name of this instance in audit events. Default: `$HOSTNAME`
+    /// (the pod's name under Kubernetes) when set to a plain host name,
+    /// else a random `idweb-…` name.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.rp = self.rp.with_instance_id(id);
+        self
+    }
+
+    /// Writes the user's `sub` and `sid` in audit events as they are,
+    /// rather than as keyed fingerprints. Default `false`.
+    pub fn with_audit_identifiers_in_clear(mut self, clear: bool) -> Self {
+        self.rp = self.rp.with_audit_identifiers_in_clear(clear);
+        self
+    }
+
     /// The bus over which the instances hear each other's sign-outs.
     /// Default: the bus of the store the settings name, opened by
     /// [`idweb_stores::open_sign_out_bus`] (Redis: its `PREFIX:signout`
@@ -145,7 +162,10 @@ impl IdWebBuilder {
         let (store, bus) = match self.store {
             Some(store) => (store, self.bus),
             None => {
-                let store = idweb_stores::open(&self.store_url, clock.clone()).await?;
+                let opened = idweb_stores::open(&self.store_url, clock.clone()).await?;
+                // Timed: `idweb_store_operation_duration_seconds{backend=<scheme>}`.
+                let backend = idweb::store_backend_label(self.store_url.scheme());
+                let store: Arc<dyn Store> = Arc::new(MeteredStore::new(opened, backend));
                 let bus = match self.bus {
                     Some(bus) => Some(bus),
                     None => idweb_stores::open_sign_out_bus(&self.store_url, clock).await?,

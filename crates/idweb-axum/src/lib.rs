@@ -46,7 +46,19 @@
 //! - `POST /backchannel-logout` takes the provider's logout tokens
 //!   (`IDWEB_BACK_CHANNEL_LOGOUT_PATH`);
 //! - `GET /signout-oidc?iss=&sid=` is the front-channel logout URI
-//!   (`IDWEB_REMOTE_SIGN_OUT_PATH`, `[AzureAd] RemoteSignOutPath`).
+//!   (`IDWEB_REMOTE_SIGN_OUT_PATH`, `[AzureAd] RemoteSignOutPath`);
+//! - `GET /healthz` answers 200 while the process serves (liveness,
+//!   `IDWEB_HEALTH_PATH`), and `GET /readyz` 200 when the provider's
+//!   metadata is loaded, the store answers and its subscriptions are live,
+//!   else 503 (readiness, `IDWEB_READY_PATH`); neither needs a session.
+//!
+//! ## Metrics and audit
+//!
+//! idweb records metrics through the `metrics` facade: install a recorder
+//! (e.g. `metrics-exporter-prometheus`) *before* building the `IdWeb`, and
+//! serve its output where your scraper looks. Each sign-out writes one
+//! audit event on the `tracing` target `idweb::audit`. The list of metrics
+//! and audit fields is in the repository's `docs/OBSERVABILITY.md`.
 //!
 //! With a path in the public URL (`IDWEB_PUBLIC_URL=https://app.example/portal`)
 //! [`IdWeb::mount`] serves these routes and the app's below it
@@ -87,6 +99,7 @@ mod cookies;
 mod error;
 mod extract;
 mod headers;
+mod health;
 mod pending;
 mod routes;
 mod serve;
@@ -103,6 +116,7 @@ pub use builder::{BuildError, IdWebBuilder};
 pub use error::{ApiRejection, AuthRejection, SignInFailure};
 pub use extract::AuthenticatedUser;
 pub use headers::{DenyFramingLayer, ResponseHeaders, ResponseHeadersFuture};
+pub use health::READY_CHECK_TIMEOUT;
 pub use idweb_stores::OpenStoreError;
 pub use pending::MAX_PENDING_SIGN_INS;
 pub use serve::{

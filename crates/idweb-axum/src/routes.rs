@@ -23,6 +23,7 @@ where
         .route(&settings.sign_in_path, get(sign_in))
         .route(&settings.callback_path, get(callback_handler))
         .merge(crate::signout::routes(settings))
+        .merge(crate::health::routes(settings))
 }
 
 /// Parses a query string; `None` when a parameter appears twice (RFC 6749 §3.1).

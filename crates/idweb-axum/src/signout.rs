@@ -32,6 +32,15 @@ where
         .route(&settings.remote_sign_out_path, get(front_channel))
 }
 
+/// A back-channel logout request too malformed to hold a token: counted
+/// (`idweb_logout_requests_refused_total{reason="malformed_request"}`) and
+/// answered 400.
+fn malformed(description: &str) -> Response {
+    metrics::counter!("idweb_logout_requests_refused_total", "reason" => "malformed_request")
+        .increment(1);
+    logout_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
+
 /// A link to the app's home, for idweb's pages.
 fn home_link(idweb: &IdWeb) -> String {
     format!("<p><a href=\"{}\">Home</a></p>", escape(&idweb.home_path()))
@@ -295,11 +304,7 @@ async fn back_channel(
     body: Body,
 ) -> Response {
     let Ok(body) = axum::body::to_bytes(body, MAX_LOGOUT_BODY).await else {
-        return logout_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the request body is larger than a logout request can be",
-        );
+        return malformed("the request body is larger than a logout request can be");
     };
     let form = headers
         .get(header::CONTENT_TYPE)
@@ -309,22 +314,14 @@ async fn back_channel(
                 .starts_with("application/x-www-form-urlencoded")
         });
     if !form {
-        return logout_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
+        return malformed("the body must be application/x-www-form-urlencoded");
     }
     let token = std::str::from_utf8(&body)
         .ok()
         .and_then(|b| parse_query(Some(b)))
         .and_then(|mut q| q.remove("logout_token"));
     let Some(token) = token else {
-        return logout_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &idweb::LogoutTokenError::Missing.to_string(),
-        );
+        return malformed(&idweb::LogoutTokenError::Missing.to_string());
     };
     match idweb.relying_party().back_channel_logout(&token).await {
         Ok(e) => {

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idweb::{
-    CacheKeys, Clock, DEFAULT_LISTENER_TIMEOUT, EntrySummary, PartitionKey, Session, SessionLookup,
-    SignOut, SignOutBus, SignOutEvent, SignOutEvents, SignOutPath, SignOutSelector, Store,
-    StoreError, StoreUrl, SystemClock, TokenCache,
+    AuditOutcome, AuditRecord, CacheKeys, Clock, DEFAULT_LISTENER_TIMEOUT, EntrySummary,
+    PartitionKey, Session, SessionLookup, SignOut, SignOutAudit, SignOutBus, SignOutEvent,
+    SignOutEvents, SignOutPath, SignOutSelector, Store, StoreError, StoreUrl, SystemClock,
+    TokenCache,
 };
 use serde::Serialize;
 
@@ -257,6 +258,28 @@ pub async fn evict_and_announce(
     filter: &Filter,
     tombstone_lifetime: Duration,
 ) -> Result<EvictReport, StoreError> {
+    let audit = SignOutAudit::new(&random_key(), "idweb-cli");
+    evict_announce_and_audit(store, bus, filter, tombstone_lifetime, &audit).await
+}
+
+/// A key for audit fingerprints that match no app's (when the app's cookie
+/// key is not given).
+fn random_key() -> Vec<u8> {
+    // A fresh session id: 256 random bits.
+    idweb::SessionId::generate().secret().as_bytes().to_vec()
+}
+
+/// [`evict_and_announce`], writing one audit event per selector (the
+/// `operator` path, outcome `signed_out` or `error`) to `audit`: keyed with
+/// the app's cookie key, its fingerprints match those of the app's own
+/// audit events.
+pub async fn evict_announce_and_audit(
+    store: Arc<dyn Store>,
+    bus: Option<Arc<dyn SignOutBus>>,
+    filter: &Filter,
+    tombstone_lifetime: Duration,
+    audit: &SignOutAudit,
+) -> Result<EvictReport, StoreError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sign_out = SignOut::new(store.clone(), clock.clone(), tombstone_lifetime);
     let has_bus = bus.is_some();
@@ -301,7 +324,21 @@ pub async fn evict_and_announce(
             (None, Some(sid)) => sign_out.subject_of(&iss, sid).await,
             (None, None) => None,
         };
-        let eviction = sign_out.evict(&selector).await?;
+        let result = sign_out.evict(&selector).await;
+        audit.record(
+            &AuditRecord::new(
+                SignOutPath::Operator,
+                &iss,
+                if result.is_ok() {
+                    AuditOutcome::SignedOut
+                } else {
+                    AuditOutcome::Error
+                },
+            )
+            .with_user(subject.as_deref(), filter.sid.as_deref())
+            .with_sessions_removed(result.as_ref().map_or(0, |e| e.sessions_removed)),
+        );
+        let eviction = result?;
         report.sessions_removed += eviction.sessions_removed;
         let event = SignOutEvent::new(SignOutPath::Operator, iss, clock.unix_now())
             .with_sub(subject)

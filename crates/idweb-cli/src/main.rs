@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use idweb::CacheKeys;
 use idweb_cli::{
-    Filter, RemoveAccountOptions, error_chain, evict_and_announce, export_msal, import_msal, list,
-    open_sign_out_bus_url, open_store_url, read_msal_document, remove_account, stats,
+    Filter, RemoveAccountOptions, error_chain, evict_announce_and_audit, export_msal, import_msal,
+    list, open_sign_out_bus_url, open_store_url, read_msal_document, remove_account, stats,
     write_private_file,
 };
 
@@ -171,6 +171,38 @@ enum CacheCommand {
     },
 }
 
+/// The audit trail of `cache evict`: its events (target `idweb::audit`)
+/// go to standard error. Keyed with the app's cookie key when
+/// `IDWEB_COOKIE_KEY` is set, so that its fingerprints of `sub` and `sid`
+/// match the app's; otherwise with a random key.
+fn cli_audit() -> idweb::SignOutAudit {
+    use base64::Engine;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("idweb::audit=info"))
+        .try_init();
+    let key = std::env::var("IDWEB_COOKIE_KEY")
+        .ok()
+        .and_then(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .ok()
+        })
+        .filter(|k| !k.is_empty());
+    let key = match key {
+        Some(k) => k,
+        None => {
+            eprintln!(
+                "note: IDWEB_COOKIE_KEY is not set: the audit event's fingerprints will not match the app's"
+            );
+            idweb::SessionId::generate().secret().as_bytes().to_vec()
+        }
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    idweb::SignOutAudit::new(&key, format!("idweb-cli@{host}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -275,11 +307,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         }) => {
             let bus = open_sign_out_bus_url(&store).await?;
             let store = open_store_url(&store).await?;
-            let report = evict_and_announce(
+            let audit = cli_audit();
+            let report = evict_announce_and_audit(
                 store,
                 bus,
                 &Filter { iss, sub, sid },
                 std::time::Duration::from_secs(tombstone_ttl),
+                &audit,
             )
             .await
             .map_err(|e| error_chain(&e))?;

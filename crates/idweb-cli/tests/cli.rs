@@ -212,7 +212,7 @@ async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["sessions_removed"], 1);
-    let (ok, out, _) = idweb(
+    let (ok, out, err) = idweb(
         &[
             "cache", "evict", "--store", &url, "--sub", "alice", "--iss", ISS, "--json",
         ],
@@ -221,6 +221,20 @@ async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
     assert!(ok);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["sessions_removed"], 2);
+    // One audit event (on standard error), the operator path, the subject
+    // as a fingerprint only.
+    let audit: Vec<&str> = err.lines().filter(|l| l.contains("idweb::audit")).collect();
+    assert_eq!(audit.len(), 1, "{err}");
+    for field in [
+        "path=\"operator\"",
+        "outcome=\"signed_out\"",
+        "sessions_removed=2",
+        "instance=\"idweb-cli@",
+    ] {
+        assert!(audit[0].contains(field), "{field} in {}", audit[0]);
+    }
+    assert!(audit[0].contains(" sub="), "{}", audit[0]);
+    assert!(!audit[0].contains("alice"), "{}", audit[0]);
     let (ok, out, _) = idweb(&["cache", "stats", "--store", &url, "--json"], None);
     assert!(ok);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -231,6 +231,7 @@ struct Shared {
     outbox: Mutex<Vec<String>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    metrics: L1Metrics,
     options: CacheOptions,
     clock: Arc<dyn Clock>,
     /// The origin of the times below.
@@ -256,6 +257,25 @@ struct Shared {
     /// Acknowledgements to publish: (the requester's origin, its number).
     ack_out: mpsc::UnboundedSender<(String, String)>,
     ack_in: Mutex<Option<mpsc::UnboundedReceiver<(String, String)>>>,
+}
+
+/// The L1's metrics (names in docs/OBSERVABILITY.md), registered once.
+struct L1Metrics {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    invalidations: metrics::Counter,
+    subscribed: metrics::Gauge,
+}
+
+impl L1Metrics {
+    fn new() -> Self {
+        Self {
+            hits: metrics::counter!("idweb_l1_hits_total"),
+            misses: metrics::counter!("idweb_l1_misses_total"),
+            invalidations: metrics::counter!("idweb_l1_invalidations_total"),
+            subscribed: metrics::gauge!("idweb_l1_subscribed"),
+        }
+    }
 }
 
 /// What is known of one invalidation awaiting acknowledgement.
@@ -325,6 +345,7 @@ impl Shared {
             outbox: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            metrics: L1Metrics::new(),
             options,
             clock,
             base: Instant::now(),
@@ -522,6 +543,7 @@ impl Shared {
     /// Stops using L1 (and empties it) until the next activation.
     fn deactivate(&self) {
         self.active.store(false, Ordering::SeqCst);
+        self.metrics.subscribed.set(0.0);
         self.lease_until.store(0, Ordering::SeqCst);
         self.live_since.store(0, Ordering::SeqCst);
         let mut l1 = self.l1();
@@ -542,6 +564,7 @@ impl Shared {
         self.live_since
             .store(self.nanos(Instant::now()), Ordering::SeqCst);
         self.active.store(true, Ordering::SeqCst);
+        self.metrics.subscribed.set(1.0);
         true
     }
 
@@ -635,6 +658,7 @@ impl Shared {
 
     /// Drops the entries named by the words of an invalidation message.
     fn invalidate<S: AsRef<str>>(&self, words: &[S]) {
+        self.metrics.invalidations.increment(1);
         let mut l1 = self.l1();
         l1.epoch += 1;
         for word in words {
@@ -969,9 +993,11 @@ impl<B: L1Backend> Store for CachingStore<B> {
             && !session.is_expired(self.shared.clock.unix_now())
         {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(1);
             return Ok(Some(session));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.misses.increment(1);
         let ticket = self.shared.ticket();
         let r = self.seen(self.inner.get_session(id).await);
         if let Ok(Some(s)) = &r {
@@ -1025,9 +1051,11 @@ impl<B: L1Backend> Store for CachingStore<B> {
             && session_expires_at.is_none_or(|e| e > self.shared.clock.unix_now())
         {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(1);
             return Ok(Some(partition));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.misses.increment(1);
         let ticket = self.shared.ticket();
         let r = self.seen(self.inner.read_partition(key).await)?;
         Ok(r.map(|(partition, session_expires_at)| {
@@ -1059,9 +1087,11 @@ impl<B: L1Backend> Store for CachingStore<B> {
         });
         if let Some(Some(version)) = cached {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(1);
             return Ok(Some(version));
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.misses.increment(1);
         self.seen(self.inner.partition_version(key).await)
     }
 
@@ -1165,6 +1195,17 @@ impl<B: L1Backend> Store for CachingStore<B> {
 
     async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
         self.seen(self.inner.unlock(name, token).await)
+    }
+
+    /// Also fails while the invalidation subscription is down (L1 is off
+    /// then, and sign-outs of other instances are not heard).
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        if !self.shared.active() {
+            return Err(StoreError::Unavailable(
+                "the invalidation subscription is down".into(),
+            ));
+        }
+        self.seen(self.inner.check_ready().await)
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {

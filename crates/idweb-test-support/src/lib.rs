@@ -72,6 +72,8 @@ pub struct AppOptions {
     pub serve: Option<fn(idweb_axum::Serve) -> idweb_axum::Serve>,
     /// The time bound of sign-out listeners; default the builder's.
     pub sign_out_listener_timeout: Option<Duration>,
+    /// The instance's name in audit events; default the builder's.
+    pub instance_id: Option<&'static str>,
 }
 
 impl std::fmt::Debug for AppOptions {
@@ -99,6 +101,7 @@ impl Default for AppOptions {
             path_base: "",
             serve: None,
             sign_out_listener_timeout: None,
+            instance_id: None,
         }
     }
 }
@@ -234,6 +237,9 @@ async fn serve_app(
         .with_min_jwks_refetch_interval(options.min_jwks_refetch_interval);
     if let Some(store) = options.store {
         builder = builder.with_store(store);
+    }
+    if let Some(id) = options.instance_id {
+        builder = builder.with_instance_id(id);
     }
     if let Some(timeout) = options.sign_out_listener_timeout {
         builder = builder.with_sign_out_listener_timeout(timeout);

@@ -168,6 +168,13 @@ pub struct Settings {
     /// The path that signs out (`POST`), below the public URL.
     /// Default `/account/signout`. (`IDWEB_SIGN_OUT_PATH`)
     pub sign_out_path: String,
+    /// The liveness probe (`GET`, answers 200 while the process serves),
+    /// below the public URL. Default `/healthz`. (`IDWEB_HEALTH_PATH`)
+    pub health_path: String,
+    /// The readiness probe (`GET`, 200 when the provider's metadata is
+    /// loaded, the store answers and its subscriptions are live, else 503),
+    /// below the public URL. Default `/readyz`. (`IDWEB_READY_PATH`)
+    pub ready_path: String,
     /// The address the app listens on. Default `127.0.0.1:5000`. (`IDWEB_LISTEN`)
     pub listen: SocketAddr,
     /// Scopes requested at sign-in. Default `openid profile offline_access`; `openid` is always included. (`IDWEB_SCOPES`)
@@ -232,6 +239,8 @@ impl fmt::Debug for Settings {
             .field("back_channel_logout_path", &self.back_channel_logout_path)
             .field("sign_in_path", &self.sign_in_path)
             .field("sign_out_path", &self.sign_out_path)
+            .field("health_path", &self.health_path)
+            .field("ready_path", &self.ready_path)
             .field("listen", &self.listen)
             .field("scopes", &self.scopes)
             .field("store", &self.store)
@@ -264,6 +273,8 @@ const KEYS: &[(&str, &str)] = &[
     ("back_channel_logout_path", "IDWEB_BACK_CHANNEL_LOGOUT_PATH"),
     ("sign_in_path", "IDWEB_SIGN_IN_PATH"),
     ("sign_out_path", "IDWEB_SIGN_OUT_PATH"),
+    ("health_path", "IDWEB_HEALTH_PATH"),
+    ("ready_path", "IDWEB_READY_PATH"),
     ("listen", "IDWEB_LISTEN"),
     ("scopes", "IDWEB_SCOPES"),
     ("store", "IDWEB_STORE"),
@@ -473,6 +484,8 @@ impl Settings {
         let back_channel_logout_path = route("back_channel_logout_path", "/backchannel-logout")?;
         let sign_in_path = route("sign_in_path", "/account/signin")?;
         let sign_out_path = route("sign_out_path", "/account/signout")?;
+        let health_path = route("health_path", "/healthz")?;
+        let ready_path = route("ready_path", "/readyz")?;
 
         let listen = match raw.remove("listen") {
             None => SocketAddr::from(([127, 0, 0, 1], 5000)),
@@ -639,6 +652,8 @@ impl Settings {
             back_channel_logout_path,
             sign_in_path,
             sign_out_path,
+            health_path,
+            ready_path,
             listen,
             scopes,
             store,

@@ -68,6 +68,8 @@ mod store;
 
 mod events;
 
+mod observe;
+
 mod cache;
 
 mod token_cache;
@@ -119,8 +121,11 @@ pub use events::{
 pub use http::{HttpError, provider_http_client};
 pub use jwt::{JwsError, MAX_JWS_LEN, VerifiedJws};
 pub use keys::{CacheKeyError, CacheKeys};
+pub use observe::{
+    AUDIT_TARGET, AuditOutcome, AuditRecord, MeteredStore, SignOutAudit, store_backend_label,
+};
 pub use provider::{Provider, ProviderError, ProviderMetadata};
-pub use rp::{RelyingParty, RelyingPartyBuilder, StartError};
+pub use rp::{Readiness, RelyingParty, RelyingPartyBuilder, StartError};
 pub use secret::Secret;
 pub use session::{Session, SessionId, account_id_for};
 pub use sessions::Sessions;

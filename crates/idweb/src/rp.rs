@@ -9,6 +9,7 @@ use crate::crypto::Sealer;
 use crate::downstream::{DownstreamApi, DownstreamError, DownstreamRequest, DownstreamResponse};
 use crate::events::{DEFAULT_LISTENER_TIMEOUT, SignOutBus, SignOutEvents, SignOutListener};
 use crate::http::default_client;
+use crate::observe::{SignOutAudit, default_instance_id};
 use crate::provider::{Provider, ProviderError};
 use crate::secret::Secret;
 use crate::session::{Session, SessionId};
@@ -48,6 +49,26 @@ pub enum StartError {
     },
 }
 
+/// What [`RelyingParty::readiness`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// The provider's metadata and keys are loaded.
+    pub provider: bool,
+    /// The store answered in time (with its own subscription, if it keeps one, live).
+    pub store: bool,
+    /// Whether the sign-out bus is subscribed; `None` without a bus
+    /// (memory and SQLite stores).
+    pub subscription: Option<bool>,
+}
+
+impl Readiness {
+    /// Whether every check passed.
+    pub fn is_ready(&self) -> bool {
+        self.provider && self.store && self.subscription != Some(false)
+    }
+}
+
 /// Builds a [`RelyingParty`]. Every setting has a documented, safe default.
 pub struct RelyingPartyBuilder {
     settings: Settings,
@@ -59,6 +80,8 @@ pub struct RelyingPartyBuilder {
     sign_out_bus: Option<Arc<dyn SignOutBus>>,
     listeners: Vec<Arc<dyn SignOutListener>>,
     listener_timeout: Duration,
+    instance_id: Option<String>,
+    audit_identifiers_in_clear: bool,
 }
 
 impl std::fmt::Debug for RelyingPartyBuilder {
@@ -98,6 +121,23 @@ impl RelyingPartyBuilder {
     /// Default [`DEFAULT_LISTENER_TIMEOUT`] (1 s).
     pub fn with_sign_out_listener_timeout(mut self, timeout: Duration) -> Self {
         self.listener_timeout = timeout;
+        self
+    }
+
+    /// The name of this instance in audit events. Default: `$HOSTNAME`
+    /// (the pod's name under Kubernetes) when set to a plain host name,
+    /// else a random `idweb-…` name chosen at build.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Writes the user's `sub` and `sid` in audit events as they are,
+    /// rather than as keyed fingerprints ([`SignOutAudit`]). Default
+    /// `false`: they identify a person, and audit logs are kept long and
+    /// copied far.
+    pub fn with_audit_identifiers_in_clear(mut self, clear: bool) -> Self {
+        self.audit_identifiers_in_clear = clear;
         self
     }
 
@@ -227,6 +267,12 @@ impl RelyingPartyBuilder {
         }
         events.start();
         let post_logout_redirect_uri = settings.post_logout_redirect_uri();
+        let audit = SignOutAudit::new(
+            &settings.cookie_key_bytes(),
+            self.instance_id.unwrap_or_else(default_instance_id),
+        )
+        .with_identifiers_in_clear(self.audit_identifiers_in_clear)
+        .with_clock(clock.clone());
         let logout = LogoutHandler::new(
             LogoutConfig {
                 logout_tokens: settings.logout_tokens,
@@ -240,6 +286,7 @@ impl RelyingPartyBuilder {
             sealer,
             clock.clone(),
             events,
+            audit,
         );
         Ok(RelyingParty {
             settings,
@@ -288,6 +335,8 @@ impl RelyingParty {
             sign_out_bus: None,
             listeners: Vec::new(),
             listener_timeout: DEFAULT_LISTENER_TIMEOUT,
+            instance_id: None,
+            audit_identifiers_in_clear: false,
         }
     }
 
@@ -350,6 +399,22 @@ impl RelyingParty {
     /// and the bus to the other instances.
     pub fn sign_out_events(&self) -> &SignOutEvents {
         self.logout.events()
+    }
+
+    /// Whether this instance can serve now, for readiness probes: the
+    /// provider's metadata is loaded (always, once built), the store
+    /// answers within `timeout` ([`Store::check_ready`]), and the sign-out
+    /// bus, when the store has one, is subscribed.
+    pub async fn readiness(&self, timeout: Duration) -> Readiness {
+        let store = matches!(
+            tokio::time::timeout(timeout, self.store.check_ready()).await,
+            Ok(Ok(()))
+        );
+        Readiness {
+            provider: !self.provider.issuer().is_empty(),
+            store,
+            subscription: self.sign_out_events().bus().map(|bus| bus.is_subscribed()),
+        }
     }
 
     /// [`SignIn::begin`].

@@ -16,6 +16,7 @@ use crate::client::{ProviderClient, TokenRequestError, TokenSet, merge_claims};
 use crate::crypto::{Sealer, b64url, hex, random_token, sha256};
 use crate::http::HttpError;
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
+use crate::observe::{count, names};
 use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider};
 use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId};
@@ -184,6 +185,27 @@ pub enum SignInError {
     /// The session could not be stored.
     #[error("the session could not be stored")]
     Store(#[from] StoreError),
+}
+
+impl SignInError {
+    /// The failure's label in `idweb_sign_in_failures_total`, from a fixed
+    /// set: `invalid_return_url`, `no_pending_sign_in`, `state_mismatch`,
+    /// `issuer_mismatch`, `missing_code`, `provider_error`,
+    /// `token_rejected`, `token_endpoint`, `id_token`, `store`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidReturnUrl => "invalid_return_url",
+            Self::NoPendingSignIn => "no_pending_sign_in",
+            Self::StateMismatch => "state_mismatch",
+            Self::IssuerMismatch => "issuer_mismatch",
+            Self::MissingCode => "missing_code",
+            Self::Provider { .. } => "provider_error",
+            Self::TokenRejected { .. } => "token_rejected",
+            Self::TokenEndpoint(_) => "token_endpoint",
+            Self::IdToken(_) => "id_token",
+            Self::Store(_) => "store",
+        }
+    }
 }
 
 /// The content of the pending sign-in cookie.
@@ -500,6 +522,19 @@ impl SignIn {
     /// of the cookie named [`pending_cookie_name`]`(state)`. On success the
     /// session is stored; on any error nothing is stored.
     pub async fn complete(
+        &self,
+        pending_cookie: Option<&str>,
+        params: &CallbackParams,
+    ) -> Result<SignedIn, SignInError> {
+        let result = self.complete_inner(pending_cookie, params).await;
+        match &result {
+            Ok(_) => metrics::counter!(names::SIGN_INS).increment(1),
+            Err(e) => count(names::SIGN_IN_FAILURES, "reason", e.reason()),
+        }
+        result
+    }
+
+    async fn complete_inner(
         &self,
         pending_cookie: Option<&str>,
         params: &CallbackParams,

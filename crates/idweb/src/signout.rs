@@ -13,6 +13,7 @@ use crate::config::{EndSessionMethod, LogoutTokenPolicy};
 use crate::crypto::{Sealer, random_token};
 use crate::events::{SignOutEvent, SignOutEvents, SignOutPath};
 use crate::jwt::{self, JwsError, audiences, str_claim, time_claim};
+use crate::observe::{AuditOutcome, AuditRecord, SignOutAudit, count, names};
 use crate::provider::Provider;
 use crate::secret::{Secret, constant_time_eq};
 use crate::session::{Session, SessionId};
@@ -308,6 +309,38 @@ pub enum LogoutTokenError {
     Replayed,
 }
 
+impl LogoutTokenError {
+    /// The rule the token broke, from a fixed set: `malformed_request`,
+    /// `signature`, `unknown_key`, `algorithm`, `typ`, `missing_claim`,
+    /// `issuer`, `tenant`, `audience`, `iat`, `expired`, `events`, `nonce`,
+    /// `no_subject`, `replayed` (the `reason` label of
+    /// `idweb_logout_requests_refused_total`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "malformed_request",
+            Self::Signature(JwsError::Key(_)) => "unknown_key",
+            Self::Signature(JwsError::DisallowedAlgorithm(_)) => "algorithm",
+            Self::Signature(_) => "signature",
+            Self::Typ => "typ",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::Issuer => "issuer",
+            Self::TenantNotAllowed { .. } => "tenant",
+            Self::Audience => "audience",
+            Self::IssuedAt => "iat",
+            Self::Expired => "expired",
+            Self::Events => "events",
+            Self::Nonce => "nonce",
+            Self::NoSubject => "no_subject",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
+/// Counts a logout request refused before any eviction.
+pub(crate) fn count_refused(reason: &'static str) {
+    count(names::LOGOUT_REFUSED, "reason", reason);
+}
+
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
 }
@@ -446,6 +479,20 @@ pub enum FrontChannelError {
     Store(#[source] StoreError),
 }
 
+impl FrontChannelError {
+    /// The refusal's label in `idweb_logout_requests_refused_total`
+    /// (`front_channel_missing_sid`, `front_channel_wrong_issuer`,
+    /// `front_channel_unknown_tenant`; `store` for a store failure).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingSid => "front_channel_missing_sid",
+            Self::WrongIssuer => "front_channel_wrong_issuer",
+            Self::UnknownTenant => "front_channel_unknown_tenant",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
 /// A local sign-out in progress: the session is already gone; send the
 /// browser to the provider's end-session endpoint (by POSTing `params` to
 /// `endpoint`, or with [`EndSessionMethod::Get`](crate::EndSessionMethod::Get)
@@ -519,9 +566,11 @@ pub struct LogoutHandler {
     sealer: Arc<Sealer>,
     clock: Arc<dyn Clock>,
     events: SignOutEvents,
+    audit: SignOutAudit,
 }
 
 impl LogoutHandler {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: LogoutConfig,
         client: Arc<ProviderClient>,
@@ -530,6 +579,7 @@ impl LogoutHandler {
         sealer: Arc<Sealer>,
         clock: Arc<dyn Clock>,
         events: SignOutEvents,
+        audit: SignOutAudit,
     ) -> Self {
         Self {
             config,
@@ -539,7 +589,34 @@ impl LogoutHandler {
             sealer,
             clock,
             events,
+            audit,
         }
+    }
+
+    /// The audit trail of this app's sign-outs.
+    pub fn audit(&self) -> &SignOutAudit {
+        &self.audit
+    }
+
+    /// Writes the one audit event of a sign-out the store was asked to
+    /// carry out (and counts it), whatever its outcome.
+    fn audit_result(
+        &self,
+        path: SignOutPath,
+        iss: &str,
+        user: (Option<&str>, Option<&str>),
+        result: Result<Option<&Eviction>, &StoreError>,
+    ) {
+        let (outcome, removed) = match result {
+            Ok(Some(e)) => (AuditOutcome::SignedOut, e.sessions_removed),
+            Ok(None) => (AuditOutcome::Replayed, 0),
+            Err(_) => (AuditOutcome::Error, 0),
+        };
+        self.audit.record(
+            &AuditRecord::new(path, iss, outcome)
+                .with_user(user.0, user.1)
+                .with_sessions_removed(removed),
+        );
     }
 
     /// The app's sign-out listeners and the bus to the other instances.
@@ -584,12 +661,19 @@ impl LogoutHandler {
             },
             SignOutSelector::Subject { sub, .. } => Some(sub.clone()),
         };
-        let eviction = self.sign_out.evict(selector).await?;
+        let result = self.sign_out.evict(selector).await;
         let (iss, sid) = match selector {
             SignOutSelector::ProviderSession { iss, sid } => (iss.as_str(), Some(sid.as_str())),
             SignOutSelector::Subject { iss, .. } => (iss.as_str(), None),
             SignOutSelector::Session(_) => (self.provider().issuer(), None),
         };
+        self.audit_result(
+            SignOutPath::Operator,
+            iss,
+            (subject.as_deref(), sid),
+            result.as_ref().map(Some),
+        );
+        let eviction = result?;
         self.emit(
             SignOutPath::Operator,
             iss,
@@ -619,14 +703,21 @@ impl LogoutHandler {
         logout_token: &str,
     ) -> Result<Eviction, BackChannelError> {
         let now = self.clock.unix_now();
-        let request = validate_logout_token(
+        let request = match validate_logout_token(
             self.provider(),
             self.client.client_id(),
             logout_token,
             &self.config.logout_tokens,
             now,
         )
-        .await?;
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                count_refused(e.reason());
+                return Err(e.into());
+            }
+        };
         // The replay check, the replay record, the tombstone and the
         // removals are one store step: a failure (or a crash) leaves none of
         // it, or — on stores that do it in order — a state the provider's
@@ -635,16 +726,23 @@ impl LogoutHandler {
             (None, Some(sid)) => self.sign_out.subject_of(&request.iss, sid).await,
             _ => None,
         };
-        let eviction = self
-            .sign_out
-            .evict_logout(&request)
-            .await
-            .map_err(BackChannelError::Store)?
-            .ok_or(BackChannelError::from(LogoutTokenError::Replayed))?;
+        let result = self.sign_out.evict_logout(&request).await;
+        let sub = request.sub.as_deref().or(subject.as_deref());
+        self.audit_result(
+            SignOutPath::BackChannel,
+            &request.iss,
+            (sub, request.sid.as_deref()),
+            result.as_ref().map(Option::as_ref),
+        );
+        let Some(eviction) = result.map_err(BackChannelError::Store)? else {
+            metrics::counter!(names::JTI_REPLAYS).increment(1);
+            count_refused(LogoutTokenError::Replayed.reason());
+            return Err(LogoutTokenError::Replayed.into());
+        };
         self.emit(
             SignOutPath::BackChannel,
             &request.iss,
-            request.sub.as_deref().or(subject.as_deref()),
+            sub,
             request.sid.as_deref(),
             &eviction,
         )
@@ -660,6 +758,20 @@ impl LogoutHandler {
     /// [`FrontChannelError::UnknownTenant`]). With `iss`, it must be the
     /// issuer, or for a multi-tenant authority the issuer of an accepted tenant.
     pub async fn front_channel_logout(
+        &self,
+        iss: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Eviction, FrontChannelError> {
+        let result = self.front_channel(iss, sid).await;
+        if let Err(e) = &result
+            && !matches!(e, FrontChannelError::Store(_))
+        {
+            count_refused(e.reason());
+        }
+        result
+    }
+
+    async fn front_channel(
         &self,
         iss: Option<&str>,
         sid: Option<&str>,
@@ -681,12 +793,23 @@ impl LogoutHandler {
         let mut total = Eviction::default();
         for issuer in &issuers {
             let subject = self.sign_out.subject_of(issuer, sid).await;
-            let eviction = self
-                .sign_out
-                .evict_if_known(issuer, sid)
-                .await
-                .map_err(FrontChannelError::Store)?;
-            // An unknown `sid` changes nothing, so it is no sign-out to announce.
+            let result = self.sign_out.evict_if_known(issuer, sid).await;
+            // An unknown `sid` changes nothing, so it is no sign-out to
+            // announce or audit (and an unauthenticated request must not
+            // fill the audit trail): it is only counted.
+            match &result {
+                Ok(e) if e.sessions_removed == 0 => {
+                    metrics::counter!(names::SIGN_OUTS, "path" => "front_channel", "outcome" => "no_match")
+                        .increment(1);
+                }
+                r => self.audit_result(
+                    SignOutPath::FrontChannel,
+                    issuer,
+                    (subject.as_deref(), Some(sid)),
+                    r.as_ref().map(Some),
+                ),
+            }
+            let eviction = result.map_err(FrontChannelError::Store)?;
             if eviction.sessions_removed > 0 {
                 self.emit(
                     SignOutPath::FrontChannel,
@@ -733,7 +856,7 @@ impl LogoutHandler {
         } else {
             SignOutSelector::Session(session.id.clone())
         };
-        let eviction = self.sign_out.evict(&selector).await?;
+        let result = self.sign_out.evict(&selector).await;
         let path = if everywhere {
             SignOutPath::AllSessions
         } else if self.provider().metadata().end_session_endpoint.is_some() {
@@ -741,6 +864,13 @@ impl LogoutHandler {
         } else {
             SignOutPath::Local
         };
+        self.audit_result(
+            path,
+            &session.iss,
+            (Some(&session.sub), session.sid.as_deref()),
+            result.as_ref().map(Some),
+        );
+        let eviction = result?;
         self.emit(
             path,
             &session.iss,

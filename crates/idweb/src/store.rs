@@ -592,6 +592,16 @@ pub trait Store: Debug + Send + Sync + 'static {
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+
+    /// Whether the store can serve requests now, for readiness probes.
+    ///
+    /// The default makes one cheap read (it looks up a session id that
+    /// exists nowhere) and passes on its error. A store that keeps an
+    /// in-process cache coherent through a subscription also fails while
+    /// the subscription is down.
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        self.get_session(&SessionId::generate()).await.map(|_| ())
+    }
 }
 
 /// Proof of holding a lock of the store (see [`Store::try_lock`]).

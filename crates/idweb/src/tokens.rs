@@ -11,6 +11,7 @@ use crate::cache::{
 };
 use crate::client::{ProviderClient, TokenRequestError, TokenSet};
 use crate::http::HttpError;
+use crate::observe::{count, counter, names};
 use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::session::Session;
@@ -160,7 +161,13 @@ impl SingleFlight {
             locks.entry(key.to_string()).or_default().clone()
         };
         let out = {
-            let _guard = lock.lock().await;
+            let _guard = match lock.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => {
+                    count(names::REFRESH_WAITS, "scope", "process");
+                    lock.lock().await
+                }
+            };
             f.await
         };
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,6 +213,9 @@ pub struct TokenAcquirer {
     /// asked for again on refresh).
     sign_in_scopes: Vec<String>,
     single_flight: SingleFlight,
+    /// `idweb_token_requests_total{result="hit"}`, registered once: the
+    /// hit path increments it and does nothing else for metrics.
+    hits: metrics::Counter,
 }
 
 impl TokenAcquirer {
@@ -223,6 +233,7 @@ impl TokenAcquirer {
             clock,
             sign_in_scopes,
             single_flight: SingleFlight::default(),
+            hits: counter(names::TOKEN_REQUESTS, "result", "hit"),
         }
     }
 
@@ -284,16 +295,33 @@ impl TokenAcquirer {
         scopes: &[&str],
     ) -> Result<AccessToken, TokenError> {
         let key = PartitionKey::Session(session.id.clone());
-        if let Some(t) = self.cached_token(&key, scopes).await? {
-            return Ok(t);
+        match self.cached_token(&key, scopes).await {
+            Ok(Some(t)) => {
+                self.hits.increment(1);
+                return Ok(t);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                count(names::TOKEN_REQUESTS, "result", "error");
+                return Err(e.into());
+            }
         }
         let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
-        self.single_flight
+        let result = self
+            .single_flight
             .run(
                 &key.storage_key(),
                 self.refresh_across_instances(session, &key, scopes, &wanted),
             )
-            .await
+            .await;
+        let label = match &result {
+            Ok(_) => "refresh",
+            Err(TokenError::UiRequired { .. }) => "ui_required",
+            Err(TokenError::SignedOut) => "signed_out",
+            Err(_) => "refresh_failed",
+        };
+        count(names::TOKEN_REQUESTS, "result", label);
+        result
     }
 
     /// Takes the store's refresh lock of the partition (so that one
@@ -308,9 +336,14 @@ impl TokenAcquirer {
     ) -> Result<AccessToken, TokenError> {
         let name = format!("refresh/{}", key.storage_key());
         let deadline = tokio::time::Instant::now() + REFRESH_LOCK_WAIT;
+        let mut waited = false;
         let token = loop {
             if let Some(token) = self.store.try_lock(&name, REFRESH_LOCK_TTL).await? {
                 break token;
+            }
+            if !waited {
+                waited = true;
+                count(names::REFRESH_WAITS, "scope", "store");
             }
             // Another instance is refreshing: wait for its result.
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
