@@ -237,6 +237,10 @@ mod scripts;
 mod signout_bus;
 mod store;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use caching::{CacheOptions, CachingStore};
 pub use config::{RedisConfig, RedisUrlError};
 pub use signout_bus::RedisSignOutBus;
