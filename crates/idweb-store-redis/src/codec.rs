@@ -369,7 +369,7 @@ mod tests {
             "alice",
             None,
             Secret::new("h.p.s"),
-            1_800_000_000,
+            1_800_000_000_654_321,
             1_800_043_200,
         );
         let mut full = Session::new(
@@ -421,7 +421,15 @@ mod tests {
         // Records written before the flag existed hold the text.
         let old = encode_v2(&s);
         assert_eq!(old[1] & SEALED_ID_TOKEN, 0);
-        assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
+        assert_eq!(decode_session(&s.id, &old).expect("decode"), in_seconds(&s));
+    }
+
+    /// `s` as a version that kept whole seconds reads back: created at the
+    /// first microsecond of its second.
+    fn in_seconds(s: &Session) -> Session {
+        let mut s = s.clone();
+        s.created_at = first_micro_of(s.created_at.div_euclid(MICROS_PER_SEC));
+        s
     }
 
     /// The first compact record, as the previous version wrote it.
@@ -435,7 +443,7 @@ mod tests {
             | u8::from(s.name.is_some()) << 1
             | u8::from(explicit_account) << 2;
         let mut out = vec![SESSION_RECORD_V2, flags];
-        out.extend_from_slice(&s.created_at.to_be_bytes());
+        out.extend_from_slice(&s.created_at.div_euclid(MICROS_PER_SEC).to_be_bytes());
         out.extend_from_slice(&s.expires_at.to_be_bytes());
         put(&mut out, &s.iss);
         put(&mut out, &s.sub);
@@ -453,16 +461,33 @@ mod tests {
     fn records_of_the_first_compact_version_are_read() {
         for s in sessions() {
             let old = encode_v2(&s);
-            assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
+            assert_eq!(decode_session(&s.id, &old).expect("decode"), in_seconds(&s));
             assert!(encode_session(&s).expect("encode").len() < old.len());
+        }
+    }
+
+    #[test]
+    fn records_of_the_previous_compact_version_are_read_in_seconds() {
+        for s in sessions() {
+            // Version 3 had this layout with `created_at` in seconds.
+            let mut then = s.clone();
+            then.created_at = s.created_at.div_euclid(MICROS_PER_SEC);
+            let mut old = encode_session(&then).expect("encode");
+            old[0] = SESSION_RECORD_V3;
+            assert_eq!(decode_session(&s.id, &old).expect("decode"), in_seconds(&s));
         }
     }
 
     #[test]
     fn sessions_written_as_json_by_earlier_versions_are_read() {
         for s in sessions() {
-            let json = serde_json::to_vec(&s).expect("json");
-            assert_eq!(decode_session(&s.id, &json).expect("decode"), s);
+            let mut then = s.clone();
+            then.created_at = s.created_at.div_euclid(MICROS_PER_SEC);
+            let json = serde_json::to_vec(&then).expect("json");
+            assert_eq!(
+                decode_session(&s.id, &json).expect("decode"),
+                in_seconds(&s)
+            );
         }
     }
 
@@ -497,8 +522,22 @@ mod tests {
 
     #[test]
     fn tombstones_decode() {
-        assert_eq!(decode_tombstone("10:-20").expect("decode"), (10, -20));
-        assert!(decode_tombstone("10").is_err());
+        assert_eq!(
+            decode_tombstone("u10000001:-20").expect("decode"),
+            (10_000_001, -20)
+        );
+        // An earlier version's whole second covers all of that second.
+        assert_eq!(
+            decode_tombstone("10:-20").expect("decode"),
+            (10_999_999, -20)
+        );
+        assert_eq!(
+            decode_tombstone(&format!("{}:1", i64::MAX)).expect("decode"),
+            (i64::MAX, 1)
+        );
+        for bad in ["10", "u", "u:1", "uu1:2", "x1:2"] {
+            assert!(decode_tombstone(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
