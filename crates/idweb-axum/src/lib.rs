@@ -105,6 +105,10 @@ mod routes;
 mod serve;
 mod signout;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::sync::Arc;
 
 use axum::http::StatusCode;

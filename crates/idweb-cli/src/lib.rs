@@ -144,7 +144,8 @@ pub async fn list(
             sub: s.sub,
             sid: s.sid,
             name: s.name,
-            created_at: s.created_at,
+            // Whole seconds, like `expires_at` (the session keeps microseconds).
+            created_at: s.created_at.div_euclid(idweb::MICROS_PER_SEC),
             expires_at: s.expires_at,
             entries,
             unreadable_entries: part.unreadable,

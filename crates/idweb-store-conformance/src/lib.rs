@@ -33,14 +33,20 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", SessionId::generate().fingerprint())
 }
 
-/// A session for tests, expiring one hour after `now`.
+/// Second `secs` in microseconds, the unit of `created_at` and `logged_out_at`.
+pub fn us(secs: i64) -> i64 {
+    secs * idweb::MICROS_PER_SEC
+}
+
+/// A session for tests, created at the start of second `now` and expiring
+/// one hour after it.
 pub fn sample_session(iss: &str, sub: &str, sid: Option<&str>, now: i64) -> Session {
     let mut s = Session::new(
         iss,
         sub,
         sid.map(str::to_string),
         Secret::new("header.payload.sig"),
-        now,
+        us(now),
         now + 3600,
     );
     s.name = Some("Test User".into());
@@ -515,7 +521,7 @@ pub async fn tombstones_refuse_signed_out_sessions(factory: &impl StoreFactory) 
         sid: sid.clone(),
     };
     store
-        .put_tombstone(&Tombstone::new(by_sid.clone(), now, now + 7200))
+        .put_tombstone(&Tombstone::new(by_sid.clone(), us(now), now + 7200))
         .await
         .expect("tombstone");
     assert_eq!(
@@ -524,7 +530,7 @@ pub async fn tombstones_refuse_signed_out_sessions(factory: &impl StoreFactory) 
             .await
             .expect("get")
             .map(|t| t.logged_out_at),
-        Some(now)
+        Some(us(now))
     );
     let r = store
         .put_session(&sample_session(&iss, &sub, Some(&sid), now + 1))
@@ -541,7 +547,7 @@ pub async fn tombstones_refuse_signed_out_sessions(factory: &impl StoreFactory) 
         sub: sub2.clone(),
     };
     store
-        .put_tombstone(&Tombstone::new(by_sub, now + 10, now + 7200))
+        .put_tombstone(&Tombstone::new(by_sub, us(now + 10), now + 7200))
         .await
         .expect("tombstone");
     let old = sample_session(&iss, &sub2, None, now + 5);
@@ -786,7 +792,7 @@ fn removed(outcome: SignOutOutcome) -> Vec<String> {
 
 fn request(clock: &ManualClock, target: SignOutTarget) -> SignOutRequest {
     let now = clock.unix_now();
-    SignOutRequest::new(target, now, now + 7200)
+    SignOutRequest::new(target, clock.unix_micros(), now + 7200)
 }
 
 /// `sign_out` of a lookup removes every selected session with its partition
@@ -837,7 +843,7 @@ pub async fn sign_out_removes_the_selection(factory: &impl StoreFactory) {
             .await
             .expect("get")
             .map(|t| t.logged_out_at),
-        Some(clock.unix_now())
+        Some(clock.unix_micros())
     );
     assert_eq!(
         store.get_session(&other.id).await.expect("get"),
@@ -936,7 +942,7 @@ pub async fn replayed_jti_changes_nothing(factory: &impl StoreFactory) {
         .expect("sign out");
     assert_eq!(removed(out), sorted(vec![first.id.clone()]));
     assert!(store.is_jti_recorded(&iss, &jti.jti).await.expect("seen"));
-    let logged_out_at = clock.unix_now();
+    let logged_out_at = clock.unix_micros();
 
     // The user signs in again later; the same token comes back.
     clock.advance(Duration::from_secs(10));
@@ -994,7 +1000,7 @@ pub async fn sign_out_retry_completes_a_partial_state(factory: &impl StoreFactor
     let req = request(&clock, SignOutTarget::Lookup(by_sid.clone())).with_jti(jti.clone());
     // Crashed after the tombstone.
     store
-        .put_tombstone(&Tombstone::new(by_sid.clone(), now, now + 7200))
+        .put_tombstone(&Tombstone::new(by_sid.clone(), us(now), now + 7200))
         .await
         .expect("tombstone");
     assert_eq!(
@@ -1020,7 +1026,7 @@ pub async fn sign_out_retry_completes_a_partial_state(factory: &impl StoreFactor
         sid: s2.sid.clone().expect("sid"),
     };
     store
-        .put_tombstone(&Tombstone::new(by_sid2.clone(), now, now + 7200))
+        .put_tombstone(&Tombstone::new(by_sid2.clone(), us(now), now + 7200))
         .await
         .expect("tombstone");
     store.remove_session(&s2.id).await.expect("remove");
@@ -1050,7 +1056,7 @@ pub async fn get_session_refuses_tombstoned_sessions(factory: &impl StoreFactory
         sid: sid.clone(),
     };
     store
-        .put_tombstone(&Tombstone::new(by_sid.clone(), now, now + 60))
+        .put_tombstone(&Tombstone::new(by_sid.clone(), us(now), now + 60))
         .await
         .expect("tombstone");
     assert_eq!(store.get_session(&s.id).await.expect("get"), None);
@@ -1074,7 +1080,7 @@ pub async fn get_session_refuses_tombstoned_sessions(factory: &impl StoreFactory
         sub: t.sub.clone(),
     };
     store
-        .put_tombstone(&Tombstone::new(by_sub.clone(), now - 5, now + 600))
+        .put_tombstone(&Tombstone::new(by_sub.clone(), us(now - 5), now + 600))
         .await
         .expect("older sign-out");
     assert_eq!(
@@ -1083,10 +1089,91 @@ pub async fn get_session_refuses_tombstoned_sessions(factory: &impl StoreFactory
         "a sign-out before the session's creation does not cover it"
     );
     store
-        .put_tombstone(&Tombstone::new(by_sub, now, now + 600))
+        .put_tombstone(&Tombstone::new(by_sub, us(now), now + 600))
         .await
         .expect("sign-out");
     assert_eq!(store.get_session(&t.id).await.expect("get"), None);
+}
+
+/// Sub-second sign-out (issue 12, row 7): a `(iss, sub)` sign-out covers
+/// the sessions created up to its instant — within its own second too —
+/// and not a sign-in later in that same second; the session's
+/// `created_at` and the tombstone's `logged_out_at` keep their microseconds.
+pub async fn sign_out_by_subject_is_sub_second(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let second = us(now);
+    let (iss, sub) = (unique("https://iss"), unique("sub"));
+    let at = |micros: i64| {
+        let mut s = sample_session(&iss, &sub, None, now);
+        s.created_at = second + micros;
+        s
+    };
+    let before = at(100_000);
+    stored_with_tokens(&store, &before).await;
+    assert_eq!(
+        store.get_session(&before.id).await.expect("get"),
+        Some(before.clone()),
+        "created_at keeps its microseconds"
+    );
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: sub.clone(),
+    };
+    let out = store
+        .sign_out(&SignOutRequest::new(
+            SignOutTarget::Lookup(by_sub.clone()),
+            second + 500_000,
+            now + 7200,
+        ))
+        .await
+        .expect("sign out by subject");
+    assert_eq!(
+        removed(out),
+        sorted(vec![before.id.clone()]),
+        "a session created earlier in the second is signed out"
+    );
+    assert_eq!(
+        store
+            .get_tombstone(&by_sub)
+            .await
+            .expect("get")
+            .map(|t| t.logged_out_at),
+        Some(second + 500_000),
+        "logged_out_at keeps its microseconds"
+    );
+
+    let after = at(600_000);
+    store
+        .put_session(&after)
+        .await
+        .expect("a sign-in after the sign-out, in the same second, is not covered");
+    stored_with_tokens(&store, &after).await;
+    assert_eq!(
+        store.get_session(&after.id).await.expect("get"),
+        Some(after.clone())
+    );
+    for (micros, what) in [(400_000, "before"), (500_000, "at the instant of")] {
+        let late = at(micros);
+        let r = store.put_session(&late).await;
+        assert!(
+            matches!(r, Err(StoreError::SignedOut)),
+            "a session created {what} the sign-out is refused: {r:?}"
+        );
+        assert_eq!(store.get_session(&late.id).await.expect("get"), None);
+    }
+
+    // A later sign-out in the same second covers the later session.
+    let out = store
+        .sign_out(&SignOutRequest::new(
+            SignOutTarget::Lookup(by_sub.clone()),
+            second + 700_000,
+            now + 7200,
+        ))
+        .await
+        .expect("second sign-out");
+    assert_eq!(removed(out), sorted(vec![after.id.clone()]));
+    assert_eq!(store.get_session(&after.id).await.expect("get"), None);
 }
 
 /// With `only_if_found`, a sign-out that matches no live session writes
@@ -1245,6 +1332,7 @@ macro_rules! store_conformance_tests {
             replayed_jti_changes_nothing,
             sign_out_retry_completes_a_partial_state,
             get_session_refuses_tombstoned_sessions,
+            sign_out_by_subject_is_sub_second,
             sign_out_only_if_found,
             jti_check_does_not_record,
             concurrent_deliveries_of_one_token,

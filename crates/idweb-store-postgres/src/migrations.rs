@@ -31,6 +31,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "atomic sign-out",
         sql: include_str!("../migrations/0002_sign_out.sql"),
     },
+    Migration {
+        version: 3,
+        description: "created_at and logged_out_at in microseconds",
+        sql: include_str!("../migrations/0003_microsecond_times.sql"),
+    },
 ];
 
 /// The schema version this build reads and writes.

@@ -384,7 +384,7 @@ async fn migrations_from_empty_and_newer_schemas_refused() {
     let _drop = DropSchema(schema.clone());
     let store = common::open(&schema, clock()).await;
     assert_eq!(store.schema_version(), latest_version());
-    assert_eq!(latest_version(), 2);
+    assert_eq!(latest_version(), 3);
     let admin = common::admin().await;
     let versions: Vec<i64> = admin
         .query(
@@ -396,10 +396,10 @@ async fn migrations_from_empty_and_newer_schemas_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let again = common::open(&schema, clock()).await;
-    assert_eq!(again.schema_version(), 2);
-    assert_eq!(rows(&schema, "schema_version").await, 2);
+    assert_eq!(again.schema_version(), 3);
+    assert_eq!(rows(&schema, "schema_version").await, 3);
 
     admin
         .execute(
@@ -458,8 +458,11 @@ async fn migration_from_version_1_keeps_the_data() {
     drop(v1);
 
     let v2 = PostgresStore::open(&db.url()).await.expect("migrate");
-    assert_eq!(v2.schema_version(), 2);
-    assert_eq!(v2.get_session(&s.id).await.expect("get"), Some(s.clone()));
+    assert_eq!(v2.schema_version(), latest_version());
+    // Version 3 keeps `created_at` in microseconds (see the test below).
+    let mut read = s.clone();
+    read.created_at *= idweb::MICROS_PER_SEC;
+    assert_eq!(v2.get_session(&s.id).await.expect("get"), Some(read));
     let p = v2
         .get_partition(&key)
         .await
@@ -481,6 +484,67 @@ async fn migration_from_version_1_keeps_the_data() {
     assert_eq!(v2.get_partition(&key).await.expect("get"), None);
 }
 
+/// From version 2, which kept `created_at` and `logged_out_at` in whole
+/// seconds: opening with this build migrates to version 3, where a session
+/// reads back created at the first microsecond of its second and a
+/// tombstone signed out at the last microsecond of its, so each tombstone
+/// covers exactly what it covered; new sign-outs are sub-second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_from_version_2_keeps_times_and_what_tombstones_cover() {
+    const MICROS: i64 = idweb::MICROS_PER_SEC;
+    let db = TestDatabase::create().await;
+    let v2 = PostgresConfig::parse(&db.url())
+        .expect("url")
+        .with_max_schema_version(2)
+        .open(clock())
+        .await
+        .expect("open at version 2");
+    assert_eq!(v2.schema_version(), 2);
+    let now = clock().unix_now();
+    let iss = unique("https://iss");
+    // As version 2 wrote them: seconds.
+    let kept = session(&iss, &unique("sub"), Some(&unique("sid")), now - 10);
+    v2.put_session(&kept).await.expect("put");
+    let sub = unique("sub");
+    let by_sub = SessionLookup::BySubject {
+        iss: iss.clone(),
+        sub: sub.clone(),
+    };
+    v2.put_tombstone(&Tombstone::new(by_sub.clone(), now - 5, now + 600))
+        .await
+        .expect("tombstone");
+    drop(v2);
+
+    let v3 = PostgresStore::open(&db.url()).await.expect("migrate");
+    assert_eq!(v3.schema_version(), 3);
+    let mut read = kept.clone();
+    read.created_at = kept.created_at * MICROS;
+    assert_eq!(v3.get_session(&kept.id).await.expect("get"), Some(read));
+    assert_eq!(
+        v3.get_tombstone(&by_sub).await.expect("get"),
+        Some(Tombstone::new(
+            by_sub.clone(),
+            (now - 5) * MICROS + 999_999,
+            now + 600
+        ))
+    );
+    let mut last = session(&iss, &sub, None, now);
+    last.created_at = (now - 5) * MICROS + 999_999;
+    assert!(matches!(
+        v3.put_session(&last).await,
+        Err(StoreError::SignedOut)
+    ));
+    let mut next = session(&iss, &sub, None, now);
+    next.created_at = (now - 4) * MICROS;
+    v3.put_session(&next)
+        .await
+        .expect("a session of the next second is not covered");
+    assert_eq!(
+        v3.get_session(&next.id).await.expect("get"),
+        Some(next.clone())
+    );
+}
+
 /// Instances opening a new schema at the same moment apply each migration
 /// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,9 +559,9 @@ async fn concurrent_openers_migrate_once() {
         ));
     }
     for t in tasks {
-        assert_eq!(t.await.expect("task").schema_version(), 2);
+        assert_eq!(t.await.expect("task").schema_version(), 3);
     }
-    assert_eq!(rows(&schema, "schema_version").await, 2);
+    assert_eq!(rows(&schema, "schema_version").await, 3);
 }
 
 /// Expired rows are never read, and the purge deletes them in batches

@@ -3,19 +3,24 @@
 //! - A cache entry is `EXPIRY:KINDLEN:KIND` followed by the sealed bytes, as
 //!   they are: `EXPIRY` is Unix seconds or empty (never expires), `KINDLEN`
 //!   the length in bytes of `KIND`. The scripts read only `EXPIRY`.
-//! - A tombstone is `LOGGED_OUT_AT:EXPIRES_AT`.
+//! - A tombstone is `uLOGGED_OUT_AT:EXPIRES_AT`, `LOGGED_OUT_AT` in Unix
+//!   microseconds. Tombstones written by earlier versions
+//!   (`LOGGED_OUT_AT:EXPIRES_AT`, whole seconds) are still read, as the last
+//!   microsecond of their second: they cover what they covered.
 //! - A session is the compact record below; sessions written by earlier
 //!   versions are JSON (they start with `{`) and are still read.
 //!
 //! The compact session record leaves out what the reader already has or can
 //! derive: the session id (every read names the session by its id) and the
 //! account id when it is the one [`account_id_for`] derives from `iss` and
-//! `sub`. It is `0x03`, a flags byte, `created_at` and `expires_at` as
-//! zigzag LEB128 integers, then `iss`, `sub`, and when flagged `sid`, `name`
-//! and `account_id`, and last the ID token, each as an unsigned LEB128
-//! length and its UTF-8 bytes. Records of the first compact version
-//! (`0x02`: the same with 8-byte big-endian times and 4-byte big-endian
-//! lengths) are still read. An ID token as idweb stores it
+//! `sub`. It is `0x04`, a flags byte, `created_at` (Unix microseconds) and
+//! `expires_at` (Unix seconds) as zigzag LEB128 integers, then `iss`,
+//! `sub`, and when flagged `sid`, `name` and `account_id`, and last the ID
+//! token, each as an unsigned LEB128 length and its UTF-8 bytes. Records of
+//! earlier versions are still read, their `created_at` (whole seconds)
+//! taken as the first microsecond of its second: `0x03` (the same layout)
+//! and `0x02` (8-byte big-endian times and 4-byte big-endian lengths); so
+//! are JSON sessions. An ID token as idweb stores it
 //! (`sealed:` and the base64url of the sealed bytes) is written as the
 //! sealed bytes themselves, flagged, and read back as the same text.
 
@@ -76,17 +81,37 @@ pub(crate) fn decode_entry(cache_key: String, value: &[u8]) -> Result<StoredEntr
     ))
 }
 
-/// `(logged_out_at, expires_at)` of a tombstone's value.
+/// `(logged_out_at, expires_at)` of a tombstone's value, `logged_out_at` in
+/// microseconds (an earlier version's whole second read as its last
+/// microsecond, so that it covers every session created in that second).
 pub(crate) fn decode_tombstone(value: &str) -> Result<(i64, i64), StoreError> {
-    value
+    let (micros, value) = match value.strip_prefix('u') {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    let (lo, exp): (i64, i64) = value
         .split_once(':')
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .ok_or_else(|| corrupt("tombstone does not decode"))
+        .ok_or_else(|| corrupt("tombstone does not decode"))?;
+    let lo = if micros { lo } else { last_micro_of(lo) };
+    Ok((lo, exp))
+}
+
+/// The first microsecond of second `secs`.
+fn first_micro_of(secs: i64) -> i64 {
+    secs.saturating_mul(MICROS_PER_SEC)
+}
+
+/// The last microsecond of second `secs`.
+fn last_micro_of(secs: i64) -> i64 {
+    first_micro_of(secs).saturating_add(MICROS_PER_SEC - 1)
 }
 
 /// The first byte of a compact session record (JSON starts with `{`).
-const SESSION_RECORD: u8 = 0x03;
-/// The first compact record (fixed-size integers), still read.
+const SESSION_RECORD: u8 = 0x04;
+/// The previous record: the same layout, `created_at` in whole seconds; still read.
+const SESSION_RECORD_V3: u8 = 0x03;
+/// The first compact record (fixed-size integers, whole seconds), still read.
 const SESSION_RECORD_V2: u8 = 0x02;
 const HAS_SID: u8 = 1;
 const HAS_NAME: u8 = 2;
@@ -176,6 +201,9 @@ pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, StoreError> {
 /// version (fixed-size integers).
 struct Reader<'a>(&'a [u8], bool);
 
+/// Microseconds in a second (`created_at` of earlier records is in seconds).
+const MICROS_PER_SEC: i64 = idweb::MICROS_PER_SEC;
+
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
@@ -222,11 +250,12 @@ impl<'a> Reader<'a> {
 
 fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
     let mut r = Reader(data, false);
-    let flags = match r.take(2)? {
-        [SESSION_RECORD, flags] => *flags,
+    let (flags, in_seconds) = match r.take(2)? {
+        [SESSION_RECORD, flags] => (*flags, false),
+        [SESSION_RECORD_V3, flags] => (*flags, true),
         [SESSION_RECORD_V2, flags] => {
             r.1 = true;
-            *flags
+            (*flags, true)
         }
         _ => return None,
     };
@@ -234,6 +263,11 @@ fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
         return None;
     }
     let created_at = r.i64()?;
+    let created_at = if in_seconds {
+        first_micro_of(created_at)
+    } else {
+        created_at
+    };
     let expires_at = r.i64()?;
     let iss = r.string()?;
     let sub = r.string()?;
@@ -273,7 +307,10 @@ fn decode_record(id: &SessionId, data: &[u8]) -> Option<Session> {
 /// versions wrote (which carries the id itself).
 pub(crate) fn decode_session(id: &SessionId, data: &[u8]) -> Result<Session, StoreError> {
     if data.first() == Some(&b'{') {
-        return serde_json::from_slice(data).map_err(corrupt);
+        // Only earlier versions wrote JSON: `created_at` in whole seconds.
+        let mut s: Session = serde_json::from_slice(data).map_err(corrupt)?;
+        s.created_at = first_micro_of(s.created_at);
+        return Ok(s);
     }
     decode_record(id, data).ok_or_else(|| {
         corrupt(format!(
@@ -332,7 +369,7 @@ mod tests {
             "alice",
             None,
             Secret::new("h.p.s"),
-            1_800_000_000,
+            1_800_000_000_654_321,
             1_800_043_200,
         );
         let mut full = Session::new(
@@ -384,7 +421,15 @@ mod tests {
         // Records written before the flag existed hold the text.
         let old = encode_v2(&s);
         assert_eq!(old[1] & SEALED_ID_TOKEN, 0);
-        assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
+        assert_eq!(decode_session(&s.id, &old).expect("decode"), in_seconds(&s));
+    }
+
+    /// `s` as a version that kept whole seconds reads back: created at the
+    /// first microsecond of its second.
+    fn in_seconds(s: &Session) -> Session {
+        let mut s = s.clone();
+        s.created_at = first_micro_of(s.created_at.div_euclid(MICROS_PER_SEC));
+        s
     }
 
     /// The first compact record, as the previous version wrote it.
@@ -398,7 +443,7 @@ mod tests {
             | u8::from(s.name.is_some()) << 1
             | u8::from(explicit_account) << 2;
         let mut out = vec![SESSION_RECORD_V2, flags];
-        out.extend_from_slice(&s.created_at.to_be_bytes());
+        out.extend_from_slice(&s.created_at.div_euclid(MICROS_PER_SEC).to_be_bytes());
         out.extend_from_slice(&s.expires_at.to_be_bytes());
         put(&mut out, &s.iss);
         put(&mut out, &s.sub);
@@ -416,16 +461,33 @@ mod tests {
     fn records_of_the_first_compact_version_are_read() {
         for s in sessions() {
             let old = encode_v2(&s);
-            assert_eq!(decode_session(&s.id, &old).expect("decode"), s);
+            assert_eq!(decode_session(&s.id, &old).expect("decode"), in_seconds(&s));
             assert!(encode_session(&s).expect("encode").len() < old.len());
+        }
+    }
+
+    #[test]
+    fn records_of_the_previous_compact_version_are_read_in_seconds() {
+        for s in sessions() {
+            // Version 3 had this layout with `created_at` in seconds.
+            let mut then = s.clone();
+            then.created_at = s.created_at.div_euclid(MICROS_PER_SEC);
+            let mut old = encode_session(&then).expect("encode");
+            old[0] = SESSION_RECORD_V3;
+            assert_eq!(decode_session(&s.id, &old).expect("decode"), in_seconds(&s));
         }
     }
 
     #[test]
     fn sessions_written_as_json_by_earlier_versions_are_read() {
         for s in sessions() {
-            let json = serde_json::to_vec(&s).expect("json");
-            assert_eq!(decode_session(&s.id, &json).expect("decode"), s);
+            let mut then = s.clone();
+            then.created_at = s.created_at.div_euclid(MICROS_PER_SEC);
+            let json = serde_json::to_vec(&then).expect("json");
+            assert_eq!(
+                decode_session(&s.id, &json).expect("decode"),
+                in_seconds(&s)
+            );
         }
     }
 
@@ -460,8 +522,22 @@ mod tests {
 
     #[test]
     fn tombstones_decode() {
-        assert_eq!(decode_tombstone("10:-20").expect("decode"), (10, -20));
-        assert!(decode_tombstone("10").is_err());
+        assert_eq!(
+            decode_tombstone("u10000001:-20").expect("decode"),
+            (10_000_001, -20)
+        );
+        // An earlier version's whole second covers all of that second.
+        assert_eq!(
+            decode_tombstone("10:-20").expect("decode"),
+            (10_999_999, -20)
+        );
+        assert_eq!(
+            decode_tombstone(&format!("{}:1", i64::MAX)).expect("decode"),
+            (i64::MAX, 1)
+        );
+        for bad in ["10", "u", "u:1", "uu1:2", "x1:2"] {
+            assert!(decode_tombstone(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

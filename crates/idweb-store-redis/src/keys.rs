@@ -133,7 +133,7 @@ impl Keys {
             .strip_suffix("}:index")
     }
 
-    /// A tombstone (string `logged_out_at:expires_at`), in its index's slot.
+    /// A tombstone (string `uLOGGED_OUT_AT:EXPIRES_AT`, see `codec`), in its index's slot.
     /// Its name is its index's with `:tombstone` for `:index`: the scripts
     /// rely on it (`GET_SESSION`).
     pub(crate) fn tombstone(&self, selector_tag: &str) -> String {

@@ -239,6 +239,9 @@ mod scripts;
 mod signout_bus;
 mod store;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub use config::{RedisConfig, RedisUrlError};
 pub use idweb_l1::CacheOptions;
 pub use l1::CachingStore;

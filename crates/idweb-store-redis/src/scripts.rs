@@ -37,14 +37,24 @@ const HELPERS: &str = r"
 local function extend(k, ttl)
   if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
 end
--- Whether tombstone value t (or nil) refuses a session created at `created`:
--- 'signedout', 'corrupt' or nil.
+-- A tombstone value's logged_out_at (Unix microseconds) and expiry (Unix
+-- seconds), or nil when it does not decode. Values of earlier versions
+-- (whole seconds, no `u`) read as the last microsecond of their second.
+local function tomb(t)
+  local u, lo, ex = string.match(t, '^(u?)(%-?%d+):(%-?%d+)$')
+  if not lo then return nil end
+  lo = tonumber(lo)
+  if u == '' then lo = lo * 1000000 + 999999 end
+  return lo, tonumber(ex)
+end
+-- Whether tombstone value t (or nil) refuses a session created at `created`
+-- (Unix microseconds): 'signedout', 'corrupt' or nil.
 local function refuses(t, kind, created, now)
   if not t then return nil end
-  local lo, ex = string.match(t, '^(%-?%d+):(%-?%d+)$')
+  local lo, ex = tomb(t)
   if not lo then return 'corrupt' end
-  if tonumber(ex) <= now then return nil end
-  if kind == 'sid' or created <= tonumber(lo) then return 'signedout' end
+  if ex <= now then return nil end
+  if kind == 'sid' or created <= lo then return 'signedout' end
   return nil
 end
 -- Adds session `id` (ending at exp) to the index in key k.
@@ -210,9 +220,9 @@ if ARGV[11] == '1' and not any_live then return {'ok'} end
 if ARGV[6] == '1' then
   local old = redis.call('GET', KEYS[5])
   local lo, ex = nil, nil
-  if old then lo, ex = string.match(old, '^(%-?%d+):(%-?%d+)$') end
-  if not (lo and tonumber(ex) > now and tonumber(lo) > tonumber(ARGV[7])) then
-    redis.call('SET', KEYS[5], ARGV[7] .. ':' .. ARGV[8], 'EX', ARGV[9])
+  if old then lo, ex = tomb(old) end
+  if not (lo and ex > now and lo > tonumber(ARGV[7])) then
+    redis.call('SET', KEYS[5], 'u' .. ARGV[7] .. ':' .. ARGV[8], 'EX', ARGV[9])
     redis.call('ZADD', KEYS[3], ARGV[8], ARGV[10])
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - GRACE)
     extend(KEYS[3], tonumber(ARGV[9]))
@@ -416,10 +426,10 @@ pub(crate) static PUT_TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
 local now = tonumber(ARGV[1])
 local old = redis.call('GET', KEYS[1])
 if old then
-  local lo, ex = string.match(old, '^(%-?%d+):(%-?%d+)$')
-  if lo and tonumber(ex) > now and tonumber(lo) > tonumber(ARGV[2]) then return 'kept' end
+  local lo, ex = tomb(old)
+  if lo and ex > now and lo > tonumber(ARGV[2]) then return 'kept' end
 end
-redis.call('SET', KEYS[1], ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[4])
+redis.call('SET', KEYS[1], 'u' .. ARGV[2] .. ':' .. ARGV[3], 'EX', ARGV[4])
 if #KEYS > 1 then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - GRACE)

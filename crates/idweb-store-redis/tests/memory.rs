@@ -28,7 +28,8 @@ fn bench_session(sub: &str, now: i64) -> Session {
             idweb::SessionId::generate().fingerprint()
         )),
         Secret::new("i".repeat(900)),
-        now,
+        // Created within second `now`, in microseconds as sign-in stores it.
+        now * idweb::MICROS_PER_SEC + 654_321,
         now + 12 * 3600,
     )
 }
@@ -266,7 +267,12 @@ async fn sessions_written_as_json_are_still_read_and_removed() {
     store.put_session(&s).await.expect("put_session");
     let key = session_key(&prefix, &s);
     let mut con = connection();
-    let json = serde_json::to_vec(&s).expect("json");
+    // Earlier versions kept `created_at` in whole seconds; it reads back as
+    // the first microsecond of that second.
+    let mut then = s.clone();
+    then.created_at = s.created_at.div_euclid(idweb::MICROS_PER_SEC);
+    let json = serde_json::to_vec(&then).expect("json");
+    s.created_at = then.created_at * idweb::MICROS_PER_SEC;
     let _: i64 = redis::cmd("HSET")
         .arg(&key)
         .arg("data")

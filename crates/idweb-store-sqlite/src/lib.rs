@@ -150,6 +150,10 @@ mod ops;
 mod pool;
 mod sql;
 mod store;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "locks",
         sql: include_str!("../migrations/0002_locks.sql"),
     },
+    Migration {
+        version: 3,
+        description: "created_at and logged_out_at in microseconds",
+        sql: include_str!("../migrations/0003_microsecond_times.sql"),
+    },
 ];
 
 /// The schema version this build reads and writes.

@@ -185,7 +185,7 @@ async fn migrations_are_idempotent() {
         .prepare("SELECT version FROM schema_version ORDER BY version")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .expect("versions");
-    assert_eq!(versions, vec![1, 2], "each migration recorded once");
+    assert_eq!(versions, vec![1, 2, 3], "each migration recorded once");
     drop(conn);
     common::remove_db(&path);
 }
@@ -202,7 +202,7 @@ async fn a_new_file_is_migrated_once_by_concurrent_openers() {
     let pool = raw(&path);
     assert_eq!(
         rows(&pool, "schema_version"),
-        2,
+        3,
         "each migration recorded once"
     );
     drop(pool);
@@ -713,7 +713,10 @@ async fn a_database_written_by_the_sqlx_version_is_served() {
         .await
         .expect("open");
 
-    for s in [f::alice_1(), f::alice_2(), f::bob()] {
+    // Migration 3: `created_at` in microseconds, from the first microsecond
+    // of the second the sqlx version stored.
+    for mut s in [f::alice_1(), f::alice_2(), f::bob()] {
+        s.created_at *= idweb::MICROS_PER_SEC;
         assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s));
     }
     assert_eq!(store.get_session(&f::ended().id).await.expect("get"), None);
@@ -785,10 +788,13 @@ async fn a_database_written_by_the_sqlx_version_is_served() {
         None
     );
 
+    // ... and `logged_out_at` at the last microsecond of its second, so each
+    // tombstone covers what it covered.
     for (selector, logged_out_at, expires_at) in [f::sid_tombstone(), f::sub_tombstone()] {
+        let micros = logged_out_at * idweb::MICROS_PER_SEC + 999_999;
         assert_eq!(
             store.get_tombstone(&selector).await.expect("get"),
-            Some(Tombstone::new(selector, logged_out_at, expires_at))
+            Some(Tombstone::new(selector, micros, expires_at))
         );
     }
     assert_eq!(
@@ -810,6 +816,24 @@ async fn a_database_written_by_the_sqlx_version_is_served() {
         store.put_session(&carol).await,
         Err(StoreError::SignedOut)
     ));
+    // The migrated `sub` tombstone covers its whole second, not the next one.
+    let (sub_selector, sub_logged_out_at, _) = f::sub_tombstone();
+    let idweb::SessionLookup::BySubject { iss, sub } = sub_selector else {
+        panic!("the fixture's sub tombstone is by subject");
+    };
+    let mut last = sample_session(&iss, &sub, None, f::READ_AT);
+    last.created_at = sub_logged_out_at * idweb::MICROS_PER_SEC + 999_999;
+    assert!(matches!(
+        store.put_session(&last).await,
+        Err(StoreError::SignedOut)
+    ));
+    let mut next = sample_session(&iss, &sub, None, f::READ_AT);
+    next.created_at = (sub_logged_out_at + 1) * idweb::MICROS_PER_SEC;
+    store
+        .put_session(&next)
+        .await
+        .expect("a session of the next second is not covered");
+    store.remove_session(&next.id).await.expect("remove");
 
     let (iss, jti, exp) = f::live_jti();
     assert!(
@@ -851,9 +875,9 @@ async fn a_database_written_by_the_sqlx_version_is_served() {
     assert_eq!(v, version + 1);
     store.close().await;
 
-    // Nothing needed migrating.
+    // Migrated once, to version 3.
     let conn = raw(&path);
-    assert_eq!(rows(&conn, "schema_version"), 2);
+    assert_eq!(rows(&conn, "schema_version"), 3);
     drop(conn);
     let reopened = SqliteStore::open_with_clock(&path, clock)
         .await

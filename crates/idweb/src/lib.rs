@@ -94,6 +94,10 @@ mod signout;
 
 mod rp;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// MSAL's unified token-cache schema: the entries idweb keeps per partition,
 /// and their MSAL JSON form (export to, import from and `remove_account` as
 /// MSAL Python, MSAL.NET and MSAL Java do).
@@ -144,7 +148,7 @@ pub use store::{
     StoredEntry, StoredPartition, Tombstone, sign_out_in_order,
 };
 pub use tenant::{CONSUMER_TENANT, IssuerError, TENANT_PLACEHOLDER};
-pub use time::{Clock, ManualClock, SystemClock, unix_seconds};
+pub use time::{Clock, MICROS_PER_SEC, ManualClock, SystemClock, unix_micros, unix_seconds};
 pub use token_cache::{CachedPartition, EntrySummary, TokenCache};
 pub use tokens::{AccessToken, MIN_REMAINING_SECS, TokenAcquirer, TokenError};
 

@@ -202,6 +202,45 @@ impl Provider {
         Ok(provider)
     }
 
+    /// A provider that never goes to the network, for fuzzing: `metadata`
+    /// and the keys of `jwks` as given, the issuer policy derived as at
+    /// discovery from `authority`, and an unknown `kid` always answered as
+    /// rate-limited (the refetch window never opens).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn offline(
+        authority: &str,
+        metadata: ProviderMetadata,
+        jwks: &[serde_json::Value],
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let base = authority.trim_end_matches('/');
+        let issuer_policy = match TenantTemplate::matching(&metadata.issuer, base) {
+            Some(template) => IssuerPolicy::Template(template),
+            None => IssuerPolicy::Fixed(metadata.issuer.clone()),
+        };
+        let keys = jwks
+            .iter()
+            .filter_map(|v| serde_json::from_value::<Jwk>(v.clone()).ok())
+            .filter_map(|jwk| usable_key(&jwk))
+            .map(Arc::new)
+            .collect();
+        let now = clock.now();
+        Self {
+            metadata,
+            http,
+            clock,
+            keys: RwLock::new(KeyState {
+                keys,
+                last_refetch: Some(now),
+            }),
+            refetch: tokio::sync::Mutex::new(()),
+            min_refetch_interval: Duration::MAX,
+            issuer_policy,
+            allowed_tenants: None,
+        }
+    }
+
     /// Sets the least time between two JWKS fetches caused by unknown key ids.
     /// Default 30 seconds.
     pub fn with_min_refetch_interval(mut self, interval: Duration) -> Self {

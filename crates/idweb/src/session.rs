@@ -64,7 +64,10 @@ pub struct Session {
     pub name: Option<String>,
     /// The ID token of the sign-in (used as `id_token_hint` at sign-out).
     pub id_token: Secret,
-    /// Unix seconds when the session was created.
+    /// When the session was created, in Unix **microseconds** (see
+    /// [`Clock::unix_micros`](crate::Clock::unix_micros)): a sign-out by
+    /// subject covers the sessions created up to its instant, so a sign-in
+    /// right after a sign-out, in the same second, is not covered by it.
     pub created_at: i64,
     /// Unix seconds when the session ends.
     pub expires_at: i64,
@@ -72,7 +75,8 @@ pub struct Session {
 
 impl Session {
     /// A new session with a fresh random id, for `sub` at `iss`, created at
-    /// `created_at` and ending at `expires_at` (Unix seconds). The account id
+    /// `created_at` (Unix microseconds) and ending at `expires_at` (Unix
+    /// seconds). The account id
     /// is [`account_id_for`]`(iss, sub)`.
     pub fn new(
         iss: impl Into<String>,

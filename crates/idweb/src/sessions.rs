@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError};
 use crate::time::Clock;
 use crate::token_cache::{open_session, seal_session};
 
-const SESSION_PURPOSE: &str = "idweb session v1";
+pub(crate) const SESSION_PURPOSE: &str = "idweb session v1";
 
 /// Server-side sessions: the browser holds only a sealed random id.
 #[derive(Debug, Clone)]

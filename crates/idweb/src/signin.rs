@@ -30,7 +30,7 @@ use crate::token_cache::TokenCache;
 pub const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The sealing purpose of the pending sign-in cookie.
-const PENDING_PURPOSE: &str = "idweb signin v1";
+pub(crate) const PENDING_PURPOSE: &str = "idweb signin v1";
 
 /// The parameters the provider sends back to the redirect URI.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -210,7 +210,7 @@ impl SignInError {
 
 /// The content of the pending sign-in cookie.
 #[derive(Debug, Serialize, Deserialize)]
-struct Pending {
+pub(crate) struct Pending {
     state: String,
     nonce: String,
     pub(crate) verifier: String,
@@ -331,7 +331,7 @@ fn same_origin_path(raw: Option<&str>, public_url: &Url) -> Result<String, SignI
 }
 
 /// What is expected of an ID token.
-struct IdTokenExpectations<'a> {
+pub(crate) struct IdTokenExpectations<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) nonce: Option<&'a str>,
     pub(crate) access_token: Option<&'a Secret>,
@@ -366,7 +366,18 @@ async fn validate_id_token(
     expect: &IdTokenExpectations<'_>,
 ) -> Result<Map<String, Value>, IdTokenError> {
     let verified = jwt::verify(provider, token.secret(), &id_token_algorithms(provider)).await?;
-    let c = &verified.claims;
+    check_id_token_claims(provider, verified.alg, &verified.claims, expect)?;
+    Ok(verified.claims)
+}
+
+/// The claim checks of [`validate_id_token`], on claims whose signature
+/// (made with `alg`) was verified.
+pub(crate) fn check_id_token_claims(
+    provider: &Provider,
+    alg: Algorithm,
+    c: &Map<String, Value>,
+    expect: &IdTokenExpectations<'_>,
+) -> Result<(), IdTokenError> {
     let iss = str_claim(c, "iss").ok_or(IdTokenError::MissingClaim("iss"))?;
     provider
         .check_issuer(iss, str_claim(c, "tid"))
@@ -409,7 +420,7 @@ async fn validate_id_token(
         }
     }
     if let (Some(at_hash), Some(access_token)) = (str_claim(c, "at_hash"), expect.access_token) {
-        let alg = match verified.alg {
+        let alg = match alg {
             Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => &digest::SHA384,
             Algorithm::RS512 | Algorithm::PS512 | Algorithm::EdDSA => &digest::SHA512,
             _ => &digest::SHA256,
@@ -420,7 +431,7 @@ async fn validate_id_token(
             return Err(IdTokenError::AtHash);
         }
     }
-    Ok(verified.claims)
+    Ok(())
 }
 
 /// What the sign-in service needs to know of the app's settings.
@@ -634,7 +645,9 @@ impl SignIn {
             iss,
             sub,
             id_token,
-            created_at: now,
+            // Microseconds: a sign-out by subject earlier in this same
+            // second must not cover this session (see `Tombstone::covers`).
+            created_at: self.clock.unix_micros(),
             expires_at: now.saturating_add(self.config.session_lifetime),
         };
         self.sessions.put(&session).await?;

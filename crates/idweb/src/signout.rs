@@ -122,7 +122,7 @@ impl SignOut {
                 })
             }
         };
-        SignOutRequest::new(target, now, now.saturating_add(ttl))
+        SignOutRequest::new(target, self.clock.unix_micros(), now.saturating_add(ttl))
     }
 
     /// Runs `request` as one [`Store::sign_out`], then drops this process's
@@ -372,9 +372,9 @@ pub(crate) async fn validate_logout_token(
 }
 
 /// Checks a token's `iss` and `tid` (the provider's rule).
-type IssuerCheck<'a> = &'a dyn Fn(&str, Option<&str>) -> Result<(), IssuerError>;
+pub(crate) type IssuerCheck<'a> = &'a dyn Fn(&str, Option<&str>) -> Result<(), IssuerError>;
 
-fn check_claims(
+pub(crate) fn check_claims(
     c: &Map<String, Value>,
     issuer: IssuerCheck<'_>,
     client_id: &str,
@@ -443,6 +443,29 @@ fn check_claims(
         jti: jti.to_string(),
         replayable_until: exp.unwrap_or(horizon).max(horizon).saturating_add(skew),
     })
+}
+
+/// The checks of a front-channel request's `iss` and `sid`: the issuers
+/// whose `(iss, sid)` it signs out, and the `sid`.
+pub(crate) fn front_channel_selectors<'a>(
+    provider: &Provider,
+    iss: Option<&str>,
+    sid: Option<&'a str>,
+) -> Result<(Vec<String>, &'a str), FrontChannelError> {
+    let sid = sid
+        .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
+        .ok_or(FrontChannelError::MissingSid)?;
+    let issuers: Vec<String> = match iss {
+        Some(iss) if provider.accepts_issuer(iss) => vec![iss.to_string()],
+        Some(_) => return Err(FrontChannelError::WrongIssuer),
+        None if !provider.is_multi_tenant() => vec![provider.issuer().to_string()],
+        None => provider
+            .allowed_tenants()
+            .ok_or(FrontChannelError::UnknownTenant)?
+            .filter_map(|tid| provider.issuer_for_tenant(tid))
+            .collect(),
+    };
+    Ok((issuers, sid))
 }
 
 /// Why a back-channel logout request failed.
@@ -536,7 +559,7 @@ pub const SIGN_OUT_CALLBACK_PATH: &str = crate::config::DEFAULT_SIGNED_OUT_CALLB
 pub(crate) const SIGN_OUT_PURPOSE: &str = "idweb signout v1";
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct PendingSignOut {
+pub(crate) struct PendingSignOut {
     state: String,
     created_at: i64,
 }
@@ -776,20 +799,7 @@ impl LogoutHandler {
         iss: Option<&str>,
         sid: Option<&str>,
     ) -> Result<Eviction, FrontChannelError> {
-        let sid = sid
-            .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
-            .ok_or(FrontChannelError::MissingSid)?;
-        let provider = self.provider();
-        let issuers: Vec<String> = match iss {
-            Some(iss) if provider.accepts_issuer(iss) => vec![iss.to_string()],
-            Some(_) => return Err(FrontChannelError::WrongIssuer),
-            None if !provider.is_multi_tenant() => vec![provider.issuer().to_string()],
-            None => provider
-                .allowed_tenants()
-                .ok_or(FrontChannelError::UnknownTenant)?
-                .filter_map(|tid| provider.issuer_for_tenant(tid))
-                .collect(),
-        };
+        let (issuers, sid) = front_channel_selectors(self.provider(), iss, sid)?;
         let mut total = Eviction::default();
         for issuer in &issuers {
             let subject = self.sign_out.subject_of(issuer, sid).await;

@@ -194,14 +194,16 @@ pub struct Tombstone {
     /// What was signed out: one provider session `(iss, sid)`, or every
     /// session of `(iss, sub)` that existed at `logged_out_at`.
     pub selector: SessionLookup,
-    /// Unix seconds of the sign-out.
+    /// The instant of the sign-out, in Unix microseconds (the unit of
+    /// [`Session::created_at`]).
     pub logged_out_at: i64,
     /// Unix seconds until which the tombstone is kept (at least the longest session lifetime).
     pub expires_at: i64,
 }
 
 impl Tombstone {
-    /// A tombstone for `selector` signed out at `logged_out_at`, kept until `expires_at`.
+    /// A tombstone for `selector` signed out at `logged_out_at` (Unix
+    /// microseconds), kept until `expires_at` (Unix seconds).
     pub fn new(selector: SessionLookup, logged_out_at: i64, expires_at: i64) -> Self {
         Self {
             selector,
@@ -210,7 +212,10 @@ impl Tombstone {
         }
     }
 
-    /// Whether this tombstone forbids `session`.
+    /// Whether this tombstone forbids `session`: every session of its
+    /// provider session `(iss, sid)`; of its subject `(iss, sub)`, the
+    /// sessions created at or before `logged_out_at` (a sign-in after the
+    /// sign-out, even within the same second, is not covered).
     pub fn covers(&self, session: &Session) -> bool {
         match &self.selector {
             SessionLookup::ByProviderSession { iss, sid } => {
@@ -266,7 +271,7 @@ pub enum SignOutTarget {
 pub struct SignOutRequest {
     /// What to remove and tombstone.
     pub target: SignOutTarget,
-    /// The tombstone's `logged_out_at` (Unix seconds).
+    /// The tombstone's `logged_out_at` (Unix microseconds).
     pub logged_out_at: i64,
     /// The tombstone's `expires_at` (Unix seconds).
     pub tombstone_expires_at: i64,
@@ -278,8 +283,9 @@ pub struct SignOutRequest {
 }
 
 impl SignOutRequest {
-    /// A sign-out of `target` at `logged_out_at`, its tombstone kept until
-    /// `tombstone_expires_at`; no replay record; written even when nothing matches.
+    /// A sign-out of `target` at `logged_out_at` (Unix microseconds), its
+    /// tombstone kept until `tombstone_expires_at` (Unix seconds); no
+    /// replay record; written even when nothing matches.
     pub fn new(target: SignOutTarget, logged_out_at: i64, tombstone_expires_at: i64) -> Self {
         Self {
             target,

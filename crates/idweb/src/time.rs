@@ -16,7 +16,34 @@ pub trait Clock: Debug + Send + Sync + 'static {
     fn unix_now(&self) -> i64 {
         unix_seconds(self.now())
     }
+
+    /// The current time in microseconds since the Unix epoch: the
+    /// resolution of a session's `created_at` and a tombstone's
+    /// `logged_out_at`, which decide whether a sign-out covers a session.
+    fn unix_micros(&self) -> i64 {
+        unix_micros(self.now())
+    }
 }
+
+/// Microseconds since the Unix epoch of `t` (negative before 1970;
+/// saturating far from it).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+/// assert_eq!(idweb::unix_micros(t), 1_700_000_000_123_456);
+/// assert_eq!(idweb::unix_seconds(t), 1_700_000_000);
+/// ```
+pub fn unix_micros(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Microseconds in a second: a time in whole seconds times this is the
+/// same instant in microseconds.
+pub const MICROS_PER_SEC: i64 = 1_000_000;
 
 /// Seconds since the Unix epoch of `t` (negative before 1970).
 pub fn unix_seconds(t: SystemTime) -> i64 {

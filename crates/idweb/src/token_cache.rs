@@ -136,6 +136,21 @@ impl MsalTime {
     }
 }
 
+/// Decodes an opened entry's plaintext as a full read and as the request
+/// path do; for fuzzing.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_opened(opened: &[u8], cache_key: &str) {
+    let _ = plain::decode(opened, cache_key);
+    let fields = if plain::is_compact(opened) {
+        compact_access_token(opened, cache_key)
+    } else {
+        serde_json::from_slice::<AccessTokenFields>(opened).ok()
+    };
+    if let Some(f) = fields {
+        let _ = f.expires_on.seconds();
+    }
+}
+
 /// The fields of a compact access-token plaintext that the request path reads.
 fn compact_access_token(opened: &[u8], cache_key: &str) -> Option<AccessTokenFields> {
     let (mut secret, mut client_id, mut target, mut expires_on) = (None, None, None, None);
