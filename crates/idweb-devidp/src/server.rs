@@ -12,6 +12,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use url::Url;
 
+use tracing::Instrument as _;
+
 use crate::config::{DevClient, subject_for};
 use crate::html;
 use crate::logout;
@@ -67,15 +69,19 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Around every request: the navigation links for the pages rendered, and,
-/// afterwards, a note that the state may have changed (for the state file).
+/// Around every request: a `devidp` span (log lines say who wrote them),
+/// the navigation links for the pages rendered, and, afterwards, a note
+/// that the state may have changed (for the state file).
 async fn around_request(
     AxumState(shared): AppState,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let links = Arc::new(shared.nav_links.clone());
-    let response = html::NAV_LINKS.scope(links, next.run(request)).await;
+    let response = html::NAV_LINKS
+        .scope(links, next.run(request))
+        .instrument(tracing::info_span!("devidp"))
+        .await;
     shared.changed();
     response
 }
