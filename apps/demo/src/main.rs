@@ -77,6 +77,8 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,idweb=info".into()),
         )
+        // Colours only for a terminal, not in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -328,7 +330,7 @@ impl DemoApp {
             })),
         )?;
         // Every log line of this app names it.
-        let span = tracing::info_span!("demo", app = self.name);
+        let span = tracing::info_span!("demo", app = %self.name);
         let idweb = IdWeb::builder(settings)
             .build()
             .instrument(span.clone())
@@ -410,7 +412,7 @@ async fn run_all(
         idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(&authority)).await?;
     let api = tokio::spawn(serve(
         api_listener,
-        in_span(api_router, tracing::info_span!("demo", app = "todo API")),
+        in_span(api_router, tracing::info_span!("demo", app = %"todo API")),
         rx.clone(),
     ));
     let control = idweb_demo::control::ControlRoom::new(
@@ -435,7 +437,7 @@ async fn run_all(
         control_listener,
         in_span(
             control.router(),
-            tracing::info_span!("demo", app = "control room"),
+            tracing::info_span!("demo", app = %"control room"),
         ),
         rx,
     ));
