@@ -8,6 +8,10 @@
 //! `chromium-driver` packages; `scripts/setup-test-deps` installs them. The
 //! test fails (it never skips) when they are missing. Each step leaves a
 //! screenshot in `target/test-output/browser/`.
+//!
+//! A second story drives the demo's control room: every sign-out path it
+//! starts empties both apps' caches, and its timeline says which app heard
+//! it how (screenshots in `target/test-output/control-room/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -645,7 +649,7 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         "{notified}"
     );
     assert!(
-        notified.contains("app-b") && notified.contains("loaded by this page"),
+        notified.contains("app-b") && notified.contains("iframe rendered in this page"),
         "{notified}"
     );
     b.shot("idp-ended-all-sessions").await;

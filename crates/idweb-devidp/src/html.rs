@@ -234,7 +234,7 @@ fn deliveries_list(deliveries: &[LogoutDelivery]) -> String {
             }
             (Some(status), None, _) => ("status-bad", format!("answered HTTP {status}")),
             (None, None, LogoutChannel::FrontChannel) => {
-                ("status-ok", "loaded by this page".to_owned())
+                ("status-ok", "iframe rendered in this page".to_owned())
             }
             (None, None, LogoutChannel::BackChannel) => ("status-bad", "no answer".to_owned()),
         };

@@ -1206,7 +1206,7 @@ async fn admin_end_sessions_page_loads_the_front_channel_iframes() {
     assert_eq!(q["sid"], sid);
     assert_eq!(q["iss"], idp.issuer());
     assert!(html.contains("back-app") && html.contains("answered HTTP 200"));
-    assert!(html.contains("front-app") && html.contains("loaded by this page"));
+    assert!(html.contains("front-app") && html.contains("iframe rendered in this page"));
     // The recorded delivery says it was rendered, not skipped.
     let front_delivery = idp
         .logout_deliveries()
