@@ -611,7 +611,7 @@ impl Browser {
 /// eviction, an RP-initiated sign-out in App B — empties both, and the
 /// timeline says which app heard it how.
 async fn control_room_story(b: &Browser, demo: &Demo) {
-    let (idp, app_b, control) = (&demo.idp, &demo.app_b, &demo.control);
+    let (idp, app_a, app_b, control) = (&demo.idp, &demo.app_a, &demo.app_b, &demo.control);
     let both_full = [
         "#app-a .session .kind-AccessToken",
         "#app-a .session .kind-RefreshToken",
@@ -731,6 +731,41 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
     })
     .await;
     b.shot("control-room-after-rp-initiated-sign-out").await;
+    // 3b. All my sessions in App A: App A's own eviction of every session
+    //     of alice, then the provider, which tells App B by its iframe.
+    b.sign_in_to_both(demo).await;
+    b.driver.goto(format!("{app_a}/sign-out")).await.unwrap();
+    b.click("#signout-all-here").await;
+    b.wait_for_page(
+        &format!("{app_a}/signout-callback-oidc"),
+        "#signed-out",
+        "You have signed out.",
+    )
+    .await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(
+        control,
+        "both caches empty after App A's sign-out of all sessions",
+        &[
+            both_empty.as_slice(),
+            &["li[data-app='App A'][data-path='all_sessions'].removed"],
+        ]
+        .concat(),
+    )
+    .await;
+    b.wait_for("App B's second front-channel entry", async |b: &Browser| {
+        let entries = b
+            .driver
+            .find_all(By::Css(
+                "li[data-app='App B'][data-path='front_channel'].removed",
+            ))
+            .await
+            .ok()?;
+        (entries.len() == 2).then_some(())
+    })
+    .await;
+    b.shot("control-room-after-all-sessions-sign-out").await;
+
     // 4. The operator's eviction (what `idweb cache evict --sub` does). Last:
     //    its (iss, sub) tombstone refuses sessions authenticated before it,
     //    so the provider's still-open session cannot sign alice in again.
