@@ -30,6 +30,10 @@ const TIMELINE_LENGTH: usize = 50;
 /// Events this close to the previous one belong to the same sign-out: their
 /// times are counted from its start.
 const SAME_SIGN_OUT: Duration = Duration::from_millis(1500);
+/// How often the control room notes each session's cache entries.
+const LEDGER_REFRESH: Duration = Duration::from_millis(500);
+/// How long a session no longer listed stays in the ledger.
+const LEDGER_MEMORY: Duration = Duration::from_secs(10);
 /// How long a tombstone of the operator eviction lasts (the command's default).
 const OPERATOR_TOMBSTONE: Duration = Duration::from_secs(86_400);
 
@@ -70,8 +74,9 @@ struct Timeline {
     /// the control room's button).
     started: Option<Instant>,
     last: Option<Instant>,
-    /// Cache entries per session, as last listed: `(app, session)` → count.
-    ledger: HashMap<(usize, SessionRef), usize>,
+    /// Cache entries per session, as last listed: `(app, session)` → the
+    /// count, and when it was listed.
+    ledger: HashMap<(usize, SessionRef), (usize, Instant)>,
 }
 
 impl Timeline {
@@ -86,6 +91,16 @@ impl Timeline {
         self.last = Some(now);
         self.started
             .map_or(0, |s| now.saturating_duration_since(s).as_millis())
+    }
+
+    /// Notes the counts just listed; forgets sessions not listed for a while
+    /// (gone without an event the control room heard).
+    fn note(&mut self, seen: HashMap<(usize, SessionRef), usize>) {
+        let now = Instant::now();
+        self.ledger
+            .extend(seen.into_iter().map(|(k, n)| (k, (n, now))));
+        self.ledger
+            .retain(|_, (_, at)| now.duration_since(*at) < LEDGER_MEMORY);
     }
 
     fn push(&mut self, entry: Entry) {
@@ -139,7 +154,40 @@ impl ControlRoom {
                 async move { hook.heard(index, &event) }
             });
         }
+        // Keeps the count of each session's cache entries current even while
+        // no page is open (the sign-out event carries no count); stops when
+        // the control room is gone.
+        let weak = Arc::downgrade(&room.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEDGER_REFRESH).await;
+                let Some(inner) = weak.upgrade() else { return };
+                ControlRoom { inner }.refresh_ledger().await;
+            }
+        });
         room
+    }
+
+    /// Lists every app's sessions and notes how many cache entries each holds.
+    async fn refresh_ledger(&self) {
+        let now = SystemClock.unix_now();
+        let mut seen = HashMap::new();
+        for (index, app) in self.inner.apps.iter().enumerate() {
+            let rp = app.idweb.relying_party();
+            let Ok(sessions) = rp.store().list_sessions(None, 500).await else {
+                continue;
+            };
+            for s in sessions.into_iter().filter(|s| !s.is_expired(now)) {
+                if let Ok(entries) = rp
+                    .token_cache()
+                    .summaries(&PartitionKey::Session(s.id.clone()))
+                    .await
+                {
+                    seen.insert((index, SessionRef::of(&s.id)), entries.len());
+                }
+            }
+        }
+        self.timeline().note(seen);
     }
 
     fn timeline(&self) -> MutexGuard<'_, Timeline> {
@@ -171,7 +219,7 @@ impl ControlRoom {
         let tokens = event
             .sessions
             .iter()
-            .map(|s| timeline.ledger.remove(&(index, s.clone())))
+            .map(|s| timeline.ledger.remove(&(index, s.clone())).map(|(n, _)| n))
             .sum::<Option<usize>>();
         let after_ms = timeline.elapsed(now);
         let entry = Entry {
@@ -293,7 +341,7 @@ impl ControlRoom {
         for (index, app) in self.inner.apps.iter().enumerate() {
             columns.push_str(&self.app_column(index, app, now, &mut seen).await);
         }
-        self.timeline().ledger.extend(seen);
+        self.timeline().note(seen);
         columns.push_str(&self.provider_column(now));
         let timeline = self.timeline_html(now);
         format!(
