@@ -2,6 +2,8 @@
 //! sample downstream "todo" API, all on 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod control;
+pub mod look;
 pub mod metrics;
 pub mod todo_api;
 pub mod webapp;

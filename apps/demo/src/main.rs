@@ -14,6 +14,7 @@ use idweb_axum::IdWeb;
 use idweb_devidp::{DevClient, DevIdp, DevIdpConfig, EntraProfile};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +37,10 @@ struct Cli {
     /// Address of the sample todo API.
     #[arg(long, default_value = "127.0.0.1:5200")]
     api_listen: SocketAddr,
+    /// Address of the control room (both apps, the provider and every
+    /// sign-out on one page).
+    #[arg(long, default_value = "127.0.0.1:5300")]
+    control_listen: SocketAddr,
     /// Folder for the sample web app's SQLite store and its generated keys.
     #[arg(long, default_value = ".idweb-demo")]
     data_dir: PathBuf,
@@ -72,6 +77,8 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,idweb=info".into()),
         )
+        // Colours only for a terminal, not in a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -92,6 +99,7 @@ fn main() -> std::process::ExitCode {
                     cli.app_listen,
                     cli.app_b_listen,
                     cli.api_listen,
+                    cli.control_listen,
                     cli.data_dir,
                     cli.idp_profile,
                 )
@@ -277,8 +285,9 @@ impl DemoApp {
         issuer: &str,
         data_dir: &std::path::Path,
         api_url: &str,
+        links: Vec<(String, String)>,
         stop: watch::Receiver<bool>,
-    ) -> Result<tokio::task::JoinHandle<Result<(), BoxError>>, BoxError> {
+    ) -> Result<(IdWeb, tokio::task::JoinHandle<Result<(), BoxError>>), BoxError> {
         let (cookie_key, cache_keys) = demo_keys(&data_dir.join(self.client_id))?;
         // IDWEB_STORE (e.g. redis://127.0.0.1:6379 or
         // postgres://postgres@127.0.0.1:5432/postgres) puts both apps on one
@@ -324,20 +333,35 @@ impl DemoApp {
                 )
             })),
         )?;
-        let idweb = IdWeb::builder(settings).build().await?;
-        Ok(tokio::spawn(serve(
-            self.listener,
-            idweb_demo::webapp::router(&idweb, self.name),
-            stop,
-        )))
+        // Every log line of this app names it.
+        let span = tracing::info_span!("demo", app = %self.name);
+        let idweb = IdWeb::builder(settings)
+            .build()
+            .instrument(span.clone())
+            .await?;
+        let app = idweb_demo::webapp::router_with_links(&idweb, self.name, links);
+        let server = tokio::spawn(serve(self.listener, in_span(app, span), stop));
+        Ok((idweb, server))
     }
 }
 
+/// `router` with every request handled inside `span`, so that the log
+/// lines written for it say which part of the demo wrote them.
+fn in_span(router: axum::Router, span: tracing::Span) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            next.run(req).instrument(span.clone())
+        },
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_all(
     idp_listen: SocketAddr,
     app_listen: SocketAddr,
     app_b_listen: SocketAddr,
     api_listen: SocketAddr,
+    control_listen: SocketAddr,
     data_dir: PathBuf,
     profile: IdpProfile,
 ) -> Result<(), BoxError> {
@@ -347,6 +371,9 @@ async fn run_all(
     let app_b = DemoApp::bind("App B", "app-b", app_b_listen, "localhost").await?;
     let api_listener = bind(api_listen, "todo API").await?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
+    let control_listener = bind(control_listen, "control room").await?;
+    let control_url = format!("http://{}", control_listener.local_addr()?);
+    let links = vec![("Control room".to_string(), format!("{control_url}/"))];
 
     // App A hears of sign-outs by back-channel, App B by front-channel.
     let client_a = app_a
@@ -360,6 +387,13 @@ async fn run_all(
         DevIdpConfig {
             clients: vec![client_a, client_b],
             entra: (profile == IdpProfile::Entra).then(EntraProfile::default),
+            // Its keys and sessions survive a restart, as the apps' do.
+            state_file: Some(data_dir.join("idp-state.json")),
+            nav_links: vec![
+                ("App A".to_string(), format!("{}/", app_a.url)),
+                ("App B".to_string(), format!("{}/", app_b.url)),
+                links[0].clone(),
+            ],
             ..DevIdpConfig::default()
         },
     )
@@ -372,15 +406,45 @@ async fn run_all(
     };
     let (tx, rx) = watch::channel(false);
     let (url_a, url_b) = (app_a.url.clone(), app_b.url.clone());
-    let a = app_a
-        .start(&authority, &data_dir, &api_url, rx.clone())
+    let (idweb_a, a) = app_a
+        .start(&authority, &data_dir, &api_url, links.clone(), rx.clone())
         .await?;
-    let b = app_b
-        .start(&authority, &data_dir, &api_url, rx.clone())
+    let (idweb_b, b) = app_b
+        .start(&authority, &data_dir, &api_url, links.clone(), rx.clone())
         .await?;
     let api_router =
         idweb_demo::todo_api::router(idweb_demo::todo_api::TodoApiConfig::new(&authority)).await?;
-    let api = tokio::spawn(serve(api_listener, api_router, rx));
+    let api = tokio::spawn(serve(
+        api_listener,
+        in_span(api_router, tracing::info_span!("demo", app = %"todo API")),
+        rx.clone(),
+    ));
+    let control = idweb_demo::control::ControlRoom::new(
+        idp.clone(),
+        vec![
+            idweb_demo::control::ControlApp {
+                name: "App A".into(),
+                url: url_a.clone(),
+                told_by: "back-channel logout".into(),
+                idweb: idweb_a,
+            },
+            idweb_demo::control::ControlApp {
+                name: "App B".into(),
+                url: url_b.clone(),
+                told_by: "front-channel logout".into(),
+                idweb: idweb_b,
+            },
+        ],
+        &["alice", "bob"],
+    );
+    let control_server = tokio::spawn(serve(
+        control_listener,
+        in_span(
+            control.router(),
+            tracing::info_span!("demo", app = %"control room"),
+        ),
+        rx,
+    ));
 
     say!("idweb demo is running:");
     say!(
@@ -393,6 +457,7 @@ async fn run_all(
     say!("  App A:             {url_a}/  (back-channel logout)");
     say!("  App B:             {url_b}/  (front-channel logout)");
     say!("  todo API:          {api_url}/api/todos");
+    say!("  control room:      {control_url}/  (both apps and every sign-out on one page)");
     say!("  stores:            {}", data_dir.display());
     say!(
         "  sign out everywhere at the provider: {}/admin/end-sessions",
@@ -406,6 +471,7 @@ async fn run_all(
     a.await??;
     b.await??;
     api.await??;
+    control_server.await??;
     idp.shutdown().await;
     say!("stopped");
     Ok(())

@@ -29,12 +29,52 @@ struct Site {
     home: String,
     sign_in: String,
     sign_out: String,
+    /// More links for the navigation bar (the demo's control room).
+    links: Vec<(String, String)>,
 }
 
 impl Site {
     /// `path` of the app (e.g. `/profile`) as the browser sees it.
     fn at(&self, path: &str) -> String {
         format!("{}{path}", self.home.trim_end_matches('/'))
+    }
+
+    /// The sign-in URL that comes back to the profile page.
+    fn sign_in_url(&self) -> String {
+        format!(
+            "{}?{}",
+            self.sign_in,
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("returnUrl", &self.at("/profile"))
+                .finish()
+        )
+    }
+
+    /// The navigation bar: the app's pages, the extra links, then the
+    /// sign-out buttons for a signed-in user or a sign-in link otherwise.
+    fn nav(&self, signed_in: bool) -> String {
+        let mut nav = format!(
+            "<a href=\"{home}\">Home</a><a href=\"{profile}\">Profile</a><a href=\"{todos}\">Todos</a>\
+             <a href=\"{cache}\">Token cache</a>{links}",
+            home = escape(&self.home),
+            profile = escape(&self.at("/profile")),
+            todos = escape(&self.at("/todos")),
+            cache = escape(&self.at("/cache")),
+            links = crate::look::links(&self.links),
+        );
+        if signed_in {
+            nav.push_str(&format!(
+                "<form method=\"post\" action=\"{sign_out}\"><button id=\"signout\">Sign out</button></form>\
+                 <form method=\"post\" action=\"{sign_out}?scope=all\"><button id=\"signout-all\">Sign out of all my sessions here</button></form>",
+                sign_out = escape(&self.sign_out),
+            ));
+        } else {
+            nav.push_str(&format!(
+                "<a id=\"nav-signin\" href=\"{}\">Sign in</a>",
+                escape(&self.sign_in_url())
+            ));
+        }
+        nav
     }
 }
 
@@ -114,6 +154,12 @@ impl Drop for StreamGuard {
 /// The sample web app's router, with idweb mounted and the app's sign-out
 /// hook registered on `idweb`.
 pub fn router(idweb: &IdWeb, title: &str) -> Router {
+    router_with_links(idweb, title, Vec::new())
+}
+
+/// [`router`], with more `(label, URL)` links in every page's navigation
+/// bar (the demo links its control room).
+pub fn router_with_links(idweb: &IdWeb, title: &str, links: Vec<(String, String)>) -> Router {
     let memory = AppMemory::default();
     let hook = memory.clone();
     idweb.on_sign_out(move |event: SignOutEvent| {
@@ -125,7 +171,9 @@ pub fn router(idweb: &IdWeb, title: &str) -> Router {
         home: idweb.home_path(),
         sign_in: idweb.sign_in_path(),
         sign_out: idweb.sign_out_path(),
+        links,
     });
+    let dressing = (title.title.clone(), title.nav(false));
     let home_title = title.clone();
     let app = Router::new()
         .route(
@@ -154,6 +202,16 @@ pub fn router(idweb: &IdWeb, title: &str) -> Router {
                     let title = title.clone();
                     let memory = memory.clone();
                     async move { todos(&title, &memory, user, &headers).await }
+                }
+            }),
+        )
+        .route(
+            "/sign-out",
+            get({
+                let title = title.clone();
+                move |user: Option<AuthenticatedUser>| {
+                    let title = title.clone();
+                    async move { sign_out_page(&title, user.as_ref()) }
                 }
             }),
         )
@@ -191,8 +249,16 @@ pub fn router(idweb: &IdWeb, title: &str) -> Router {
                 }
             }),
         );
-    // No other site may frame the app's pages (clickjacking).
-    idweb.mount(app).layer(idweb_axum::DenyFramingLayer)
+    let app = app.route(crate::look::STYLESHEET_PATH, get(crate::look::stylesheet));
+    // idweb's own pages (signed out, errors) in the app's look; no other
+    // site may frame the app's pages (clickjacking).
+    idweb
+        .mount(app)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            let (brand, nav) = dressing.clone();
+            crate::look::dress(brand, nav, req, next)
+        }))
+        .layer(idweb_axum::DenyFramingLayer)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -351,71 +417,82 @@ async fn cache(
     if wants_json(headers) {
         return Json(serde_json::json!({ "entries": entries })).into_response();
     }
+    let now = idweb.relying_party().clock().unix_now();
     let rows: String = entries
         .iter()
-        .map(|e| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&e.kind),
-                escape(e.scopes.as_deref().unwrap_or("")),
-                e.expires_at.map(|t| t.to_string()).unwrap_or_default()
-            )
-        })
+        .map(|e| crate::look::entry_row(e, now))
         .collect();
     let body = if entries.is_empty() {
-        "<p id=\"empty\">The token cache of this session is empty.</p>".to_string()
+        "<p id=\"empty\" class=\"empty\">The token cache of this session is empty.</p>".to_string()
     } else {
         format!(
-            "<table id=\"cache\"><tr><th>Entry</th><th>Scopes</th><th>Expires (Unix time)</th></tr>{rows}</table>"
+            "<div class=\"card\"><table id=\"cache\"><tr><th>Entry</th><th>What it holds</th><th>Expires</th></tr>{rows}</table>\
+             <p><small>Secrets are never shown: they are encrypted in the store and stay on the server.</small></p></div>"
         )
     };
     page(title, ": token cache", &body).into_response()
 }
 
-/// A page of the site, titled with the site's title and `suffix`.
+/// A page of the site, titled with the site's title and `suffix`, for a
+/// signed-in user (the sign-out buttons are shown).
 fn page(site: &Site, suffix: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem}}\
-         nav a,nav form{{margin-right:1rem;display:inline}}</style></head><body><nav>\
-         <a href=\"{home}\">Home</a><a href=\"{profile}\">Profile</a><a href=\"{todos}\">Todos</a>\
-         <a href=\"{cache}\">Token cache</a>\
-         <form method=\"post\" action=\"{sign_out}\"><button id=\"signout\">Sign out</button></form>\
-         <form method=\"post\" action=\"{sign_out}?scope=all\"><button id=\"signout-all\">Sign out of all my sessions here</button></form>\
-         </nav><h1>{t}</h1>{body}</body></html>",
-        t = escape(&format!("{}{suffix}", site.title)),
-        home = escape(&site.home),
-        profile = escape(&site.at("/profile")),
-        todos = escape(&site.at("/todos")),
-        cache = escape(&site.at("/cache")),
-        sign_out = escape(&site.sign_out),
+    page_for(site, suffix, body, true)
+}
+
+/// A page of the site; the navigation bar offers sign-out only when `signed_in`.
+fn page_for(site: &Site, suffix: &str, body: &str, signed_in: bool) -> Html<String> {
+    Html(crate::look::frame(
+        &format!("{}{suffix}", site.title),
+        &site.title,
+        &site.nav(signed_in),
+        body,
+        false,
     ))
 }
 
 fn home(site: &Site, user: Option<AuthenticatedUser>) -> Html<String> {
     let profile = site.at("/profile");
+    let signed_in = user.is_some();
     let body = match user {
         Some(u) => format!(
-            "<p id=\"status\">Signed in as <b>{}</b>.</p><p><a href=\"{}\">Your profile</a></p>",
+            "<div class=\"card\"><p id=\"status\">Signed in as <b>{}</b>.</p>\
+             <p class=\"actions\"><a class=\"button\" href=\"{}\">Your profile</a>\
+             <a class=\"button quiet\" href=\"{}\">Your todos</a>\
+             <a class=\"button quiet\" href=\"{}\">This session's token cache</a></p></div>",
             escape(u.name().unwrap_or(u.sub())),
-            escape(&profile)
+            escape(&profile),
+            escape(&site.at("/todos")),
+            escape(&site.at("/cache")),
         ),
-        None => {
-            let sign_in = format!(
-                "{}?{}",
-                site.sign_in,
-                url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("returnUrl", &profile)
-                    .finish()
-            );
-            format!(
-                "<p id=\"status\">You are not signed in.</p>\
-                 <p><a id=\"signin\" href=\"{}\">Sign in</a></p>",
-                escape(&sign_in)
-            )
-        }
+        None => format!(
+            "<div class=\"card\"><p id=\"status\">You are not signed in.</p>\
+             <p class=\"actions\"><a class=\"button\" id=\"signin\" href=\"{}\">Sign in</a></p></div>",
+            escape(&site.sign_in_url())
+        ),
     };
-    page(site, "", &body)
+    page_for(site, "", &body, signed_in)
+}
+
+/// `GET /sign-out`: the app's sign-out choices on a page of its own (the
+/// control room links here; the buttons post from this origin, as the
+/// sign-out's Origin check wants).
+fn sign_out_page(site: &Site, user: Option<&AuthenticatedUser>) -> Html<String> {
+    let body = match user {
+        Some(u) => format!(
+            "<div class=\"card\"><p>Signed in as <b>{name}</b>.</p>\
+             <form method=\"post\" action=\"{so}\"><button class=\"block danger\" id=\"signout-here\">Sign out \
+             <small>(this session; then at the provider, which tells the other apps)</small></button></form>\
+             <form method=\"post\" action=\"{so}?scope=all\"><button class=\"block danger\" id=\"signout-all-here\">Sign out of all my sessions in this app</button></form></div>",
+            name = escape(u.name().unwrap_or(u.sub())),
+            so = escape(&site.sign_out),
+        ),
+        None => format!(
+            "<div class=\"card\"><p id=\"status\">You are not signed in.</p>\
+             <p class=\"actions\"><a class=\"button\" href=\"{}\">Sign in</a></p></div>",
+            escape(&site.sign_in_url())
+        ),
+    };
+    page_for(site, ": sign out", &body, user.is_some())
 }
 
 fn profile(title: &Site, user: AuthenticatedUser, headers: &HeaderMap) -> Response {

@@ -8,6 +8,10 @@
 //! `chromium-driver` packages; `scripts/setup-test-deps` installs them. The
 //! test fails (it never skips) when they are missing. Each step leaves a
 //! screenshot in `target/test-output/browser/`.
+//!
+//! A second story drives the demo's control room: every sign-out path it
+//! starts empties both apps' caches, and its timeline says which app heard
+//! it how (screenshots in `target/test-output/control-room/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -56,13 +60,13 @@ impl Drop for TempDir {
     }
 }
 
-/// `target/test-output/browser/`, emptied of an earlier run's files.
-fn output_dir() -> PathBuf {
+/// `target/test-output/NAME/`, emptied of an earlier run's files.
+fn output_dir_named(name: &str) -> PathBuf {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("test-output").join("browser");
+    let dir = target.join("test-output").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -131,6 +135,7 @@ struct Demo {
     idp: String,
     app_a: String,
     app_b: String,
+    control: String,
 }
 
 fn url_after(lines: &[String], label: &str) -> String {
@@ -156,6 +161,8 @@ fn start_demo(data_dir: &Path, log: &Path) -> Demo {
             "--app-b-listen",
             "127.0.0.1:0",
             "--api-listen",
+            "127.0.0.1:0",
+            "--control-listen",
             "127.0.0.1:0",
         ])
         .arg("--data-dir")
@@ -203,6 +210,7 @@ fn start_demo(data_dir: &Path, log: &Path) -> Demo {
         idp: url_after(&lines, "identity provider:"),
         app_a: url_after(&lines, "App A:"),
         app_b: url_after(&lines, "App B:"),
+        control: url_after(&lines, "control room:"),
     };
     assert!(
         demo.app_a.starts_with("http://127.0.0.1:"),
@@ -344,10 +352,27 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_sso_and_sign_out_everywhere_in_a_real_browser() {
+    in_browser("browser", async |b: &Browser, demo: &Demo| {
+        story(b, demo).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_room_shows_every_sign_out_emptying_both_caches() {
+    in_browser("control-room", async |b: &Browser, demo: &Demo| {
+        control_room_story(b, demo).await
+    })
+    .await;
+}
+
+/// Starts the demo and a headless Chromium, runs `story`, and closes the
+/// browser; screenshots and logs go to `target/test-output/NAME/`.
+async fn in_browser(name: &str, story: impl AsyncFnOnce(&Browser, &Demo)) {
     require_browser();
-    let out = output_dir();
-    let data_dir = TempDir::new("data");
-    let profile_dir = TempDir::new("profile");
+    let out = output_dir_named(name);
+    let data_dir = TempDir::new(&format!("{name}-data"));
+    let profile_dir = TempDir::new(&format!("{name}-profile"));
     let demo = start_demo(&data_dir.0, &out.join("demo.log"));
     let (_chromedriver, driver_url) = start_chromedriver(&out.join("driver.log")).await;
 
@@ -373,26 +398,27 @@ async fn sign_in_sso_and_sign_out_everywhere_in_a_real_browser() {
         .await
         .expect("start a headless Chromium session");
     driver
-        .set_window_rect(0, 0, 1024, 768)
+        .set_window_rect(0, 0, 1280, 1400)
         .await
         .expect("size the window");
     driver
         .set_page_load_timeout(Duration::from_secs(15))
         .await
         .unwrap();
-
-    let result = driver
-        .run_and_quit(|driver| async move {
-            let browser = Browser {
-                driver,
-                out,
-                shots: std::cell::Cell::new(0),
-            };
-            story(&browser, &demo).await;
-            Ok::<(), WebDriverError>(())
-        })
-        .await;
-    if let Err(e) = result {
+    let browser = Browser {
+        driver: driver.clone(),
+        out,
+        shots: std::cell::Cell::new(0),
+    };
+    // The browser closes however the story ends.
+    let result =
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(story(&browser, &demo)))
+            .await;
+    let quit = driver.quit().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    if let Err(e) = quit {
         panic!("the browser session failed to close: {e}");
     }
 }
@@ -473,7 +499,7 @@ async fn story(b: &Browser, demo: &Demo) {
                 }
                 let frame = b.driver.find(By::Css("iframe")).await.ok()?;
                 let src = frame.attr("src").await.ok()??;
-                let link = b.text("a[href]").await?;
+                let link = b.text("#continue").await?;
                 Some((src, link))
             },
         )
@@ -528,4 +554,236 @@ async fn story(b: &Browser, demo: &Demo) {
         "a new provider session after sign-out"
     );
     b.shot("app-a-signed-in-again").await;
+}
+
+impl Browser {
+    /// Whether an element matches `css`.
+    async fn has(&self, css: &str) -> bool {
+        self.driver.find(By::Css(css)).await.is_ok()
+    }
+
+    /// Waits until the control room (at `control`) shows what `ready` wants.
+    async fn wait_for_control_room(&self, control: &str, what: &str, ready: &[&str]) {
+        self.wait_for(what, async |b: &Self| {
+            if !b.url().await.starts_with(control) {
+                return None;
+            }
+            for css in ready {
+                if !b.has(css).await {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
+    /// Signs alice in to App A (through the provider's form, or silently)
+    /// and App B (single sign-on), and fetches the todos in both, so that
+    /// both caches hold an access token.
+    async fn sign_in_to_both(&self, demo: &Demo) {
+        let (idp, app_a, app_b) = (&demo.idp, &demo.app_a, &demo.app_b);
+        self.driver.goto(format!("{app_a}/todos")).await.unwrap();
+        let asked = self
+            .wait_for(
+                "App A's todos or the provider's login page",
+                async |b: &Self| {
+                    let url = b.url().await;
+                    if url.starts_with(&format!("{app_a}/todos")) && b.has("#todos li").await {
+                        return Some(false);
+                    }
+                    (url.starts_with(idp) && b.has("button[name=username][value=alice]").await)
+                        .then_some(true)
+                },
+            )
+            .await;
+        if asked {
+            self.click("button[name=username][value=alice]").await;
+            self.wait_for_todos(&format!("{app_a}/todos"), 2).await;
+        }
+        self.driver.goto(format!("{app_b}/todos")).await.unwrap();
+        self.wait_for_todos(&format!("{app_b}/todos"), 2).await;
+    }
+}
+
+/// The control room: both apps' sessions and cache entries side by side;
+/// each sign-out path — the provider's "end all sessions", the operator's
+/// eviction, an RP-initiated sign-out in App B — empties both, and the
+/// timeline says which app heard it how.
+async fn control_room_story(b: &Browser, demo: &Demo) {
+    let (idp, app_a, app_b, control) = (&demo.idp, &demo.app_a, &demo.app_b, &demo.control);
+    let both_full = [
+        "#app-a .session .kind-AccessToken",
+        "#app-a .session .kind-RefreshToken",
+        "#app-b .session .kind-AccessToken",
+        "#provider .idp-session",
+    ];
+    let both_empty = [
+        "#app-a .no-sessions",
+        "#app-b .no-sessions",
+        "#provider .no-sessions",
+    ];
+
+    // 1. Signed in to both apps: the control room shows both caches.
+    b.sign_in_to_both(demo).await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(control, "both apps' sessions and tokens", &both_full)
+        .await;
+    assert!(b.has("#timeline-empty").await, "no sign-out yet");
+    let shown = b.text("#live").await.unwrap();
+    assert!(shown.contains("api://todo/todos.read"), "{shown}");
+    assert!(!shown.contains("eyJ"), "no token is ever shown: {shown}");
+    b.shot("control-room-signed-in").await;
+
+    // 2. The provider's "end all sessions": its page loads App B's
+    //    front-channel iframe and reports App A's back-channel answer.
+    b.click("#end-alice").await;
+    b.wait_for_page(idp, "#ended", "Ended 1 IdP session").await;
+    assert!(
+        b.has("iframe.logout-frame").await,
+        "the front-channel iframe"
+    );
+    let notified = b.text("#notified").await.unwrap();
+    assert!(
+        notified.contains("app-a") && notified.contains("answered HTTP 200"),
+        "{notified}"
+    );
+    assert!(
+        notified.contains("app-b") && notified.contains("iframe rendered in this page"),
+        "{notified}"
+    );
+    b.shot("idp-ended-all-sessions").await;
+    b.driver
+        .find(By::LinkText("Control room"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_control_room(
+        control,
+        "both caches empty, App A told by back-channel and App B by front-channel",
+        &[
+            both_empty.as_slice(),
+            &[
+                "li[data-app='App A'][data-path='back_channel'].removed",
+                "li[data-app='App B'][data-path='front_channel'].removed",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    b.shot("control-room-after-provider-sign-out").await;
+
+    // 3. RP-initiated from App B: its sign-out page, the provider's page
+    //    with the iframe, App B's signed-out page (styled, with navigation,
+    //    no sign-out buttons), and App A told by back-channel.
+    b.sign_in_to_both(demo).await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(control, "signed in once more", &both_full)
+        .await;
+    b.click("#rp-app-b").await;
+    b.wait_for_page(&format!("{app_b}/sign-out"), "h1", "sign out")
+        .await;
+    b.click("#signout-here").await;
+    b.wait_for_page(
+        &format!("{app_b}/signout-callback-oidc"),
+        "#signed-out",
+        "You have signed out.",
+    )
+    .await;
+    assert!(
+        b.has("header.bar nav").await,
+        "the signed-out page has navigation"
+    );
+    assert!(
+        !b.has("#signout").await,
+        "no sign-out button for a signed-out user"
+    );
+    assert!(b.has("#nav-signin").await, "a way to sign in again");
+    b.shot("app-b-signed-out").await;
+    b.driver
+        .find(By::LinkText("Control room"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_control_room(
+        control,
+        "both caches empty after App B's sign-out",
+        &[
+            both_empty.as_slice(),
+            &["li[data-app='App B'][data-path='rp_initiated'].removed"],
+        ]
+        .concat(),
+    )
+    .await;
+    b.wait_for("App A's second back-channel entry", async |b: &Browser| {
+        let entries = b
+            .driver
+            .find_all(By::Css(
+                "li[data-app='App A'][data-path='back_channel'].removed",
+            ))
+            .await
+            .ok()?;
+        (entries.len() == 2).then_some(())
+    })
+    .await;
+    b.shot("control-room-after-rp-initiated-sign-out").await;
+    // 3b. All my sessions in App A: App A's own eviction of every session
+    //     of alice, then the provider, which tells App B by its iframe.
+    b.sign_in_to_both(demo).await;
+    b.driver.goto(format!("{app_a}/sign-out")).await.unwrap();
+    b.click("#signout-all-here").await;
+    b.wait_for_page(
+        &format!("{app_a}/signout-callback-oidc"),
+        "#signed-out",
+        "You have signed out.",
+    )
+    .await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(
+        control,
+        "both caches empty after App A's sign-out of all sessions",
+        &[
+            both_empty.as_slice(),
+            &["li[data-app='App A'][data-path='all_sessions'].removed"],
+        ]
+        .concat(),
+    )
+    .await;
+    b.wait_for("App B's second front-channel entry", async |b: &Browser| {
+        let entries = b
+            .driver
+            .find_all(By::Css(
+                "li[data-app='App B'][data-path='front_channel'].removed",
+            ))
+            .await
+            .ok()?;
+        (entries.len() == 2).then_some(())
+    })
+    .await;
+    b.shot("control-room-after-all-sessions-sign-out").await;
+
+    // 4. The operator's eviction (what `idweb cache evict --sub` does). Last:
+    //    its (iss, sub) tombstone refuses sessions authenticated before it,
+    //    so the provider's still-open session cannot sign alice in again.
+    b.sign_in_to_both(demo).await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(control, "signed in again", &both_full)
+        .await;
+    b.click("#evict-alice").await;
+    b.wait_for_control_room(
+        control,
+        "both app caches empty after the operator's eviction",
+        &[
+            "#app-a .no-sessions",
+            "#app-b .no-sessions",
+            "li[data-app='App A'][data-path='operator'].removed",
+            "li[data-app='App B'][data-path='operator'].removed",
+        ],
+    )
+    .await;
+    b.shot("control-room-after-operator-eviction").await;
 }

@@ -49,6 +49,7 @@ async fn demo_story(store: Option<&str>) {
             "127.0.0.1:0",
         ])
         .args(["--app-b-listen", "127.0.0.1:0"])
+        .args(["--control-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data_dir)
         .env("RUST_LOG", "warn")

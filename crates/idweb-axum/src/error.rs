@@ -29,11 +29,45 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// A JSON or HTML error response with `Cache-Control: no-store`; the page
-/// links to `home`, the app's home path (below the public URL's path).
+/// A JSON or HTML error response of the sign-in side with `Cache-Control:
+/// no-store`, titled "Sign-in failed" (or "Service unavailable" for a 5xx);
+/// the page links to `home`, the app's home path (below the public URL's path).
 pub(crate) fn error_response(
     status: StatusCode,
     json: bool,
+    code: &str,
+    description: &str,
+    home: &str,
+) -> Response {
+    let title = if status.is_server_error() {
+        "Service unavailable"
+    } else {
+        "Sign-in failed"
+    };
+    titled_error_response(status, json, title, code, description, home)
+}
+
+/// A refused or failed sign-out, as [`error_response`] but titled for it.
+pub(crate) fn sign_out_error_response(
+    status: StatusCode,
+    json: bool,
+    code: &str,
+    description: &str,
+    home: &str,
+) -> Response {
+    let title = if status.is_server_error() {
+        "Sign-out not recorded"
+    } else {
+        "Sign-out refused"
+    };
+    titled_error_response(status, json, title, code, description, home)
+}
+
+/// An error response whose page is titled `title`.
+fn titled_error_response(
+    status: StatusCode,
+    json: bool,
+    title: &str,
     code: &str,
     description: &str,
     home: &str,
@@ -45,11 +79,7 @@ pub(crate) fn error_response(
         )
             .into_response()
     } else {
-        let title = if status.is_server_error() {
-            "Service unavailable"
-        } else {
-            "Sign-in failed"
-        };
+        let title = escape(title);
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
              <body><h1>{title}</h1><p>{}</p><p><code>{}</code></p><p><a href=\"{}\">Home</a></p></body></html>",

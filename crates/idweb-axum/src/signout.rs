@@ -11,7 +11,7 @@ use idweb::{BackChannelError, FrontChannelError, SIGN_OUT_STATE_COOKIE, Settings
 
 use crate::IdWeb;
 use crate::cookies::{self, SetCookie};
-use crate::error::{error_response, escape, wants_json};
+use crate::error::{escape, sign_out_error_response, wants_json};
 use crate::routes::parse_query;
 
 /// Largest back-channel logout request body accepted.
@@ -84,7 +84,7 @@ async fn local_sign_out(
     let rp = idweb.relying_party();
     let settings = rp.settings();
     if !same_origin(&headers, &settings.public_origin()) {
-        return error_response(
+        return sign_out_error_response(
             StatusCode::FORBIDDEN,
             json,
             "cross_site_request",
@@ -93,7 +93,7 @@ async fn local_sign_out(
         );
     }
     let Some(q) = parse_query(q.as_deref()) else {
-        return error_response(
+        return sign_out_error_response(
             StatusCode::BAD_REQUEST,
             json,
             "invalid_request",
@@ -105,7 +105,7 @@ async fn local_sign_out(
         None => false,
         Some("all") => true,
         Some(_) => {
-            return error_response(
+            return sign_out_error_response(
                 StatusCode::BAD_REQUEST,
                 json,
                 "invalid_request",
@@ -120,7 +120,7 @@ async fn local_sign_out(
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "sign-out: store unavailable");
-                return error_response(
+                return sign_out_error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     json,
                     "store_unavailable",
@@ -149,7 +149,7 @@ async fn local_sign_out(
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "sign-out could not be recorded");
-            return error_response(
+            return sign_out_error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json,
                 "store_unavailable",

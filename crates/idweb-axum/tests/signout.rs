@@ -125,6 +125,17 @@ async fn sign_out_refuses_cross_site_requests() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 403, "{headers:?}");
     }
+    // The page says what was refused: a sign-out, not a sign-in.
+    let resp = b
+        .post(app.at("/account/signout"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("<title>Sign-out refused</title>"), "{html}");
+    assert!(!html.contains("Sign-in"), "{html}");
     let resp = b.get(app.at("/account/signout")).send().await.unwrap();
     assert_eq!(resp.status(), 405, "GET does not sign out");
     assert_eq!(

@@ -10,7 +10,8 @@ use crate::crypto::{hex, sha256};
 ///
 /// The [`Default`] configuration has two users, `alice` ("Alice Example") and
 /// `bob` ("Bob Example"), no clients, `auto_login` off, one-hour access and
-/// ID tokens, 60-second authorization codes and 14-day refresh tokens.
+/// ID tokens, 60-second authorization codes and 14-day refresh tokens, its
+/// state in memory only.
 #[derive(Debug, Clone)]
 pub struct DevIdpConfig {
     /// The users who can sign in.
@@ -34,6 +35,16 @@ pub struct DevIdpConfig {
     /// Look like Microsoft Entra ID (see [`EntraProfile`]). Default `None`:
     /// a plain OpenID Provider whose issuer is its base URL.
     pub entra: Option<EntraProfile>,
+    /// Keep the signing keys, the browser sessions and the refresh tokens
+    /// in this file (JSON, created readable by the owner only), read at
+    /// start and rewritten after each change, so that a restarted provider
+    /// still accepts the ID tokens, session ids and refresh tokens its
+    /// relying parties hold. Default `None`: everything lives in memory and
+    /// is lost on shutdown. The file holds private keys: development only.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Links (label, URL) shown in the navigation bar of every page of the
+    /// provider, e.g. to the applications of a demo. Default none.
+    pub nav_links: Vec<(String, String)>,
 }
 
 /// The tenant id of the "Contoso" directory of the [`EntraProfile`] (alice's by default).
@@ -122,6 +133,8 @@ impl Default for DevIdpConfig {
             code_lifetime: Duration::from_secs(60),
             refresh_token_lifetime: Duration::from_secs(14 * 24 * 3600),
             entra: None,
+            state_file: None,
+            nav_links: Vec::new(),
         }
     }
 }

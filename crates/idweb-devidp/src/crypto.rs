@@ -87,13 +87,30 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a new key; its `kid` is the RFC 7638 JWK thumbprint.
     pub(crate) fn generate() -> Result<Self, CryptoError> {
-        let pair = rsa::KeyPair::generate(rsa::KeySize::Rsa2048)?;
+        Ok(Self::from_pair(rsa::KeyPair::generate(
+            rsa::KeySize::Rsa2048,
+        )?))
+    }
+
+    /// Reads a key saved with [`to_pkcs8`](Self::to_pkcs8).
+    pub(crate) fn from_pkcs8(der: &[u8]) -> Result<Self, CryptoError> {
+        Ok(Self::from_pair(rsa::KeyPair::from_pkcs8(der)?))
+    }
+
+    /// The private key as PKCS#8 DER (for the provider's state file).
+    pub(crate) fn to_pkcs8(&self) -> Result<Vec<u8>, CryptoError> {
+        use aws_lc_rs::encoding::AsDer as _;
+        let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = self.pair.as_der()?;
+        Ok(der.as_ref().to_vec())
+    }
+
+    fn from_pair(pair: rsa::KeyPair) -> Self {
         let public = pair.public_key();
         let n = b64(public.modulus().big_endian_without_leading_zero());
         let e = b64(public.exponent().big_endian_without_leading_zero());
         let thumbprint_input = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
         let kid = b64(&sha256(thumbprint_input.as_bytes()));
-        Ok(SigningKey { kid, pair, n, e })
+        SigningKey { kid, pair, n, e }
     }
 
     /// The key id.

@@ -5,7 +5,8 @@
 //! **This provider is for development and automated tests only. Never use it
 //! to protect anything real.** Its users sign in by clicking a button without
 //! a password, all state (sessions, codes, tokens, keys) lives in memory and
-//! is lost on shutdown, it speaks plain HTTP, and it has test hooks that
+//! is lost on shutdown (unless [`DevIdpConfig::state_file`] keeps the keys,
+//! sessions and refresh tokens in a plain file), it speaks plain HTTP, and it has test hooks that
 //! deliberately issue broken tokens.
 //!
 //! # What it implements
@@ -15,6 +16,8 @@
 //!
 //! | Path | Purpose |
 //! | --- | --- |
+//! | `GET /` | A start page: the endpoints, the registered clients (linked to their origins), the users |
+//! | `GET /style.css` | The pages' stylesheet ([`STYLESHEET`]) |
 //! | `GET /.well-known/openid-configuration` | Discovery document |
 //! | `GET /jwks` | Public RS256 signing keys |
 //! | `GET`/`POST /authorize` | Authorization code flow with mandatory PKCE (`S256`), `prompt`, `max_age`, SSO through the `devidp_session` cookie |
@@ -97,7 +100,8 @@
 //!   to confirm on a page whose form posts the request back with
 //!   `confirm=yes`; `confirm` counts only in a POST.
 //! * The answer: with front-channel clients to notify, a page (200,
-//!   `Cache-Control: no-store`) with their iframes, a link to the
+//!   `Cache-Control: no-store`) with their iframes, the list of every
+//!   application told (back channel included) and how, a link to the
 //!   post-logout redirect target and a `<meta http-equiv="refresh">` going
 //!   there one second after the page and its iframes have loaded; otherwise
 //!   a redirect (302
@@ -107,9 +111,12 @@
 //! "Signed out elsewhere" (at the provider itself, or by an administrator) is
 //! [`DevIdp::end_all_sessions`], or `POST /admin/end-sessions` with
 //! `username=...` (`GET /admin/end-sessions` shows a form). It ends every
-//! IdP session of the user and sends the same back-channel notifications;
-//! front-channel clients cannot be notified without the user's browser and
-//! are recorded as skipped.
+//! IdP session of the user and sends the same back-channel notifications.
+//! Front-channel notifications need a browser: the page `POST
+//! /admin/end-sessions` answers renders their iframes (a relying party's
+//! front-channel endpoint must work without its cookie, as idweb's does),
+//! while [`DevIdp::end_all_sessions`] has no browser and records them as
+//! skipped.
 //!
 //! A sign-in of another user in a browser that has an IdP session also ends
 //! that session: its clients get their back-channel logout tokens before the
@@ -150,6 +157,7 @@ mod crypto;
 mod html;
 mod logout;
 mod params;
+mod persist;
 mod server;
 mod state;
 mod tokens;
@@ -165,6 +173,8 @@ pub use config::{
     CONTOSO_TENANT, DevClient, DevIdpConfig, DevIdpStats, DevUser, EntraProfile, FABRIKAM_TENANT,
     Fault, LogoutChannel, LogoutDelivery, login_hint_for, subject_for,
 };
+
+pub use html::STYLESHEET;
 
 use crypto::SigningKey;
 use state::Shared;
@@ -191,6 +201,8 @@ struct Inner {
 struct Control {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    /// The task that rewrites the state file, if there is one.
+    saver: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for DevIdp {
@@ -226,17 +238,45 @@ impl DevIdp {
     ) -> std::io::Result<DevIdp> {
         let local_addr = listener.local_addr()?;
         let issuer = format!("http://{local_addr}");
-        let key = tokio::task::spawn_blocking(SigningKey::generate)
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)?;
+        let saved = match &config.state_file {
+            Some(path) => persist::load(path)?,
+            None => None,
+        };
+        let key = match saved.as_ref().and_then(|s| s.keys.last()) {
+            Some(key) => Arc::clone(key),
+            None => Arc::new(
+                tokio::task::spawn_blocking(SigningKey::generate)
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?,
+            ),
+        };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(logout::BACKCHANNEL_TIMEOUT)
             .user_agent(concat!("idweb-devidp/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(std::io::Error::other)?;
-        let shared = Arc::new(Shared::new(issuer, config, key, http));
+        let state_file = config.state_file.clone();
+        let (changes, changed) = tokio::sync::watch::channel(0u64);
+        let shared = Arc::new(Shared::new(
+            issuer,
+            config,
+            key,
+            http,
+            state_file.is_some().then_some(changes),
+        ));
+        if let Some(saved) = saved {
+            shared.lock().restore(saved);
+        }
+        let saver = match state_file {
+            Some(path) => {
+                // Written at once, so that a first start leaves the file.
+                save(&shared, &path).await?;
+                Some(tokio::spawn(keep_saved(Arc::clone(&shared), path, changed)))
+            }
+            None => None,
+        };
         let app = server::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -258,7 +298,7 @@ impl DevIdp {
             inner: Arc::new(Inner {
                 shared,
                 local_addr,
-                control: Mutex::new(Some(Control { stop, task })),
+                control: Mutex::new(Some(Control { stop, task, saver })),
             }),
         })
     }
@@ -308,6 +348,8 @@ impl DevIdp {
             st.keys.clear();
         }
         st.keys.push(key);
+        drop(st);
+        self.inner.shared.changed();
     }
 
     /// Counts of successful and failed /token requests per grant type.
@@ -324,6 +366,8 @@ impl DevIdp {
                 family.revoked = true;
             }
         }
+        drop(st);
+        self.inner.shared.changed();
     }
 
     /// Ends every IdP session of `username`, as when the user signs out at
@@ -340,9 +384,27 @@ impl DevIdp {
     /// this call (also added to [`logout_deliveries`](Self::logout_deliveries));
     /// empty when the user had no session.
     pub async fn end_all_sessions(&self, username: &str) -> Vec<LogoutDelivery> {
-        logout::end_all_sessions(&self.inner.shared, username)
+        logout::end_all_sessions(&self.inner.shared, username, false)
             .await
-            .1
+            .2
+    }
+
+    /// Every live IdP session (for a demo's overview), oldest first.
+    pub fn sessions(&self) -> Vec<DevSession> {
+        let st = self.inner.shared.lock();
+        let mut out: Vec<DevSession> = st
+            .sessions
+            .values()
+            .map(|s| DevSession {
+                username: s.username.clone(),
+                sid: s.sid.clone(),
+                auth_time: s.auth_time,
+                clients: s.clients.iter().cloned().collect(),
+            })
+            .collect();
+        drop(st);
+        out.sort_by(|a, b| a.auth_time.cmp(&b.auth_time).then(a.sid.cmp(&b.sid)));
+        out
     }
 
     /// Test hook: the `sid` of every live IdP session of `username`
@@ -451,7 +513,12 @@ impl DevIdp {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some(Control { stop, mut task }) = control else {
+        let Some(Control {
+            stop,
+            mut task,
+            saver,
+        }) = control
+        else {
             return;
         };
         let _ = stop.send(());
@@ -461,6 +528,68 @@ impl DevIdp {
         {
             task.abort();
         }
+        if let Some(saver) = saver {
+            saver.abort();
+            if let Some(path) = self.inner.shared.state_file()
+                && let Err(error) = save(&self.inner.shared, &path).await
+            {
+                tracing::error!(%error, "could not save the development OpenID provider's state");
+            }
+        }
         tracing::info!(issuer = %self.inner.shared.issuer, "development OpenID provider stopped");
+    }
+}
+
+/// A live IdP browser session, see [`DevIdp::sessions`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevSession {
+    /// The user signed in.
+    pub username: String,
+    /// The OpenID Connect session id (`sid` claim).
+    pub sid: String,
+    /// When the user signed in (Unix seconds, the provider's clock).
+    pub auth_time: i64,
+    /// The clients that received an authorization code in this session.
+    pub clients: Vec<String>,
+}
+
+/// Writes the state file now.
+async fn save(shared: &Arc<Shared>, path: &std::path::Path) -> std::io::Result<()> {
+    let Some(bytes) = persist::snapshot(&shared.lock()) else {
+        return Err(std::io::Error::other("a signing key cannot be exported"));
+    };
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || persist::write(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Rewrites the state file after changes (several changes in a row are
+/// written once); a failure is logged and retried on the next change.
+async fn keep_saved(
+    shared: Arc<Shared>,
+    path: std::path::PathBuf,
+    mut changed: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut last: Option<Vec<u8>> = None;
+    while changed.changed().await.is_ok() {
+        let Some(bytes) = persist::snapshot(&shared.lock()) else {
+            continue;
+        };
+        if last.as_ref() == Some(&bytes) {
+            continue;
+        }
+        let target = path.clone();
+        let copy = bytes.clone();
+        match tokio::task::spawn_blocking(move || persist::write(&target, &copy)).await {
+            Ok(Ok(())) => last = Some(bytes),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not save the development OpenID provider's state");
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not save the development OpenID provider's state");
+            }
+        }
     }
 }

@@ -329,18 +329,38 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// Ends every IdP session of `username` and sends the back-channel
-/// notifications (front channel: skipped). Returns how many sessions ended
-/// and the deliveries.
+/// notifications; front-channel ones are rendered by the caller's page when
+/// `browser`, else skipped. Returns how many sessions ended, the
+/// notifications and their deliveries (in the same order).
 pub(crate) async fn end_all_sessions(
     shared: &Arc<Shared>,
     username: &str,
-) -> (usize, Vec<LogoutDelivery>) {
+    browser: bool,
+) -> (usize, Vec<Notice>, Vec<LogoutDelivery>) {
     let (sessions, notices) = take_sessions(shared, username);
     if sessions > 0 {
         tracing::debug!(username, sessions, "ended all IdP sessions of a user");
     }
-    let deliveries = deliver_detached(shared, notices, false).await;
-    (sessions, deliveries)
+    let deliveries = deliver_detached(shared, notices.clone(), browser).await;
+    (sessions, notices, deliveries)
+}
+
+/// The iframes a page renders for the front-channel notices delivered.
+fn frames_of(notices: &[Notice], deliveries: &[LogoutDelivery]) -> Vec<LogoutFrame> {
+    notices
+        .iter()
+        .zip(deliveries)
+        .filter_map(
+            |(notice, delivery)| match (notice.channel, &notice.origin, &delivery.error) {
+                (LogoutChannel::FrontChannel, Some(origin), None) => Some(LogoutFrame {
+                    client_id: notice.client_id.clone(),
+                    src: notice.uri.clone(),
+                    origin: origin.clone(),
+                }),
+                _ => None,
+            },
+        )
+        .collect()
 }
 
 /// Removes every IdP session of `username`; returns how many there were and
@@ -464,28 +484,19 @@ async fn logout(
     };
 
     let mut frames = Vec::new();
+    let mut deliveries = Vec::new();
     if let Some(session) = &session {
         tracing::debug!(username = %session.username, clients = session.clients.len(), "ended an IdP session");
-        let deliveries = deliver_detached(shared, notices.clone(), true).await;
-        for (notice, delivery) in notices.iter().zip(&deliveries) {
-            if let (LogoutChannel::FrontChannel, Some(origin), None) =
-                (notice.channel, &notice.origin, &delivery.error)
-            {
-                frames.push(LogoutFrame {
-                    client_id: notice.client_id.clone(),
-                    src: notice.uri.clone(),
-                    origin: origin.clone(),
-                });
-            }
-        }
+        deliveries = deliver_detached(shared, notices.clone(), true).await;
+        frames = frames_of(&notices, &deliveries);
     }
 
     let mut response = if !frames.is_empty() {
-        html::logout_frames_page(&frames, target.as_ref().map(Url::as_str))
+        html::logout_frames_page(&frames, &deliveries, target.as_ref().map(Url::as_str))
     } else if let Some(target) = target {
         redirect(target.as_str(), &[], redirect_status)
     } else {
-        html::signed_out_page()
+        html::signed_out_page(&deliveries)
     };
     // Cleared even when the request carried no cookie: a cross-site POST
     // from a relying party does not carry this SameSite=Lax cookie, and the
@@ -655,6 +666,9 @@ pub(crate) async fn end_sessions(
     if shared.lock().user(&username).is_none() {
         return html::error_page(StatusCode::BAD_REQUEST, "Unknown user.");
     }
-    let (sessions, deliveries) = end_all_sessions(&shared, &username).await;
-    html::end_sessions_result_page(&username, sessions, &deliveries)
+    // This page is the browser that front-channel logout needs: it loads
+    // their iframes (idweb's front-channel endpoint needs no cookie).
+    let (sessions, notices, deliveries) = end_all_sessions(&shared, &username, true).await;
+    let frames = frames_of(&notices, &deliveries);
+    html::end_sessions_result_page(&username, sessions, &deliveries, &frames)
 }

@@ -12,6 +12,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use url::Url;
 
+use tracing::Instrument as _;
+
 use crate::config::{DevClient, subject_for};
 use crate::html;
 use crate::logout;
@@ -30,6 +32,8 @@ pub(crate) const KNOWN_SCOPES: [&str; 4] = ["openid", "profile", "email", "offli
 /// Builds the router for all endpoints.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(index))
+        .route("/style.css", get(|| async { html::stylesheet() }))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/authorize", get(authorize_get).post(authorize_post))
@@ -58,7 +62,62 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(entra_logout_get).post(entra_logout_post),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            around_request,
+        ))
         .with_state(shared)
+}
+
+/// Around every request: a `devidp` span (log lines say who wrote them),
+/// the navigation links for the pages rendered, and, afterwards, a note
+/// that the state may have changed (for the state file).
+async fn around_request(
+    AxumState(shared): AppState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let links = Arc::new(shared.nav_links.clone());
+    let response = html::NAV_LINKS
+        .scope(links, next.run(request))
+        .instrument(tracing::info_span!("devidp"))
+        .await;
+    shared.changed();
+    response
+}
+
+/// `GET /`: the provider's start page.
+async fn index(AxumState(shared): AppState) -> Response {
+    let st = shared.lock();
+    let mut clients: Vec<html::ClientInfo> = st
+        .clients
+        .values()
+        .map(|c| html::ClientInfo {
+            client_id: c.client_id.clone(),
+            home: c
+                .redirect_uris
+                .first()
+                .and_then(|u| Url::parse(u).ok())
+                .map(|u| u.origin().ascii_serialization()),
+            back_channel: c.backchannel_logout_uri.is_some(),
+            front_channel: c.frontchannel_logout_uri.is_some(),
+        })
+        .collect();
+    clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    let users: Vec<_> = st
+        .users
+        .iter()
+        .map(|u| {
+            let live = st
+                .sessions
+                .values()
+                .filter(|s| s.username == u.username)
+                .count();
+            (u.clone(), live)
+        })
+        .collect();
+    drop(st);
+    html::index_page(&shared.issuer, &clients, &users)
 }
 
 type AppState = AxumState<Arc<Shared>>;

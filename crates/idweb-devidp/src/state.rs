@@ -28,21 +28,44 @@ pub(crate) struct Shared {
     pub(crate) entra: Option<EntraProfile>,
     clock_offset: AtomicI64,
     state: Mutex<State>,
+    /// Links shown on every page (see `DevIdpConfig::nav_links`).
+    pub(crate) nav_links: Vec<(String, String)>,
+    /// Told of every request that may have changed the state, when the
+    /// state is kept in a file.
+    changes: Option<tokio::sync::watch::Sender<u64>>,
+    state_file: Option<std::path::PathBuf>,
 }
 
 impl Shared {
     pub(crate) fn new(
         issuer: String,
         config: DevIdpConfig,
-        key: SigningKey,
+        key: Arc<SigningKey>,
         http: reqwest::Client,
+        changes: Option<tokio::sync::watch::Sender<u64>>,
     ) -> Self {
         Shared {
             issuer,
             http,
             entra: config.entra.clone(),
             clock_offset: AtomicI64::new(0),
+            nav_links: config.nav_links.clone(),
+            state_file: config.state_file.clone(),
             state: Mutex::new(State::new(config, key)),
+            changes,
+        }
+    }
+
+    /// The state file, if the state is kept in one.
+    pub(crate) fn state_file(&self) -> Option<std::path::PathBuf> {
+        self.state_file.clone()
+    }
+
+    /// Notes that the state may have changed (the state file, if any, is
+    /// rewritten soon after).
+    pub(crate) fn changed(&self) {
+        if let Some(tx) = &self.changes {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -195,7 +218,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new(config: DevIdpConfig, key: SigningKey) -> Self {
+    fn new(config: DevIdpConfig, key: Arc<SigningKey>) -> Self {
         State {
             users: config.users,
             clients: config
@@ -210,7 +233,7 @@ impl State {
                 code: secs(config.code_lifetime),
                 refresh: secs(config.refresh_token_lifetime),
             },
-            keys: vec![Arc::new(key)],
+            keys: vec![key],
             fault: None,
             stats: DevIdpStats::default(),
             sessions: HashMap::new(),
@@ -221,6 +244,20 @@ impl State {
             revoked_access_tokens: HashMap::new(),
             deliveries: VecDeque::new(),
         }
+    }
+
+    /// The number the next refresh token family gets.
+    pub(crate) fn next_family(&self) -> u64 {
+        self.next_family
+    }
+
+    /// Puts back what the state file held.
+    pub(crate) fn restore(&mut self, saved: crate::persist::Saved) {
+        self.keys = saved.keys;
+        self.sessions = saved.sessions;
+        self.refresh_tokens = saved.refresh_tokens;
+        self.families = saved.families;
+        self.next_family = saved.next_family;
     }
 
     /// Records logout notifications, forgetting the oldest beyond a limit.

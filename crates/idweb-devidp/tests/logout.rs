@@ -1148,3 +1148,298 @@ async fn signing_in_as_another_user_ends_the_previous_session() {
     assert_eq!(rp.back_requests().len(), 1);
     idp.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// The demo's stumbles: pages a newcomer meets
+
+#[tokio::test]
+async fn admin_end_sessions_page_loads_the_front_channel_iframes() {
+    let back_rp = Receiver::start().await;
+    let front_rp = Receiver::start().await;
+    let back = back_client("back-app", &back_rp);
+    let front = front_client("front-app", &front_rp);
+    let idp = start(vec![back.clone(), front.clone()]).await;
+    let browser = browser();
+    sign_in(&idp, &browser, &back, Some("alice")).await;
+    sign_in(&idp, &browser, &front, None).await;
+    let sid = idp.sessions_of("alice").remove(0);
+
+    let http = reqwest::Client::new();
+    let form = http
+        .get(format!("{}/admin/end-sessions", idp.issuer()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("front-channel iframe the next page loads"),
+        "the form says how front-channel apps are told: {form}"
+    );
+    let response = http
+        .post(format!("{}/admin/end-sessions", idp.issuer()))
+        .form(&[("username", "alice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains(&format!("frame-src {}", front_rp.base)),
+        "{csp}"
+    );
+    let html = response.text().await.unwrap();
+    assert!(
+        !html.contains("Skipped"),
+        "front channel not skipped: {html}"
+    );
+    assert!(!html.contains("needs the user's browser"), "{html}");
+    let srcs = iframe_srcs(&html);
+    assert_eq!(srcs.len(), 1, "{html}");
+    let src = url::Url::parse(&srcs[0]).unwrap();
+    assert!(srcs[0].starts_with(&front_rp.front_uri()), "{src}");
+    let q = query_of(&src);
+    assert_eq!(q["sid"], sid);
+    assert_eq!(q["iss"], idp.issuer());
+    assert!(html.contains("back-app") && html.contains("answered HTTP 200"));
+    assert!(html.contains("front-app") && html.contains("iframe rendered in this page"));
+    // The recorded delivery says it was rendered, not skipped.
+    let front_delivery = idp
+        .logout_deliveries()
+        .into_iter()
+        .find(|d| d.channel == LogoutChannel::FrontChannel)
+        .unwrap();
+    assert_eq!(front_delivery.error, None);
+    // The API without a browser still cannot do it, and says so.
+    sign_in(&idp, &browser, &front, Some("bob")).await;
+    let deliveries = idp.end_all_sessions("bob").await;
+    assert!(deliveries[0].error.as_deref().unwrap().contains("Skipped"));
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_signed_out_page_lists_back_and_front_channel_apps() {
+    let back_rp = Receiver::start().await;
+    let front_rp = Receiver::start().await;
+    let back = back_client("back-app", &back_rp);
+    let front = front_client("front-app", &front_rp);
+    let idp = start(vec![back.clone(), front.clone()]).await;
+    let browser = browser();
+    let tokens = sign_in(&idp, &browser, &back, Some("alice")).await;
+    sign_in(&idp, &browser, &front, None).await;
+    let response = logout(
+        &idp,
+        &browser,
+        &[
+            ("id_token_hint", id_token(&tokens)),
+            ("post_logout_redirect_uri", &back_rp.signed_out_uri()),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    let listed = &html[html.find("id=\"notified\"").expect("a list of apps")..];
+    assert!(listed.contains("back-app"), "{html}");
+    assert!(listed.contains("back-channel logout token"), "{html}");
+    assert!(listed.contains("answered HTTP 200"), "{html}");
+    assert!(listed.contains("front-app"), "{html}");
+    assert!(listed.contains("front-channel iframe"), "{html}");
+    assert!(html.contains("id=\"continue\""), "{html}");
+
+    // Without a redirect target and only back-channel apps: the page lists them too.
+    let tokens = sign_in(&idp, &browser, &back, Some("bob")).await;
+    let response = logout(&idp, &browser, &[("id_token_hint", id_token(&tokens))]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<h1>Signed out</h1>"), "{html}");
+    assert!(
+        html.contains("back-app") && html.contains("answered HTTP 200"),
+        "{html}"
+    );
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_start_page_stylesheet_navigation_and_error_pages() {
+    let rp = Receiver::start().await;
+    let back = back_client("back-app", &rp);
+    let front = front_client("front-app", &rp);
+    let config = DevIdpConfig {
+        clients: vec![back, front],
+        nav_links: vec![("Control room".into(), "http://127.0.0.1:9/".into())],
+        ..DevIdpConfig::default()
+    };
+    let idp = DevIdp::start(([127, 0, 0, 1], 0).into(), config)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    let home = http.get(format!("{}/", idp.issuer())).send().await.unwrap();
+    assert_eq!(home.status(), StatusCode::OK);
+    assert!(
+        home.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = home.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("style-src 'self'"), "{csp}");
+    let html = home.text().await.unwrap();
+    assert!(
+        html.contains("href=\"/.well-known/openid-configuration\""),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/admin/end-sessions\""), "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"{}/\">back-app</a>", rp.base)),
+        "{html}"
+    );
+    assert!(html.contains("back-channel") && html.contains("front-channel"));
+    assert!(html.contains("Alice Example") && html.contains("Bob Example"));
+    assert!(html.contains("<link rel=\"stylesheet\" href=\"/style.css\">"));
+    assert!(
+        html.contains("<a href=\"http://127.0.0.1:9/\">Control room</a>"),
+        "{html}"
+    );
+
+    let css = http
+        .get(format!("{}/style.css", idp.issuer()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert_eq!(css.text().await.unwrap(), idweb_devidp::STYLESHEET);
+
+    // An error page offers a way back, and carries the navigation.
+    let bad = http
+        .get(format!("{}/logout", idp.issuer()))
+        .query(&[("id_token_hint", "not-a-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let html = bad.text().await.unwrap();
+    assert!(html.contains("id_token_hint is invalid"), "{html}");
+    assert!(html.contains("id=\"way-back\" href=\"/\""), "{html}");
+    assert!(html.contains("Control room"), "{html}");
+    idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_state_file_keeps_keys_sessions_and_refresh_tokens_across_a_restart() {
+    let rp = Receiver::start().await;
+    let app = back_client("back-app", &rp);
+    let dir = std::env::temp_dir().join(format!("devidp-state-{}-{}", std::process::id(), now()));
+    let file = dir.join("idp-state.json");
+    let config = DevIdpConfig {
+        clients: vec![app.clone()],
+        auto_login: true,
+        state_file: Some(file.clone()),
+        ..DevIdpConfig::default()
+    };
+    let idp = DevIdp::start(([127, 0, 0, 1], 0).into(), config.clone())
+        .await
+        .unwrap();
+    let addr = idp.local_addr();
+    let jwks_before: Value = reqwest::get(format!("{}/jwks", idp.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let browser = browser();
+    // A sign-in with a refresh token.
+    let tokens = {
+        let (verifier, challenge) = pkce();
+        let redirect_uri = app.redirect_uris[0].as_str();
+        let response = browser
+            .get(format!("{}/authorize", idp.issuer()))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", "back-app"),
+                ("redirect_uri", redirect_uri),
+                ("scope", "openid offline_access"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("login_hint", "alice"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let code = query_of(&location(&response))["code"].clone();
+        reqwest::Client::new()
+            .post(format!("{}/token", idp.issuer()))
+            .basic_auth("back-app", Some(SECRET))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let sids = idp.sessions_of("alice");
+    assert_eq!(sids.len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the state file is the owner's only");
+    }
+    idp.shutdown().await;
+
+    // The same provider again, on the same address and file.
+    let idp = DevIdp::start(addr, config).await.unwrap();
+    let jwks_after: Value = reqwest::get(format!("{}/jwks", idp.issuer()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks_after, jwks_before, "the same signing keys");
+    assert_eq!(idp.sessions_of("alice"), sids, "the same IdP session");
+    // The refresh token issued before the restart still works.
+    let refreshed = reqwest::Client::new()
+        .post(format!("{}/token", idp.issuer()))
+        .basic_auth("back-app", Some(SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    // The ID token issued before the restart is a valid hint: the
+    // RP-initiated logout ends the session instead of a 400.
+    let response = logout(
+        &idp,
+        &reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        &[
+            ("id_token_hint", id_token(&tokens)),
+            ("post_logout_redirect_uri", &rp.signed_out_uri()),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(idp.sessions_of("alice").is_empty());
+    assert_eq!(rp.back_requests().len(), 1, "App told by back-channel");
+    idp.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
