@@ -172,7 +172,7 @@ fn main() {
             let failed = rt.block_on(async {
                 let mut tasks = tokio::task::JoinSet::new();
                 let mut failed = 0usize;
-                for t in tokens.iter().cloned() {
+                for t in tokens.clone() {
                     if tasks.len() >= CONCURRENCY
                         && let Some(done) = tasks.join_next().await
                     {
