@@ -7,13 +7,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::scenarios::{
-    caching, clock, entry, eventually, partition_write_races_sign_out, session,
-    sign_in_races_sign_out, sign_out_empties_another_instance_cache, unique,
+    caching, clock, entry, partition_write_races_sign_out, session, sign_in_races_sign_out,
+    sign_out_empties_another_instance_cache, unique,
 };
 use idweb::{
     PartitionKey, PartitionWrite, SessionLookup, SignOutOutcome, SignOutRequest, SignOutTarget,
     Store, StoreError, Tombstone,
 };
+use idweb_store_conformance::multi_instance::eventually;
 use idweb_store_redis::{CachingStore, RedisStore};
 
 /// Deletes the prefix's keys when the test ends, however it ends.

@@ -1,7 +1,6 @@
 //! Scenarios run against a standalone server and against a cluster.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use idweb::{
     Clock, PartitionKey, PartitionWrite, Secret, Session, SessionId, SessionLookup, Store,
@@ -38,24 +37,6 @@ pub fn clock() -> Arc<dyn Clock> {
 pub async fn round_trips(store: &RedisStore, n: u32) {
     for _ in 0..n {
         let _ = store.session_count().await;
-    }
-}
-
-/// Polls `check` until it holds or `limit` passes; returns whether it held.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
