@@ -30,10 +30,6 @@ const TIMELINE_LENGTH: usize = 50;
 /// Events this close to the previous one belong to the same sign-out: their
 /// times are counted from its start.
 const SAME_SIGN_OUT: Duration = Duration::from_millis(1500);
-/// How often the control room notes each session's cache entries.
-const LEDGER_REFRESH: Duration = Duration::from_millis(500);
-/// How long a session no longer listed stays in the ledger.
-const LEDGER_MEMORY: Duration = Duration::from_secs(10);
 /// How long a tombstone of the operator eviction lasts (the command's default).
 const OPERATOR_TOMBSTONE: Duration = Duration::from_secs(86_400);
 
@@ -61,8 +57,9 @@ struct Entry {
     how: String,
     user: Option<String>,
     sessions: usize,
-    /// Cache entries those sessions held when last seen (`None`: unknown).
-    tokens: Option<usize>,
+    /// Cache entries removed with those sessions, as the store counted
+    /// them in the sign-out (`None`: the event did not say).
+    tokens: Option<u64>,
     /// Milliseconds since this sign-out started.
     after_ms: u128,
 }
@@ -74,9 +71,6 @@ struct Timeline {
     /// the control room's button).
     started: Option<Instant>,
     last: Option<Instant>,
-    /// Cache entries per session, as last listed: `(app, session)` → the
-    /// count, and when it was listed.
-    ledger: HashMap<(usize, SessionRef), (usize, Instant)>,
 }
 
 impl Timeline {
@@ -91,16 +85,6 @@ impl Timeline {
         self.last = Some(now);
         self.started
             .map_or(0, |s| now.saturating_duration_since(s).as_millis())
-    }
-
-    /// Notes the counts just listed; forgets sessions not listed for a while
-    /// (gone without an event the control room heard).
-    fn note(&mut self, seen: HashMap<(usize, SessionRef), usize>) {
-        let now = Instant::now();
-        self.ledger
-            .extend(seen.into_iter().map(|(k, n)| (k, (n, now))));
-        self.ledger
-            .retain(|_, (_, at)| now.duration_since(*at) < LEDGER_MEMORY);
     }
 
     fn push(&mut self, entry: Entry) {
@@ -154,40 +138,7 @@ impl ControlRoom {
                 async move { hook.heard(index, &event) }
             });
         }
-        // Keeps the count of each session's cache entries current even while
-        // no page is open (the sign-out event carries no count); stops when
-        // the control room is gone.
-        let weak = Arc::downgrade(&room.inner);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LEDGER_REFRESH).await;
-                let Some(inner) = weak.upgrade() else { return };
-                ControlRoom { inner }.refresh_ledger().await;
-            }
-        });
         room
-    }
-
-    /// Lists every app's sessions and notes how many cache entries each holds.
-    async fn refresh_ledger(&self) {
-        let now = SystemClock.unix_now();
-        let mut seen = HashMap::new();
-        for (index, app) in self.inner.apps.iter().enumerate() {
-            let rp = app.idweb.relying_party();
-            let Ok(sessions) = rp.store().list_sessions(None, 500).await else {
-                continue;
-            };
-            for s in sessions.into_iter().filter(|s| !s.is_expired(now)) {
-                if let Ok(entries) = rp
-                    .token_cache()
-                    .summaries(&PartitionKey::Session(s.id.clone()))
-                    .await
-                {
-                    seen.insert((index, SessionRef::of(&s.id)), entries.len());
-                }
-            }
-        }
-        self.timeline().note(seen);
     }
 
     fn timeline(&self) -> MutexGuard<'_, Timeline> {
@@ -216,11 +167,7 @@ impl ControlRoom {
             (true, _) => "a sign-out",
         };
         let mut timeline = self.timeline();
-        let tokens = event
-            .sessions
-            .iter()
-            .map(|s| timeline.ledger.remove(&(index, s.clone())).map(|(n, _)| n))
-            .sum::<Option<usize>>();
+        let tokens = event.entries_removed;
         let after_ms = timeline.elapsed(now);
         let entry = Entry {
             at: event.at,
@@ -337,11 +284,9 @@ impl ControlRoom {
     async fn live(&self) -> String {
         let now = SystemClock.unix_now();
         let mut columns = String::new();
-        let mut seen: HashMap<(usize, SessionRef), usize> = HashMap::new();
-        for (index, app) in self.inner.apps.iter().enumerate() {
-            columns.push_str(&self.app_column(index, app, now, &mut seen).await);
+        for app in &self.inner.apps {
+            columns.push_str(&self.app_column(app, now).await);
         }
-        self.timeline().note(seen);
         columns.push_str(&self.provider_column(now));
         let timeline = self.timeline_html(now);
         format!(
@@ -349,13 +294,7 @@ impl ControlRoom {
         )
     }
 
-    async fn app_column(
-        &self,
-        index: usize,
-        app: &ControlApp,
-        now: i64,
-        seen: &mut HashMap<(usize, SessionRef), usize>,
-    ) -> String {
+    async fn app_column(&self, app: &ControlApp, now: i64) -> String {
         let rp = app.idweb.relying_party();
         let id = slug(&app.name);
         let mut out = format!(
@@ -386,7 +325,6 @@ impl ControlRoom {
                 .summaries(&PartitionKey::Session(s.id.clone()))
                 .await
                 .unwrap_or_default();
-            seen.insert((index, reference.clone()), entries.len());
             out.push_str(&format!(
                 "<div class=\"session\"><h3>{name} <small class=\"mono\">session #{digest}</small></h3>\
                  <p><small>provider session <span class=\"mono\">{sid}</span>, signed in: {created}</small></p>",
@@ -450,10 +388,14 @@ impl ControlRoom {
         for e in &timeline.entries {
             let tokens = e.tokens.map_or_else(|| "?".to_string(), |t| t.to_string());
             out.push_str(&format!(
-                "<li class=\"{class}\" data-app=\"{app}\" data-path=\"{path}\"><span class=\"when\">{when} · +{ms} ms</span>\
+                "<li class=\"{class}\" data-app=\"{app}\" data-path=\"{path}\" data-entries=\"{tokens}\"><span class=\"when\">{when} · +{ms} ms</span>\
                  <strong>{app}</strong> <span class=\"path\">{path}</span> {user} — {how}: \
                  <strong>{sessions}</strong> session{s} and <strong>{tokens}</strong> cache entr{ies} removed</li>",
-                class = if e.sessions > 0 { "removed" } else { "" },
+                class = match (e.sessions, e.tokens) {
+                    (0, _) => "",
+                    (_, Some(1..)) => "removed with-entries",
+                    _ => "removed",
+                },
                 when = escape(&human_time(e.at, now)),
                 ms = e.after_ms,
                 app = escape(&e.app),
@@ -499,13 +441,13 @@ impl ControlRoom {
             timeline.last = Some(started);
         }
         for app in &self.inner.apps {
-            let tokens = self.entries_of(app, &sub).await;
             let outcome = operator_evict(app, &sub).await;
             let mut timeline = self.timeline();
             let after_ms = timeline.elapsed(Instant::now());
-            let (sessions, how) = match outcome {
-                Ok((removed, bus)) => (
+            let (sessions, tokens, how) = match outcome {
+                Ok((removed, entries, bus)) => (
                     removed,
+                    Some(entries),
                     if bus {
                         "idweb cache evict's library path; the event goes out on the store's bus"
                             .to_string()
@@ -514,7 +456,7 @@ impl ControlRoom {
                             .to_string()
                     },
                 ),
-                Err(e) => (0, format!("idweb cache evict failed: {e}")),
+                Err(e) => (0, None, format!("idweb cache evict failed: {e}")),
             };
             timeline.push(Entry {
                 at: SystemClock.unix_now(),
@@ -523,35 +465,19 @@ impl ControlRoom {
                 how,
                 user: Some(username.clone()),
                 sessions,
-                tokens: Some(tokens),
+                tokens,
                 after_ms,
             });
         }
         Redirect::to("/").into_response()
     }
-
-    /// The cache entries of `sub`'s sessions in `app`, now.
-    async fn entries_of(&self, app: &ControlApp, sub: &str) -> usize {
-        let rp = app.idweb.relying_party();
-        let Ok(sessions) = rp.store().list_sessions(None, 500).await else {
-            return 0;
-        };
-        let mut total = 0;
-        for s in sessions.into_iter().filter(|s| s.sub == sub) {
-            total += rp
-                .token_cache()
-                .summaries(&PartitionKey::Session(s.id.clone()))
-                .await
-                .map_or(0, |e| e.len());
-        }
-        total
-    }
 }
 
 /// `idweb cache evict --sub SUB` on `app`'s store: the store opened as the
 /// command opens it (its own connection, no in-process L1), its bus if it
-/// has one. Returns the sessions removed and whether there was a bus.
-async fn operator_evict(app: &ControlApp, sub: &str) -> Result<(usize, bool), String> {
+/// has one. Returns the sessions and cache entries removed and whether
+/// there was a bus.
+async fn operator_evict(app: &ControlApp, sub: &str) -> Result<(usize, u64, bool), String> {
     let settings = app.idweb.relying_party().settings();
     let mut url = settings.store.clone();
     if url.scheme().starts_with("redis") || url.scheme().starts_with("postgres") {
@@ -573,7 +499,7 @@ async fn operator_evict(app: &ControlApp, sub: &str) -> Result<(usize, bool), St
     let report = idweb_cli::evict_and_announce(store, bus, &filter, OPERATOR_TOMBSTONE)
         .await
         .map_err(|e| idweb_cli::error_chain(&e))?;
-    Ok((report.sessions_removed, has_bus))
+    Ok((report.sessions_removed, report.entries_removed, has_bus))
 }
 
 /// Whether a form post comes from the control room's own page.

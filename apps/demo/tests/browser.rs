@@ -609,7 +609,8 @@ impl Browser {
 /// The control room: both apps' sessions and cache entries side by side;
 /// each sign-out path — the provider's "end all sessions", the operator's
 /// eviction, an RP-initiated sign-out in App B — empties both, and the
-/// timeline says which app heard it how.
+/// timeline says which app heard it how, and that cache entries went with
+/// the sessions (the count the event carries).
 async fn control_room_story(b: &Browser, demo: &Demo) {
     let (idp, app_a, app_b, control) = (&demo.idp, &demo.app_a, &demo.app_b, &demo.control);
     let both_full = [
@@ -666,8 +667,8 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         &[
             both_empty.as_slice(),
             &[
-                "li[data-app='App A'][data-path='back_channel'].removed",
-                "li[data-app='App B'][data-path='front_channel'].removed",
+                "li[data-app='App A'][data-path='back_channel'].removed.with-entries",
+                "li[data-app='App B'][data-path='front_channel'].removed.with-entries",
             ],
         ]
         .concat(),
@@ -714,7 +715,7 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         "both caches empty after App B's sign-out",
         &[
             both_empty.as_slice(),
-            &["li[data-app='App B'][data-path='rp_initiated'].removed"],
+            &["li[data-app='App B'][data-path='rp_initiated'].removed.with-entries"],
         ]
         .concat(),
     )
@@ -723,7 +724,7 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         let entries = b
             .driver
             .find_all(By::Css(
-                "li[data-app='App A'][data-path='back_channel'].removed",
+                "li[data-app='App A'][data-path='back_channel'].removed.with-entries",
             ))
             .await
             .ok()?;
@@ -748,7 +749,7 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         "both caches empty after App A's sign-out of all sessions",
         &[
             both_empty.as_slice(),
-            &["li[data-app='App A'][data-path='all_sessions'].removed"],
+            &["li[data-app='App A'][data-path='all_sessions'].removed.with-entries"],
         ]
         .concat(),
     )
@@ -757,7 +758,7 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         let entries = b
             .driver
             .find_all(By::Css(
-                "li[data-app='App B'][data-path='front_channel'].removed",
+                "li[data-app='App B'][data-path='front_channel'].removed.with-entries",
             ))
             .await
             .ok()?;
@@ -780,8 +781,8 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
         &[
             "#app-a .no-sessions",
             "#app-b .no-sessions",
-            "li[data-app='App A'][data-path='operator'].removed",
-            "li[data-app='App B'][data-path='operator'].removed",
+            "li[data-app='App A'][data-path='operator'].removed.with-entries",
+            "li[data-app='App B'][data-path='operator'].removed.with-entries",
         ],
     )
     .await;

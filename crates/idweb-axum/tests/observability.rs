@@ -166,13 +166,25 @@ async fn only_session(app: &TestApp) -> idweb::Session {
     s.pop().unwrap()
 }
 
+/// The token-cache entries the app's store holds for its sessions now.
+async fn session_entries(app: &TestApp) -> u64 {
+    let mut n = 0;
+    for s in app.store.list_sessions(None, 100).await.unwrap() {
+        let key = idweb::PartitionKey::Session(s.id.clone());
+        if let Some(p) = app.store.get_partition(&key).await.unwrap() {
+            n += p.entries.len() as u64;
+        }
+    }
+    n
+}
+
 /// Asserts one audit event with these fields (and a fingerprint, not the
 /// raw value, for `sub`).
 fn assert_one_event(
     events: &[BTreeMap<String, String>],
     path: &str,
     outcome: &str,
-    sessions: &str,
+    (sessions, entries): (&str, u64),
     app: &TestApp,
     sub: Option<&str>,
 ) {
@@ -186,6 +198,7 @@ fn assert_one_event(
     assert_eq!(e["path"], path, "{e:?}");
     assert_eq!(e["outcome"], outcome, "{e:?}");
     assert_eq!(e["sessions_removed"], sessions, "{e:?}");
+    assert_eq!(e["entries_removed"], entries.to_string(), "{e:?}");
     assert_eq!(e["instance"], "obs-test-1", "{e:?}");
     assert!(e["at"].parse::<i64>().unwrap() > 1_700_000_000, "{e:?}");
     let audit = app.idweb.relying_party().logout().audit();
@@ -284,6 +297,8 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     );
 
     // RP-initiated sign-out (the dev IdP has an end-session endpoint).
+    let entries = session_entries(&app).await;
+    assert!(entries > 0, "the session holds its account and ID token");
     let resp = br
         .post(app.at("/account/signout"))
         .header("origin", origin(&app.url))
@@ -306,11 +321,19 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         ),
         1
     );
+    assert_eq!(
+        d.count(
+            "idweb_sign_out_entries_removed_total",
+            &[("path", "rp_initiated")]
+        ),
+        entries
+    );
+    assert_eq!(session_entries(&app).await, 0);
     assert_one_event(
         &captured.take_audit(&mut seen),
         "rp_initiated",
         "signed_out",
-        "1",
+        ("1", entries),
         &app,
         Some(&s.sub),
     );
@@ -321,6 +344,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     sign_in(&b2, &app, "all").await;
     let all = app.store.list_sessions(None, 10).await.unwrap();
     secrets.extend(all.iter().map(|s| s.id.secret().to_string()));
+    let entries = session_entries(&app).await;
     let resp = b2
         .post(app.at("/account/signout?scope=all"))
         .header("origin", origin(&app.url))
@@ -337,11 +361,18 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         ),
         2
     );
+    assert_eq!(
+        d.count(
+            "idweb_sign_out_entries_removed_total",
+            &[("path", "all_sessions")]
+        ),
+        entries
+    );
     assert_one_event(
         &captured.take_audit(&mut seen),
         "all_sessions",
         "signed_out",
-        "2",
+        ("2", entries),
         &app,
         Some(&all[0].sub),
     );
@@ -350,6 +381,11 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     sign_in(&browser(), &app, "back").await;
     let s = only_session(&app).await;
     secrets.push(s.id.secret().to_string());
+    // A token in the cache too: the entries removed are more than sign-in's.
+    let signed_in_entries = session_entries(&app).await;
+    rp.token_for_user(&s, &["openid"]).await.unwrap();
+    let entries = session_entries(&app).await;
+    assert!(entries >= signed_in_entries && entries > 0);
     let token = idp.logout_token_for(&app.client_id, Some(&s.sub), s.sid.as_deref());
     secrets.push(token.clone());
     let post = |token: String| {
@@ -368,11 +404,18 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         1
     );
     assert!(d.samples("sign_out") >= 1);
+    assert_eq!(
+        d.count(
+            "idweb_sign_out_entries_removed_total",
+            &[("path", "back_channel")]
+        ),
+        entries
+    );
     assert_one_event(
         &captured.take_audit(&mut seen),
         "back_channel",
         "signed_out",
-        "1",
+        ("1", entries),
         &app,
         Some(&s.sub),
     );
@@ -391,7 +434,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         &captured.take_audit(&mut seen),
         "back_channel",
         "replayed",
-        "0",
+        ("0", 0),
         &app,
         Some(&s.sub),
     );
@@ -426,6 +469,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     let s = only_session(&app).await;
     secrets.push(s.id.secret().to_string());
     let sid = s.sid.clone().expect("the dev IdP sends sid");
+    let entries = session_entries(&app).await;
     let front = |sid: String| {
         reqwest::Client::new()
             .get(app.at("/signout-oidc"))
@@ -454,7 +498,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         &events,
         "front_channel",
         "signed_out",
-        "1",
+        ("1", entries),
         &app,
         Some(&s.sub),
     );
@@ -464,6 +508,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     sign_in(&browser(), &app, "operator").await;
     let s = only_session(&app).await;
     secrets.push(s.id.secret().to_string());
+    let entries = session_entries(&app).await;
     rp.logout()
         .operator_sign_out(&SignOutSelector::Subject {
             iss: iss.clone(),
@@ -483,7 +528,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         &captured.take_audit(&mut seen),
         "operator",
         "signed_out",
-        "1",
+        ("1", entries),
         &app,
         Some(&s.sub),
     );
@@ -518,6 +563,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["outcome"], "error");
     assert_eq!(events[0]["sessions_removed"], "0");
+    assert_eq!(events[0]["entries_removed"], "0");
     // The same for a front-channel request the store cannot carry out.
     let resp = reqwest::Client::new()
         .get(failing.at("/signout-oidc"))

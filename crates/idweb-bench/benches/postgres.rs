@@ -383,7 +383,7 @@ fn by_subject(iss: String, sub: String, now: i64, tombstone_until: i64) -> SignO
 /// How many sessions a sign-out removed (none for a replay).
 fn removed_count(outcome: &SignOutOutcome) -> usize {
     match outcome {
-        SignOutOutcome::SignedOut { removed } => removed.len(),
+        SignOutOutcome::SignedOut { removed, .. } => removed.len(),
         _ => 0,
     }
 }

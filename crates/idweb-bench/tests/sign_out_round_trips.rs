@@ -175,7 +175,7 @@ async fn measure(
         let before = proxy.traffic();
         let outcome = store.sign_out(&request).await.expect("sign out");
         let traffic = proxy.traffic().since(&before);
-        let SignOutOutcome::SignedOut { removed } = outcome else {
+        let SignOutOutcome::SignedOut { removed, .. } = outcome else {
             panic!("{name}: not signed out: {outcome:?}")
         };
         assert_eq!(removed.len(), n, "{name}: every session removed");

@@ -231,6 +231,8 @@ pub async fn stats(store: &dyn Store) -> Result<StatsReport, StoreError> {
 pub struct EvictReport {
     /// Sessions removed, each with its whole token-cache partition.
     pub sessions_removed: usize,
+    /// Token-cache entries removed with them.
+    pub entries_removed: u64,
     /// The `(iss, sub|sid)` selectors tombstoned.
     pub selectors: Vec<String>,
     /// Sign-out events published to the app's instances (one per selector
@@ -300,6 +302,7 @@ pub async fn evict_announce_and_audit(
     };
     let mut report = EvictReport {
         sessions_removed: 0,
+        entries_removed: 0,
         selectors: Vec::new(),
         events_published: 0,
     };
@@ -337,14 +340,17 @@ pub async fn evict_announce_and_audit(
                 },
             )
             .with_user(subject.as_deref(), filter.sid.as_deref())
-            .with_sessions_removed(result.as_ref().map_or(0, |e| e.sessions_removed)),
+            .with_sessions_removed(result.as_ref().map_or(0, |e| e.sessions_removed))
+            .with_entries_removed(result.as_ref().map_or(0, |e| e.entries_removed)),
         );
         let eviction = result?;
         report.sessions_removed += eviction.sessions_removed;
+        report.entries_removed += eviction.entries_removed;
         let event = SignOutEvent::new(SignOutPath::Operator, iss, clock.unix_now())
             .with_sub(subject)
             .with_sid(filter.sid.clone())
-            .with_sessions(&eviction.sessions);
+            .with_sessions(&eviction.sessions)
+            .with_entries_removed(eviction.entries_removed);
         events.emit(event).await;
     }
     if has_bus {

@@ -323,7 +323,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                     serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
                 );
             } else {
-                println!("signed out {} session(s)", report.sessions_removed);
+                println!(
+                    "signed out {} session(s), {} cache entr{}",
+                    report.sessions_removed,
+                    report.entries_removed,
+                    if report.entries_removed == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    }
+                );
                 for s in &report.selectors {
                     println!("  tombstoned {s}");
                 }

@@ -212,6 +212,8 @@ async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["sessions_removed"], 1);
+    // Each session holds an access and a refresh token.
+    assert_eq!(doc["entries_removed"], 2);
     let (ok, out, err) = idweb(
         &[
             "cache", "evict", "--store", &url, "--sub", "alice", "--iss", ISS, "--json",
@@ -221,6 +223,7 @@ async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
     assert!(ok);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["sessions_removed"], 2);
+    assert_eq!(doc["entries_removed"], 4);
     // One audit event (on standard error), the operator path, the subject
     // as a fingerprint only.
     let audit: Vec<&str> = err.lines().filter(|l| l.contains("idweb::audit")).collect();
@@ -229,6 +232,7 @@ async fn evict_signs_out_by_sub_or_sid_and_tombstones() {
         "path=\"operator\"",
         "outcome=\"signed_out\"",
         "sessions_removed=2",
+        "entries_removed=4",
         "instance=\"idweb-cli@",
     ] {
         assert!(audit[0].contains(field), "{field} in {}", audit[0]);

@@ -1162,7 +1162,7 @@ impl<B: L1Backend> Store for CachingStore<B> {
         // Nothing was published for a replay, or for an only-if-found
         // request that found nothing: no acknowledgement will come.
         let published = match &r {
-            Ok(SignOutOutcome::SignedOut { removed }) => {
+            Ok(SignOutOutcome::SignedOut { removed, .. }) => {
                 !(request.only_if_found && removed.is_empty())
             }
             _ => false,

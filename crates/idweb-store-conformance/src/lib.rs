@@ -785,7 +785,7 @@ async fn gone(store: &Arc<dyn Store>, s: &Session) -> bool {
 
 fn removed(outcome: SignOutOutcome) -> Vec<String> {
     match outcome {
-        SignOutOutcome::SignedOut { removed } => sorted(removed),
+        SignOutOutcome::SignedOut { removed, .. } => sorted(removed),
         other => panic!("expected a sign-out, got {other:?}"),
     }
 }
@@ -865,6 +865,130 @@ pub async fn sign_out_removes_the_selection(factory: &impl StoreFactory) {
         removed(again),
         Vec::<String>::new(),
         "nothing left to remove"
+    );
+}
+
+/// Writes `n` entries to the partition of `s` (one write), then removes
+/// the first of them (another write), leaving `n - 1`.
+async fn with_entries(store: &Arc<dyn Store>, s: &Session, n: usize) {
+    let key = PartitionKey::Session(s.id.clone());
+    let entries = (0..n)
+        .map(|i| entry(&format!("k{i}"), "AccessToken", b"sealed"))
+        .collect();
+    store
+        .write_partition(&key, PartitionWrite::upsert(entries))
+        .await
+        .expect("write");
+    let mut remove = PartitionWrite::default();
+    remove.remove.push("k0".into());
+    store
+        .write_partition(&key, remove)
+        .await
+        .expect("remove one");
+}
+
+fn entries_removed(outcome: &SignOutOutcome) -> u64 {
+    match outcome {
+        SignOutOutcome::SignedOut {
+            entries_removed, ..
+        } => *entries_removed,
+        other => panic!("expected a sign-out, got {other:?}"),
+    }
+}
+
+/// A sign-out counts the cache entries that leave with the sessions it
+/// removes (what is left in their partitions, not what was ever written),
+/// and only those: not another user's, not an app partition's, nothing for
+/// a session without tokens, an unknown target or a replay. The
+/// order-based sign-out ([`idweb::sign_out_in_order`]) counts the same.
+pub async fn sign_out_counts_the_entries_removed(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let now = clock.unix_now();
+    let iss = unique("https://iss");
+    let app = PartitionKey::App {
+        client_id: unique("client"),
+        tenant: "t".into(),
+        audience: "api://todo".into(),
+    };
+    store
+        .write_partition(
+            &app,
+            PartitionWrite::upsert(vec![entry("at", "AccessToken", b"app")]),
+        )
+        .await
+        .expect("app partition");
+    for atomic in [true, false] {
+        let sub = unique("sub");
+        let a = sample_session(&iss, &sub, Some(&unique("sid")), now);
+        let b = sample_session(&iss, &sub, None, now);
+        let bare = sample_session(&iss, &sub, Some(&unique("sid")), now);
+        let other = sample_session(&iss, &unique("sub"), None, now);
+        for s in [&a, &b, &bare, &other] {
+            store.put_session(s).await.expect("put");
+        }
+        with_entries(&store, &a, 4).await;
+        with_entries(&store, &b, 2).await;
+        with_entries(&store, &other, 5).await;
+        let run = |target| {
+            let (store, req) = (store.clone(), request(&clock, target));
+            async move {
+                if atomic {
+                    store.sign_out(&req).await
+                } else {
+                    idweb::sign_out_in_order(&*store, &req).await
+                }
+                .expect("sign out")
+            }
+        };
+
+        let out = run(SignOutTarget::Session(bare.id.clone())).await;
+        assert_eq!(
+            (removed(out.clone()), entries_removed(&out)),
+            (sorted(vec![bare.id.clone()]), 0),
+            "a session without tokens (atomic: {atomic})"
+        );
+        let by_sub = SignOutTarget::Lookup(SessionLookup::BySubject {
+            iss: iss.clone(),
+            sub: sub.clone(),
+        });
+        let req = request(&clock, by_sub.clone()).with_jti(JtiRecord::new(
+            iss.clone(),
+            unique("jti"),
+            now + 600,
+        ));
+        let out = if atomic {
+            store.sign_out(&req).await
+        } else {
+            idweb::sign_out_in_order(&*store, &req).await
+        }
+        .expect("sign out by subject");
+        assert_eq!(
+            (removed(out.clone()), entries_removed(&out)),
+            (sorted(vec![a.id.clone(), b.id.clone()]), 3 + 1),
+            "the user's two sessions with their entries (atomic: {atomic})"
+        );
+        let replay = store.sign_out(&req).await.expect("replay");
+        assert_eq!(replay, SignOutOutcome::Replayed);
+        let again = run(by_sub).await;
+        assert_eq!(
+            entries_removed(&again),
+            0,
+            "nothing left (atomic: {atomic})"
+        );
+        let unknown = run(SignOutTarget::Session(SessionId::generate())).await;
+        assert_eq!(entries_removed(&unknown), 0);
+        let p = store
+            .get_partition(&PartitionKey::Session(other.id.clone()))
+            .await
+            .expect("get")
+            .expect("another user's partition stays");
+        assert_eq!(p.entries.len(), 4);
+    }
+    let p = store.get_partition(&app).await.expect("get");
+    assert_eq!(
+        p.map(|p| p.entries.len()),
+        Some(1),
+        "the app partition stays"
     );
 }
 
@@ -1281,7 +1405,7 @@ pub async fn concurrent_deliveries_of_one_token(factory: &impl StoreFactory) {
     let mut done = 0;
     for t in tasks {
         match t.await.expect("task").expect("sign out") {
-            SignOutOutcome::SignedOut { removed } => {
+            SignOutOutcome::SignedOut { removed, .. } => {
                 done += 1;
                 all_removed.extend(removed);
             }
@@ -1329,6 +1453,7 @@ macro_rules! store_conformance_tests {
             locks_exclude_and_expire,
             sign_out_removes_the_selection,
             sign_out_of_one_session,
+            sign_out_counts_the_entries_removed,
             replayed_jti_changes_nothing,
             sign_out_retry_completes_a_partial_state,
             get_session_refuses_tombstoned_sessions,

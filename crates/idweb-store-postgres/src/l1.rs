@@ -252,7 +252,7 @@ impl L1Backend for PostgresStore {
         first_word: &str,
         words: &mut Vec<String>,
     ) -> Option<Result<SignOutOutcome, StoreError>> {
-        if self.inner.schema_version < 2 {
+        if self.inner.schema_version < crate::store::SIGN_OUT_VERSION {
             return None;
         }
         Some(
@@ -361,11 +361,13 @@ impl PostgresStore {
         }
         let removed: Vec<String> = row.try_get(1).map_err(bad_row)?;
         let message: Option<String> = row.try_get(2).map_err(bad_row)?;
+        let entries: i64 = row.try_get(4).map_err(bad_row)?;
         if let Some(message) = message {
             words.extend(message.split('\n').skip(1).map(str::to_string));
         }
         Ok(SignOutOutcome::SignedOut {
             removed: removed.into_iter().map(SessionId::from_string).collect(),
+            entries_removed: u64::try_from(entries).unwrap_or(0),
         })
     }
 }

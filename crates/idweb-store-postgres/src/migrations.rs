@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "created_at and logged_out_at in microseconds",
         sql: include_str!("../migrations/0003_microsecond_times.sql"),
     },
+    Migration {
+        version: 4,
+        description: "sign_out counts the entries it removes",
+        sql: include_str!("../migrations/0004_sign_out_entries.sql"),
+    },
 ];
 
 /// The schema version this build reads and writes.

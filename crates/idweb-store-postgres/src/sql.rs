@@ -96,9 +96,9 @@ pub(crate) const STATS: &str = "SELECT
            OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.expires_at > $1))::bigint,
        (SELECT count(*) FROM tombstones WHERE expires_at > $1)::bigint";
 
-/// A whole sign-out in one transaction (see migration 2).
-pub(crate) const SIGN_OUT: &str =
-    "SELECT replayed, removed FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// A whole sign-out in one transaction (see migrations 2 and 4).
+pub(crate) const SIGN_OUT: &str = "SELECT replayed, removed, entries_removed
+     FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// Whether `(iss, jti)` has a live replay record.
 pub(crate) const JTI_RECORDED: &str =
@@ -161,7 +161,8 @@ pub(crate) const GET_PARTITION_L1: &str =
 /// would not fit a notification (8000 bytes). Returns the message too.
 pub(crate) const SIGN_OUT_NOTIFY: &str = "WITH before AS (
          SELECT iss, sid FROM sessions WHERE $1 = 'id' AND id = $3 AND sid IS NOT NULL),
-     r AS (SELECT replayed, removed FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)),
+     r AS (SELECT replayed, removed, entries_removed
+           FROM sign_out($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)),
      m AS (
          SELECT $12::text
              || coalesce((SELECT E'\\nt:sid:'
@@ -178,7 +179,9 @@ pub(crate) const SIGN_OUT_NOTIFY: &str = "WITH before AS (
          WHERE NOT r.replayed AND (NOT $6 OR cardinality(r.removed) > 0)),
      n AS (SELECT pg_notify($11, CASE WHEN octet_length(m.msg) < 8000 THEN m.msg ELSE $13::text END)
            FROM m)
-     SELECT r.replayed, r.removed, (SELECT msg FROM m), (SELECT count(*) FROM n)::bigint FROM r";
+     SELECT r.replayed, r.removed, (SELECT msg FROM m), (SELECT count(*) FROM n)::bigint,
+            r.entries_removed
+     FROM r";
 
 /// Publishes on a channel (the listening connection's heartbeats and
 /// acknowledgements, queued announcements, sign-out events).

@@ -15,6 +15,11 @@ use tokio_postgres::types::ToSql;
 use crate::error::{bad_row, corrupt};
 use crate::{LONG_OP_TIMEOUT, PostgresStore, sql};
 
+/// The first schema version whose `sign_out` function reports everything
+/// [`SignOutOutcome`] holds (version 2 brought the function, version 4 its
+/// count of entries removed).
+pub(crate) const SIGN_OUT_VERSION: i64 = 4;
+
 /// The `tombstones` row key of a selector: `(kind, iss, value)`.
 pub(crate) fn selector_key(
     selector: &SessionLookup,
@@ -410,11 +415,12 @@ impl Store for PostgresStore {
         row.try_get(0).map_err(bad_row)
     }
 
-    /// Atomic: one statement, the function `sign_out` of schema version 2,
-    /// running as one transaction. On a schema still at version 1 (opened
-    /// with a maximum version, for migration tests) the order-based default.
+    /// Atomic: one statement, the function `sign_out` of schema version 4,
+    /// running as one transaction. On a schema held at an older version
+    /// (opened with a maximum version, for migration tests) the
+    /// order-based default, which counts the entries it removes too.
     async fn sign_out(&self, request: &SignOutRequest) -> Result<SignOutOutcome, StoreError> {
-        if self.inner.schema_version < 2 {
+        if self.inner.schema_version < SIGN_OUT_VERSION {
             return sign_out_in_order(self, request).await;
         }
         let (kind, iss, value) = match &request.target {
@@ -459,8 +465,10 @@ impl Store for PostgresStore {
             return Ok(SignOutOutcome::Replayed);
         }
         let removed: Vec<String> = row.try_get(1).map_err(bad_row)?;
+        let entries: i64 = row.try_get(2).map_err(bad_row)?;
         Ok(SignOutOutcome::SignedOut {
             removed: removed.into_iter().map(SessionId::from_string).collect(),
+            entries_removed: u64::try_from(entries).unwrap_or(0),
         })
     }
 

@@ -233,9 +233,16 @@ async fn a_one_statement_sign_out_drops_the_entries_on_other_instances() {
         b.put_session(s).await.expect("sign-in");
         assert!(a.get_session(&s.id).await.expect("read").is_some());
     }
-    let before = a.l1_hits();
-    assert!(a.get_session(&s2.id).await.expect("read").is_some());
-    assert_eq!(a.l1_hits(), before + 1, "A serves s2 from its cache");
+    // The announcement of B's own write may still be on its way and drop
+    // what A just cached: the precondition is that A comes to serve s2 from
+    // its cache.
+    let served_from_l1 =
+        idweb_store_conformance::multi_instance::eventually(Duration::from_secs(5), || async {
+            let before = a.l1_hits();
+            a.get_session(&s2.id).await.expect("read").is_some() && a.l1_hits() == before + 1
+        })
+        .await;
+    assert!(served_from_l1, "A serves s2 from its cache");
     let signout = idweb::SignOut::new(b.clone(), clock(), Duration::from_secs(3600));
     signout
         .evict(&idweb::SignOutSelector::Session(s1.id.clone()))

@@ -38,7 +38,7 @@ fn unique(what: &str) -> String {
 
 /// The sorted ids a sign-out removed (panics on a replay).
 fn removed_ids(outcome: SignOutOutcome) -> Vec<String> {
-    let SignOutOutcome::SignedOut { removed } = outcome else {
+    let SignOutOutcome::SignedOut { removed, .. } = outcome else {
         panic!("not signed out: {outcome:?}");
     };
     let mut ids: Vec<String> = removed.iter().map(|i| i.secret().to_string()).collect();
@@ -384,7 +384,7 @@ async fn migrations_from_empty_and_newer_schemas_refused() {
     let _drop = DropSchema(schema.clone());
     let store = common::open(&schema, clock()).await;
     assert_eq!(store.schema_version(), latest_version());
-    assert_eq!(latest_version(), 3);
+    assert_eq!(latest_version(), 4);
     let admin = common::admin().await;
     let versions: Vec<i64> = admin
         .query(
@@ -396,10 +396,10 @@ async fn migrations_from_empty_and_newer_schemas_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
     let again = common::open(&schema, clock()).await;
-    assert_eq!(again.schema_version(), 3);
-    assert_eq!(rows(&schema, "schema_version").await, 3);
+    assert_eq!(again.schema_version(), 4);
+    assert_eq!(rows(&schema, "schema_version").await, 4);
 
     admin
         .execute(
@@ -516,7 +516,7 @@ async fn migration_from_version_2_keeps_times_and_what_tombstones_cover() {
     drop(v2);
 
     let v3 = PostgresStore::open(&db.url()).await.expect("migrate");
-    assert_eq!(v3.schema_version(), 3);
+    assert_eq!(v3.schema_version(), latest_version());
     let mut read = kept.clone();
     read.created_at = kept.created_at * MICROS;
     assert_eq!(v3.get_session(&kept.id).await.expect("get"), Some(read));
@@ -545,6 +545,90 @@ async fn migration_from_version_2_keeps_times_and_what_tombstones_cover() {
     );
 }
 
+/// From version 3, whose `sign_out` did not count entries: opening with
+/// this build migrates to version 4, whose `sign_out` reports the entries
+/// the removed sessions held; an instance still running version 3's call
+/// (`SELECT replayed, removed FROM sign_out(..)`) keeps working on the new
+/// schema (a rolling upgrade), and a store held at version 3 signs out in
+/// order and counts the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_from_version_3_counts_entries_and_keeps_old_callers_working() {
+    let db = TestDatabase::create().await;
+    let v3 = PostgresConfig::parse(&db.url())
+        .expect("url")
+        .with_max_schema_version(3)
+        .open(clock())
+        .await
+        .expect("open at version 3");
+    assert_eq!(v3.schema_version(), 3);
+    let now = clock().unix_now();
+    let iss = unique("https://iss");
+    let stored = |n: usize| {
+        let (store, iss) = (&v3, iss.clone());
+        async move {
+            let s = session(&iss, &unique("sub"), Some(&unique("sid")), now);
+            store.put_session(&s).await.expect("put");
+            let entries = (0..n).map(|i| entry(&format!("e{i}"), b"x")).collect();
+            store
+                .write_partition(
+                    &PartitionKey::Session(s.id.clone()),
+                    PartitionWrite::upsert(entries),
+                )
+                .await
+                .expect("write");
+            s
+        }
+    };
+    let (old_call, new_call, held) = (stored(2).await, stored(3).await, stored(4).await);
+
+    let v4 = PostgresStore::open(&db.url()).await.expect("migrate");
+    assert_eq!(v4.schema_version(), latest_version());
+    // As the store's connections do: the functions name their tables unqualified.
+    let admin = common::admin_at(&db.url()).await;
+    admin
+        .batch_execute("SET search_path TO idweb")
+        .await
+        .expect("search path");
+    let row = admin
+        .query_one(
+            "SELECT replayed, removed FROM sign_out('id', NULL, $1, $2, $3, false, NULL, NULL, NULL, $4)",
+            &[&old_call.id.secret(), &(now * 1_000_000), &(now + 60), &now],
+        )
+        .await
+        .expect("version 3's call on the version 4 schema");
+    let (replayed, removed): (bool, Vec<String>) = (row.get(0), row.get(1));
+    assert!(!replayed);
+    assert_eq!(removed, vec![old_call.id.secret().to_string()]);
+
+    let by_id = |s: &Session| {
+        SignOutRequest::new(
+            SignOutTarget::Session(s.id.clone()),
+            now * 1_000_000,
+            now + 60,
+        )
+    };
+    let out = v4.sign_out(&by_id(&new_call)).await.expect("sign out");
+    assert_eq!(
+        out,
+        SignOutOutcome::SignedOut {
+            removed: vec![new_call.id.clone()],
+            entries_removed: 3,
+        }
+    );
+    let out = v3.sign_out(&by_id(&held)).await.expect("held at version 3");
+    assert_eq!(
+        out,
+        SignOutOutcome::SignedOut {
+            removed: vec![held.id.clone()],
+            entries_removed: 4,
+        }
+    );
+    for s in [&old_call, &new_call, &held] {
+        let key = PartitionKey::Session(s.id.clone());
+        assert_eq!(v4.get_partition(&key).await.expect("get"), None);
+    }
+}
+
 /// Instances opening a new schema at the same moment apply each migration
 /// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,9 +643,9 @@ async fn concurrent_openers_migrate_once() {
         ));
     }
     for t in tasks {
-        assert_eq!(t.await.expect("task").schema_version(), 3);
+        assert_eq!(t.await.expect("task").schema_version(), latest_version());
     }
-    assert_eq!(rows(&schema, "schema_version").await, 3);
+    assert_eq!(rows(&schema, "schema_version").await, latest_version());
 }
 
 /// Expired rows are never read, and the purge deletes them in batches

@@ -179,7 +179,8 @@ return r
 /// tombstone flag, logged_out_at, tombstone expiry, tombstone ttl, tombstone
 /// tag, only-if-found flag, expected idx (session mode), channel, payload
 /// ('' for none), candidate count, then the candidate ids.
-/// Reply: 'replayed' | 'retry' | 'ok' followed by the live sessions removed.
+/// Reply: 'replayed' | 'retry' | 'ok' followed by the number of cache
+/// entries removed with the live sessions, then those sessions' ids.
 pub(crate) static SIGN_OUT: LazyLock<Script> = LazyLock::new(|| {
     with_helpers(
         r"
@@ -228,10 +229,14 @@ if ARGV[6] == '1' then
     extend(KEYS[3], tonumber(ARGV[9]))
   end
 end
-local removed = {'ok'}
+local removed, entries = {'ok', 0}, 0
 for _, c in ipairs(chosen) do
   local i, idx, live = c[1], c[2], c[3]
   local id = ARGV[15 + i]
+  if live then
+    -- Its entries: the partition's fields but the version ('\255').
+    entries = entries + redis.call('HLEN', KEYS[5 + 3 * i]) - redis.call('HEXISTS', KEYS[5 + 3 * i], '\255')
+  end
   redis.call('DEL', KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i])
   for k in string.gmatch(idx, '[^\n]+') do redis.call('ZREM', k, id) end
   redis.call('ZREM', KEYS[1], id)
@@ -244,6 +249,7 @@ if lookup then
 end
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end
 if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[13], ARGV[14]) end
+removed[2] = tostring(entries)
 return removed
 ",
     )

@@ -663,8 +663,10 @@ impl RedisStore {
                 return match reply.first().map(Vec::as_slice) {
                     Some(b"retry") => continue,
                     Some(b"replayed") => Ok(SignOutOutcome::Replayed),
-                    Some(b"ok") => {
-                        let removed = reply[1..]
+                    Some(b"ok") if reply.len() >= 2 => {
+                        let entries_removed = u64::try_from(parse_i64(&reply[1])?)
+                            .map_err(|_| corrupt("a negative count of entries"))?;
+                        let removed = reply[2..]
                             .iter()
                             .map(|id| {
                                 String::from_utf8(id.clone())
@@ -672,7 +674,10 @@ impl RedisStore {
                                     .map_err(|_| corrupt("a session id is not UTF-8"))
                             })
                             .collect::<Result<Vec<_>, _>>()?;
-                        Ok(SignOutOutcome::SignedOut { removed })
+                        Ok(SignOutOutcome::SignedOut {
+                            removed,
+                            entries_removed,
+                        })
                     }
                     _ => Err(unexpected("sign_out")),
                 };

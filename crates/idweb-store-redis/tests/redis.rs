@@ -437,7 +437,8 @@ async fn a_sign_out_leaves_no_index_entry_behind() {
     assert_eq!(
         outcome,
         SignOutOutcome::SignedOut {
-            removed: vec![gone.id.clone()]
+            removed: vec![gone.id.clone()],
+            entries_removed: 0,
         }
     );
     let con = &mut redis::Client::open(url.as_str())

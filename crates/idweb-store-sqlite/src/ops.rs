@@ -123,11 +123,13 @@ pub(crate) fn delete_if_expired(conn: &Connection, id: &str, now: i64) -> Result
 }
 
 /// Removes the session `id` and its partition; its data, if it existed.
+/// Removes session `id` with its partition `pkey`: the session's data and
+/// the number of entries its partition held, `None` when it was not stored.
 pub(crate) fn remove_session(
     conn: &Connection,
     id: &str,
     pkey: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<(String, u64)>, StoreError> {
     let data: Option<String> = conn
         .prepare_cached(sql::SESSION_GET)
         .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
@@ -135,11 +137,13 @@ pub(crate) fn remove_session(
     if data.is_none() {
         return Ok(None);
     }
-    // The cascade from `sessions` would take the partition too; deleting it
-    // by key as well does not depend on the foreign-key setting.
+    // The cascade from `sessions` would take the partition and its entries
+    // too; deleting them by key as well does not depend on the foreign-key
+    // setting, and counts the entries.
+    let entries = exec(conn, sql::ENTRIES_DELETE_OF_PARTITION, [pkey])?;
     exec(conn, sql::PARTITION_DELETE, [pkey])?;
     exec(conn, sql::SESSION_DELETE, [id])?;
-    Ok(data)
+    Ok(data.map(|d| (d, u64::try_from(entries).unwrap_or(u64::MAX))))
 }
 
 /// A partition write, decided on the caller's side.
@@ -311,6 +315,7 @@ pub(crate) fn sign_out(
     if request.only_if_found && !any_live {
         return Ok(SignOutOutcome::SignedOut {
             removed: Vec::new(),
+            entries_removed: 0,
         });
     }
     if let Some(t) = &tombstone {
@@ -318,17 +323,24 @@ pub(crate) fn sign_out(
     }
     // Lookups select live sessions only; a session target counts when live.
     let mut removed = Vec::new();
+    let mut entries_removed = 0;
     for id in ids {
         let pkey = PartitionKey::Session(id.clone()).storage_key();
-        if remove_session(conn, id.secret(), &pkey)?.is_some() && any_live {
+        if let Some((_, entries)) = remove_session(conn, id.secret(), &pkey)?
+            && any_live
+        {
             removed.push(id);
+            entries_removed += entries;
         }
     }
     if let Some(j) = &request.jti {
         exec(conn, sql::JTI_DELETE_IF_EXPIRED, params![j.iss, j.jti, now])?;
         exec(conn, sql::JTI_INSERT, params![j.iss, j.jti, j.expires_at])?;
     }
-    Ok(SignOutOutcome::SignedOut { removed })
+    Ok(SignOutOutcome::SignedOut {
+        removed,
+        entries_removed,
+    })
 }
 
 /// Forgets `(iss, jti)`.

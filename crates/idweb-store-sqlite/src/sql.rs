@@ -94,6 +94,9 @@ pub(crate) const PARTITION_HAS_ENTRIES: &str =
 
 pub(crate) const PARTITION_DELETE: &str = "DELETE FROM partitions WHERE pkey = ?1";
 
+/// A partition's entries (their number is what a sign-out reports).
+pub(crate) const ENTRIES_DELETE_OF_PARTITION: &str = "DELETE FROM entries WHERE pkey = ?1";
+
 pub(crate) const ENTRY_DELETE: &str = "DELETE FROM entries WHERE pkey = ?1 AND cache_key = ?2";
 
 pub(crate) const ENTRY_UPSERT: &str =
@@ -204,6 +207,7 @@ pub(crate) const INDEXED: &[&str] = &[
     PARTITION_UPSERT,
     PARTITION_HAS_ENTRIES,
     PARTITION_DELETE,
+    ENTRIES_DELETE_OF_PARTITION,
     ENTRY_DELETE,
     ENTRY_UPSERT,
     TOMBSTONE_PUT,

@@ -71,7 +71,7 @@ impl Store for SqliteStore {
             .await?;
         // Removed even when its data no longer decodes: a sign-out must not
         // be stopped by a damaged row. The caller still learns about it.
-        data.map(|d| ops::decode_session(&d)).transpose()
+        data.map(|(d, _)| ops::decode_session(&d)).transpose()
     }
 
     async fn find_sessions(&self, lookup: &SessionLookup) -> Result<Vec<SessionId>, StoreError> {

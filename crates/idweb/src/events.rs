@@ -103,6 +103,11 @@ pub struct SignOutEvent {
     /// The sessions removed (possibly none: the provider's sign-out of a
     /// user whose sessions had already ended).
     pub sessions: Vec<SessionRef>,
+    /// The token-cache entries removed with those sessions, as the store
+    /// counted them (`None` from an instance of an idweb version that did
+    /// not send the count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_removed: Option<u64>,
     /// When the eviction was stored (Unix seconds, the evicting instance's clock).
     pub at: i64,
     /// Whether this instance did the eviction (`false`: heard on the bus).
@@ -120,6 +125,7 @@ impl SignOutEvent {
             sub: None,
             sid: None,
             sessions: Vec::new(),
+            entries_removed: None,
             at,
             local: true,
         }
@@ -143,6 +149,13 @@ impl SignOutEvent {
     #[must_use]
     pub fn with_sessions<'a>(mut self, ids: impl IntoIterator<Item = &'a SessionId>) -> Self {
         self.sessions = ids.into_iter().map(SessionRef::of).collect();
+        self
+    }
+
+    /// With the number of token-cache entries removed.
+    #[must_use]
+    pub fn with_entries_removed(mut self, n: u64) -> Self {
+        self.entries_removed = Some(n);
         self
     }
 

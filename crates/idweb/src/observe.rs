@@ -45,6 +45,7 @@ pub(crate) mod names {
     pub(crate) const SIGN_OUTS: &str = "idweb_sign_outs_total";
     /// Sessions removed by sign-outs, by `path`.
     pub(crate) const SESSIONS_REMOVED: &str = "idweb_sign_out_sessions_removed_total";
+    pub(crate) const ENTRIES_REMOVED: &str = "idweb_sign_out_entries_removed_total";
     /// Logout requests refused before any eviction, by `reason`.
     pub(crate) const LOGOUT_REFUSED: &str = "idweb_logout_requests_refused_total";
     /// Logout tokens whose `jti` was seen before.
@@ -399,6 +400,8 @@ pub struct AuditRecord<'a> {
     pub sid: Option<&'a str>,
     /// Sessions removed.
     pub sessions_removed: usize,
+    /// Token-cache entries removed with them.
+    pub entries_removed: u64,
     /// How it ended.
     pub outcome: AuditOutcome,
 }
@@ -413,6 +416,7 @@ impl<'a> AuditRecord<'a> {
             sub: None,
             sid: None,
             sessions_removed: 0,
+            entries_removed: 0,
             outcome,
         }
     }
@@ -429,6 +433,13 @@ impl<'a> AuditRecord<'a> {
     #[must_use]
     pub fn with_sessions_removed(mut self, n: usize) -> Self {
         self.sessions_removed = n;
+        self
+    }
+
+    /// With the number of token-cache entries removed.
+    #[must_use]
+    pub fn with_entries_removed(mut self, n: u64) -> Self {
+        self.entries_removed = n;
         self
     }
 }
@@ -449,7 +460,8 @@ impl<'a> AuditRecord<'a> {
 /// audit.record(
 ///     &AuditRecord::new(SignOutPath::Operator, "https://idp.example", AuditOutcome::SignedOut)
 ///         .with_user(Some("alice"), None)
-///         .with_sessions_removed(2),
+///         .with_sessions_removed(2)
+///         .with_entries_removed(9),
 /// );
 /// assert_eq!(audit.fingerprint("alice").len(), 32);
 /// assert_ne!(audit.fingerprint("alice"), "alice");
@@ -529,8 +541,9 @@ impl SignOutAudit {
     }
 
     /// Writes the audit event of one sign-out, and counts it:
-    /// `idweb_sign_outs_total{path, outcome}` and, for sessions removed,
-    /// `idweb_sign_out_sessions_removed_total{path}`.
+    /// `idweb_sign_outs_total{path, outcome}` and, for what it removed,
+    /// `idweb_sign_out_sessions_removed_total{path}` and
+    /// `idweb_sign_out_entries_removed_total{path}`.
     pub fn record(&self, r: &AuditRecord<'_>) {
         let path = r.path.as_str();
         metrics::counter!(names::SIGN_OUTS, "path" => path, "outcome" => r.outcome.as_str())
@@ -538,6 +551,9 @@ impl SignOutAudit {
         if r.sessions_removed > 0 {
             metrics::counter!(names::SESSIONS_REMOVED, "path" => path)
                 .increment(u64::try_from(r.sessions_removed).unwrap_or(u64::MAX));
+        }
+        if r.entries_removed > 0 {
+            metrics::counter!(names::ENTRIES_REMOVED, "path" => path).increment(r.entries_removed);
         }
         let sub = self.identifier(r.sub);
         let sid = self.identifier(r.sid);
@@ -551,6 +567,7 @@ impl SignOutAudit {
             sub = sub.as_deref(),
             sid = sid.as_deref(),
             sessions_removed = r.sessions_removed,
+            entries_removed = r.entries_removed,
             outcome = r.outcome.as_str(),
             instance = &*self.instance,
             "sign-out"

@@ -56,6 +56,9 @@ pub enum SignOutSelector {
 pub struct Eviction {
     /// Sessions removed (each with its whole token-cache partition).
     pub sessions_removed: usize,
+    /// Token-cache entries removed with those sessions (access, refresh and
+    /// ID tokens, accounts, app metadata), as the store counted them.
+    pub entries_removed: u64,
     /// Their ids (for the sign-out event, which carries only their digests).
     pub sessions: Vec<SessionId>,
 }
@@ -137,20 +140,25 @@ impl SignOut {
             // Whatever the outcome: no view of this session outlives the call.
             self.forget_views(id);
         }
-        let removed = match outcome? {
+        let (removed, entries_removed) = match outcome? {
             SignOutOutcome::Replayed => return Ok(None),
-            SignOutOutcome::SignedOut { removed } => removed,
+            SignOutOutcome::SignedOut {
+                removed,
+                entries_removed,
+            } => (removed, entries_removed),
         };
         for id in &removed {
             self.forget_views(id);
         }
         tracing::info!(
             sessions = removed.len(),
+            entries = entries_removed,
             selector = selector_kind(selector),
             "signed out"
         );
         Ok(Some(Eviction {
             sessions_removed: removed.len(),
+            entries_removed,
             sessions: removed,
         }))
     }
@@ -630,15 +638,20 @@ impl LogoutHandler {
         user: (Option<&str>, Option<&str>),
         result: Result<Option<&Eviction>, &StoreError>,
     ) {
-        let (outcome, removed) = match result {
-            Ok(Some(e)) => (AuditOutcome::SignedOut, e.sessions_removed),
-            Ok(None) => (AuditOutcome::Replayed, 0),
-            Err(_) => (AuditOutcome::Error, 0),
+        let (outcome, removed, entries) = match result {
+            Ok(Some(e)) => (
+                AuditOutcome::SignedOut,
+                e.sessions_removed,
+                e.entries_removed,
+            ),
+            Ok(None) => (AuditOutcome::Replayed, 0, 0),
+            Err(_) => (AuditOutcome::Error, 0, 0),
         };
         self.audit.record(
             &AuditRecord::new(path, iss, outcome)
                 .with_user(user.0, user.1)
-                .with_sessions_removed(removed),
+                .with_sessions_removed(removed)
+                .with_entries_removed(entries),
         );
     }
 
@@ -660,7 +673,8 @@ impl LogoutHandler {
         let event = SignOutEvent::new(path, iss, self.clock.unix_now())
             .with_sub(sub.map(str::to_string))
             .with_sid(sid.map(str::to_string))
-            .with_sessions(&eviction.sessions);
+            .with_sessions(&eviction.sessions)
+            .with_entries_removed(eviction.entries_removed);
         self.events.emit(event).await;
     }
 
@@ -831,6 +845,7 @@ impl LogoutHandler {
                 .await;
             }
             total.sessions_removed += eviction.sessions_removed;
+            total.entries_removed += eviction.entries_removed;
             total.sessions.extend(eviction.sessions);
         }
         Ok(total)

@@ -340,6 +340,11 @@ pub enum SignOutOutcome {
     SignedOut {
         /// Ids of the live sessions removed.
         removed: Vec<SessionId>,
+        /// Token-cache entries (access, refresh and ID tokens, accounts,
+        /// app metadata) that left the store with those sessions'
+        /// partitions: the entries of the live sessions removed, counted
+        /// in the same step that removed them.
+        entries_removed: u64,
     },
     /// The request's `jti` was recorded already: nothing was changed.
     Replayed,
@@ -374,24 +379,33 @@ pub async fn sign_out_in_order<S: Store + ?Sized>(
         return Ok(SignOutOutcome::Replayed);
     }
     let mut removed = Vec::new();
+    let mut entries_removed = 0;
     match &request.target {
         SignOutTarget::Session(id) => {
             // `None` also for a session a tombstone covers already (an
             // earlier attempt got that far): it is removed all the same.
             let session = store.get_session(id).await?;
             if request.only_if_found && session.is_none() {
-                return Ok(SignOutOutcome::SignedOut { removed });
+                return Ok(SignOutOutcome::SignedOut {
+                    removed,
+                    entries_removed,
+                });
             }
             if let Some(t) = request.tombstone(session.as_ref()) {
                 store.put_tombstone(&t).await?;
             }
+            let entries = partition_len(store, id).await?;
             if store.remove_session(id).await?.is_some() {
                 removed.push(id.clone());
+                entries_removed += entries;
             }
         }
         SignOutTarget::Lookup(lookup) => {
             if request.only_if_found && store.find_sessions(lookup).await?.is_empty() {
-                return Ok(SignOutOutcome::SignedOut { removed });
+                return Ok(SignOutOutcome::SignedOut {
+                    removed,
+                    entries_removed,
+                });
             }
             if let Some(t) = request.tombstone(None) {
                 store.put_tombstone(&t).await?;
@@ -399,8 +413,10 @@ pub async fn sign_out_in_order<S: Store + ?Sized>(
             // Looked up after the tombstone: a sign-in either sees the
             // tombstone, or stored its session before it and is found here.
             for id in store.find_sessions(lookup).await? {
+                let entries = partition_len(store, &id).await?;
                 if store.remove_session(&id).await?.is_some() {
                     removed.push(id);
+                    entries_removed += entries;
                 }
             }
         }
@@ -408,7 +424,20 @@ pub async fn sign_out_in_order<S: Store + ?Sized>(
     if let Some(j) = &request.jti {
         store.record_jti(&j.iss, &j.jti, j.expires_at).await?;
     }
-    Ok(SignOutOutcome::SignedOut { removed })
+    Ok(SignOutOutcome::SignedOut {
+        removed,
+        entries_removed,
+    })
+}
+
+/// How many entries the partition of session `id` holds (read just before
+/// the order-based sign-out removes it; a count, not part of its atomicity).
+async fn partition_len<S: Store + ?Sized>(store: &S, id: &SessionId) -> Result<u64, StoreError> {
+    let key = PartitionKey::Session(id.clone());
+    Ok(store
+        .get_partition(&key)
+        .await?
+        .map_or(0, |p| u64::try_from(p.entries.len()).unwrap_or(u64::MAX)))
 }
 
 /// Counts for statistics.
@@ -728,10 +757,18 @@ impl MemoryInner {
     }
 
     fn remove(&mut self, id: &SessionId) -> Option<Session> {
+        self.remove_counted(id).map(|(s, _)| s)
+    }
+
+    /// [`remove`](Self::remove), with the number of entries its partition held.
+    fn remove_counted(&mut self, id: &SessionId) -> Option<(Session, u64)> {
         let s = self.sessions.remove(id)?;
         self.unindex(&s);
-        self.partitions.remove(&PartitionKey::Session(id.clone()));
-        Some(s)
+        let entries = self
+            .partitions
+            .remove(&PartitionKey::Session(id.clone()))
+            .map_or(0, |(_, e)| u64::try_from(e.len()).unwrap_or(u64::MAX));
+        Some((s, entries))
     }
 
     fn live_session(&self, id: &SessionId, now: i64) -> bool {
@@ -984,17 +1021,20 @@ impl Store for MemoryStore {
         if request.only_if_found && !ids.iter().any(|id| inner.live_session(id, now)) {
             return Ok(SignOutOutcome::SignedOut {
                 removed: Vec::new(),
+                entries_removed: 0,
             });
         }
         if let Some(t) = &tombstone {
             inner.put_tombstone(t);
         }
         let mut removed = Vec::new();
+        let mut entries_removed = 0u64;
         for id in ids {
-            if let Some(s) = inner.remove(&id)
+            if let Some((s, entries)) = inner.remove_counted(&id)
                 && !s.is_expired(now)
             {
                 removed.push(id);
+                entries_removed += entries;
             }
         }
         if let Some(j) = &request.jti {
@@ -1002,7 +1042,10 @@ impl Store for MemoryStore {
                 .jtis
                 .insert((j.iss.clone(), j.jti.clone()), j.expires_at);
         }
-        Ok(SignOutOutcome::SignedOut { removed })
+        Ok(SignOutOutcome::SignedOut {
+            removed,
+            entries_removed,
+        })
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
