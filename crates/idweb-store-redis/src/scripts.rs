@@ -217,7 +217,7 @@ for i = 1, n do
     if live then any_live = true end
   end
 end
-if ARGV[11] == '1' and not any_live then return {'ok'} end
+if ARGV[11] == '1' and not any_live then return {'ok', '0'} end
 if ARGV[6] == '1' then
   local old = redis.call('GET', KEYS[5])
   local lo, ex = nil, nil
