@@ -924,6 +924,28 @@ impl<B: L1Backend> CachingStore<B> {
     }
 
     /// The L1 name of partition `key` (memoised for session partitions).
+    /// Reads partition `key` (L1 name `name`) from the store and caches it
+    /// under `ticket` (unless an invalidation overlapped the read).
+    async fn read_and_fill(
+        &self,
+        key: &PartitionKey,
+        name: &str,
+        ticket: Option<u64>,
+    ) -> Result<Option<StoredPartition>, StoreError> {
+        let r = self.seen(self.inner.read_partition(key).await)?;
+        Ok(r.map(|(partition, session_expires_at)| {
+            self.shared.fill(
+                ticket,
+                name.to_string(),
+                Cached::Partition {
+                    partition: partition.clone(),
+                    session_expires_at,
+                },
+            );
+            partition
+        }))
+    }
+
     fn partition_name(&self, key: &PartitionKey) -> Result<Arc<str>, StoreError> {
         match key {
             PartitionKey::Session(id) => Ok(self.shared.names_of(id).partition),
@@ -1057,24 +1079,17 @@ impl<B: L1Backend> Store for CachingStore<B> {
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.misses.increment(1);
         let ticket = self.shared.ticket();
-        let r = self.seen(self.inner.read_partition(key).await)?;
-        Ok(r.map(|(partition, session_expires_at)| {
-            self.shared.fill(
-                ticket,
-                name.to_string(),
-                Cached::Partition {
-                    partition: partition.clone(),
-                    session_expires_at,
-                },
-            );
-            partition
-        }))
+        self.read_and_fill(key, &name, ticket).await
     }
 
     /// From L1 while it may answer (no round trip, nothing copied but the
     /// number): the version of the cached partition, exactly as coherent as
-    /// a cached `get_partition`. Otherwise from the store; such a read does
-    /// not fill L1.
+    /// a cached `get_partition`. On a miss while L1 serves, the partition is
+    /// read whole and cached (one round trip, as for the version alone): the
+    /// request path asks only for the version while its decoded view is
+    /// current, so a miss that did not fill L1 would send every later
+    /// request to the store once the entry had aged out. While L1 does not
+    /// serve, the version alone, from the store.
     async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
         let name = self.partition_name(key)?;
         let now = self.shared.clock.unix_now();
@@ -1092,7 +1107,13 @@ impl<B: L1Backend> Store for CachingStore<B> {
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.misses.increment(1);
-        self.seen(self.inner.partition_version(key).await)
+        match self.shared.ticket() {
+            Some(ticket) => Ok(self
+                .read_and_fill(key, &name, Some(ticket))
+                .await?
+                .map(|p| p.version)),
+            None => self.seen(self.inner.partition_version(key).await),
+        }
     }
 
     async fn write_partition(

@@ -241,6 +241,62 @@ pub async fn sign_out_empties_another_instance_cache<B: L1Backend>(
     assert!(a.l1_active());
 }
 
+/// The request path asks only for a partition's version while its decoded
+/// view is current. Once the cached partition has aged out of L1, that
+/// version read must bring it back: with `max_age` 300 ms, after the entry
+/// aged out, one version read misses (and reads the store) and the next
+/// ones are hits again, as fresh as before (a write by the same instance
+/// is seen at once).
+///
+/// # Panics
+/// When a version read after the age-out does not refill L1, or reports a
+/// stale version.
+pub async fn version_reads_refill_an_aged_out_partition<B: L1Backend>(store: B) {
+    let cached = CachingStore::with_options(
+        store,
+        idweb_l1::CacheOptions::default().max_age(Duration::from_millis(300)),
+    )
+    .expect("cache");
+    assert!(cached.wait_until_active(Duration::from_secs(5)).await);
+    let s = session(&unique("https://iss"), &unique("sub"), None);
+    let key = PartitionKey::Session(s.id.clone());
+    cached.put_session(&s).await.expect("put");
+    let rt = |v: &[u8]| StoredEntry::new("rt", "RefreshToken", Some(4_000_000_000), v.to_vec());
+    let v1 = cached
+        .write_partition(&key, PartitionWrite::upsert(vec![rt(b"one")]))
+        .await
+        .expect("write");
+    assert!(cached.get_partition(&key).await.expect("get").is_some());
+    let hits = cached.l1_hits();
+    assert_eq!(cached.partition_version(&key).await.expect("v"), Some(v1));
+    assert_eq!(cached.l1_hits(), hits + 1, "warm: a hit");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (hits, misses) = (cached.l1_hits(), cached.l1_misses());
+    assert_eq!(cached.partition_version(&key).await.expect("v"), Some(v1));
+    assert_eq!(
+        (cached.l1_hits(), cached.l1_misses()),
+        (hits, misses + 1),
+        "aged out: one miss"
+    );
+    for _ in 0..3 {
+        assert_eq!(cached.partition_version(&key).await.expect("v"), Some(v1));
+    }
+    assert_eq!(
+        (cached.l1_hits(), cached.l1_misses()),
+        (hits + 3, misses + 1),
+        "the miss refilled L1: the next version reads are hits"
+    );
+    let v2 = cached
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![rt(b"two")]).if_version(v1),
+        )
+        .await
+        .expect("write");
+    assert_eq!(cached.partition_version(&key).await.expect("v"), Some(v2));
+}
+
 /// Fail-closed: `a` caches a session; `kill` cuts `a`'s listening
 /// connection (and only it). L1 is then bypassed and emptied: `a` reads
 /// from the store, and a session removed meanwhile without any

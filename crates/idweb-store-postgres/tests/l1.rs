@@ -48,6 +48,17 @@ async fn a_sign_out_empties_another_instance_cache() {
     multi_instance::sign_out_empties_another_instance_cache(&a, &b).await;
 }
 
+/// A version read refills L1 once the cached partition aged out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_reads_refill_an_aged_out_partition() {
+    let schema = common::unique_name("l1age");
+    let _drop = common::DropSchema(schema.clone());
+    multi_instance::version_reads_refill_an_aged_out_partition(
+        common::open_url(&common::server_url(), &schema, clock()).await,
+    )
+    .await;
+}
+
 /// Three instances with their caches on; two reach PostgreSQL through a
 /// relay that delays what the server sends them by 40 ms (their pools and
 /// their listening connections). Over 300 sign-outs through the third,

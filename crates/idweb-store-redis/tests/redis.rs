@@ -59,6 +59,17 @@ async fn sign_out_on_one_instance_empties_the_cache_of_another() {
     sign_out_empties_another_instance_cache(&a, &b).await;
 }
 
+/// A version read refills L1 once the cached partition aged out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_reads_refill_an_aged_out_partition() {
+    let prefix = common::unique_prefix();
+    let _sweep = Sweep(common::redis_url(), prefix.clone());
+    idweb_store_conformance::multi_instance::version_reads_refill_an_aged_out_partition(
+        common::open(&prefix, clock()).await,
+    )
+    .await;
+}
+
 /// Updates travel too: B's token refresh replaces what A cached, and a
 /// tombstone written by B drops A's cached sessions it covers (which Redis
 /// then refuses).
