@@ -14,10 +14,11 @@ use idweb::{
     SignOutTarget, StoreError, StoredEntry, StoredPartition, Tombstone,
 };
 use idweb_l1::{BusConnection, BusSink, DROP_ALL, L1Backend, names};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use crate::error::{PostgresError, bad_row, corrupt, unavailable};
-use crate::store::selector_key;
+use crate::store::{SignOutArgs, signed_out};
 use crate::{PostgresStore, sql};
 
 /// The in-process cache in front of a [`PostgresStore`], kept coherent by
@@ -306,27 +307,15 @@ impl PostgresStore {
         words: &mut Vec<String>,
     ) -> Result<SignOutOutcome, StoreError> {
         words.clear();
-        let (kind, iss, value, tombstone) = match &request.target {
-            SignOutTarget::Session(id) => ("id", None, id.secret(), None),
-            SignOutTarget::Lookup(lookup) => {
-                let (kind, iss, value) = selector_key(lookup)?;
-                let tag = names::selector_tag(lookup)
-                    .ok_or_else(|| corrupt("a lookup without a selector tag"))?;
-                (kind, Some(iss), value, Some(names::tombstone_word(&tag)))
-            }
-            _ => {
-                return Err(StoreError::Unavailable(
-                    "this store does not know that kind of sign-out target".into(),
-                ));
-            }
-        };
-        let (jti_iss, jti, jti_expires_at) = match &request.jti {
-            Some(j) => (
-                Some(j.iss.as_str()),
-                Some(j.jti.as_str()),
-                Some(j.expires_at),
-            ),
-            None => (None, None, None),
+        let args = SignOutArgs::new(request, self.now())?;
+        // A lookup's tombstone word leads the message (a session target's,
+        // known only to the database, is added there).
+        let tombstone = match &request.target {
+            SignOutTarget::Lookup(lookup) => Some(names::tombstone_word(
+                &names::selector_tag(lookup)
+                    .ok_or_else(|| corrupt("a lookup without a selector tag"))?,
+            )),
+            _ => None,
         };
         let mut head = format!("{origin}\n{first_word}");
         if let Some(t) = &tombstone {
@@ -335,40 +324,20 @@ impl PostgresStore {
         }
         let drop_all = format!("{origin}\n{first_word}\n{DROP_ALL}");
         let channel = self.invalidation_channel();
-        let now = self.now();
-        let row = self
-            .query_one(
-                sql::SIGN_OUT_NOTIFY,
-                &[
-                    &kind,
-                    &iss,
-                    &value,
-                    &request.logged_out_at,
-                    &request.tombstone_expires_at,
-                    &request.only_if_found,
-                    &jti_iss,
-                    &jti,
-                    &jti_expires_at,
-                    &now,
-                    &channel,
-                    &head,
-                    &drop_all,
-                ],
-            )
-            .await?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = args.params().to_vec();
+        params.extend([&channel as &(dyn ToSql + Sync), &head, &drop_all]);
+        let row = self.query_one(sql::SIGN_OUT_NOTIFY, &params).await?;
         if row.try_get::<_, bool>(0).map_err(bad_row)? {
             return Ok(SignOutOutcome::Replayed);
         }
-        let removed: Vec<String> = row.try_get(1).map_err(bad_row)?;
         let message: Option<String> = row.try_get(2).map_err(bad_row)?;
-        let entries: i64 = row.try_get(4).map_err(bad_row)?;
         if let Some(message) = message {
             words.extend(message.split('\n').skip(1).map(str::to_string));
         }
-        Ok(SignOutOutcome::SignedOut {
-            removed: removed.into_iter().map(SessionId::from_string).collect(),
-            entries_removed: u64::try_from(entries).unwrap_or(0),
-        })
+        signed_out(
+            row.try_get(1).map_err(bad_row)?,
+            row.try_get(4).map_err(bad_row)?,
+        )
     }
 }
 

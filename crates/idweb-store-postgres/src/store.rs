@@ -242,6 +242,76 @@ impl PostgresStore {
     }
 }
 
+/// The parameters of the `sign_out` function (`$1`–`$10` of
+/// [`sql::SIGN_OUT`] and [`sql::SIGN_OUT_NOTIFY`]).
+pub(crate) struct SignOutArgs<'a> {
+    kind: &'static str,
+    iss: Option<&'a str>,
+    value: &'a str,
+    logged_out_at: i64,
+    tombstone_expires_at: i64,
+    only_if_found: bool,
+    jti_iss: Option<&'a str>,
+    jti: Option<&'a str>,
+    jti_expires_at: Option<i64>,
+    now: i64,
+}
+
+impl<'a> SignOutArgs<'a> {
+    pub(crate) fn new(request: &'a SignOutRequest, now: i64) -> Result<Self, StoreError> {
+        let (kind, iss, value) = match &request.target {
+            SignOutTarget::Session(id) => ("id", None, id.secret()),
+            SignOutTarget::Lookup(lookup) => {
+                let (kind, iss, value) = selector_key(lookup)?;
+                (kind, Some(iss), value)
+            }
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "this store does not know that kind of sign-out target".into(),
+                ));
+            }
+        };
+        let jti = request.jti.as_ref();
+        Ok(Self {
+            kind,
+            iss,
+            value,
+            logged_out_at: request.logged_out_at,
+            tombstone_expires_at: request.tombstone_expires_at,
+            only_if_found: request.only_if_found,
+            jti_iss: jti.map(|j| j.iss.as_str()),
+            jti: jti.map(|j| j.jti.as_str()),
+            jti_expires_at: jti.map(|j| j.expires_at),
+            now,
+        })
+    }
+
+    /// `$1`–`$10`, in order.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.kind,
+            &self.iss,
+            &self.value,
+            &self.logged_out_at,
+            &self.tombstone_expires_at,
+            &self.only_if_found,
+            &self.jti_iss,
+            &self.jti,
+            &self.jti_expires_at,
+            &self.now,
+        ]
+    }
+}
+
+/// The outcome of a `sign_out` call that was no replay.
+pub(crate) fn signed_out(removed: Vec<String>, entries: i64) -> Result<SignOutOutcome, StoreError> {
+    Ok(SignOutOutcome::SignedOut {
+        removed: removed.into_iter().map(SessionId::from_string).collect(),
+        entries_removed: u64::try_from(entries)
+            .map_err(|_| corrupt("a negative count of entries"))?,
+    })
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn put_session(&self, session: &Session) -> Result<(), StoreError> {
@@ -423,53 +493,15 @@ impl Store for PostgresStore {
         if self.inner.schema_version < SIGN_OUT_VERSION {
             return sign_out_in_order(self, request).await;
         }
-        let (kind, iss, value) = match &request.target {
-            SignOutTarget::Session(id) => ("id", None, id.secret()),
-            SignOutTarget::Lookup(lookup) => {
-                let (kind, iss, value) = selector_key(lookup)?;
-                (kind, Some(iss), value)
-            }
-            _ => {
-                return Err(StoreError::Unavailable(
-                    "this store does not know that kind of sign-out target".into(),
-                ));
-            }
-        };
-        let (jti_iss, jti, jti_expires_at) = match &request.jti {
-            Some(j) => (
-                Some(j.iss.as_str()),
-                Some(j.jti.as_str()),
-                Some(j.expires_at),
-            ),
-            None => (None, None, None),
-        };
-        let now = self.now();
-        let row = self
-            .query_one(
-                sql::SIGN_OUT,
-                &[
-                    &kind,
-                    &iss,
-                    &value,
-                    &request.logged_out_at,
-                    &request.tombstone_expires_at,
-                    &request.only_if_found,
-                    &jti_iss,
-                    &jti,
-                    &jti_expires_at,
-                    &now,
-                ],
-            )
-            .await?;
+        let args = SignOutArgs::new(request, self.now())?;
+        let row = self.query_one(sql::SIGN_OUT, &args.params()).await?;
         if row.try_get::<_, bool>(0).map_err(bad_row)? {
             return Ok(SignOutOutcome::Replayed);
         }
-        let removed: Vec<String> = row.try_get(1).map_err(bad_row)?;
-        let entries: i64 = row.try_get(2).map_err(bad_row)?;
-        Ok(SignOutOutcome::SignedOut {
-            removed: removed.into_iter().map(SessionId::from_string).collect(),
-            entries_removed: u64::try_from(entries).unwrap_or(0),
-        })
+        signed_out(
+            row.try_get(1).map_err(bad_row)?,
+            row.try_get(2).map_err(bad_row)?,
+        )
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
