@@ -2,30 +2,23 @@
 //! as notifications on `SCHEMA:signout`.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use idweb::{LockToken, SignOutBus, SignOutEvent, SignOutReceiver, StoreError, bus_channel};
-use tokio::sync::{Notify, broadcast};
+use idweb::{SignOutBus, SignOutEvent, SignOutReceiver, StoreError};
+use idweb_l1::bus::{BusListener, BusTransport};
+use tokio_postgres::Client;
 
 use crate::error::{PostgresError, unavailable};
 use crate::l1::{MAX_PAYLOAD, listening_connection, sign_out_channel};
 use crate::{PostgresStore, sql};
-
-/// How often the listening connection is pinged.
-const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a ping, or listening, may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long [`PostgresSignOutBus::new`] waits for its connection to listen.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Waits between attempts to listen.
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The [`SignOutBus`] of a PostgreSQL store: an event is a `NOTIFY` on
 /// `SCHEMA:signout` with the payload `ORIGIN\nJSON`, heard on a listening
@@ -42,7 +35,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Dropping the bus stops its listener task.
 pub struct PostgresSignOutBus {
     store: PostgresStore,
-    shared: Arc<Shared>,
+    shared: Arc<BusListener>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -61,42 +54,6 @@ impl Drop for PostgresSignOutBus {
     }
 }
 
-struct Shared {
-    /// This bus's word at the head of each message it sends.
-    origin: String,
-    tx: broadcast::Sender<SignOutEvent>,
-    live: AtomicBool,
-    /// The listening connection's number: a connection's late events do
-    /// not touch its successor.
-    generation: AtomicU64,
-    lost: Notify,
-}
-
-impl Shared {
-    fn connection_lost(&self, generation: u64) {
-        if self.generation.load(Ordering::SeqCst) == generation {
-            self.live.store(false, Ordering::SeqCst);
-            self.lost.notify_one();
-        }
-    }
-
-    /// A notification: an event of another instance, or nothing (this
-    /// bus's own, or not an event).
-    fn heard(&self, payload: &str) {
-        let Some((origin, json)) = payload.split_once('\n') else {
-            return;
-        };
-        if origin == self.origin {
-            return;
-        }
-        match SignOutEvent::from_json(json.as_bytes()) {
-            // No receiver (no listener task yet): nothing to deliver to.
-            Ok(event) => drop(self.tx.send(event)),
-            Err(e) => tracing::warn!(error = %e, "ignored a notification on the sign-out channel"),
-        }
-    }
-}
-
 impl PostgresSignOutBus {
     /// A bus on `store`'s database and schema. Returns once its connection
     /// listens, so that events published from then on are heard.
@@ -108,14 +65,13 @@ impl PostgresSignOutBus {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             StoreError::Unavailable("the sign-out bus needs a Tokio runtime".into())
         })?;
-        let shared = Arc::new(Shared {
-            origin: LockToken::generate().as_str().to_string(),
-            tx: bus_channel(),
-            live: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-            lost: Notify::new(),
-        });
-        let listener = runtime.spawn(run_listener(shared.clone(), store.clone()));
+        let shared = BusListener::new();
+        let listener = runtime.spawn(shared.clone().run(
+            Listening {
+                store: store.clone(),
+            },
+            sign_out_channel(store.schema()),
+        ));
         let bus = Self {
             store,
             shared,
@@ -135,21 +91,14 @@ impl PostgresSignOutBus {
 
     /// Waits until the connection listens or `timeout`; returns whether it does.
     pub async fn wait_until_subscribed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !self.is_subscribed() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.is_subscribed()
+        self.shared.wait_until_live(timeout).await
     }
 }
 
 #[async_trait]
 impl SignOutBus for PostgresSignOutBus {
     async fn publish(&self, event: &SignOutEvent) -> Result<(), StoreError> {
-        let json = event
-            .to_json()
-            .map_err(|e| StoreError::Unavailable(e.into()))?;
-        let payload = format!("{}\n{json}", self.shared.origin);
+        let payload = self.shared.message_of(event)?;
         if payload.len() > MAX_PAYLOAD {
             return Err(StoreError::Unavailable(
                 format!(
@@ -167,75 +116,57 @@ impl SignOutBus for PostgresSignOutBus {
     }
 
     fn subscribe(&self) -> SignOutReceiver {
-        SignOutReceiver::new(self.shared.tx.subscribe())
+        self.shared.subscribe()
     }
 
     fn is_subscribed(&self) -> bool {
-        self.shared.live.load(Ordering::SeqCst)
+        self.shared.is_live()
     }
 }
 
-/// The listener task: listen, watch the connection (pings, loss notices),
-/// and listen again after any loss.
-async fn run_listener(shared: Arc<Shared>, store: PostgresStore) {
-    let channel = sign_out_channel(store.schema());
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        shared.live.store(false, Ordering::SeqCst);
-        let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let heard = Arc::downgrade(&shared);
-        let gone = Arc::downgrade(&shared);
+/// The bus's listening connection: its own, outside the pool.
+struct Listening {
+    store: PostgresStore,
+}
+
+#[async_trait]
+impl BusTransport for Listening {
+    type Connection = Client;
+
+    async fn listen(
+        &self,
+        listener: Weak<BusListener>,
+        generation: u64,
+        _failures: usize,
+    ) -> Result<Client, String> {
+        let channel = sign_out_channel(self.store.schema());
+        let heard = listener.clone();
         let deliver = move |_: &str, payload: &str| {
-            if let Some(shared) = heard.upgrade() {
-                shared.heard(payload);
+            if let Some(l) = heard.upgrade() {
+                l.message(payload.as_bytes());
             }
         };
         let lost = move || {
-            if let Some(shared) = gone.upgrade() {
-                shared.connection_lost(generation);
+            if let Some(l) = listener.upgrade() {
+                l.connection_lost(generation);
             }
         };
-        let attempt = tokio::time::timeout(
+        match tokio::time::timeout(
             RESPONSE_TIMEOUT,
-            listening_connection(&store, &[&channel], deliver, lost),
+            listening_connection(&self.store, &[&channel], deliver, lost),
         )
-        .await;
-        match attempt {
-            Ok(Ok((client, _))) => {
-                shared.live.store(true, Ordering::SeqCst);
-                backoff = MIN_BACKOFF;
-                tracing::debug!(channel, "sign-out event listener live");
-                loop {
-                    tokio::select! {
-                        () = shared.lost.notified() => {
-                            if shared.generation.load(Ordering::SeqCst) == generation
-                                && !shared.live.load(Ordering::SeqCst)
-                            {
-                                break;
-                            }
-                        }
-                        () = tokio::time::sleep(PING_EVERY) => {
-                            let ping = tokio::time::timeout(
-                                RESPONSE_TIMEOUT,
-                                client.simple_query(""),
-                            )
-                            .await;
-                            if !matches!(ping, Ok(Ok(_))) {
-                                break;
-                            }
-                        }
-                    }
-                }
-                shared.live.store(false, Ordering::SeqCst);
-                tracing::warn!(
-                    channel,
-                    "sign-out event listener lost; events published meanwhile are missed"
-                );
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "cannot listen for sign-out events"),
-            Err(_) => tracing::debug!("listening for sign-out events timed out"),
+        .await
+        {
+            Ok(Ok((client, _))) => Ok(client),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(PostgresError::Timeout(RESPONSE_TIMEOUT).to_string()),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+
+    async fn ping(&self, client: &mut Client) -> bool {
+        matches!(
+            tokio::time::timeout(RESPONSE_TIMEOUT, client.simple_query("")).await,
+            Ok(Ok(_))
+        )
     }
 }

@@ -320,4 +320,30 @@ async fn the_sign_out_bus_delivers_another_instances_event_once() {
     assert_eq!(next(&mut at_two).await.at, 43, "the event was heard twice");
     // The publisher hears only the other's marker, not its own messages.
     assert_eq!(next(&mut at_one).await.at, 44, "a bus heard its own event");
+
+    // The server ends both buses' listening connections: each notices,
+    // listens again, and hears the other's events again.
+    let admin = common::admin().await;
+    let rows = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("idweb listener {schema}")],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(rows.len(), 2, "the two buses' listening connections");
+    let noticed = multi_instance::eventually(Duration::from_secs(5), || async {
+        !one.is_subscribed() || !two.is_subscribed()
+    })
+    .await;
+    assert!(noticed, "a lost listening connection went unnoticed");
+    assert!(one.wait_until_subscribed(Duration::from_secs(10)).await);
+    assert!(two.wait_until_subscribed(Duration::from_secs(10)).await);
+    let after = SignOutEvent::new(SignOutPath::FrontChannel, "https://iss.example", 45);
+    one.publish(&after).await.expect("publish");
+    assert_eq!(
+        next(&mut at_two).await.at,
+        45,
+        "heard after listening again"
+    );
 }
