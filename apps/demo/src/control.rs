@@ -230,13 +230,18 @@ impl ControlRoom {
             .map(|a| (a.name.clone(), format!("{}/", a.url)))
             .collect();
         nav.push(("Identity provider".into(), format!("{idp}/")));
-        let mut paths = String::new();
+        let (mut paths, mut local) = (String::new(), String::new());
         for app in apps {
+            let (id, url, name) = (
+                escape(&slug(&app.name)),
+                escape(&app.url),
+                escape(&app.name),
+            );
             paths.push_str(&format!(
-                "<a class=\"button\" id=\"rp-{id}\" href=\"{url}/sign-out\">Sign out in {name}</a>",
-                id = escape(&slug(&app.name)),
-                url = escape(&app.url),
-                name = escape(&app.name),
+                "<a class=\"button\" id=\"rp-{id}\" href=\"{url}/sign-out\">Sign out in {name}</a>"
+            ));
+            local.push_str(&format!(
+                "<a class=\"button\" id=\"local-{id}\" href=\"{url}/sign-out#signout-app-only\">Sign out of {name} only</a>"
             ));
         }
         let users = ["alice", "bob"];
@@ -259,7 +264,7 @@ impl ControlRoom {
              <tr><td><span class=\"path\">rp_initiated</span> / <span class=\"path\">all_sessions</span><br><small>the app's own Sign out, then the provider tells the other app</small></td><td class=\"actions\">{paths}</td></tr>\
              <tr><td><span class=\"path\">provider</span><br><small>the provider's \"end all sessions\": back-channel to App A, front-channel iframe to App B</small></td><td class=\"actions\">{provider}</td></tr>\
              <tr><td><span class=\"path\">operator</span><br><small>what <code>idweb cache evict</code> does, on each app's store</small></td><td class=\"actions\">{operator}</td></tr>\
-             <tr><td><span class=\"path\">local</span><br><small>this app only</small></td><td><small>Only with a provider that has no end-session endpoint; the development provider has one, so an app's Sign out is RP-initiated here.</small></td></tr>\
+             <tr><td><span class=\"path\">local</span><br><small>this app only: its session and tokens go; the provider's session and the other app stay (on purpose)</small></td><td class=\"actions\">{local}</td></tr>\
              </table></div>\
              <script>\
              async function refresh() {{ try {{ const r = await fetch('/live', {{cache: 'no-store'}}); \
@@ -335,7 +340,7 @@ impl ControlRoom {
                 ),
                 digest = escape(reference.as_str().get(..8).unwrap_or_default()),
                 sid = escape(&short(s.sid.as_deref().unwrap_or("none"))),
-                created = escape(&human_time(s.created_at, now)),
+                created = escape(&human_time(s.created_at.div_euclid(idweb::MICROS_PER_SEC), now)),
             ));
             if entries.is_empty() {
                 out.push_str("<p class=\"empty\">No cache entries.</p>");

@@ -482,7 +482,9 @@ fn sign_out_page(site: &Site, user: Option<&AuthenticatedUser>) -> Html<String> 
             "<div class=\"card\"><p>Signed in as <b>{name}</b>.</p>\
              <form method=\"post\" action=\"{so}\"><button class=\"block danger\" id=\"signout-here\">Sign out \
              <small>(this session; then at the provider, which tells the other apps)</small></button></form>\
-             <form method=\"post\" action=\"{so}?scope=all\"><button class=\"block danger\" id=\"signout-all-here\">Sign out of all my sessions in this app</button></form></div>",
+             <form method=\"post\" action=\"{so}?scope=all\"><button class=\"block danger\" id=\"signout-all-here\">Sign out of all my sessions in this app</button></form>\
+             <form method=\"post\" action=\"{so}?scope=local\"><button class=\"block\" id=\"signout-app-only\">Sign out of this app only \
+             <small>(stay signed in at the provider and in the other app)</small></button></form></div>",
             name = escape(u.name().unwrap_or(u.sub())),
             so = escape(&site.sign_out),
         ),

@@ -634,7 +634,46 @@ async fn control_room_story(b: &Browser, demo: &Demo) {
     let shown = b.text("#live").await.unwrap();
     assert!(shown.contains("api://todo/todos.read"), "{shown}");
     assert!(!shown.contains("eyJ"), "no token is ever shown: {shown}");
+    assert!(
+        shown.contains("signed in: ") && !shown.contains("signed in: in "),
+        "a sign-in time in the past (microseconds read as seconds once): {shown}"
+    );
     b.shot("control-room-signed-in").await;
+
+    // 1b. Local: out of App A only. App A's cache empties; App B and the
+    //     provider keep their sessions; then App A signs in again silently.
+    b.click("#local-app-a").await;
+    b.wait_for_page(&format!("{app_a}/sign-out"), "h1", "sign out")
+        .await;
+    b.click("#signout-app-only").await;
+    b.wait_for_page(app_a, "#signed-out", "You have signed out of this app.")
+        .await;
+    b.shot("app-a-signed-out-of-this-app-only").await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(
+        control,
+        "App A empty, App B and the provider still signed in",
+        &[
+            "#app-a .no-sessions",
+            "#app-b .session .kind-AccessToken",
+            "#provider .idp-session",
+            "li[data-app='App A'][data-path='local'].removed.with-entries",
+        ],
+    )
+    .await;
+    assert!(
+        !b.has("li[data-app='App B'][data-path='local']").await,
+        "App B heard nothing of App A's local sign-out"
+    );
+    b.shot("control-room-after-local-sign-out").await;
+    b.sign_in_to_both(demo).await;
+    b.driver.goto(format!("{control}/")).await.unwrap();
+    b.wait_for_control_room(
+        control,
+        "App A signed in again (single sign-on)",
+        &both_full,
+    )
+    .await;
 
     // 2. The provider's "end all sessions": its page loads App B's
     //    front-channel iframe and reports App A's back-channel answer.

@@ -39,7 +39,8 @@
 //!   (`IDWEB_CALLBACK_PATH`, `[AzureAd] CallbackPath`);
 //! - `POST /account/signout` signs this session out (`?scope=all`: every
 //!   session of the user in this app), revokes the refresh token, and
-//!   continues at the provider's end-session endpoint (by POST)
+//!   continues at the provider's end-session endpoint (by POST); with
+//!   `?scope=local` it signs out of this app only and stays at the app
 //!   (`IDWEB_SIGN_OUT_PATH`);
 //! - `GET /signout-callback-oidc` is the post-logout redirect URI
 //!   (`IDWEB_SIGNED_OUT_CALLBACK_PATH`, `[AzureAd] SignedOutCallbackPath`);
@@ -263,7 +264,7 @@ impl IdWeb {
 
     /// The path to `POST` to sign out, as the browser sees it: for the
     /// `action` of sign-out forms (`?scope=all` added: every session of the
-    /// user in this app).
+    /// user in this app; `?scope=local`: this app only, not at the provider).
     pub fn sign_out_path(&self) -> String {
         let settings = self.rp.settings();
         settings.app_path(&settings.sign_out_path)

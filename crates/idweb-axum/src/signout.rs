@@ -101,15 +101,19 @@ async fn local_sign_out(
             &home,
         );
     };
-    let everywhere = match q.get("scope").map(String::as_str) {
-        None => false,
-        Some("all") => true,
+    // `all`: every session of the user in this app; `local`: this session
+    // in this app only (the provider's session stays); absent: this
+    // session, then the provider's end-session endpoint when it has one.
+    let (everywhere, at_provider) = match q.get("scope").map(String::as_str) {
+        None => (false, true),
+        Some("all") => (true, true),
+        Some("local") => (false, false),
         Some(_) => {
             return sign_out_error_response(
                 StatusCode::BAD_REQUEST,
                 json,
                 "invalid_request",
-                "scope must be `all` or absent",
+                "scope must be `all`, `local` or absent",
                 &home,
             );
         }
@@ -145,7 +149,11 @@ async fn local_sign_out(
         }
         return no_store(resp);
     };
-    let done = match rp.local_sign_out(&session, everywhere).await {
+    let done = match if at_provider {
+        rp.local_sign_out(&session, everywhere).await
+    } else {
+        rp.app_only_sign_out(&session).await
+    } {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "sign-out could not be recorded");

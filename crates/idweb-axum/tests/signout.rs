@@ -104,6 +104,81 @@ async fn local_sign_out_removes_the_session_and_continues_at_the_provider_by_pos
     assert_eq!(resp.status(), 401);
 }
 
+/// `?scope=local`: out of this app only. The session and its tokens leave
+/// the store, no form goes on to the provider, the provider's session
+/// stays, and signing in again is silent (single sign-on still holds).
+#[tokio::test]
+async fn sign_out_of_this_app_only_keeps_the_provider_session() {
+    let idp = dev_idp(true).await;
+    let app = start_app(&idp, AppOptions::default()).await;
+    let b = browser();
+    sign_in(&b, &app, "alice").await;
+    let session = only_session(&app).await;
+    assert!(cache_entries(&app, &session.id).await >= 3);
+    let provider_sessions = idp.sessions_of("alice");
+    assert_eq!(provider_sessions.len(), 1);
+
+    let resp = b
+        .post(app.at("/account/signout?scope=local"))
+        .header("origin", origin(&app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("idweb.session=;")),
+        "{cookies:?}"
+    );
+    assert!(
+        !cookies.iter().any(|c| c.starts_with("idweb.signout=")),
+        "no sign-out at the provider is pending: {cookies:?}"
+    );
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("id=\"signed-out\""), "{html}");
+    assert!(!html.contains("end-session"), "{html}");
+    assert!(
+        !html.contains(&format!("{}/logout", idp.issuer())),
+        "{html}"
+    );
+
+    assert_eq!(app.store.get_session(&session.id).await.unwrap(), None);
+    assert_eq!(cache_entries(&app, &session.id).await, 0);
+    assert_eq!(
+        idp.sessions_of("alice"),
+        provider_sessions,
+        "the provider's session stays"
+    );
+    // Signed in again without a prompt: the provider's session cookie in
+    // the same browser is still good.
+    sign_in(&b, &app, "alice").await;
+    let again = only_session(&app).await;
+    assert_ne!(again.id, session.id);
+    assert_eq!(
+        again.sid.as_deref(),
+        provider_sessions.first().map(String::as_str)
+    );
+
+    let resp = b
+        .post(app.at("/account/signout?scope=nowhere"))
+        .header("origin", origin(&app.url))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        app.store.session_count().await.unwrap(),
+        1,
+        "nothing signed out"
+    );
+}
+
 #[tokio::test]
 async fn sign_out_refuses_cross_site_requests() {
     let idp = dev_idp(true).await;

@@ -27,8 +27,9 @@ const BUS_BUFFER: usize = 1024;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SignOutPath {
-    /// `POST /account/signout` in an app whose provider has no end-session
-    /// endpoint: this session only, at this app only.
+    /// `POST /account/signout?scope=local` (or `POST /account/signout` in
+    /// an app whose provider has no end-session endpoint): this session
+    /// only, at this app only; the provider's session stays.
     Local,
     /// `POST /account/signout?scope=all`: every session of the user in this app.
     AllSessions,

@@ -504,6 +504,11 @@ impl RelyingParty {
         self.logout.local_sign_out(session, everywhere).await
     }
 
+    /// [`LogoutHandler::app_only_sign_out`].
+    pub async fn app_only_sign_out(&self, session: &Session) -> Result<LocalSignOut, StoreError> {
+        self.logout.app_only_sign_out(session).await
+    }
+
     /// [`LogoutHandler::complete_sign_out`].
     pub fn complete_sign_out(&self, cookie: Option<&str>, state: Option<&str>) -> bool {
         self.logout.complete_sign_out(cookie, state)

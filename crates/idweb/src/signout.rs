@@ -172,6 +172,33 @@ impl SignOut {
         Ok(self.run(selector, request).await?.unwrap_or_default())
     }
 
+    /// Removes session `id` with its partition and index entries
+    /// ([`Store::remove_session`], one atomic step in every store) and
+    /// records **no tombstone**: for a sign-out of one app only, after
+    /// which the provider's session goes on and a new sign-in through it
+    /// (single sign-on) is welcome. The removed session cannot come back
+    /// (its id is gone; a late write of its partition is refused), so a
+    /// refresh in flight writes nothing back. The entry count is read just
+    /// before the removal.
+    pub async fn remove_without_tombstone(&self, id: &SessionId) -> Result<Eviction, StoreError> {
+        let key = PartitionKey::Session(id.clone());
+        let entries = self
+            .store
+            .get_partition(&key)
+            .await?
+            .map_or(0, |p| u64::try_from(p.entries.len()).unwrap_or(u64::MAX));
+        let removed = self.store.remove_session(id).await;
+        self.forget_views(id);
+        Ok(match removed? {
+            Some(_) => Eviction {
+                sessions_removed: 1,
+                entries_removed: entries,
+                sessions: vec![id.clone()],
+            },
+            None => Eviction::default(),
+        })
+    }
+
     /// The subject of the sessions of provider session `(iss, sid)`, for the
     /// sign-out event of a request that names only the `sid` (read before
     /// the eviction; `None` when none is found or the store fails: the
@@ -860,6 +887,26 @@ impl LogoutHandler {
         session: &Session,
         everywhere: bool,
     ) -> Result<LocalSignOut, StoreError> {
+        self.sign_out_session(session, everywhere, true).await
+    }
+
+    /// Sign-out of `session` in this app only ([`SignOutPath::Local`]):
+    /// revokes the refresh token when configured and possible, and evicts
+    /// the session with every token of it, as [`local_sign_out`](Self::local_sign_out)
+    /// does; but the user stays signed in at the provider (and in other
+    /// apps): [`LocalSignOut::end_session`] is `None`, no tombstone is
+    /// recorded ([`SignOut::remove_without_tombstone`]), and the next
+    /// sign-in may be silent.
+    pub async fn app_only_sign_out(&self, session: &Session) -> Result<LocalSignOut, StoreError> {
+        self.sign_out_session(session, false, false).await
+    }
+
+    async fn sign_out_session(
+        &self,
+        session: &Session,
+        everywhere: bool,
+        at_provider: bool,
+    ) -> Result<LocalSignOut, StoreError> {
         let key = PartitionKey::Session(session.id.clone());
         let refresh_token = if self.config.revoke_on_sign_out
             && self.provider().metadata().revocation_endpoint.is_some()
@@ -881,10 +928,17 @@ impl LogoutHandler {
         } else {
             SignOutSelector::Session(session.id.clone())
         };
-        let result = self.sign_out.evict(&selector).await;
+        let result = if everywhere || at_provider {
+            self.sign_out.evict(&selector).await
+        } else {
+            // This app only: the provider's session goes on, so it gets no
+            // tombstone (a sign-in through it later is single sign-on).
+            self.sign_out.remove_without_tombstone(&session.id).await
+        };
+        let to_provider = at_provider && self.provider().metadata().end_session_endpoint.is_some();
         let path = if everywhere {
             SignOutPath::AllSessions
-        } else if self.provider().metadata().end_session_endpoint.is_some() {
+        } else if to_provider {
             SignOutPath::RpInitiated
         } else {
             SignOutPath::Local
@@ -913,6 +967,7 @@ impl LogoutHandler {
             .metadata()
             .end_session_endpoint
             .as_ref()
+            .filter(|_| at_provider)
             .and_then(|e| {
                 let endpoint = url::Url::parse(e).ok()?;
                 let state = random_token();
