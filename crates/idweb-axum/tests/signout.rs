@@ -19,6 +19,25 @@ async fn only_session(app: &TestApp) -> idweb::Session {
     sessions.into_iter().next().unwrap()
 }
 
+/// The `Set-Cookie` headers of `resp`.
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// A fresh app on `idp`, alice signed in with browser `b`: her session,
+/// which holds at least an access, a refresh and an ID token.
+async fn alice_signed_in(idp: &DevIdp, b: &reqwest::Client) -> (TestApp, idweb::Session) {
+    let app = start_app(idp, AppOptions::default()).await;
+    sign_in(b, &app, "alice").await;
+    let session = only_session(&app).await;
+    assert!(cache_entries(&app, &session.id).await >= 3);
+    (app, session)
+}
+
 async fn cache_entries(app: &TestApp, id: &SessionId) -> usize {
     app.store
         .get_partition(&PartitionKey::Session(id.clone()))
@@ -40,11 +59,8 @@ async fn post_logout_token(app: &TestApp, token: &str) -> reqwest::Response {
 #[tokio::test]
 async fn local_sign_out_removes_the_session_and_continues_at_the_provider_by_post() {
     let idp = dev_idp(true).await;
-    let app = start_app(&idp, AppOptions::default()).await;
     let b = browser();
-    sign_in(&b, &app, "alice").await;
-    let session = only_session(&app).await;
-    assert!(cache_entries(&app, &session.id).await >= 3);
+    let (app, session) = alice_signed_in(&idp, &b).await;
 
     let resp = b
         .post(app.at("/account/signout"))
@@ -54,12 +70,7 @@ async fn local_sign_out_removes_the_session_and_continues_at_the_provider_by_pos
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
-    let cookies: Vec<String> = resp
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    let cookies = set_cookies(&resp);
     assert!(
         cookies
             .iter()
@@ -110,11 +121,8 @@ async fn local_sign_out_removes_the_session_and_continues_at_the_provider_by_pos
 #[tokio::test]
 async fn sign_out_of_this_app_only_keeps_the_provider_session() {
     let idp = dev_idp(true).await;
-    let app = start_app(&idp, AppOptions::default()).await;
     let b = browser();
-    sign_in(&b, &app, "alice").await;
-    let session = only_session(&app).await;
-    assert!(cache_entries(&app, &session.id).await >= 3);
+    let (app, session) = alice_signed_in(&idp, &b).await;
     let provider_sessions = idp.sessions_of("alice");
     assert_eq!(provider_sessions.len(), 1);
 
@@ -125,12 +133,7 @@ async fn sign_out_of_this_app_only_keeps_the_provider_session() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let cookies: Vec<String> = resp
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    let cookies = set_cookies(&resp);
     assert!(
         cookies.iter().any(|c| c.starts_with("idweb.session=;")),
         "{cookies:?}"
