@@ -178,6 +178,20 @@ async fn session_entries(app: &TestApp) -> u64 {
     n
 }
 
+/// Asserts the sessions and entries `path`'s sign-outs removed, by the counters.
+fn assert_removed(d: &Deltas, path: &str, sessions: u64, entries: u64) {
+    assert_eq!(
+        d.count("idweb_sign_out_sessions_removed_total", &[("path", path)]),
+        sessions,
+        "{path}"
+    );
+    assert_eq!(
+        d.count("idweb_sign_out_entries_removed_total", &[("path", path)]),
+        entries,
+        "{path}"
+    );
+}
+
 /// Asserts one audit event with these fields (and a fingerprint, not the
 /// raw value, for `sub`).
 fn assert_one_event(
@@ -314,20 +328,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
         ),
         1
     );
-    assert_eq!(
-        d.count(
-            "idweb_sign_out_sessions_removed_total",
-            &[("path", "rp_initiated")]
-        ),
-        1
-    );
-    assert_eq!(
-        d.count(
-            "idweb_sign_out_entries_removed_total",
-            &[("path", "rp_initiated")]
-        ),
-        entries
-    );
+    assert_removed(&d, "rp_initiated", 1, entries);
     assert_eq!(session_entries(&app).await, 0);
     assert_one_event(
         &captured.take_audit(&mut seen),
@@ -354,20 +355,7 @@ async fn every_step_moves_its_metrics_and_every_sign_out_writes_one_audit_event(
     assert_eq!(resp.status(), 200);
     let d = Deltas::take(&snap);
     assert_eq!(d.count(SIGN_OUTS, &[("path", "all_sessions")]), 1);
-    assert_eq!(
-        d.count(
-            "idweb_sign_out_sessions_removed_total",
-            &[("path", "all_sessions")]
-        ),
-        2
-    );
-    assert_eq!(
-        d.count(
-            "idweb_sign_out_entries_removed_total",
-            &[("path", "all_sessions")]
-        ),
-        entries
-    );
+    assert_removed(&d, "all_sessions", 2, entries);
     assert_one_event(
         &captured.take_audit(&mut seen),
         "all_sessions",

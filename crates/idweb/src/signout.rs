@@ -181,12 +181,7 @@ impl SignOut {
     /// refresh in flight writes nothing back. The entry count is read just
     /// before the removal.
     pub async fn remove_without_tombstone(&self, id: &SessionId) -> Result<Eviction, StoreError> {
-        let key = PartitionKey::Session(id.clone());
-        let entries = self
-            .store
-            .get_partition(&key)
-            .await?
-            .map_or(0, |p| u64::try_from(p.entries.len()).unwrap_or(u64::MAX));
+        let entries = crate::store::partition_len(&*self.store, id).await?;
         let removed = self.store.remove_session(id).await;
         self.forget_views(id);
         Ok(match removed? {

@@ -432,7 +432,10 @@ pub async fn sign_out_in_order<S: Store + ?Sized>(
 
 /// How many entries the partition of session `id` holds (read just before
 /// the order-based sign-out removes it; a count, not part of its atomicity).
-async fn partition_len<S: Store + ?Sized>(store: &S, id: &SessionId) -> Result<u64, StoreError> {
+pub(crate) async fn partition_len<S: Store + ?Sized>(
+    store: &S,
+    id: &SessionId,
+) -> Result<u64, StoreError> {
     let key = PartitionKey::Session(id.clone());
     Ok(store
         .get_partition(&key)
