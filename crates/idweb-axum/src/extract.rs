@@ -185,7 +185,7 @@ async fn current(parts: &Parts) -> Result<(IdWeb, Option<Session>), AuthRejectio
     let session = match cookies::get(&parts.headers, idweb.session_cookie_name()) {
         Some(value) => idweb
             .relying_party()
-            .session_from_cookie(&value)
+            .session_from_cookie(value)
             .await
             .map_err(|_| AuthRejection::StoreUnavailable {
                 json: wants_json(&parts.headers),

@@ -171,11 +171,11 @@ async fn callback_handler(
     let cookie_name =
         cookies::host_name(&pending_cookie_name(&state), secure, settings.path_base());
     let pending = cookies::get(&headers, &cookie_name);
-    let mut resp = match rp.complete_sign_in(pending.as_deref(), &params).await {
+    let mut resp = match rp.complete_sign_in(pending, &params).await {
         Ok(done) => {
             // A new sign-in in this browser replaces its previous session (and its tokens).
             if let Some(old) = cookies::get(&headers, idweb.session_cookie_name())
-                .and_then(|v| rp.session_id_from_cookie(&v))
+                .and_then(|v| rp.session_id_from_cookie(v))
                 .filter(|old| !old.matches(&done.session.id))
                 && let Err(e) = rp.store().remove_session(&old).await
             {

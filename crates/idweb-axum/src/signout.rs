@@ -120,7 +120,7 @@ async fn local_sign_out(
     };
     let secure = settings.secure_cookies();
     let session = match cookies::get(&headers, idweb.session_cookie_name()) {
-        Some(v) => match rp.session_from_cookie(&v).await {
+        Some(v) => match rp.session_from_cookie(v).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "sign-out: store unavailable");
@@ -252,10 +252,7 @@ async fn sign_out_callback(
     let secure = rp.settings().secure_cookies();
     let state_cookie = cookies::host_name(SIGN_OUT_STATE_COOKIE, secure, rp.settings().path_base());
     let state = parse_query(q.as_deref()).and_then(|mut q| q.remove("state"));
-    let ok = rp.complete_sign_out(
-        cookies::get(&headers, &state_cookie).as_deref(),
-        state.as_deref(),
-    );
+    let ok = rp.complete_sign_out(cookies::get(&headers, &state_cookie), state.as_deref());
     let (status, body) = if ok {
         (
             StatusCode::OK,

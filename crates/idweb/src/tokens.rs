@@ -275,7 +275,7 @@ impl TokenAcquirer {
             .map(|t| AccessToken {
                 secret: t.secret.clone(),
                 expires_at: t.expires_at,
-                scopes: t.scopes.iter().map(|s| s.to_string()).collect(),
+                scopes: t.scopes.iter().map(|s| String::from(&**s)).collect(),
             }))
     }
 
