@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, decode_header};
 use serde_json::{Map, Value};
 
-use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider, ProviderError};
+use crate::provider::{ASYMMETRIC_ALGORITHMS, Provider, ProviderError, SignatureError};
 
 /// Largest token idweb will look at.
 pub(crate) const MAX_JWT_LEN: usize = 16 * 1024;
@@ -78,11 +78,11 @@ pub(crate) async fn verify(
         .await?;
     // The signing input is the token up to its last dot.
     let message = &token[..header_b64.len() + 1 + payload_b64.len()];
-    match jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), &key, header.alg) {
-        Ok(true) => {}
-        Ok(false) => return Err(JwsError::BadSignature),
+    match key.verify(header.alg, message.as_bytes(), signature_b64) {
+        Ok(()) => {}
+        Err(SignatureError::Invalid) => return Err(JwsError::BadSignature),
         // A signature that is not base64url, or a key that does not fit the algorithm.
-        Err(_) => return Err(JwsError::Malformed),
+        Err(SignatureError::Malformed) => return Err(JwsError::Malformed),
     }
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)

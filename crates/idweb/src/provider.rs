@@ -1,11 +1,12 @@
 //! Provider metadata (OpenID Connect Discovery 1.0) and the provider's signing
 //! keys, cached and refetched when a token names a key id we do not know.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -110,11 +111,90 @@ impl ProviderError {
     }
 }
 
+/// One of the provider's signing keys.
 #[derive(Debug)]
-struct ProviderKey {
+pub(crate) struct ProviderKey {
     kid: Option<String>,
     alg: Option<KeyAlgorithm>,
     key: DecodingKey,
+    /// The key parsed for each algorithm of [`ASYMMETRIC_ALGORITHMS`] it is
+    /// used with, on first use (`None`: it does not fit that algorithm).
+    /// Parsing an RSA key (its Montgomery constants) costs about a sixth of
+    /// a signature check; the key set lives for hours.
+    parsed: [OnceLock<Option<ParsedPublicKey>>; ASYMMETRIC_ALGORITHMS.len()],
+}
+
+/// Why [`ProviderKey::verify`] refused a signature.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SignatureError {
+    /// The signature is not base64url, or the key does not fit the algorithm.
+    Malformed,
+    /// The signature does not verify.
+    Invalid,
+}
+
+impl ProviderKey {
+    fn new(kid: Option<String>, alg: Option<KeyAlgorithm>, key: DecodingKey) -> Self {
+        Self {
+            kid,
+            alg,
+            key,
+            parsed: Default::default(),
+        }
+    }
+
+    /// Checks `signature_b64` (base64url, as in a compact JWS) over
+    /// `message` with this key and `alg` — what
+    /// `jsonwebtoken::crypto::verify` checks, with the key parsed once.
+    pub(crate) fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        signature_b64: &str,
+    ) -> Result<(), SignatureError> {
+        use base64::Engine as _;
+        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| SignatureError::Malformed)?;
+        let i = ASYMMETRIC_ALGORITHMS
+            .iter()
+            .position(|a| *a == alg)
+            .ok_or(SignatureError::Malformed)?;
+        let parsed = self.parsed[i]
+            .get_or_init(|| parse_key(&self.key, alg))
+            .as_ref()
+            .ok_or(SignatureError::Malformed)?;
+        parsed
+            .verify_sig(message, &signature)
+            .map_err(|_| SignatureError::Invalid)
+    }
+}
+
+/// `key` parsed for `alg` with the verification parameters jsonwebtoken
+/// uses for it; `None` when the key does not fit.
+fn parse_key(key: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
+    let rsa = |params: &'static sig::RsaParameters| match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(params)
+            .ok(),
+        DecodingKeyKind::SecretOrDer(der) => ParsedPublicKey::new(params, der).ok(),
+    };
+    let raw = |params: &'static dyn sig::VerificationAlgorithm| match key.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(params, bytes).ok(),
+        DecodingKeyKind::RsaModulusExponent { .. } => None,
+    };
+    match alg {
+        Algorithm::RS256 => rsa(&sig::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => rsa(&sig::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => rsa(&sig::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => rsa(&sig::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => rsa(&sig::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => rsa(&sig::RSA_PSS_2048_8192_SHA512),
+        Algorithm::ES256 => raw(&sig::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => raw(&sig::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => raw(&sig::ED25519),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -361,17 +441,15 @@ impl Provider {
         Ok(())
     }
 
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<ProviderKey>> {
         let state = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let mut candidates = state.keys.iter().filter(|k| key_fits(k, alg));
         match kid {
-            Some(kid) => candidates
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .map(|k| k.key.clone()),
+            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).cloned(),
             None => {
                 let first = candidates.next()?;
                 // Without a kid, the key must be unambiguous.
-                candidates.next().is_none().then(|| first.key.clone())
+                candidates.next().is_none().then(|| first.clone())
             }
         }
     }
@@ -382,7 +460,7 @@ impl Provider {
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<DecodingKey, ProviderError> {
+    ) -> Result<Arc<ProviderKey>, ProviderError> {
         if let Some(key) = self.find(kid, alg) {
             return Ok(key);
         }
@@ -448,11 +526,11 @@ fn usable_key(jwk: &Jwk) -> Option<ProviderKey> {
         _ => return None,
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(ProviderKey {
-        kid: jwk.common.key_id.clone(),
-        alg: jwk.common.key_algorithm,
+    Some(ProviderKey::new(
+        jwk.common.key_id.clone(),
+        jwk.common.key_algorithm,
         key,
-    })
+    ))
 }
 
 fn key_fits(key: &ProviderKey, alg: Algorithm) -> bool {
@@ -483,5 +561,132 @@ impl Provider {
     /// EdDSA.
     pub fn asymmetric_algorithms() -> &'static [Algorithm] {
         ASYMMETRIC_ALGORITHMS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const MESSAGE: &[u8] = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9";
+
+    /// `ProviderKey::verify` answers what `jsonwebtoken::crypto::verify`
+    /// answers: a valid signature passes, a changed one or a changed
+    /// message is `Invalid`, a key of another family is `Malformed`.
+    fn agrees_with_jsonwebtoken(key: &DecodingKey, alg: Algorithm, signature: &[u8]) {
+        let pk = ProviderKey::new(None, None, key.clone());
+        let reference =
+            |sig: &str, msg: &[u8]| match jsonwebtoken::crypto::verify(sig, msg, key, alg) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(SignatureError::Invalid),
+                Err(_) => Err(SignatureError::Malformed),
+            };
+        let good = URL_SAFE_NO_PAD.encode(signature);
+        let mut flipped = signature.to_vec();
+        flipped[signature.len() / 2] ^= 1;
+        let bad = URL_SAFE_NO_PAD.encode(&flipped);
+        let other_message = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJib2IifQ";
+        let cases: [(&str, &[u8], Result<(), SignatureError>); 4] = [
+            (&good, MESSAGE, Ok(())),
+            (&bad, MESSAGE, Err(SignatureError::Invalid)),
+            (&good, other_message, Err(SignatureError::Invalid)),
+            ("not base64url!", MESSAGE, Err(SignatureError::Malformed)),
+        ];
+        // Twice: the second time the parsed key is reused.
+        for _ in 0..2 {
+            for (sig, msg, want) in &cases {
+                assert_eq!(&pk.verify(alg, msg, sig), want, "{alg:?}");
+                assert_eq!(&reference(sig, msg), want, "jsonwebtoken, {alg:?}");
+            }
+        }
+    }
+
+    fn rsa_key() -> (RsaKeyPair, DecodingKey) {
+        let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let public = pair.public_key();
+        let key = DecodingKey::from_rsa_raw_components(
+            public.modulus().big_endian_without_leading_zero(),
+            public.exponent().big_endian_without_leading_zero(),
+        );
+        (pair, key)
+    }
+
+    #[test]
+    fn rsa_signatures_verify_as_jsonwebtoken_verifies_them() {
+        let (pair, key) = rsa_key();
+        let rng = SystemRandom::new();
+        for (alg, padding) in [
+            (
+                Algorithm::RS256,
+                &sig::RSA_PKCS1_SHA256 as &dyn sig::RsaEncoding,
+            ),
+            (Algorithm::RS512, &sig::RSA_PKCS1_SHA512),
+            (Algorithm::PS256, &sig::RSA_PSS_SHA256),
+            (Algorithm::PS384, &sig::RSA_PSS_SHA384),
+        ] {
+            let mut signature = vec![0; pair.public_modulus_len()];
+            pair.sign(padding, &rng, MESSAGE, &mut signature).unwrap();
+            agrees_with_jsonwebtoken(&key, alg, &signature);
+        }
+        // The same key given as DER (jsonwebtoken's other RSA form).
+        let der = DecodingKey::from_rsa_der(pair.public_key().as_ref());
+        let mut signature = vec![0; pair.public_modulus_len()];
+        pair.sign(&sig::RSA_PKCS1_SHA256, &rng, MESSAGE, &mut signature)
+            .unwrap();
+        agrees_with_jsonwebtoken(&der, Algorithm::RS256, &signature);
+    }
+
+    #[test]
+    fn ec_and_ed25519_signatures_verify_as_jsonwebtoken_verifies_them() {
+        let rng = SystemRandom::new();
+        for (alg, signing) in [
+            (Algorithm::ES256, &sig::ECDSA_P256_SHA256_FIXED_SIGNING),
+            (Algorithm::ES384, &sig::ECDSA_P384_SHA384_FIXED_SIGNING),
+        ] {
+            let pair = EcdsaKeyPair::generate(signing).unwrap();
+            let point = pair.public_key().as_ref().to_vec();
+            let half = (point.len() - 1) / 2;
+            let key = DecodingKey::from_ec_components(
+                &URL_SAFE_NO_PAD.encode(&point[1..=half]),
+                &URL_SAFE_NO_PAD.encode(&point[half + 1..]),
+            )
+            .unwrap();
+            let signature = pair.sign(&rng, MESSAGE).unwrap();
+            agrees_with_jsonwebtoken(&key, alg, signature.as_ref());
+        }
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let key =
+            DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
+                .unwrap();
+        agrees_with_jsonwebtoken(&key, Algorithm::EdDSA, pair.sign(MESSAGE).as_ref());
+    }
+
+    #[test]
+    fn a_key_of_another_family_is_refused_as_malformed() {
+        let (pair, rsa) = rsa_key();
+        let mut signature = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            &sig::RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            MESSAGE,
+            &mut signature,
+        )
+        .unwrap();
+        let good = URL_SAFE_NO_PAD.encode(&signature);
+        let pk = ProviderKey::new(None, None, rsa);
+        assert_eq!(
+            pk.verify(Algorithm::ES256, MESSAGE, &good),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            pk.verify(Algorithm::HS256, MESSAGE, &good),
+            Err(SignatureError::Malformed)
+        );
+        // Still good for the algorithm it fits.
+        assert_eq!(pk.verify(Algorithm::RS256, MESSAGE, &good), Ok(()));
     }
 }
