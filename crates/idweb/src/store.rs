@@ -1,6 +1,6 @@
 //! The [`Store`] trait — where sessions live — and [`MemoryStore`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,7 +40,7 @@ pub enum StoreError {
 }
 
 /// How to find sessions without their id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionLookup {
     /// Sessions of one provider session: `(iss, sid)`.
@@ -57,6 +57,55 @@ pub enum SessionLookup {
         /// Subject.
         sub: String,
     },
+}
+
+impl std::hash::Hash for SessionLookup {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl SessionLookup {
+    fn as_ref(&self) -> LookupRef<'_> {
+        match self {
+            SessionLookup::ByProviderSession { iss, sid } => LookupRef {
+                by_sid: true,
+                iss,
+                id: sid,
+            },
+            SessionLookup::BySubject { iss, sub } => LookupRef {
+                by_sid: false,
+                iss,
+                id: sub,
+            },
+        }
+    }
+}
+
+/// A [`SessionLookup`] borrowed from a session, to look one up in the
+/// memory store's maps without copying three strings (it hashes as the
+/// lookup it stands for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LookupRef<'a> {
+    by_sid: bool,
+    iss: &'a str,
+    id: &'a str,
+}
+
+impl hashbrown::Equivalent<SessionLookup> for LookupRef<'_> {
+    fn equivalent(&self, key: &SessionLookup) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// An `(iss, jti)` record's key, borrowed (hashes as the owned pair).
+#[derive(Hash)]
+struct JtiRef<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, String)> for JtiRef<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
 }
 
 /// Which token-cache partition.
@@ -671,14 +720,17 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
 }
 
+/// The memory store's maps: hashbrown with foldhash (keys are random
+/// session ids or values from verified tokens; SipHash was a visible part of
+/// every request in profiles), looked up by borrowed keys where it matters.
 #[derive(Debug, Default)]
 struct MemoryInner {
-    sessions: HashMap<SessionId, Session>,
-    index: HashMap<SessionLookup, HashSet<SessionId>>,
-    partitions: HashMap<PartitionKey, (u64, BTreeMap<String, StoredEntry>)>,
-    tombstones: HashMap<SessionLookup, Tombstone>,
-    jtis: HashMap<(String, String), i64>,
-    locks: HashMap<String, (LockToken, std::time::SystemTime)>,
+    sessions: hashbrown::HashMap<SessionId, Session>,
+    index: hashbrown::HashMap<SessionLookup, HashSet<SessionId>>,
+    partitions: hashbrown::HashMap<PartitionKey, (u64, BTreeMap<String, StoredEntry>)>,
+    tombstones: hashbrown::HashMap<SessionLookup, Tombstone>,
+    jtis: hashbrown::HashMap<(String, String), i64>,
+    locks: hashbrown::HashMap<String, (LockToken, std::time::SystemTime)>,
 }
 
 impl Default for MemoryStore {
@@ -795,14 +847,29 @@ impl MemoryInner {
     /// costs a scan of every record (it did, and it showed in profiles).
     fn jti_recorded(&self, iss: &str, jti: &str, now: i64) -> bool {
         self.jtis
-            .get(&(iss.to_string(), jti.to_string()))
+            .get(&JtiRef(iss, jti))
             .is_some_and(|exp| *exp > now)
     }
 
+    /// Whether a live tombstone covers `session` (asked on every read of a
+    /// session: no allocation).
     fn tombstoned(&self, session: &Session, now: i64) -> bool {
-        index_keys(session).iter().any(|k| {
+        if self.tombstones.is_empty() {
+            return false;
+        }
+        let by_sub = LookupRef {
+            by_sid: false,
+            iss: &session.iss,
+            id: &session.sub,
+        };
+        let by_sid = session.sid.as_deref().map(|sid| LookupRef {
+            by_sid: true,
+            iss: &session.iss,
+            id: sid,
+        });
+        std::iter::once(by_sub).chain(by_sid).any(|k| {
             self.tombstones
-                .get(k)
+                .get(&k)
                 .is_some_and(|t| t.expires_at > now && t.covers(session))
         })
     }
@@ -1052,7 +1119,7 @@ impl Store for MemoryStore {
     }
 
     async fn forget_jti(&self, iss: &str, jti: &str) -> Result<(), StoreError> {
-        self.lock().jtis.remove(&(iss.to_string(), jti.to_string()));
+        self.lock().jtis.remove(&JtiRef(iss, jti));
         Ok(())
     }
 
@@ -1122,5 +1189,91 @@ impl Store for MemoryStore {
                 .filter(|t| t.expires_at > now)
                 .count() as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    /// The borrowed keys the memory store looks up with hash and compare as
+    /// the owned keys they stand for (a lookup by a key that hashed
+    /// differently would miss: a tombstone or a replay not found).
+    #[test]
+    fn borrowed_keys_hash_and_compare_as_the_owned_ones() {
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let by_sid = SessionLookup::ByProviderSession {
+            iss: "https://idp".into(),
+            sid: "s1".into(),
+        };
+        let by_sub = SessionLookup::BySubject {
+            iss: "https://idp".into(),
+            sub: "s1".into(),
+        };
+        for key in [&by_sid, &by_sub] {
+            let r = key.as_ref();
+            assert_eq!(hasher.hash_one(key), hasher.hash_one(r));
+            assert!(hashbrown::Equivalent::equivalent(&r, key));
+        }
+        assert!(!hashbrown::Equivalent::equivalent(
+            &by_sid.as_ref(),
+            &by_sub
+        ));
+        let jti = ("https://idp".to_string(), "j1".to_string());
+        assert_eq!(
+            hasher.hash_one(&jti),
+            hasher.hash_one(JtiRef("https://idp", "j1"))
+        );
+        assert!(hashbrown::Equivalent::equivalent(
+            &JtiRef("https://idp", "j1"),
+            &jti
+        ));
+        assert!(!hashbrown::Equivalent::equivalent(
+            &JtiRef("https://idp", "j2"),
+            &jti
+        ));
+    }
+
+    /// A session is refused by a tombstone of its subject or of its provider
+    /// session, found by the borrowed lookups.
+    #[tokio::test]
+    async fn a_tombstone_by_subject_or_by_sid_hides_the_session() {
+        for selector in [
+            SessionLookup::BySubject {
+                iss: "https://idp".into(),
+                sub: "alice".into(),
+            },
+            SessionLookup::ByProviderSession {
+                iss: "https://idp".into(),
+                sid: "sid-1".into(),
+            },
+        ] {
+            let store = MemoryStore::new();
+            let now = SystemClock.unix_now();
+            let session = Session::new(
+                "https://idp",
+                "alice",
+                Some("sid-1".into()),
+                crate::Secret::new("t"),
+                SystemClock.unix_micros(),
+                now + 3600,
+            );
+            store.put_session(&session).await.unwrap();
+            assert!(store.get_session(&session.id).await.unwrap().is_some());
+            store
+                .put_tombstone(&Tombstone {
+                    selector: selector.clone(),
+                    logged_out_at: SystemClock.unix_micros() + 1,
+                    expires_at: now + 60,
+                })
+                .await
+                .unwrap();
+            assert!(
+                store.get_session(&session.id).await.unwrap().is_none(),
+                "{selector:?}"
+            );
+        }
     }
 }
