@@ -24,6 +24,46 @@ pub struct Sessions {
     keys: Arc<CacheKeys>,
     clock: Arc<dyn Clock>,
     opened: Arc<Mutex<HashMap<SessionId, Opened>>>,
+    cookies: Arc<Mutex<hashbrown::HashMap<SealedCookie, SessionId>>>,
+}
+
+/// A session cookie's value that opened (was sealed by this app), as the key
+/// of the session id inside it: the request path opens each browser's
+/// cookie once, not on every request. A cookie's content never changes
+/// meaning, so nothing makes an entry stale: whether its session still
+/// lives is the store's answer, asked on every request as before. Only
+/// genuine cookies are kept (a forged one never opens), at most
+/// [`MAX_OPENED`]; keys are compared in constant time.
+struct SealedCookie(Box<str>);
+
+impl PartialEq for SealedCookie {
+    fn eq(&self, other: &Self) -> bool {
+        crate::secret::constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for SealedCookie {}
+
+impl std::fmt::Debug for SealedCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedCookie(..)")
+    }
+}
+
+impl std::hash::Hash for SealedCookie {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// A cookie value to look up without copying it (hashes as [`SealedCookie`]).
+#[derive(Hash)]
+struct CookieRef<'a>(&'a str);
+
+impl hashbrown::Equivalent<SealedCookie> for CookieRef<'_> {
+    fn equivalent(&self, key: &SealedCookie) -> bool {
+        crate::secret::constant_time_eq(self.0.as_bytes(), key.0.as_bytes())
+    }
 }
 
 /// How long an opened ID token is reused: its plaintext is never kept
@@ -63,6 +103,7 @@ impl Sessions {
             keys,
             clock,
             opened: Arc::default(),
+            cookies: Arc::default(),
         }
     }
 
@@ -73,8 +114,22 @@ impl Sessions {
 
     /// The session id inside a cookie value, if the cookie is genuine.
     pub fn id_from_cookie(&self, cookie_value: &str) -> Option<SessionId> {
+        if let Some(id) = self
+            .cookies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&CookieRef(cookie_value))
+        {
+            return Some(id.clone());
+        }
         let raw = self.sealer.open(SESSION_PURPOSE, cookie_value)?;
-        String::from_utf8(raw).ok().map(SessionId::from_string)
+        let id = String::from_utf8(raw).ok().map(SessionId::from_string)?;
+        let mut cookies = self.cookies.lock().unwrap_or_else(PoisonError::into_inner);
+        if cookies.len() >= MAX_OPENED {
+            cookies.clear();
+        }
+        cookies.insert(SealedCookie(cookie_value.into()), id.clone());
+        Some(id)
     }
 
     /// The live session a cookie value points to, if any.
@@ -188,6 +243,43 @@ mod tests {
             now,
             now + 3600,
         )
+    }
+
+    #[tokio::test]
+    async fn a_cookie_opens_to_its_session_id_once_and_forged_ones_never() {
+        let (sessions, store) = sessions();
+        let session = session("header.first.sig");
+        sessions.put(&session).await.unwrap();
+        let cookie = sessions.cookie_value(&session.id);
+        for _ in 0..2 {
+            let id = sessions.id_from_cookie(cookie.secret()).unwrap();
+            assert!(id.matches(&session.id));
+        }
+        assert_eq!(sessions.cookies.lock().unwrap().len(), 1);
+        // Another sealing of the same id is another genuine cookie.
+        let other = sessions.cookie_value(&session.id);
+        assert!(
+            sessions
+                .id_from_cookie(other.secret())
+                .unwrap()
+                .matches(&session.id)
+        );
+        // A changed cookie does not open and is not kept.
+        let mut forged = cookie.secret().to_string();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(sessions.id_from_cookie(&forged).is_none());
+        assert_eq!(sessions.cookies.lock().unwrap().len(), 2);
+        assert!(!format!("{sessions:?}").contains(cookie.secret()));
+        // The session's end is the store's answer, whatever the memo holds.
+        store.remove_session(&session.id).await.unwrap();
+        assert!(
+            sessions
+                .from_cookie(cookie.secret())
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
