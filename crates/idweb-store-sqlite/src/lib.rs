@@ -247,12 +247,29 @@ impl SqliteStore {
         let file = path.clone();
         let (writer, readers) = tokio::task::spawn_blocking(move || {
             create_private_file(&file).map_err(unavailable)?;
-            let writer = connect(&file, Role::Writer)?;
-            migrations::run(&writer, now)?;
-            let readers = (0..reader_count())
-                .map(|_| connect(&file, Role::Reader))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, StoreError>((writer, readers))
+            // Openers of a new file at once: while one sets it up (WAL mode,
+            // migrations), another's setup could fail with `SQLITE_BUSY`
+            // although its busy timeout had not passed (seen under load in
+            // the concurrent-openers test: some of SQLite's steps there do
+            // not wait). The whole setup is tried again, for as long as the
+            // busy timeout.
+            let started = std::time::Instant::now();
+            loop {
+                let attempt = (|| {
+                    let writer = connect(&file, Role::Writer)?;
+                    migrations::run(&writer, now)?;
+                    let readers = (0..reader_count())
+                        .map(|_| connect(&file, Role::Reader))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok::<_, StoreError>((writer, readers))
+                })();
+                match attempt {
+                    Err(e) if error::is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    other => break other,
+                }
+            }
         })
         .await
         .map_err(unavailable)??;
