@@ -7,9 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idweb::MemoryStore;
 use idweb::msal::{AccessTokenEntry, CacheEntry};
 use idweb::{PartitionKey, Secret, Session, SignOut, SignOutSelector, SystemClock, TokenCache};
-use idweb_test_support::{AppOptions, TestApp, browser, dev_idp, sign_in, start_app};
+
+use idweb_test_support::{
+    AppOptions, ControlledStore, TestApp, browser, dev_idp, sign_in, start_app,
+};
 
 async fn only_session(app: &TestApp) -> Session {
     let sessions = app.store.list_sessions(None, 10).await.unwrap();
@@ -123,6 +127,65 @@ async fn after_a_local_sign_out_no_token_is_served() {
             .unwrap(),
         None
     );
+    let result = rp.token_for_user(&session, &["openid"]).await;
+    assert!(
+        matches!(result, Err(idweb::TokenError::SignedOut)),
+        "{result:?}"
+    );
+}
+
+/// The partition version read with the session (one snapshot) answers the
+/// first token lookup right after, with no second store read; every other
+/// lookup — the second, one by a clone after it, one past the time bound —
+/// asks the store.
+#[tokio::test]
+async fn the_version_read_with_the_session_answers_one_lookup() {
+    let idp = dev_idp(true).await;
+    let store = Arc::new(ControlledStore::new(Arc::new(MemoryStore::new())));
+    let app = start_app(
+        &idp,
+        AppOptions {
+            store: Some(store.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    sign_in(&browser(), &app, "alice").await;
+    let id = only_session(&app).await.id;
+    let rp = app.idweb.relying_party();
+    // The view of the partition, made by a first lookup.
+    let warm = rp.session(&id).await.unwrap().unwrap();
+    let token = rp.token_for_user(&warm, &["openid"]).await.unwrap();
+
+    let session = rp.session(&id).await.unwrap().unwrap();
+    store.set_failing(true);
+    let first = rp.token_for_user(&session, &["openid"]).await.unwrap();
+    assert_eq!(first.secret, token.secret, "served without the store");
+    assert!(
+        rp.token_for_user(&session, &["openid"]).await.is_err(),
+        "the second lookup asks the store"
+    );
+
+    // Clones share the one lookup.
+    store.set_failing(false);
+    let session = rp.session(&id).await.unwrap().unwrap();
+    let clone = session.clone();
+    store.set_failing(true);
+    rp.token_for_user(&clone, &["openid"]).await.unwrap();
+    assert!(rp.token_for_user(&session, &["openid"]).await.is_err());
+
+    // Past the bound, even the first lookup asks the store.
+    store.set_failing(false);
+    let session = rp.session(&id).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    store.set_failing(true);
+    assert!(rp.token_for_user(&session, &["openid"]).await.is_err());
+
+    // A sign-out in this process between the read and the lookup drops the
+    // view: the lookup asks the store, which has nothing.
+    store.set_failing(false);
+    let session = rp.session(&id).await.unwrap().unwrap();
+    rp.local_sign_out(&session, false).await.unwrap();
     let result = rp.token_for_user(&session, &["openid"]).await;
     assert!(
         matches!(result, Err(idweb::TokenError::SignedOut)),

@@ -358,6 +358,77 @@ pub async fn partition_writes_and_reads(factory: &impl StoreFactory) {
     );
 }
 
+/// `get_session_and_partition_version` answers what `get_session` and
+/// `partition_version` answer (a store may leave the version unread): the
+/// same session, the partition's version once it has entries, none after
+/// its entries are gone; nothing for a signed-out or ended session.
+pub async fn session_and_partition_version_read_together(factory: &impl StoreFactory) {
+    let (store, clock) = store_with(factory).await;
+    let iss = unique("https://iss");
+    let s = sample_session(&iss, &unique("sub"), Some(&unique("sid")), clock.unix_now());
+    store.put_session(&s).await.expect("put");
+    let key = PartitionKey::Session(s.id.clone());
+    let read = |store: Arc<dyn Store>, id: SessionId| async move {
+        store
+            .get_session_and_partition_version(&id)
+            .await
+            .expect("read")
+    };
+    // Each read: the session as `get_session` returns it, and a version
+    // that is `partition_version`'s when the store read it.
+    let check = |got: Option<(Session, Option<Option<u64>>)>, want: Option<u64>| {
+        let (session, version) = got.expect("the session");
+        assert_eq!(session, s);
+        if let Some(v) = version {
+            assert_eq!(v, want, "the version read with the session");
+        }
+    };
+    check(read(store.clone(), s.id.clone()).await, None);
+    assert_eq!(store.partition_version(&key).await.expect("v"), None);
+    let v1 = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("at", "AccessToken", b"1")]),
+        )
+        .await
+        .expect("write");
+    check(read(store.clone(), s.id.clone()).await, Some(v1));
+    let v2 = store
+        .write_partition(
+            &key,
+            PartitionWrite::upsert(vec![entry("at", "AccessToken", b"2")]),
+        )
+        .await
+        .expect("write");
+    assert!(v2 > v1);
+    assert_eq!(store.partition_version(&key).await.expect("v"), Some(v2));
+    check(read(store.clone(), s.id.clone()).await, Some(v2));
+    let mut w = PartitionWrite::upsert(Vec::new());
+    w.remove = vec!["at".into()];
+    store.write_partition(&key, w).await.expect("write");
+    assert_eq!(store.partition_version(&key).await.expect("v"), None);
+    check(read(store.clone(), s.id.clone()).await, None);
+
+    // Signed out (a tombstone of its provider session): nothing.
+    let t = Tombstone::new(
+        SessionLookup::ByProviderSession {
+            iss: iss.clone(),
+            sid: s.sid.clone().expect("sid"),
+        },
+        us(clock.unix_now()) + 1,
+        clock.unix_now() + 600,
+    );
+    store.put_tombstone(&t).await.expect("tombstone");
+    assert!(read(store.clone(), s.id.clone()).await.is_none());
+
+    // Ended: nothing.
+    let ended = sample_session(&iss, &unique("sub"), None, clock.unix_now());
+    store.put_session(&ended).await.expect("put");
+    assert!(read(store.clone(), ended.id.clone()).await.is_some());
+    clock.advance(Duration::from_secs(3601));
+    assert!(read(store.clone(), ended.id.clone()).await.is_none());
+}
+
 /// A session partition cannot be written when its session does not exist.
 pub async fn partition_write_needs_a_live_session(factory: &impl StoreFactory) {
     let (store, clock) = store_with(factory).await;
@@ -1443,6 +1514,7 @@ macro_rules! store_conformance_tests {
             concurrent_writers,
             count_follows_changes,
             partition_writes_and_reads,
+            session_and_partition_version_read_together,
             partition_write_needs_a_live_session,
             removed_session_takes_its_partition_and_refuses_late_writes,
             conditional_writes_are_compare_and_set,

@@ -44,7 +44,7 @@ pub(crate) fn decode_session(data: &str) -> Result<Session, StoreError> {
     serde_json::from_str(data).map_err(corrupt)
 }
 
-fn to_u64(n: i64, what: &str) -> Result<u64, StoreError> {
+pub(crate) fn to_u64(n: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| corrupt(format!("negative {what} ({n})")))
 }
 
@@ -415,6 +415,24 @@ pub(crate) fn get_session_checked(
         .and_then(|mut st| {
             st.query_row(params![id, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
+        })
+        .map_err(db_error)
+}
+
+/// [`get_session_checked`] and the version of partition `pkey` (when it
+/// holds entries), from one statement.
+pub(crate) fn get_session_checked_with_version(
+    conn: &Connection,
+    id: &str,
+    pkey: &str,
+    now: i64,
+) -> Result<Option<(String, i64, bool, Option<i64>)>, StoreError> {
+    conn.prepare_cached(sql::SESSION_GET_CHECKED_WITH_VERSION)
+        .and_then(|mut st| {
+            st.query_row(params![id, now, pkey], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
         })
         .map_err(db_error)
 }

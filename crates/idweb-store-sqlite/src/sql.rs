@@ -38,6 +38,21 @@ pub(crate) const SESSION_GET_CHECKED: &str = "SELECT s.data, s.expires_at,
                      AND +t.expires_at > ?2 AND t.logged_out_at >= s.created_at)
      FROM sessions s WHERE s.id = ?1";
 
+/// [`SESSION_GET_CHECKED`] and, in the same statement (one read
+/// transaction), the version of the session's partition `?3` when it holds
+/// entries ([`PARTITION_LIVE_VERSION`] without the session check, which the
+/// caller makes on the session row itself).
+pub(crate) const SESSION_GET_CHECKED_WITH_VERSION: &str = "SELECT s.data, s.expires_at,
+        EXISTS (SELECT 1 FROM tombstones t
+                WHERE t.kind = 'sid' AND t.iss = s.iss AND t.value = s.sid
+                  AND +t.expires_at > ?2)
+        OR EXISTS (SELECT 1 FROM tombstones t
+                   WHERE t.kind = 'sub' AND t.iss = s.iss AND t.value = s.sub
+                     AND +t.expires_at > ?2 AND t.logged_out_at >= s.created_at),
+        (SELECT p.version FROM partitions p
+         WHERE p.pkey = ?3 AND EXISTS (SELECT 1 FROM entries e WHERE e.pkey = p.pkey))
+     FROM sessions s WHERE s.id = ?1";
+
 /// What a sign-out of one session needs: its issuer and provider session.
 pub(crate) const SESSION_PROVIDER_SESSION: &str = "SELECT iss, sid FROM sessions WHERE id = ?1";
 
@@ -193,6 +208,7 @@ pub(crate) const INDEXED: &[&str] = &[
     SESSION_UPSERT,
     SESSION_GET,
     SESSION_GET_CHECKED,
+    SESSION_GET_CHECKED_WITH_VERSION,
     SESSION_PROVIDER_SESSION,
     SESSION_DELETE,
     SESSIONS_BY_SID,

@@ -25,42 +25,40 @@ impl Store for SqliteStore {
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let now = self.now();
         let key = id.secret().to_string();
-        let Some((data, expires_at, signed_out)) = self
-            .read(move |conn| ops::get_session_checked(conn, &key, now))
-            .await?
-        else {
+        let row = self
+            .read(move |conn| {
+                Ok(ops::get_session_checked(conn, &key, now)?
+                    .map(|(data, expires_at, signed_out)| (data, expires_at, signed_out, ())))
+            })
+            .await?;
+        Ok(self.session_of_row(id, row, now).await?.map(|(s, _)| s))
+    }
+
+    /// One statement, one snapshot: the session row (with its tombstone
+    /// check) and its partition's version.
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
+        let now = self.now();
+        let key = id.secret().to_string();
+        let pkey = PartitionKey::Session(id.clone()).storage_key();
+        let row = self
+            .read(move |conn| {
+                Ok(
+                    ops::get_session_checked_with_version(conn, &key, &pkey, now)?.map(
+                        |(data, expires_at, signed_out, v)| (data, expires_at, signed_out, Some(v)),
+                    ),
+                )
+            })
+            .await?;
+        let Some((session, version)) = self.session_of_row(id, row, now).await? else {
             return Ok(None);
         };
-        if signed_out {
-            // A tombstone covers it: signed out, whatever rows remain.
-            return Ok(None);
-        }
-        if expires_at <= now {
-            // The session has ended: take it and its tokens out now rather
-            // than at the next purge. Failing to do so does not make the
-            // session any less ended.
-            let key = id.secret().to_string();
-            if let Err(e) = self
-                .write(move |conn| ops::delete_if_expired(conn, &key, now))
-                .await
-            {
-                tracing::warn!(
-                    session = %id.fingerprint(),
-                    error = %e,
-                    "could not delete an expired session; the next purge will"
-                );
-            }
-            return Ok(None);
-        }
-        if let Some(session) = self.inner.decoded.get(&key_of(id), &data) {
-            return Ok(Some(session));
-        }
-        let session = ops::decode_session(&data)?;
-        if !session.id.matches(id) {
-            return Err(corrupt("a session row holds another session's id"));
-        }
-        self.inner.decoded.put(key_of(id), data, &session);
-        Ok(Some(session))
+        let version = version
+            .map(|v| v.map(|v| ops::to_u64(v, "partition version")).transpose())
+            .transpose()?;
+        Ok(Some((session, version)))
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -228,6 +226,54 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         SqliteStore::purge_expired(self).await
+    }
+}
+
+impl SqliteStore {
+    /// The live session of a session row as read by
+    /// [`ops::get_session_checked`]: `None` when signed out or ended (an
+    /// ended session is deleted now rather than at the next purge); the
+    /// decoded session is reused while the row is byte for byte the one
+    /// decoded before. The row's fourth field rides along.
+    async fn session_of_row<V>(
+        &self,
+        id: &SessionId,
+        row: Option<(String, i64, bool, V)>,
+        now: i64,
+    ) -> Result<Option<(Session, V)>, StoreError> {
+        let Some((data, expires_at, signed_out, extra)) = row else {
+            return Ok(None);
+        };
+        if signed_out {
+            // A tombstone covers it: signed out, whatever rows remain.
+            return Ok(None);
+        }
+        if expires_at <= now {
+            // The session has ended: take it and its tokens out now rather
+            // than at the next purge. Failing to do so does not make the
+            // session any less ended.
+            let key = id.secret().to_string();
+            if let Err(e) = self
+                .write(move |conn| ops::delete_if_expired(conn, &key, now))
+                .await
+            {
+                tracing::warn!(
+                    session = %id.fingerprint(),
+                    error = %e,
+                    "could not delete an expired session; the next purge will"
+                );
+            }
+            return Ok(None);
+        }
+        if let Some(session) = self.inner.decoded.get(&key_of(id), &data) {
+            return Ok(Some((session, extra)));
+        }
+        let session = ops::decode_session(&data)?;
+        if !session.id.matches(id) {
+            return Err(corrupt("a session row holds another session's id"));
+        }
+        self.inner.decoded.put(key_of(id), data, &session);
+        Ok(Some((session, extra)))
     }
 }
 

@@ -73,6 +73,14 @@ impl Store for ControlledStore {
         self.check()?;
         self.inner.get_session(id).await
     }
+
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
+        self.check()?;
+        self.inner.get_session_and_partition_version(id).await
+    }
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.check()?;
         self.inner.remove_session(id).await

@@ -247,6 +247,17 @@ impl Store for MeteredStore {
         self.timed(Op::GetSession, self.inner.get_session(id)).await
     }
 
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
+        self.timed(
+            Op::GetSession,
+            self.inner.get_session_and_partition_version(id),
+        )
+        .await
+    }
+
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.timed(Op::RemoveSession, self.inner.remove_session(id))
             .await

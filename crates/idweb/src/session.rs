@@ -71,7 +71,63 @@ pub struct Session {
     pub created_at: i64,
     /// Unix seconds when the session ends.
     pub expires_at: i64,
+    /// The version of the session's token-cache partition, when the store
+    /// read it in the same step as the session (see
+    /// [`Store::get_session_and_partition_version`](crate::Store::get_session_and_partition_version)):
+    /// the first token lookup for the session, within
+    /// [`PartitionRead::TTL`] of the read, then asks the store nothing
+    /// more. Never stored.
+    #[serde(skip)]
+    pub(crate) partition_read: Option<PartitionRead>,
 }
+
+/// A partition version read together with its session (one snapshot),
+/// for the request that read it: it answers for **one** token lookup
+/// (shared by the session's clones), within [`TTL`](Self::TTL) of the
+/// read. Any later lookup asks the store, as one without it does.
+///
+/// It takes no part in comparing sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionRead {
+    /// The version (`None`: the partition held no entries).
+    version: Option<u64>,
+    /// When it was read.
+    at: std::time::Instant,
+    used: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PartitionRead {
+    /// How long after the read the version may answer: about a request.
+    pub(crate) const TTL: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// A version read just now.
+    pub(crate) fn new(version: Option<u64>) -> Self {
+        Self {
+            version,
+            at: std::time::Instant::now(),
+            used: std::sync::Arc::default(),
+        }
+    }
+
+    /// The version, the first time it is asked for within
+    /// [`TTL`](Self::TTL) of the read; `None` after that.
+    pub(crate) fn take(&self) -> Option<Option<u64>> {
+        if self.at.elapsed() >= Self::TTL
+            || self.used.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return None;
+        }
+        Some(self.version)
+    }
+}
+
+impl PartialEq for PartitionRead {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PartitionRead {}
 
 impl Session {
     /// A new session with a fresh random id, for `sub` at `iss`, created at
@@ -97,6 +153,7 @@ impl Session {
             id_token,
             created_at,
             expires_at,
+            partition_read: None,
         }
     }
 

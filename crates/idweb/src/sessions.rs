@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::crypto::Sealer;
 use crate::keys::CacheKeys;
 use crate::secret::Secret;
-use crate::session::{Session, SessionId};
+use crate::session::{PartitionRead, Session, SessionId};
 use crate::store::{Store, StoreError};
 use crate::time::Clock;
 use crate::token_cache::{open_session, seal_session};
@@ -141,15 +141,23 @@ impl Sessions {
     }
 
     /// The live session with this id, if any (its ID token decrypted).
+    ///
+    /// Where the store reads it in the same step, the session carries the
+    /// version of its token-cache partition, so that the first token lookup
+    /// for it, right after, asks the store nothing more
+    /// ([`Store::get_session_and_partition_version`]).
     pub async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let Some(stored) = self.store.get_session(id).await? else {
+        let Some((stored, version)) = self.store.get_session_and_partition_version(id).await?
+        else {
             return Ok(None);
         };
         let now = self.clock.unix_now();
         if stored.is_expired(now) || !stored.id.matches(id) {
             return Ok(None);
         }
-        self.opened(stored).map(Some)
+        let mut session = self.opened(stored)?;
+        session.partition_read = version.map(PartitionRead::new);
+        Ok(Some(session))
     }
 
     /// Stores a new session, its ID token encrypted with the cache keys so

@@ -649,6 +649,7 @@ impl SignIn {
             // second must not cover this session (see `Tombstone::covers`).
             created_at: self.clock.unix_micros(),
             expires_at: now.saturating_add(self.config.session_lifetime),
+            partition_read: None,
         };
         self.sessions.put(&session).await?;
         let requested = self.config.scopes.join(" ");

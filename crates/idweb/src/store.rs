@@ -551,6 +551,21 @@ pub trait Store: Debug + Send + Sync + 'static {
     /// The live session with this id, if any.
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
 
+    /// [`get_session`](Store::get_session) and, where the store reads it in
+    /// the same step at little cost, the version of the session's partition
+    /// ([`partition_version`](Store::partition_version) of
+    /// `PartitionKey::Session(id)`), read in the same snapshot: the request
+    /// path then checks its decoded tokens without a second read. The
+    /// version is `None` when not read — the default, which only reads the
+    /// session; a store overriding this returns `Some(None)` for a partition
+    /// without entries.
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
+        Ok(self.get_session(id).await?.map(|s| (s, None)))
+    }
+
     /// Removes the session, its index entries and its partition; returns the
     /// session if it existed.
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
@@ -909,6 +924,32 @@ impl Store for MemoryStore {
             // Signed out, its rows not yet removed: refused all the same.
             Some(s) if inner.tombstoned(s, now) => Ok(None),
             Some(s) => Ok(Some(s.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// Under the store's one lock: the session and its partition's version.
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
+        let now = self.clock.unix_now();
+        let mut inner = self.lock();
+        match inner.sessions.get(id) {
+            Some(s) if s.is_expired(now) => {
+                inner.remove(id);
+                Ok(None)
+            }
+            Some(s) if inner.tombstoned(s, now) => Ok(None),
+            Some(s) => {
+                let session = s.clone();
+                let version = inner
+                    .partitions
+                    .get(&PartitionKey::Session(id.clone()))
+                    .filter(|(_, entries)| !entries.is_empty())
+                    .map(|(v, _)| *v);
+                Ok(Some((session, Some(version))))
+            }
             None => Ok(None),
         }
     }

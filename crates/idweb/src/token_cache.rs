@@ -51,6 +51,7 @@ pub(crate) fn seal_session(keys: &CacheKeys, session: &Session) -> Session {
     let sealed = keys.seal(aad.as_bytes(), session.id_token.secret().as_bytes());
     let mut stored = session.clone();
     stored.id_token = Secret::new(format!("{SEALED_ID_TOKEN_PREFIX}{}", b64url(&sealed)));
+    stored.partition_read = None;
     stored
 }
 
@@ -354,7 +355,18 @@ impl TokenCache {
         &self,
         key: &PartitionKey,
         client_id: &str,
+        read_along: Option<Option<u64>>,
     ) -> Result<Option<Arc<PartitionView>>, StoreError> {
+        // The version read with the session, in the same snapshot: when the
+        // view is of that version, it answers without asking the store.
+        // Anything else (no view, another version, no entries then) asks
+        // the store, as a local write or eviction since has dropped the view.
+        if let Some(Some(version)) = read_along
+            && let Some(view) = self.kept_view(key)
+            && view.version == version
+        {
+            return Ok(Some(view));
+        }
         let Some(version) = self.store.partition_version(key).await? else {
             self.forget(key);
             return Ok(None);
@@ -626,13 +638,21 @@ mod tests {
             )
             .await
             .unwrap();
-        let view = cache.access_tokens(&key, "APP").await.unwrap().unwrap();
+        let view = cache
+            .access_tokens(&key, "APP", None)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(view.tokens.len(), 1);
         assert_eq!(view.tokens[0].secret.secret(), "at-1");
         assert!(view.tokens[0].covers(&["read", "WRITE"]));
         assert!(!view.tokens[0].covers(&["read", "delete"]));
         // The same view while the version holds.
-        let again = cache.access_tokens(&key, "app").await.unwrap().unwrap();
+        let again = cache
+            .access_tokens(&key, "app", None)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(Arc::ptr_eq(&view, &again));
         // A write through another cache over the same store changes the version.
         let other = TokenCache::new(cache.store().clone(), cache.keys.clone());
@@ -645,7 +665,11 @@ mod tests {
             )
             .await
             .unwrap();
-        let fresh = cache.access_tokens(&key, "app").await.unwrap().unwrap();
+        let fresh = cache
+            .access_tokens(&key, "app", None)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!Arc::ptr_eq(&view, &fresh));
         assert!(fresh.tokens.iter().any(|t| t.secret.secret() == "at-2"));
     }
@@ -658,12 +682,20 @@ mod tests {
             .write(&key, std::slice::from_ref(&entry), &[], None)
             .await
             .unwrap();
-        cache.access_tokens(&key, "app").await.unwrap().unwrap();
+        cache
+            .access_tokens(&key, "app", None)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(cache.kept_view(&key).is_some());
         cache.write(&key, &[entry], &[], None).await.unwrap();
         assert!(cache.kept_view(&key).is_none(), "a write drops the view");
 
-        cache.access_tokens(&key, "app").await.unwrap().unwrap();
+        cache
+            .access_tokens(&key, "app", None)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(cache.kept_view(&key).is_some());
         let sign_out = SignOut::new(
             cache.store().clone(),
@@ -679,7 +711,13 @@ mod tests {
             cache.kept_view(&key).is_none(),
             "an eviction drops the view"
         );
-        assert!(cache.access_tokens(&key, "app").await.unwrap().is_none());
+        assert!(
+            cache
+                .access_tokens(&key, "app", None)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     fn id_token_entry(secret: &str) -> CacheEntry {

@@ -258,12 +258,20 @@ impl TokenAcquirer {
     /// valid for at least [`MIN_REMAINING_SECS`], from the partition's
     /// decoded view (one version check against the store; no decryption
     /// unless the partition changed).
+    /// A cached token for `scopes`; `read_along` is the partition version
+    /// read with the session in this request, if any (see
+    /// [`TokenCache::access_tokens`]).
     async fn cached_token(
         &self,
         key: &PartitionKey,
         scopes: &[&str],
+        read_along: Option<Option<u64>>,
     ) -> Result<Option<AccessToken>, StoreError> {
-        let Some(view) = self.cache.access_tokens(key, self.client_id()).await? else {
+        let Some(view) = self
+            .cache
+            .access_tokens(key, self.client_id(), read_along)
+            .await?
+        else {
             return Ok(None);
         };
         let now = self.clock.unix_now();
@@ -289,13 +297,20 @@ impl TokenAcquirer {
     /// atomically. Without a usable refresh token, or when the provider
     /// answers `invalid_grant` / `interaction_required`, the result is
     /// [`TokenError::UiRequired`].
+    ///
+    /// The cache is checked against the store's current partition version,
+    /// except for the first lookup right after the session was read (within
+    /// 100 ms) by a store that read that version with it
+    /// ([`Store::get_session_and_partition_version`]): that lookup is
+    /// answered from the session's snapshot, as the rest of its request is.
     pub async fn token_for_user(
         &self,
         session: &Session,
         scopes: &[&str],
     ) -> Result<AccessToken, TokenError> {
         let key = PartitionKey::Session(session.id.clone());
-        match self.cached_token(&key, scopes).await {
+        let read_along = session.partition_read.as_ref().and_then(|r| r.take());
+        match self.cached_token(&key, scopes, read_along).await {
             Ok(Some(t)) => {
                 self.hits.increment(1);
                 return Ok(t);
@@ -347,7 +362,7 @@ impl TokenAcquirer {
             }
             // Another instance is refreshing: wait for its result.
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-            if let Some(t) = self.cached_token(key, scopes).await? {
+            if let Some(t) = self.cached_token(key, scopes, None).await? {
                 return Ok(t);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -488,7 +503,7 @@ impl TokenAcquirer {
             tenant: msal_realm(&self.provider().metadata().token_endpoint),
             audience: audience_of(scopes),
         };
-        if let Some(t) = self.cached_token(&key, scopes).await? {
+        if let Some(t) = self.cached_token(&key, scopes, None).await? {
             return Ok(t);
         }
         let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
