@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use idweb::{BoxError, Store, SystemClock};
+use idweb::{BoxError, SessionId, SignOutSelector, Store, SystemClock};
 use idweb_bench::redis_fixture::{
     CountingProxy, IN_FLIGHT, Limits, RedisAdmin, RedisFixture, Traffic, mib,
 };
@@ -377,6 +377,24 @@ fn count_round_trips(rt: &Runtime, admin: &RedisAdmin, f: &RedisFixture, full: b
             }
             eprintln!(
                 "round trips, {} sessions, evict 1 user of 2 sessions, {name}: per eviction {}",
+                f.sessions,
+                t.per(evictions)
+            );
+            // A provider session this app does not know (what most
+            // back-channel logouts from a provider serving many apps name).
+            let mut t = Traffic::default();
+            for i in 0..evictions {
+                let selector = SignOutSelector::ProviderSession {
+                    iss: f.iss.clone(),
+                    sid: format!("unknown-{}-{i}", SessionId::generate().fingerprint()),
+                };
+                let before = proxy.traffic();
+                let e = sign_out.evict(&selector).await?;
+                t.add(&proxy.traffic().since(&before));
+                assert_eq!(e.sessions_removed, 0);
+            }
+            eprintln!(
+                "round trips, {} sessions, sign out an unknown provider session, {name}: per eviction {}",
                 f.sessions,
                 t.per(evictions)
             );

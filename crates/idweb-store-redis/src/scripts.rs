@@ -192,10 +192,17 @@ if ARGV[3] == '1' then
 end
 local n = tonumber(ARGV[15])
 if lookup then
+  -- Sessions indexed there that the caller did not name: nothing is
+  -- written, and the caller tries again with the ids returned.
   local known = {}
   for i = 1, n do known[ARGV[15 + i]] = true end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[1], '+inf')) do
-    if not known[id] then return {'retry'} end
+  local indexed = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[1], '+inf')
+  for _, id in ipairs(indexed) do
+    if not known[id] then
+      local retry = {'retry'}
+      for _, x in ipairs(indexed) do retry[#retry + 1] = x end
+      return retry
+    end
   end
 elseif (redis.call('HGET', KEYS[7], 'idx') or '') ~= ARGV[12] then
   return {'retry'}

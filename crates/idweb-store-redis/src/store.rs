@@ -569,6 +569,12 @@ impl RedisStore {
         self.timed(OP_TIMEOUT, async {
             let k = &self.inner.keys;
             let now = self.now();
+            // A lookup's sessions, as the script last found them indexed.
+            // The first try names none: a provider session this app does not
+            // know (most back-channel logouts a multi-app provider sends) is
+            // then one round trip, and otherwise the script answers with the
+            // indexed ids for the second.
+            let mut indexed: Vec<String> = Vec::new();
             for _ in 0..MAX_CAS_TRIES {
                 let (lookup_mode, ids, expected_idx, tomb_tag, lookup_index) = match &request.target
                 {
@@ -590,9 +596,7 @@ impl RedisStore {
                     SignOutTarget::Lookup(lookup) => {
                         let tag = selector_tag(lookup).map_err(unavailable)?;
                         let index = k.index(&tag);
-                        let mut range = cmd("ZRANGEBYSCORE");
-                        range.arg(&index).arg(format!("({now}")).arg("+inf");
-                        let ids: Vec<String> = self.query(&range).await?;
+                        let ids = std::mem::take(&mut indexed);
                         (true, ids, String::new(), Some(tag), Some(index))
                     }
                     _ => return Err(unavailable(Error::Unsupported("sign-out target"))),
@@ -661,7 +665,16 @@ impl RedisStore {
                 }
                 let reply: Vec<Vec<u8>> = self.invoke(&inv).await?;
                 return match reply.first().map(Vec::as_slice) {
-                    Some(b"retry") => continue,
+                    Some(b"retry") => {
+                        indexed = reply[1..]
+                            .iter()
+                            .map(|id| {
+                                String::from_utf8(id.clone())
+                                    .map_err(|_| corrupt("a session id is not UTF-8"))
+                            })
+                            .collect::<Result<_, _>>()?;
+                        continue;
+                    }
                     Some(b"replayed") => Ok(SignOutOutcome::Replayed),
                     Some(b"ok") if reply.len() >= 2 => {
                         let entries_removed = u64::try_from(parse_i64(&reply[1])?)
