@@ -131,7 +131,13 @@ impl PartitionKey {
         use base64::Engine;
         use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         match self {
-            PartitionKey::Session(id) => format!("s.{}", id.secret()),
+            PartitionKey::Session(id) => {
+                // On every request of the SQLite store: no formatter.
+                let mut key = String::with_capacity(2 + id.secret().len());
+                key.push_str("s.");
+                key.push_str(id.secret());
+                key
+            }
             PartitionKey::App {
                 client_id,
                 tenant,
