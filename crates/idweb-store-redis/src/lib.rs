@@ -96,13 +96,17 @@
 //! - **Replay records and locks.** `record_jti` and `try_lock` are
 //!   test-and-set scripts; `unlock` compares the token and deletes in one
 //!   script; `forget_jti` is a `DEL`.
-//! - **Sign-out** (`Store::sign_out`), on a standalone server: one read of
-//!   the candidates (the lookup's live ids, or the session's `idx`), then
-//!   one script that checks them again and stores everything together — the
+//! - **Sign-out** (`Store::sign_out`), on a standalone server: one script
+//!   that checks the candidates and stores everything together — the
 //!   replay check and record, the tombstone, each session with its
 //!   partition, version, index and count entries — and, for
-//!   [`CachingStore`], publishes the invalidation: two round trips whatever
-//!   the number of sessions (decision 0015).
+//!   [`CachingStore`], publishes the invalidation (decision 0015). A sign-out
+//!   by lookup first names no session: when the index holds none (a
+//!   provider session this app does not know) that is the whole sign-out,
+//!   one round trip; otherwise the script writes nothing and answers the
+//!   indexed ids, and a second call names them. A sign-out of one session
+//!   reads its `idx` first. Two round trips at most whatever the number of
+//!   sessions, more only when a concurrent write changed the candidates.
 //! - **Tombstones on reads.** `get_session` reads the session and the
 //!   tombstones of its selectors in one script and refuses a session a live
 //!   tombstone covers, even while its keys are still stored.

@@ -551,12 +551,14 @@ impl RedisStore {
         Ok((!self.covered(&session, &tombstones)?).then_some(session))
     }
 
-    /// A whole sign-out on a standalone server: one read of the candidates
-    /// (the lookup's live ids, or the session's `idx`), then one script
-    /// (`SIGN_OUT`) that checks them again and does everything, publishing
+    /// A whole sign-out on a standalone server: one script (`SIGN_OUT`) that
+    /// checks the candidates and does everything, publishing
     /// `ORIGIN\nWORDS` on the invalidation channel when `announce_as` gives
-    /// the origin. Two round trips; more only when a concurrent write
-    /// changed the candidates between the two. `words` receives the names
+    /// the origin. A lookup's first call names no candidate (one round trip
+    /// when the index is empty; else the script answers the indexed ids and
+    /// the second call names them); a session's `idx` is read first. Two
+    /// round trips at most; more only when a concurrent write changed the
+    /// candidates in between. `words` receives the names
     /// of the in-process cache entries concerned (also on failure), after
     /// `first_word` when given (an acknowledgement request).
     pub(crate) async fn sign_out_single(
