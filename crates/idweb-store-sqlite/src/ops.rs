@@ -404,30 +404,16 @@ pub(crate) fn purge_batch(
 
 // Reads.
 
-/// The session `id` as the request path reads it: `(data, expires_at,
-/// covered by a live tombstone)`, in one statement.
+/// A session row as the request path reads it ([`sql::SESSION_GET_CHECKED`]):
+/// its data, expiry, whether a tombstone covers it, and the version of
+/// partition `pkey` when it holds entries.
 pub(crate) fn get_session_checked(
-    conn: &Connection,
-    id: &str,
-    now: i64,
-) -> Result<Option<(String, i64, bool)>, StoreError> {
-    conn.prepare_cached(sql::SESSION_GET_CHECKED)
-        .and_then(|mut st| {
-            st.query_row(params![id, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
-        .map_err(db_error)
-}
-
-/// [`get_session_checked`] and the version of partition `pkey` (when it
-/// holds entries), from one statement.
-pub(crate) fn get_session_checked_with_version(
     conn: &Connection,
     id: &str,
     pkey: &str,
     now: i64,
 ) -> Result<Option<(String, i64, bool, Option<i64>)>, StoreError> {
-    conn.prepare_cached(sql::SESSION_GET_CHECKED_WITH_VERSION)
+    conn.prepare_cached(sql::SESSION_GET_CHECKED)
         .and_then(|mut st| {
             st.query_row(params![id, now, pkey], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))

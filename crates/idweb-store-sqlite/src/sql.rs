@@ -25,24 +25,13 @@ pub(crate) const SESSION_UPSERT: &str =
 
 pub(crate) const SESSION_GET: &str = "SELECT data, expires_at FROM sessions WHERE id = ?1";
 
-/// A session as the request path reads it: its data, its expiry, and whether
+/// A session as the request path reads it: its data, its expiry, whether
 /// a live tombstone covers it (an `(iss, sid)` one, or an `(iss, sub)` one
-/// of a sign-out at or after its creation), in one statement (one snapshot),
-/// each tombstone probed by its primary key.
+/// of a sign-out at or after its creation), each tombstone probed by its
+/// primary key — and the version of the session's partition `?3` when it
+/// holds entries ([`PARTITION_LIVE_VERSION`] without the session check,
+/// which the caller makes on the row itself); one statement, one snapshot.
 pub(crate) const SESSION_GET_CHECKED: &str = "SELECT s.data, s.expires_at,
-        EXISTS (SELECT 1 FROM tombstones t
-                WHERE t.kind = 'sid' AND t.iss = s.iss AND t.value = s.sid
-                  AND +t.expires_at > ?2)
-        OR EXISTS (SELECT 1 FROM tombstones t
-                   WHERE t.kind = 'sub' AND t.iss = s.iss AND t.value = s.sub
-                     AND +t.expires_at > ?2 AND t.logged_out_at >= s.created_at)
-     FROM sessions s WHERE s.id = ?1";
-
-/// [`SESSION_GET_CHECKED`] and, in the same statement (one read
-/// transaction), the version of the session's partition `?3` when it holds
-/// entries ([`PARTITION_LIVE_VERSION`] without the session check, which the
-/// caller makes on the session row itself).
-pub(crate) const SESSION_GET_CHECKED_WITH_VERSION: &str = "SELECT s.data, s.expires_at,
         EXISTS (SELECT 1 FROM tombstones t
                 WHERE t.kind = 'sid' AND t.iss = s.iss AND t.value = s.sid
                   AND +t.expires_at > ?2)
@@ -208,7 +197,6 @@ pub(crate) const INDEXED: &[&str] = &[
     SESSION_UPSERT,
     SESSION_GET,
     SESSION_GET_CHECKED,
-    SESSION_GET_CHECKED_WITH_VERSION,
     SESSION_PROVIDER_SESSION,
     SESSION_DELETE,
     SESSIONS_BY_SID,

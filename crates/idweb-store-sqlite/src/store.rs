@@ -23,15 +23,10 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let now = self.now();
-        let key = id.secret().to_string();
-        let row = self
-            .read(move |conn| {
-                Ok(ops::get_session_checked(conn, &key, now)?
-                    .map(|(data, expires_at, signed_out)| (data, expires_at, signed_out, ())))
-            })
-            .await?;
-        Ok(self.session_of_row(id, row, now).await?.map(|(s, _)| s))
+        Ok(self
+            .get_session_and_partition_version(id)
+            .await?
+            .map(|(s, _)| s))
     }
 
     /// One statement, one snapshot: the session row (with its tombstone
@@ -44,21 +39,15 @@ impl Store for SqliteStore {
         let key = id.secret().to_string();
         let pkey = PartitionKey::Session(id.clone()).storage_key();
         let row = self
-            .read(move |conn| {
-                Ok(
-                    ops::get_session_checked_with_version(conn, &key, &pkey, now)?.map(
-                        |(data, expires_at, signed_out, v)| (data, expires_at, signed_out, Some(v)),
-                    ),
-                )
-            })
+            .read(move |conn| ops::get_session_checked(conn, &key, &pkey, now))
             .await?;
         let Some((session, version)) = self.session_of_row(id, row, now).await? else {
             return Ok(None);
         };
         let version = version
-            .map(|v| v.map(|v| ops::to_u64(v, "partition version")).transpose())
+            .map(|v| ops::to_u64(v, "partition version"))
             .transpose()?;
-        Ok(Some((session, version)))
+        Ok(Some((session, Some(version))))
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -234,13 +223,13 @@ impl SqliteStore {
     /// [`ops::get_session_checked`]: `None` when signed out or ended (an
     /// ended session is deleted now rather than at the next purge); the
     /// decoded session is reused while the row is byte for byte the one
-    /// decoded before. The row's fourth field rides along.
-    async fn session_of_row<V>(
+    /// decoded before. The row's partition version rides along.
+    async fn session_of_row(
         &self,
         id: &SessionId,
-        row: Option<(String, i64, bool, V)>,
+        row: Option<(String, i64, bool, Option<i64>)>,
         now: i64,
-    ) -> Result<Option<(Session, V)>, StoreError> {
+    ) -> Result<Option<(Session, Option<i64>)>, StoreError> {
         let Some((data, expires_at, signed_out, extra)) = row else {
             return Ok(None);
         };

@@ -872,6 +872,21 @@ impl MemoryInner {
             .is_some_and(|exp| *exp > now)
     }
 
+    /// The session `id` as a read returns it: `None` when absent, signed
+    /// out (a tombstone covers it, its rows not yet removed) or ended (then
+    /// removed now).
+    fn readable(&mut self, id: &SessionId, now: i64) -> Option<Session> {
+        match self.sessions.get(id) {
+            Some(s) if s.is_expired(now) => {
+                self.remove(id);
+                None
+            }
+            Some(s) if self.tombstoned(s, now) => None,
+            Some(s) => Some(s.clone()),
+            None => None,
+        }
+    }
+
     /// Whether a live tombstone covers `session` (asked on every read of a
     /// session: no allocation).
     fn tombstoned(&self, session: &Session, now: i64) -> bool {
@@ -921,17 +936,7 @@ impl Store for MemoryStore {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let now = self.clock.unix_now();
-        let mut inner = self.lock();
-        match inner.sessions.get(id) {
-            Some(s) if s.is_expired(now) => {
-                inner.remove(id);
-                Ok(None)
-            }
-            // Signed out, its rows not yet removed: refused all the same.
-            Some(s) if inner.tombstoned(s, now) => Ok(None),
-            Some(s) => Ok(Some(s.clone())),
-            None => Ok(None),
-        }
+        Ok(self.lock().readable(id, now))
     }
 
     /// Under the store's one lock: the session and its partition's version.
@@ -941,23 +946,15 @@ impl Store for MemoryStore {
     ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
         let now = self.clock.unix_now();
         let mut inner = self.lock();
-        match inner.sessions.get(id) {
-            Some(s) if s.is_expired(now) => {
-                inner.remove(id);
-                Ok(None)
-            }
-            Some(s) if inner.tombstoned(s, now) => Ok(None),
-            Some(s) => {
-                let session = s.clone();
-                let version = inner
-                    .partitions
-                    .get(&PartitionKey::Session(id.clone()))
-                    .filter(|(_, entries)| !entries.is_empty())
-                    .map(|(v, _)| *v);
-                Ok(Some((session, Some(version))))
-            }
-            None => Ok(None),
-        }
+        let Some(session) = inner.readable(id, now) else {
+            return Ok(None);
+        };
+        let version = inner
+            .partitions
+            .get(&PartitionKey::Session(id.clone()))
+            .filter(|(_, entries)| !entries.is_empty())
+            .map(|(v, _)| *v);
+        Ok(Some((session, Some(version))))
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
