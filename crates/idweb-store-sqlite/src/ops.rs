@@ -404,19 +404,34 @@ pub(crate) fn purge_batch(
 
 // Reads.
 
-/// A session row as the request path reads it ([`sql::SESSION_GET_CHECKED`]):
-/// its data, expiry, whether a tombstone covers it, and the version of
-/// partition `pkey` when it holds entries.
+/// A session row as the request path reads it ([`sql::SESSION_GET_CHECKED`]).
+pub(crate) struct SessionRow {
+    /// The session, as stored.
+    pub(crate) data: String,
+    /// Unix seconds when it ends.
+    pub(crate) expires_at: i64,
+    /// Whether a live tombstone covers it.
+    pub(crate) signed_out: bool,
+    /// The version of its partition, when the partition holds entries.
+    pub(crate) version: Option<i64>,
+}
+
+/// The row of session `id`, with the version of partition `pkey` (its own).
 pub(crate) fn get_session_checked(
     conn: &Connection,
     id: &str,
     pkey: &str,
     now: i64,
-) -> Result<Option<(String, i64, bool, Option<i64>)>, StoreError> {
+) -> Result<Option<SessionRow>, StoreError> {
     conn.prepare_cached(sql::SESSION_GET_CHECKED)
         .and_then(|mut st| {
             st.query_row(params![id, now, pkey], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(SessionRow {
+                    data: r.get(0)?,
+                    expires_at: r.get(1)?,
+                    signed_out: r.get(2)?,
+                    version: r.get(3)?,
+                })
             })
             .optional()
         })

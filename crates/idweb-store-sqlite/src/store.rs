@@ -227,10 +227,16 @@ impl SqliteStore {
     async fn session_of_row(
         &self,
         id: &SessionId,
-        row: Option<(String, i64, bool, Option<i64>)>,
+        row: Option<ops::SessionRow>,
         now: i64,
     ) -> Result<Option<(Session, Option<i64>)>, StoreError> {
-        let Some((data, expires_at, signed_out, extra)) = row else {
+        let Some(ops::SessionRow {
+            data,
+            expires_at,
+            signed_out,
+            version: extra,
+        }) = row
+        else {
             return Ok(None);
         };
         if signed_out {
