@@ -1,29 +1,36 @@
-//! Cookie reading and writing through the `cookie` crate. The values idweb
-//! puts in cookies are sealed by `idweb` itself (decision 0003); this module
-//! only parses `Cookie` headers and renders `Set-Cookie` with idweb's fixed
-//! attributes.
+//! Cookie reading and writing. The values idweb puts in cookies are sealed
+//! by `idweb` itself (decision 0003); this module only reads `Cookie`
+//! headers (by hand, as the `cookie` crate reads them: decision 0026) and
+//! renders `Set-Cookie` with idweb's fixed attributes through the `cookie`
+//! crate.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use cookie::{Cookie, SameSite};
 
-/// The value of the first cookie named `name` in the request.
+/// Every `(name, value)` pair of the request's `Cookie` headers.
 ///
 /// Read without building a `cookie::Cookie` per pair: this runs on every
 /// request that asks for the signed-in user. It reads the header exactly as
 /// `Cookie::split_parse` does (pairs split at `;`, name and value trimmed,
 /// pairs without `=` or with an empty name skipped, one pair of surrounding
-/// double quotes removed as by `value_trimmed`); a property test holds the
+/// double quotes removed as by `value_trimmed`); property tests hold the
 /// two together.
-pub(crate) fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|h| h.split(';'))
-        .find_map(|pair| {
+        .filter_map(|pair| {
             let (n, v) = pair.split_once('=')?;
-            (n.trim() == name && !name.is_empty()).then(|| trim_quotes(v.trim()))
+            let n = n.trim();
+            (!n.is_empty()).then(|| (n, trim_quotes(v.trim())))
         })
+}
+
+/// The value of the first cookie named `name` in the request.
+pub(crate) fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    pairs(headers).find_map(|(n, v)| (n == name).then_some(v))
 }
 
 /// `s` without one pair of surrounding double quotes.
@@ -36,14 +43,9 @@ fn trim_quotes(s: &str) -> &str {
 /// Every cookie of the request whose name starts with `prefix`, as
 /// `(name, value)`.
 pub(crate) fn with_prefix(headers: &HeaderMap, prefix: &str) -> Vec<(String, String)> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .filter(|c| c.name().starts_with(prefix))
-        .map(|c| (c.name().to_string(), c.value_trimmed().to_string()))
+    pairs(headers)
+        .filter(|(n, _)| n.starts_with(prefix))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
 }
 
@@ -124,23 +126,23 @@ mod tests {
         assert_eq!(get(&h, ""), None);
     }
 
-    /// What the `cookie` crate reads as the value of `name`.
-    fn reference(headers: &HeaderMap, name: &str) -> Option<String> {
+    /// Every pair the `cookie` crate reads in the request's headers.
+    fn reference(headers: &HeaderMap) -> Vec<(String, String)> {
         headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(Cookie::split_parse)
             .filter_map(Result::ok)
-            .find(|c| c.name() == name)
-            .map(|c| c.value_trimmed().to_string())
+            .map(|c| (c.name().to_string(), c.value_trimmed().to_string()))
+            .collect()
     }
 
     proptest::proptest! {
         /// The hand-written reader finds what the `cookie` crate finds, in
         /// any header made of names, values, separators, spaces and quotes.
         #[test]
-        fn get_reads_what_the_cookie_crate_reads(
+        fn cookies_are_read_as_the_cookie_crate_reads_them(
             lines in proptest::collection::vec("[ a-c=;\"\t]{0,24}", 1..3),
             name in "[a-c]{0,2}",
         ) {
@@ -148,7 +150,11 @@ mod tests {
             for l in &lines {
                 h.append(header::COOKIE, HeaderValue::from_str(l).unwrap());
             }
-            proptest::prop_assert_eq!(get(&h, &name).map(str::to_string), reference(&h, &name));
+            let all = reference(&h);
+            let first = all.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+            proptest::prop_assert_eq!(get(&h, &name).map(str::to_string), first);
+            let prefixed: Vec<_> = all.into_iter().filter(|(n, _)| n.starts_with(&name)).collect();
+            proptest::prop_assert_eq!(with_prefix(&h, &name), prefixed);
         }
     }
 

@@ -163,15 +163,13 @@ async fn measure(
     for n in [1usize, 2, 20] {
         // Back-channel form: every session of (iss, sub), with the jti.
         let (sub, sessions) = user(store, &iss, n).await;
-        let request = SignOutRequest::new(
-            SignOutTarget::Lookup(SessionLookup::BySubject {
+        let request = back_channel(
+            SessionLookup::BySubject {
                 iss: iss.clone(),
                 sub: sub.clone(),
-            }),
-            now(),
-            now() + 7200,
-        )
-        .with_jti(JtiRecord::new(iss.clone(), unique("jti"), now() + 600));
+            },
+            &iss,
+        );
         let before = proxy.traffic();
         let outcome = store.sign_out(&request).await.expect("sign out");
         let traffic = proxy.traffic().since(&before);
@@ -238,15 +236,13 @@ async fn measure(
     }
     // A provider session this app does not know, with the jti (most
     // back-channel logouts a provider serving many apps sends).
-    let request = SignOutRequest::new(
-        SignOutTarget::Lookup(SessionLookup::ByProviderSession {
+    let request = back_channel(
+        SessionLookup::ByProviderSession {
             iss: iss.clone(),
             sid: unique("unknown-sid"),
-        }),
-        now(),
-        now() + 7200,
-    )
-    .with_jti(JtiRecord::new(iss.clone(), unique("jti"), now() + 600));
+        },
+        &iss,
+    );
     let before = proxy.traffic();
     let outcome = store.sign_out(&request).await.expect("sign out");
     let traffic = proxy.traffic().since(&before);
@@ -267,6 +263,12 @@ async fn measure(
         drain(rx);
     }
     out
+}
+
+/// A back-channel sign-out of `lookup`: by lookup, with a fresh `jti`.
+fn back_channel(lookup: SessionLookup, iss: &str) -> SignOutRequest {
+    SignOutRequest::new(SignOutTarget::Lookup(lookup), now(), now() + 7200)
+        .with_jti(JtiRecord::new(iss.to_string(), unique("jti"), now() + 600))
 }
 
 /// The label of the sign-out of a provider session no session of the app has.
