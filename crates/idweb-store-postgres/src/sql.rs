@@ -8,7 +8,14 @@ pub(crate) const PUT_SESSION: &str = "SELECT put_session($1, $2, $3, $4, $5, $6,
 /// an `(iss, sub)` one of a sign-out at or after its creation), even while
 /// its rows remain: one statement (one snapshot), each tombstone probed by
 /// its primary key.
-pub(crate) const GET_SESSION: &str = "SELECT s.data FROM sessions s
+///
+/// The second column is the version of the session's partition `$3` when it
+/// holds entries ([`PARTITION_VERSION`] without the session check, which the
+/// row itself passed), so that the request path reads both at once.
+pub(crate) const GET_SESSION: &str = "SELECT s.data,
+       (SELECT p.version FROM partitions p
+        WHERE p.pkey = $3 AND EXISTS (SELECT 1 FROM entries e WHERE e.part = p.id))
+     FROM sessions s
      WHERE s.id = $1 AND s.expires_at > $2
        AND NOT EXISTS (SELECT 1 FROM tombstones t
                        WHERE t.kind = 'sid' AND t.iss = s.iss AND t.value = s.sid

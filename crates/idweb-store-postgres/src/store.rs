@@ -319,11 +319,33 @@ impl Store for PostgresStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .get_session_and_partition_version(id)
+            .await?
+            .map(|(s, _)| s))
+    }
+
+    /// One statement (one snapshot, one round trip): the session with its
+    /// tombstone check, and its partition's version.
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
         let now = self.now();
-        let rows = self.read(sql::GET_SESSION, &[&id.secret(), &now]).await?;
-        rows.first()
-            .map(|row| session_of(row, Some(id)))
-            .transpose()
+        let pkey = PartitionKey::Session(id.clone()).storage_key();
+        let rows = self
+            .read(sql::GET_SESSION, &[&id.secret(), &now, &pkey])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let session = session_of(row, Some(id))?;
+        let version = row
+            .try_get::<_, Option<i64>>(1)
+            .map_err(bad_row)?
+            .map(|v| to_u64(v, "partition version"))
+            .transpose()?;
+        Ok(Some((session, Some(version))))
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
