@@ -406,8 +406,8 @@ pub(crate) fn purge_batch(
 
 /// A session row as the request path reads it ([`sql::SESSION_GET_CHECKED`]).
 pub(crate) struct SessionRow {
-    /// The session, as stored.
-    pub(crate) data: String,
+    /// The session: decoded before from this very text, or the text.
+    pub(crate) data: RowData,
     /// Unix seconds when it ends.
     pub(crate) expires_at: i64,
     /// Whether a live tombstone covers it.
@@ -416,18 +416,34 @@ pub(crate) struct SessionRow {
     pub(crate) version: Option<i64>,
 }
 
-/// The row of session `id`, with the version of partition `pkey` (its own).
+/// A session row's data.
+pub(crate) enum RowData {
+    /// What `reuse` returned for the row's text (compared while it was
+    /// still SQLite's, so the request path copies nothing).
+    Reused(Session),
+    /// The text, to decode.
+    Text(String),
+}
+
+/// The row of session `id`, with the version of partition `pkey` (its own);
+/// `reuse` is offered the row's text first.
 pub(crate) fn get_session_checked(
     conn: &Connection,
     id: &str,
     pkey: &str,
     now: i64,
+    reuse: &dyn Fn(&str) -> Option<Session>,
 ) -> Result<Option<SessionRow>, StoreError> {
     conn.prepare_cached(sql::SESSION_GET_CHECKED)
         .and_then(|mut st| {
             st.query_row(params![id, now, pkey], |r| {
+                let text = r.get_ref(0)?.as_str()?;
+                let data = match reuse(text) {
+                    Some(session) => RowData::Reused(session),
+                    None => RowData::Text(text.to_string()),
+                };
                 Ok(SessionRow {
-                    data: r.get(0)?,
+                    data,
                     expires_at: r.get(1)?,
                     signed_out: r.get(2)?,
                     version: r.get(3)?,

@@ -38,8 +38,12 @@ impl Store for SqliteStore {
         let now = self.now();
         let key = id.secret().to_string();
         let pkey = PartitionKey::Session(id.clone()).storage_key();
+        let inner = self.inner.clone();
         let row = self
-            .read(move |conn| ops::get_session_checked(conn, &key, &pkey, now))
+            .read(move |conn| {
+                let reuse = |text: &str| inner.decoded.get(&key, text);
+                ops::get_session_checked(conn, &key, &pkey, now, &reuse)
+            })
             .await?;
         let Some((session, version)) = self.session_of_row(id, row, now).await? else {
             return Ok(None);
@@ -223,7 +227,8 @@ impl SqliteStore {
     /// [`ops::get_session_checked`]: `None` when signed out or ended (an
     /// ended session is deleted now rather than at the next purge); the
     /// decoded session is reused while the row is byte for byte the one
-    /// decoded before. The row's partition version rides along.
+    /// decoded before (compared in the read, against SQLite's own copy of
+    /// the text). The row's partition version rides along.
     async fn session_of_row(
         &self,
         id: &SessionId,
@@ -260,9 +265,10 @@ impl SqliteStore {
             }
             return Ok(None);
         }
-        if let Some(session) = self.inner.decoded.get(&key_of(id), &data) {
-            return Ok(Some((session, extra)));
-        }
+        let data = match data {
+            ops::RowData::Reused(session) => return Ok(Some((session, extra))),
+            ops::RowData::Text(text) => text,
+        };
         let session = ops::decode_session(&data)?;
         if !session.id.matches(id) {
             return Err(corrupt("a session row holds another session's id"));
