@@ -92,6 +92,17 @@ struct LookupRef<'a> {
     id: &'a str,
 }
 
+impl LookupRef<'_> {
+    fn to_owned(self) -> SessionLookup {
+        let (iss, id) = (self.iss.to_string(), self.id.to_string());
+        if self.by_sid {
+            SessionLookup::ByProviderSession { iss, sid: id }
+        } else {
+            SessionLookup::BySubject { iss, sub: id }
+        }
+    }
+}
+
 impl hashbrown::Equivalent<SessionLookup> for LookupRef<'_> {
     fn equivalent(&self, key: &SessionLookup) -> bool {
         *self == key.as_ref()
@@ -806,23 +817,25 @@ pub struct MemoryHeld {
     pub jtis: usize,
 }
 
-fn index_keys(s: &Session) -> Vec<SessionLookup> {
-    let mut keys = vec![SessionLookup::BySubject {
-        iss: s.iss.clone(),
-        sub: s.sub.clone(),
-    }];
-    if let Some(sid) = &s.sid {
-        keys.push(SessionLookup::ByProviderSession {
-            iss: s.iss.clone(),
-            sid: sid.clone(),
-        });
-    }
-    keys
+/// The lookups that find `s` (by subject, and by provider session when it
+/// has one), borrowed from it.
+fn lookups_of(s: &Session) -> impl Iterator<Item = LookupRef<'_>> {
+    let by_sub = LookupRef {
+        by_sid: false,
+        iss: &s.iss,
+        id: &s.sub,
+    };
+    let by_sid = s.sid.as_deref().map(|sid| LookupRef {
+        by_sid: true,
+        iss: &s.iss,
+        id: sid,
+    });
+    std::iter::once(by_sub).chain(by_sid)
 }
 
 impl MemoryInner {
     fn unindex(&mut self, s: &Session) {
-        for key in index_keys(s) {
+        for key in lookups_of(s) {
             if let Some(set) = self.index.get_mut(&key) {
                 set.remove(&s.id);
                 if set.is_empty() {
@@ -872,6 +885,13 @@ impl MemoryInner {
             .is_some_and(|exp| *exp > now)
     }
 
+    /// The version of partition `key` while it holds entries.
+    fn version_of(&self, key: &PartitionKey) -> Option<u64> {
+        self.partitions
+            .get(key)
+            .and_then(|(version, entries)| (!entries.is_empty()).then_some(*version))
+    }
+
     /// The session `id` as a read returns it: `None` when absent, signed
     /// out (a tombstone covers it, its rows not yet removed) or ended (then
     /// removed now).
@@ -893,17 +913,7 @@ impl MemoryInner {
         if self.tombstones.is_empty() {
             return false;
         }
-        let by_sub = LookupRef {
-            by_sid: false,
-            iss: &session.iss,
-            id: &session.sub,
-        };
-        let by_sid = session.sid.as_deref().map(|sid| LookupRef {
-            by_sid: true,
-            iss: &session.iss,
-            id: sid,
-        });
-        std::iter::once(by_sub).chain(by_sid).any(|k| {
+        lookups_of(session).any(|k| {
             self.tombstones
                 .get(&k)
                 .is_some_and(|t| t.expires_at > now && t.covers(session))
@@ -923,10 +933,10 @@ impl Store for MemoryStore {
         if let Some(old) = inner.sessions.remove(&session.id) {
             inner.unindex(&old);
         }
-        for key in index_keys(session) {
+        for key in lookups_of(session) {
             inner
                 .index
-                .entry(key)
+                .entry(key.to_owned())
                 .or_default()
                 .insert(session.id.clone());
         }
@@ -949,11 +959,7 @@ impl Store for MemoryStore {
         let Some(session) = inner.readable(id, now) else {
             return Ok(None);
         };
-        let version = inner
-            .partitions
-            .get(&PartitionKey::Session(id.clone()))
-            .filter(|(_, entries)| !entries.is_empty())
-            .map(|(v, _)| *v);
+        let version = inner.version_of(&PartitionKey::Session(id.clone()));
         Ok(Some((session, Some(version))))
     }
 
@@ -1030,10 +1036,7 @@ impl Store for MemoryStore {
         {
             return Ok(None);
         }
-        Ok(inner
-            .partitions
-            .get(key)
-            .and_then(|(version, entries)| (!entries.is_empty()).then_some(*version)))
+        Ok(inner.version_of(key))
     }
 
     async fn write_partition(
@@ -1258,6 +1261,7 @@ mod tests {
         };
         for key in [&by_sid, &by_sub] {
             let r = key.as_ref();
+            assert_eq!(&r.to_owned(), key);
             assert_eq!(hasher.hash_one(key), hasher.hash_one(r));
             assert!(hashbrown::Equivalent::equivalent(&r, key));
         }
