@@ -668,27 +668,17 @@ impl RedisStore {
                 let reply: Vec<Vec<u8>> = self.invoke(&inv).await?;
                 return match reply.first().map(Vec::as_slice) {
                     Some(b"retry") => {
-                        indexed = reply[1..]
-                            .iter()
-                            .map(|id| {
-                                String::from_utf8(id.clone())
-                                    .map_err(|_| corrupt("a session id is not UTF-8"))
-                            })
-                            .collect::<Result<_, _>>()?;
+                        indexed = session_ids(&reply[1..])?;
                         continue;
                     }
                     Some(b"replayed") => Ok(SignOutOutcome::Replayed),
                     Some(b"ok") if reply.len() >= 2 => {
                         let entries_removed = u64::try_from(parse_i64(&reply[1])?)
                             .map_err(|_| corrupt("a negative count of entries"))?;
-                        let removed = reply[2..]
-                            .iter()
-                            .map(|id| {
-                                String::from_utf8(id.clone())
-                                    .map(SessionId::from_string)
-                                    .map_err(|_| corrupt("a session id is not UTF-8"))
-                            })
-                            .collect::<Result<Vec<_>, _>>()?;
+                        let removed = session_ids(&reply[2..])?
+                            .into_iter()
+                            .map(SessionId::from_string)
+                            .collect();
                         Ok(SignOutOutcome::SignedOut {
                             removed,
                             entries_removed,
@@ -1167,4 +1157,12 @@ impl Store for RedisStore {
         })
         .await
     }
+}
+
+/// The session ids in a script's reply.
+fn session_ids(reply: &[Vec<u8>]) -> Result<Vec<String>, StoreError> {
+    reply
+        .iter()
+        .map(|id| String::from_utf8(id.clone()).map_err(|_| corrupt("a session id is not UTF-8")))
+        .collect()
 }

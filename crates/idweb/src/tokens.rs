@@ -257,8 +257,7 @@ impl TokenAcquirer {
     /// The hot path: the cached access token of `key` covering `scopes` and
     /// valid for at least [`MIN_REMAINING_SECS`], from the partition's
     /// decoded view (one version check against the store; no decryption
-    /// unless the partition changed).
-    /// A cached token for `scopes`; `read_along` is the partition version
+    /// unless the partition changed). `read_along` is the partition version
     /// read with the session in this request, if any (see
     /// [`TokenCache::access_tokens`]).
     async fn cached_token(
