@@ -30,7 +30,9 @@ impl Store for SqliteStore {
     }
 
     /// One statement, one snapshot: the session row (with its tombstone
-    /// check) and its partition's version.
+    /// check) and its partition's version. An ended session is deleted now
+    /// rather than at the next purge; the decoded session is reused while
+    /// the row is byte for byte the one decoded before.
     async fn get_session_and_partition_version(
         &self,
         id: &SessionId,
@@ -45,12 +47,52 @@ impl Store for SqliteStore {
                 ops::get_session_checked(conn, &key, &pkey, now, &reuse)
             })
             .await?;
-        let Some((session, version)) = self.session_of_row(id, row, now).await? else {
+        let Some(ops::SessionRow {
+            data,
+            expires_at,
+            signed_out,
+            version,
+        }) = row
+        else {
             return Ok(None);
         };
+        if signed_out {
+            // A tombstone covers it: signed out, whatever rows remain.
+            return Ok(None);
+        }
+        if expires_at <= now {
+            // The session has ended: take it and its tokens out now rather
+            // than at the next purge. Failing to do so does not make the
+            // session any less ended.
+            let key = id.secret().to_string();
+            if let Err(e) = self
+                .write(move |conn| ops::delete_if_expired(conn, &key, now))
+                .await
+            {
+                tracing::warn!(
+                    session = %id.fingerprint(),
+                    error = %e,
+                    "could not delete an expired session; the next purge will"
+                );
+            }
+            return Ok(None);
+        }
         let version = version
             .map(|v| ops::to_u64(v, "partition version"))
             .transpose()?;
+        let session = match data {
+            // The row is byte for byte the one decoded before (compared in
+            // the read, against SQLite's own copy of the text).
+            ops::RowData::Reused(session) => session,
+            ops::RowData::Text(data) => {
+                let session = ops::decode_session(&data)?;
+                if !session.id.matches(id) {
+                    return Err(corrupt("a session row holds another session's id"));
+                }
+                self.inner.decoded.put(key_of(id), data, &session);
+                session
+            }
+        };
         Ok(Some((session, Some(version))))
     }
 
@@ -219,62 +261,6 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         SqliteStore::purge_expired(self).await
-    }
-}
-
-impl SqliteStore {
-    /// The live session of a session row as read by
-    /// [`ops::get_session_checked`]: `None` when signed out or ended (an
-    /// ended session is deleted now rather than at the next purge); the
-    /// decoded session is reused while the row is byte for byte the one
-    /// decoded before (compared in the read, against SQLite's own copy of
-    /// the text). The row's partition version rides along.
-    async fn session_of_row(
-        &self,
-        id: &SessionId,
-        row: Option<ops::SessionRow>,
-        now: i64,
-    ) -> Result<Option<(Session, Option<i64>)>, StoreError> {
-        let Some(ops::SessionRow {
-            data,
-            expires_at,
-            signed_out,
-            version: extra,
-        }) = row
-        else {
-            return Ok(None);
-        };
-        if signed_out {
-            // A tombstone covers it: signed out, whatever rows remain.
-            return Ok(None);
-        }
-        if expires_at <= now {
-            // The session has ended: take it and its tokens out now rather
-            // than at the next purge. Failing to do so does not make the
-            // session any less ended.
-            let key = id.secret().to_string();
-            if let Err(e) = self
-                .write(move |conn| ops::delete_if_expired(conn, &key, now))
-                .await
-            {
-                tracing::warn!(
-                    session = %id.fingerprint(),
-                    error = %e,
-                    "could not delete an expired session; the next purge will"
-                );
-            }
-            return Ok(None);
-        }
-        let data = match data {
-            ops::RowData::Reused(session) => return Ok(Some((session, extra))),
-            ops::RowData::Text(text) => text,
-        };
-        let session = ops::decode_session(&data)?;
-        if !session.id.matches(id) {
-            return Err(corrupt("a session row holds another session's id"));
-        }
-        self.inner.decoded.put(key_of(id), data, &session);
-        Ok(Some((session, extra)))
     }
 }
 
