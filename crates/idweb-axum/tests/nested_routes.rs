@@ -11,9 +11,9 @@ use idweb_axum::{AuthenticatedUser, IdWeb};
 use idweb_test_support::idweb_devidp::{DevClient, DevIdp, LogoutChannel};
 use idweb_test_support::{
     AppOptions, TestApp, attrs, browser, dev_idp, follow_until, form, get_page, location, origin,
-    start_app,
+    set_cookies, start_app,
 };
-use reqwest::header::{ACCEPT, SET_COOKIE};
+use reqwest::header::ACCEPT;
 
 /// Every route on a path of its own, the Microsoft.Identity.Web ones by
 /// their `AzureAd` names.
@@ -80,14 +80,6 @@ async fn portal_app(
         },
     )
     .await
-}
-
-fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
-    resp.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
 }
 
 async fn profile(b: &reqwest::Client, app: &TestApp) -> Option<serde_json::Value> {

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use idweb::{AUDIT_TARGET, ManualClock, MemoryStore, SessionId, SignOutSelector, Store};
 use idweb_test_support::idweb_devidp::{DevIdp, DevIdpConfig, DevUser};
 use idweb_test_support::{
-    AppOptions, ControlledStore, TestApp, browser, origin, sign_in, start_app,
+    AppOptions, ControlledStore, TestApp, browser, only_session, origin, sign_in, start_app,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tracing::field::{Field, Visit};
@@ -158,12 +158,6 @@ async fn idp_with_users(names: &[&str]) -> DevIdp {
     )
     .await
     .expect("start the dev IdP")
-}
-
-async fn only_session(app: &TestApp) -> idweb::Session {
-    let mut s = app.store.list_sessions(None, 10).await.unwrap();
-    assert_eq!(s.len(), 1, "{s:?}");
-    s.pop().unwrap()
 }
 
 /// The token-cache entries the app's store holds for its sessions now.

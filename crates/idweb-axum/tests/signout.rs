@@ -8,25 +8,10 @@ use std::time::Duration;
 use idweb::{ManualClock, MemoryStore, PartitionKey, SessionId, Store};
 use idweb_test_support::idweb_devidp::{DevIdp, subject_for};
 use idweb_test_support::{
-    AppOptions, ControlledStore, TestApp, browser, dev_idp, origin, sign_in, start_app,
+    AppOptions, ControlledStore, TestApp, browser, dev_idp, only_session, origin, set_cookies,
+    sign_in, start_app,
 };
-use reqwest::header::{ACCEPT, SET_COOKIE};
-
-/// The only session of `app` (panics if there is not exactly one).
-async fn only_session(app: &TestApp) -> idweb::Session {
-    let sessions = app.store.list_sessions(None, 10).await.unwrap();
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    sessions.into_iter().next().unwrap()
-}
-
-/// The `Set-Cookie` headers of `resp`.
-fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
-    resp.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
-}
+use reqwest::header::ACCEPT;
 
 /// A fresh app on `idp`, alice signed in with browser `b`: her session,
 /// which holds at least an access, a refresh and an ID token.

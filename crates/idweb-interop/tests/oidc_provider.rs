@@ -25,8 +25,8 @@ use idweb::{
 };
 use idweb_store_sqlite::SqliteStore;
 use idweb_test_support::{
-    AppOptions, TestApp, attrs, browser, form, get_page, location, origin, profile_json,
-    start_app_for,
+    AppOptions, TestApp, attrs, browser, form, get_page, location, only_session, origin,
+    profile_json, start_app_for,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
@@ -600,12 +600,6 @@ async fn assert_profile_401(b: &reqwest::Client, app: &TestApp) {
 
 async fn sessions(app: &TestApp) -> Vec<Session> {
     app.store.list_sessions(None, 100).await.unwrap()
-}
-
-async fn only_session(app: &TestApp) -> Session {
-    let mut all = sessions(app).await;
-    assert_eq!(all.len(), 1, "one session in {}", app.url);
-    all.remove(0)
 }
 
 async fn cached(app: &TestApp, session: &Session) -> Vec<CacheEntry> {

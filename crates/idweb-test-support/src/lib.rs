@@ -439,6 +439,31 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The `Set-Cookie` headers of `resp`.
+pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .expect("a Set-Cookie header in ASCII")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The only session `app`'s store holds (panics unless there is exactly one).
+pub async fn only_session(app: &TestApp) -> idweb::Session {
+    let mut sessions = app.store.list_sessions(None, 10).await.expect("list");
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session in {}: {sessions:?}",
+        app.url
+    );
+    sessions.remove(0)
+}
+
 /// The origin of a URL, e.g. `http://127.0.0.1:1234`.
 pub fn origin(url: &str) -> String {
     Url::parse(url).expect("url").origin().ascii_serialization()
