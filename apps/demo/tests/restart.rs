@@ -9,7 +9,7 @@ use common::{start_webapp, stop};
 
 use idweb_demo::todo_api::{self, TodoApiConfig};
 use idweb_test_support::idweb_devidp::{DevClient, subject_for};
-use idweb_test_support::{browser, dev_idp, profile_json_at, sign_in_at};
+use idweb_test_support::{browser_across_restarts, dev_idp, profile_json_at, sign_in_at};
 use reqwest::header::ACCEPT;
 use tokio::net::TcpListener;
 
@@ -65,7 +65,7 @@ async fn restart_keeps_the_user_signed_in_and_serves_todos_from_the_cache() {
     let first = tokio::task::spawn_blocking(move || start_webapp(&env2))
         .await
         .unwrap();
-    let b = browser();
+    let b = browser_across_restarts();
     let profile = sign_in_at(&b, &base, "alice").await;
     assert_eq!(profile["sub"], subject_for("alice"));
     let todos = b

@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idweb_test_support::{browser, follow, form, form_fields, get_page, location};
+use idweb_test_support::{
+    browser, browser_across_restarts, follow, form, form_fields, get_page, location,
+};
 use reqwest::header::ACCEPT;
 
 /// The demo process, killed when the test ends however it ends.
@@ -343,7 +345,7 @@ async fn after_a_restart_the_apps_and_the_provider_still_know_the_user() {
     let dir = data_dir("restart");
     let ports = free_ports();
     let demo = Demo::start(&dir, ports, "warn");
-    let b = browser();
+    let b = browser_across_restarts();
     sign_in(&b, &demo, "alice").await;
     assert_eq!(todos_json(&b, &demo).await.status(), 200);
     #[cfg(unix)]

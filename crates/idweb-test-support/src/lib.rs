@@ -302,6 +302,19 @@ pub fn browser() -> reqwest::Client {
         .expect("client")
 }
 
+/// [`browser`] for tests that restart a server on the same port: it keeps
+/// no idle connection, so the first request after the restart cannot go
+/// out on a pooled keep-alive connection to the stopped process (which
+/// fails it with "connection closed before message completed").
+pub fn browser_across_restarts() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
 /// The `Location` of a redirect, resolved against the request URL.
 pub fn location(resp: &reqwest::Response) -> String {
     let loc = resp
