@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Cmd, Script, ToRedisArgs};
 
 /// Index entries and meta entries of sessions that ended more than this many
 /// seconds ago are pruned (a grace for clocks of instances that lag).
@@ -77,6 +77,64 @@ local function meta_add(kexp, kids, id, exp, ttl, now)
   end
 end
 ";
+
+/// A call of one script, built as redis-rs's `ScriptInvocation` is
+/// (`key`s and `arg`s in any order) but into two command buffers rather
+/// than one allocation per key and argument: the sign-out and the session
+/// reads are built on every request.
+pub(crate) struct Call<'a> {
+    script: &'a Script,
+    keys: Cmd,
+    args: Cmd,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(script: &'a Script) -> Self {
+        Self {
+            script,
+            keys: Cmd::with_capacity(16, 512),
+            args: Cmd::with_capacity(16, 512),
+        }
+    }
+
+    pub(crate) fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        self.keys.arg(key);
+        self
+    }
+
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.args.arg(arg);
+        self
+    }
+
+    /// `EVALSHA SHA1 NUMKEYS KEY... ARG...`
+    pub(crate) fn evalsha(&self) -> Cmd {
+        let parts = self.keys.args_iter().chain(self.args.args_iter());
+        let size = parts
+            .clone()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        let count = self.keys.args_iter().len() + self.args.args_iter().len();
+        let mut c = Cmd::with_capacity(3 + count, size + 64);
+        c.arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(self.keys.args_iter().len());
+        for a in parts {
+            if let redis::Arg::Simple(b) = a {
+                c.arg(b);
+            }
+        }
+        c
+    }
+
+    /// The script, for `SCRIPT LOAD` when the server does not know it.
+    pub(crate) fn script(&self) -> &Script {
+        self.script
+    }
+}
 
 fn with_partition_helpers(body: &str) -> Script {
     Script::new(&format!("{PARTITION_HELPERS}\n{body}"))

@@ -11,7 +11,9 @@ use idweb::{
     SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoreStats, StoredPartition,
     SystemClock, Tombstone,
 };
-use redis::{Cmd, ConnectionInfo, FromRedisValue, RedisResult, ScriptInvocation, cmd};
+use redis::{
+    Cmd, ConnectionInfo, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, cmd,
+};
 
 use crate::codec::{
     decode_entry, decode_session, decode_tombstone, encode_entry, encode_session, parse_i64,
@@ -20,7 +22,7 @@ use crate::codec::{
 use crate::conn::{self, Conn};
 use crate::error::{Error, corrupt, redis_error, unavailable, unexpected};
 use crate::keys::{DEFAULT_PREFIX, Keys, Part, is_sid_tag, l1, selector_tag, session_tag};
-use crate::scripts;
+use crate::scripts::{self, Call};
 
 /// How long one store operation may take in all, round trips included.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -192,9 +194,23 @@ impl RedisStore {
             .await
     }
 
-    async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StoreError> {
-        self.call(|mut conn| async move { inv.invoke_async(&mut conn).await })
-            .await
+    /// Runs a script by its hash; loads it and runs it again when the
+    /// server does not know it (after a restart or `SCRIPT FLUSH`).
+    async fn invoke<T: FromRedisValue>(&self, call: &Call<'_>) -> Result<T, StoreError> {
+        let c = call.evalsha();
+        self.call(|mut conn| {
+            let c = &c;
+            async move {
+                match c.query_async(&mut conn).await {
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        call.script().prepare_invoke().load_async(&mut conn).await?;
+                        c.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
     }
 
     /// Runs independent commands, in order of replies: one pipeline per
@@ -264,7 +280,7 @@ impl RedisStore {
         self.timed(OP_TIMEOUT, async {
             let k = &self.inner.keys;
             let part = Part::of(key).map_err(unavailable)?;
-            let mut inv = scripts::GET_PARTITION.prepare_invoke();
+            let mut inv = Call::new(&scripts::GET_PARTITION);
             inv.key(k.part(&part)).key(k.version(&part)).arg(self.now());
             match &part {
                 Part::Session(tag) => inv.key(k.session(tag)).arg("s"),
@@ -311,7 +327,7 @@ impl RedisStore {
         let tag = session_tag(&s.id);
         let part = Part::Session(tag.clone());
         // 1. The session, in its slot.
-        let mut inv = scripts::SESSION_WRITE.prepare_invoke();
+        let mut inv = Call::new(&scripts::SESSION_WRITE);
         inv.key(k.session(&tag))
             .key(k.part(&part))
             .key(k.version(&part))
@@ -329,7 +345,7 @@ impl RedisStore {
         // read (see "Redis Cluster" in the crate documentation).
         let mut refusal = None;
         for t in selectors {
-            let mut inv = scripts::SELECTOR_ADD.prepare_invoke();
+            let mut inv = Call::new(&scripts::SELECTOR_ADD);
             inv.key(k.index(t))
                 .key(k.tombstone(t))
                 .arg(now)
@@ -360,7 +376,7 @@ impl RedisStore {
             self.query::<i64>(&c).await?;
         }
         // 4. Counting and listing.
-        let mut inv = scripts::META_ADD.prepare_invoke();
+        let mut inv = Call::new(&scripts::META_ADD);
         inv.key(k.meta_expiry())
             .key(k.meta_ids())
             .arg(now)
@@ -375,7 +391,7 @@ impl RedisStore {
         let k = &self.inner.keys;
         let tag = session_tag(id);
         let part = Part::Session(tag.clone());
-        let mut inv = scripts::SESSION_REMOVE.prepare_invoke();
+        let mut inv = Call::new(&scripts::SESSION_REMOVE);
         inv.key(k.session(&tag))
             .key(k.part(&part))
             .key(k.version(&part));
@@ -419,7 +435,7 @@ impl RedisStore {
                 .query::<Option<String>>(&get)
                 .await?
                 .unwrap_or_default();
-            let mut inv = scripts::REMOVE_SESSION.prepare_invoke();
+            let mut inv = Call::new(&scripts::REMOVE_SESSION);
             inv.key(&sk)
                 .key(k.part(&part))
                 .key(k.version(&part))
@@ -487,7 +503,7 @@ impl RedisStore {
     /// `get_session` on a standalone server: one script reads the session
     /// and its tombstones together.
     async fn get_session_single(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let mut inv = scripts::GET_SESSION.prepare_invoke();
+        let mut inv = Call::new(&scripts::GET_SESSION);
         inv.key(self.inner.keys.session(&session_tag(id)));
         let reply: Vec<Vec<u8>> = self.invoke(&inv).await?;
         let mut it = reply.into_iter();
@@ -620,7 +636,7 @@ impl RedisStore {
                     .map(|origin| format!("{origin}\n{}", words.join("\n")))
                     .unwrap_or_default();
                 let unused = k.meta_expiry();
-                let mut inv = scripts::SIGN_OUT.prepare_invoke();
+                let mut inv = Call::new(&scripts::SIGN_OUT);
                 inv.key(k.meta_expiry())
                     .key(k.meta_ids())
                     .key(k.meta_tombstones());
@@ -744,7 +760,7 @@ impl Store for RedisStore {
                         .await?
                 } else {
                     let old_keys: Vec<&str> = old.split('\n').filter(|o| !o.is_empty()).collect();
-                    let mut inv = scripts::PUT_SESSION.prepare_invoke();
+                    let mut inv = Call::new(&scripts::PUT_SESSION);
                     inv.key(&sk)
                         .key(k.part(&part))
                         .key(k.version(&part))
@@ -912,7 +928,7 @@ impl Store for RedisStore {
         self.timed(OP_TIMEOUT, async {
             let k = &self.inner.keys;
             let part = Part::of(key).map_err(unavailable)?;
-            let mut inv = scripts::PARTITION_VERSION.prepare_invoke();
+            let mut inv = Call::new(&scripts::PARTITION_VERSION);
             inv.key(k.part(&part)).key(k.version(&part)).arg(self.now());
             match &part {
                 Part::Session(tag) => inv.key(k.session(tag)).arg("s"),
@@ -943,7 +959,7 @@ impl Store for RedisStore {
                 c.arg(k.meta_apps()).arg(storage);
                 self.query::<i64>(&c).await?;
             }
-            let mut inv = scripts::WRITE_PARTITION.prepare_invoke();
+            let mut inv = Call::new(&scripts::WRITE_PARTITION);
             inv.key(k.part(&part)).key(k.version(&part)).arg(self.now());
             match &part {
                 Part::Session(tag) => inv.key(k.session(tag)).arg("s"),
@@ -981,7 +997,7 @@ impl Store for RedisStore {
         self.timed(OP_TIMEOUT, async {
             let k = &self.inner.keys;
             let part = Part::of(key).map_err(unavailable)?;
-            let mut inv = scripts::REMOVE_PARTITION.prepare_invoke();
+            let mut inv = Call::new(&scripts::REMOVE_PARTITION);
             inv.key(k.part(&part)).key(k.version(&part));
             let had: i64 = self.invoke(&inv).await?;
             if let Part::App(storage) = &part {
@@ -1000,7 +1016,7 @@ impl Store for RedisStore {
             let now = self.now();
             let ttl = ttl_secs(t.expires_at, now);
             let tag = selector_tag(&t.selector).map_err(unavailable)?;
-            let mut inv = scripts::PUT_TOMBSTONE.prepare_invoke();
+            let mut inv = Call::new(&scripts::PUT_TOMBSTONE);
             inv.key(k.tombstone(&tag));
             if !self.inner.cluster {
                 inv.key(k.meta_tombstones());
@@ -1013,7 +1029,7 @@ impl Store for RedisStore {
             let reply: String = self.invoke(&inv).await?;
             match reply.as_str() {
                 "ok" if self.inner.cluster => {
-                    let mut inv = scripts::META_TOMBSTONE.prepare_invoke();
+                    let mut inv = Call::new(&scripts::META_TOMBSTONE);
                     inv.key(k.meta_tombstones())
                         .arg(now)
                         .arg(t.expires_at)
@@ -1049,7 +1065,7 @@ impl Store for RedisStore {
     async fn record_jti(&self, iss: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
         self.timed(OP_TIMEOUT, async {
             let now = self.now();
-            let mut inv = scripts::RECORD_JTI.prepare_invoke();
+            let mut inv = Call::new(&scripts::RECORD_JTI);
             inv.key(self.inner.keys.jti(iss, jti))
                 .arg(now)
                 .arg(expires_at)
@@ -1139,7 +1155,7 @@ impl Store for RedisStore {
             let now = self.now_ms();
             let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
             let token = LockToken::generate();
-            let mut inv = scripts::TRY_LOCK.prepare_invoke();
+            let mut inv = Call::new(&scripts::TRY_LOCK);
             inv.key(self.inner.keys.lock(name))
                 .arg(now)
                 .arg(format!("{}:{}", now.saturating_add(ttl_ms), token.as_str()))
@@ -1151,7 +1167,7 @@ impl Store for RedisStore {
 
     async fn unlock(&self, name: &str, token: &LockToken) -> Result<(), StoreError> {
         self.timed(OP_TIMEOUT, async {
-            let mut inv = scripts::UNLOCK.prepare_invoke();
+            let mut inv = Call::new(&scripts::UNLOCK);
             inv.key(self.inner.keys.lock(name)).arg(token.as_str());
             self.invoke::<i64>(&inv).await.map(drop)
         })

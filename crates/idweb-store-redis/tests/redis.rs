@@ -482,3 +482,56 @@ async fn a_sign_out_leaves_no_index_entry_behind() {
         "the other session keeps its 2 index and 2 count entries"
     );
 }
+
+/// Scripts are sent by hash: a server that does not know one (restarted,
+/// or after `SCRIPT FLUSH`) is given it and the call runs — the session
+/// read, the sign-out and the write after it all still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_the_server_forgot_are_loaded_again() {
+    let server = common::RedisProcess::start(common::free_port(), &[]);
+    let store = RedisStore::open_with_prefix(&server.url(), &common::unique_prefix(), clock())
+        .await
+        .expect("open");
+    let now = clock().unix_now();
+    let (iss, sub) = (unique("https://iss"), unique("sub"));
+    let s = session(&iss, &sub, Some(&unique("sid")), now);
+    store.put_session(&s).await.expect("put");
+    let con = &mut redis::Client::open(server.url().as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let scripts = |con: &mut redis::Connection| -> usize {
+        let info: String = redis::cmd("INFO").arg("memory").query(con).expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix("number_of_cached_scripts:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("number_of_cached_scripts")
+    };
+    let flush = |con: &mut redis::Connection| {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(con)
+            .expect("script flush");
+        assert_eq!(scripts(con), 0);
+    };
+    flush(con);
+    assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
+    assert_eq!(scripts(con), 1, "the session read loaded its script");
+    flush(con);
+    let request = SignOutRequest::new(
+        SignOutTarget::Lookup(SessionLookup::ByProviderSession {
+            iss: iss.clone(),
+            sid: s.sid.clone().expect("sid"),
+        }),
+        now,
+        now + 7200,
+    );
+    assert_eq!(
+        store.sign_out(&request).await.expect("sign out"),
+        SignOutOutcome::SignedOut {
+            removed: vec![s.id.clone()],
+            entries_removed: 0,
+        }
+    );
+    assert!(scripts(con) >= 1, "the sign-out loaded its script");
+    assert_eq!(store.get_session(&s.id).await.expect("get"), None);
+}

@@ -36,12 +36,13 @@ pub(crate) fn b64url(data: &[u8]) -> String {
 
 /// Lower-case hexadecimal.
 pub(crate) fn hex(data: &[u8]) -> String {
-    use std::fmt::Write;
-    data.iter()
-        .fold(String::with_capacity(data.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 2);
+    for &b in data {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Seals small values (cookie contents) with AES-256-GCM under a key derived
@@ -113,6 +114,14 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_per_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), want);
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn seal_round_trips_and_binds_purpose() {
