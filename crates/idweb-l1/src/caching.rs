@@ -307,6 +307,77 @@ struct L1 {
     /// is kept only if no invalidation happened while it was being read.
     epoch: u64,
     entries: HashMap<String, Slot>,
+    /// The keys of the cached sessions of each selector tag, so that a
+    /// tombstone drops its sessions without a walk over every entry.
+    by_selector: HashMap<String, HashSet<String>>,
+}
+
+impl L1 {
+    fn new() -> Self {
+        Self {
+            epoch: 0,
+            entries: HashMap::new(),
+            by_selector: HashMap::new(),
+        }
+    }
+
+    fn insert(&mut self, key: String, slot: Slot) {
+        if let Cached::Session { selectors, .. } = &slot.value {
+            for s in selectors {
+                self.by_selector
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        if let Some(old) = self.entries.insert(key.clone(), slot) {
+            self.unindex(&key, &old);
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.unindex(key, &old);
+        }
+    }
+
+    /// Takes `key` out of the selector index where `old` (no longer its
+    /// value) put it and its current value does not.
+    fn unindex(&mut self, key: &str, old: &Slot) {
+        let Cached::Session { selectors, .. } = &old.value else {
+            return;
+        };
+        for s in selectors {
+            let kept = matches!(self.entries.get(key),
+                Some(Slot { value: Cached::Session { selectors: now, .. }, .. }) if now.contains(s));
+            if kept {
+                continue;
+            }
+            if let Some(keys) = self.by_selector.get_mut(s) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_selector.remove(s);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_selector.clear();
+    }
+
+    /// Drops the sessions a tombstone of `selector` names, and their
+    /// partitions.
+    fn drop_selector(&mut self, selector: &str) {
+        let Some(doomed) = self.by_selector.remove(selector) else {
+            return;
+        };
+        for k in doomed {
+            self.remove(&format!("p:{k}"));
+            self.remove(&k);
+        }
+    }
 }
 
 struct Slot {
@@ -333,10 +404,7 @@ impl Shared {
         let (ack_out, ack_in) = mpsc::unbounded_channel();
         Self {
             origin: format!("{ORIGIN}{}", LockToken::generate().as_str()),
-            l1: Mutex::new(L1 {
-                epoch: 0,
-                entries: HashMap::new(),
-            }),
+            l1: Mutex::new(L1::new()),
             active: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             failed_generation: AtomicU64::new(0),
@@ -548,7 +616,7 @@ impl Shared {
         self.live_since.store(0, Ordering::SeqCst);
         let mut l1 = self.l1();
         l1.epoch += 1;
-        l1.entries.clear();
+        l1.clear();
     }
 
     /// Starts using L1, empty, unless connection `generation` failed already.
@@ -560,7 +628,7 @@ impl Shared {
             return false;
         }
         l1.epoch += 1;
-        l1.entries.clear();
+        l1.clear();
         self.live_since
             .store(self.nanos(Instant::now()), Ordering::SeqCst);
         self.active.store(true, Ordering::SeqCst);
@@ -626,7 +694,7 @@ impl Shared {
         let mut l1 = self.l1();
         let slot = l1.entries.get(key)?;
         if slot.stored.elapsed() >= self.options.max_age {
-            l1.entries.remove(key);
+            l1.remove(key);
             return None;
         }
         Some(read(&slot.value))
@@ -645,9 +713,9 @@ impl Shared {
             && !l1.entries.contains_key(&key)
             && let Some(victim) = l1.entries.keys().next().cloned()
         {
-            l1.entries.remove(&victim);
+            l1.remove(&victim);
         }
-        l1.entries.insert(
+        l1.insert(
             key,
             Slot {
                 value,
@@ -667,24 +735,12 @@ impl Shared {
                 continue;
             }
             if word == DROP_ALL {
-                l1.entries.clear();
+                l1.clear();
             } else if let Some(selector) = word.strip_prefix("t:") {
                 // A tombstone: drop the sessions it names, and their partitions.
-                let doomed: Vec<String> = l1
-                    .entries
-                    .iter()
-                    .filter(|(_, slot)| {
-                        matches!(&slot.value, Cached::Session { selectors, .. }
-                            if selectors.iter().any(|s| s == selector))
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in doomed {
-                    l1.entries.remove(&format!("p:{k}"));
-                    l1.entries.remove(&k);
-                }
+                l1.drop_selector(selector);
             } else {
-                l1.entries.remove(word);
+                l1.remove(word);
             }
         }
     }
@@ -1474,6 +1530,51 @@ mod tests {
         assert!(s.lookup(&k3).is_some());
         s.invalidate(&[DROP_ALL]);
         assert_eq!(s.l1().entries.len(), 0);
+    }
+
+    /// The selector index follows every way a session leaves L1 or is
+    /// replaced: nothing stale stays in it, and a tombstone finds exactly
+    /// the sessions cached under its selector now.
+    #[test]
+    fn the_selector_index_follows_the_cached_sessions() {
+        let s = shared(CacheOptions::default().max_entries(4));
+        let (k1, v1) = cached_session("iss", "alice", Some("sid-1"));
+        let (_, moved) = cached_session("iss", "bob", Some("sid-9"));
+        let tag = |sid: &str| {
+            tombstone_word(
+                &selector_tag(&SessionLookup::ByProviderSession {
+                    iss: "iss".into(),
+                    sid: sid.into(),
+                })
+                .expect("tag"),
+            )
+        };
+        s.fill(s.ticket(), k1.clone(), v1);
+        // The same key now holds a session of other selectors: the old
+        // selector's tombstone no longer names it.
+        s.fill(s.ticket(), k1.clone(), moved);
+        s.invalidate(&[tag("sid-1")]);
+        assert!(s.lookup(&k1).is_some());
+        s.invalidate(&[tag("sid-9")]);
+        assert!(s.lookup(&k1).is_none());
+        // Removed by its word, evicted for room, or cleared: unindexed.
+        let (k2, v2) = cached_session("iss", "carol", Some("sid-2"));
+        s.fill(s.ticket(), k2.clone(), v2);
+        s.invalidate(&[k2.as_str()]);
+        for i in 0..10 {
+            let (k, v) = cached_session("iss", &format!("u{i}"), Some(&format!("sid-u{i}")));
+            s.fill(s.ticket(), k, v);
+        }
+        {
+            let l1 = s.l1();
+            assert_eq!(l1.entries.len(), 4);
+            let indexed: HashSet<&String> = l1.by_selector.values().flatten().collect();
+            let cached: HashSet<&String> = l1.entries.keys().collect();
+            assert_eq!(indexed, cached, "exactly the cached sessions are indexed");
+            assert_eq!(l1.by_selector.len(), 8, "a sid and a sub selector each");
+        }
+        s.invalidate(&[DROP_ALL]);
+        assert!(s.l1().by_selector.is_empty());
     }
 
     #[test]

@@ -11,9 +11,7 @@ use idweb::{
     SignOutOutcome, SignOutRequest, SignOutTarget, Store, StoreError, StoreStats, StoredPartition,
     SystemClock, Tombstone,
 };
-use redis::{
-    Cmd, ConnectionInfo, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, cmd,
-};
+use redis::{Cmd, ConnectionInfo, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, cmd};
 
 use crate::codec::{
     decode_entry, decode_session, decode_tombstone, encode_entry, encode_session, parse_i64,

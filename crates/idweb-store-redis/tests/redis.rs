@@ -514,7 +514,10 @@ async fn scripts_the_server_forgot_are_loaded_again() {
         assert_eq!(scripts(con), 0);
     };
     flush(con);
-    assert_eq!(store.get_session(&s.id).await.expect("get"), Some(s.clone()));
+    assert_eq!(
+        store.get_session(&s.id).await.expect("get"),
+        Some(s.clone())
+    );
     assert_eq!(scripts(con), 1, "the session read loaded its script");
     flush(con);
     let request = SignOutRequest::new(
