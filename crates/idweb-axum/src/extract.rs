@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, OriginalUri};
 use axum::http::Method;
 use axum::http::request::Parts;
+use axum::http::uri::PathAndQuery;
 use idweb::{AccessToken, DownstreamError, DownstreamRequest, DownstreamResponse, Session};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -18,10 +19,28 @@ use crate::{IdWeb, cookies};
 pub struct AuthenticatedUser {
     session: Session,
     idweb: IdWeb,
-    return_url: String,
+    return_to: ReturnTo,
     json: bool,
     /// The ID token's claims, decoded on first use.
-    claims: Arc<OnceLock<Map<String, Value>>>,
+    claims: OnceLock<Arc<Map<String, Value>>>,
+}
+
+/// Where a sign-in started from this request comes back to, kept as the
+/// request named it (a reference count, not a copy) until a rejection needs
+/// it as text.
+#[derive(Debug, Clone)]
+enum ReturnTo {
+    Home,
+    Path(PathAndQuery),
+}
+
+impl ReturnTo {
+    fn url(&self, idweb: &IdWeb) -> String {
+        match self {
+            ReturnTo::Home => idweb.home_path(),
+            ReturnTo::Path(p) => p.as_str().to_string(),
+        }
+    }
 }
 
 impl AuthenticatedUser {
@@ -49,7 +68,8 @@ impl AuthenticatedUser {
     /// `preferred_username`, `roles`, `groups`, `tid`, ...), decoded on first
     /// use. Its signature and claims were checked at sign-in.
     pub fn claims(&self) -> &Map<String, Value> {
-        self.claims.get_or_init(|| self.session.id_token_claims())
+        self.claims
+            .get_or_init(|| Arc::new(self.session.id_token_claims()))
     }
 
     /// The user's e-mail address (`email` claim), when the provider sent one.
@@ -123,7 +143,7 @@ impl AuthenticatedUser {
     fn reject(&self, error: DownstreamError) -> ApiRejection {
         ApiRejection {
             error,
-            return_url: self.return_url.clone(),
+            return_url: self.return_to.url(&self.idweb),
             json: self.json,
             sign_in_path: self.idweb.sign_in_path(),
             home: self.idweb.home_path(),
@@ -143,17 +163,16 @@ fn string_list(claim: Option<&Value>) -> Vec<&str> {
 /// Where to come back after a sign-in started from this request: the path
 /// the browser asked for (the original URI: nested routers see their part
 /// only), or the app's home after anything but a GET.
-fn return_url(parts: &Parts, idweb: &IdWeb) -> String {
+fn return_to(parts: &Parts) -> ReturnTo {
     if parts.method != Method::GET {
-        return idweb.home_path();
+        return ReturnTo::Home;
     }
     let uri = parts
         .extensions
         .get::<OriginalUri>()
         .map_or(&parts.uri, |o| &o.0);
     uri.path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| idweb.home_path())
+        .map_or(ReturnTo::Home, |p| ReturnTo::Path(p.clone()))
 }
 
 /// The sign-in URL (`sign_in_path`, as the browser sees it) returning to
@@ -203,10 +222,10 @@ fn user(parts: &Parts, idweb: IdWeb, session: Session) -> AuthenticatedUser {
     }
     AuthenticatedUser {
         session,
-        return_url: return_url(parts, &idweb),
+        return_to: return_to(parts),
         idweb,
         json: wants_json(&parts.headers),
-        claims: Arc::default(),
+        claims: OnceLock::new(),
     }
 }
 
@@ -233,7 +252,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUser {
             (idweb, None) => Err(AuthRejection::SignInRequired {
                 sign_in_url: sign_in_url(
                     &idweb.sign_in_path(),
-                    &return_url(parts, &idweb),
+                    &return_to(parts).url(&idweb),
                     &[],
                     None,
                 ),

@@ -246,7 +246,8 @@ struct Shared {
     /// The L1 names of a session id's session and partition, memoised:
     /// each is derived from a SHA-256 of the id (the bus never carries raw ids),
     /// which would otherwise be computed again on every request.
-    names: Mutex<HashMap<SessionId, SessionNames>>,
+    /// foldhash, as `L1`'s maps.
+    names: Mutex<hashbrown::HashMap<SessionId, SessionNames>>,
     next_heartbeat: AtomicU64,
     /// Other instances, by origin word: when their last heartbeat arrived.
     members: Mutex<HashMap<String, Instant>>,
@@ -306,18 +307,20 @@ struct L1 {
     /// Changes with every invalidation and clear: a value read from the store
     /// is kept only if no invalidation happened while it was being read.
     epoch: u64,
-    entries: HashMap<String, Slot>,
+    /// foldhash: the keys are derived from random session ids, or name
+    /// the app's own partitions.
+    entries: hashbrown::HashMap<String, Slot>,
     /// The keys of the cached sessions of each selector tag, so that a
     /// tombstone drops its sessions without a walk over every entry.
-    by_selector: HashMap<String, HashSet<String>>,
+    by_selector: hashbrown::HashMap<String, HashSet<String>>,
 }
 
 impl L1 {
     fn new() -> Self {
         Self {
             epoch: 0,
-            entries: HashMap::new(),
-            by_selector: HashMap::new(),
+            entries: hashbrown::HashMap::new(),
+            by_selector: hashbrown::HashMap::new(),
         }
     }
 
@@ -420,7 +423,7 @@ impl Shared {
             lease_until: AtomicU64::new(0),
             live_since: AtomicU64::new(0),
             heartbeats: Mutex::new(VecDeque::new()),
-            names: Mutex::new(HashMap::new()),
+            names: Mutex::new(hashbrown::HashMap::new()),
             next_heartbeat: AtomicU64::new(0),
             members: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
@@ -441,7 +444,12 @@ impl Shared {
     /// Whether L1 may answer now: the subscription is live and the lease
     /// is held.
     fn serving(&self) -> bool {
-        self.active() && self.nanos(Instant::now()) < self.lease_until.load(Ordering::SeqCst)
+        self.serving_at(Instant::now())
+    }
+
+    /// [`serving`](Self::serving) at instant `t`.
+    fn serving_at(&self, t: Instant) -> bool {
+        self.active() && self.nanos(t) < self.lease_until.load(Ordering::SeqCst)
     }
 
     /// Records a heartbeat about to be published; returns its word.
@@ -698,6 +706,44 @@ impl Shared {
             return None;
         }
         Some(read(&slot.value))
+    }
+
+    /// Session `id` (named `names`) and its partition's version, as of one
+    /// instant of L1: `None` unless L1 may answer and holds the session
+    /// (live at `now`); the version `None` unless it holds the partition.
+    fn session_and_version(
+        &self,
+        names: &SessionNames,
+        id: &SessionId,
+        now: i64,
+    ) -> Option<(Session, Option<u64>)> {
+        let at = Instant::now();
+        if !self.serving_at(at) {
+            return None;
+        }
+        let l1 = self.l1();
+        let fresh = |key: &str| {
+            l1.entries
+                .get(key)
+                .filter(|slot| at.saturating_duration_since(slot.stored) < self.options.max_age)
+                .map(|slot| &slot.value)
+        };
+        let session = match fresh(&names.session) {
+            Some(Cached::Session { session, .. })
+                if session.id.matches(id) && !session.is_expired(now) =>
+            {
+                session.clone()
+            }
+            _ => return None,
+        };
+        let version = match fresh(&names.partition) {
+            Some(Cached::Partition {
+                partition,
+                session_expires_at,
+            }) if session_expires_at.is_none_or(|e| e > now) => Some(partition.version),
+            _ => None,
+        };
+        Some((session, version))
     }
 
     fn fill(&self, ticket: Option<u64>, key: String, value: Cached) {
@@ -1066,10 +1112,15 @@ impl<B: L1Backend> Store for CachingStore<B> {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let key = self.shared.names_of(id).session;
-        if let Some(Cached::Session { session, .. }) = self.shared.lookup(&key)
-            && session.id.matches(id)
-            && !session.is_expired(self.shared.clock.unix_now())
-        {
+        let now = self.shared.clock.unix_now();
+        if let Some(Some(session)) = self.shared.peek(&key, |c| match c {
+            Cached::Session { session, .. }
+                if session.id.matches(id) && !session.is_expired(now) =>
+            {
+                Some(session.clone())
+            }
+            _ => None,
+        }) {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
             self.shared.metrics.hits.increment(1);
             return Ok(Some(session));
@@ -1090,6 +1141,25 @@ impl<B: L1Backend> Store for CachingStore<B> {
             );
         }
         r
+    }
+
+    /// From L1, under one lock, when it holds the session: the session and
+    /// its partition's version if L1 holds that too (what
+    /// [`partition_version`](Store::partition_version) would answer from
+    /// it); otherwise [`get_session`](Store::get_session) alone.
+    async fn get_session_and_partition_version(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Session, Option<Option<u64>>)>, StoreError> {
+        let names = self.shared.names_of(id);
+        let now = self.shared.clock.unix_now();
+        if let Some((session, version)) = self.shared.session_and_version(&names, id, now) {
+            let hits = if version.is_some() { 2 } else { 1 };
+            self.shared.hits.fetch_add(hits, Ordering::Relaxed);
+            self.shared.metrics.hits.increment(hits);
+            return Ok(Some((session, version.map(Some))));
+        }
+        Ok(self.get_session(id).await?.map(|s| (s, None)))
     }
 
     async fn remove_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -1530,6 +1600,50 @@ mod tests {
         assert!(s.lookup(&k3).is_some());
         s.invalidate(&[DROP_ALL]);
         assert_eq!(s.l1().entries.len(), 0);
+    }
+
+    /// The session and its partition's version come from one look at L1:
+    /// both while it holds both, the session alone once the partition is
+    /// dropped, nothing once the session is (or while L1 may not answer).
+    #[test]
+    fn a_session_and_its_version_are_read_together() {
+        let s = shared(CacheOptions::default());
+        let (key, value) = cached_session("iss", "alice", Some("sid-1"));
+        let Cached::Session { session, .. } = &value else {
+            unreachable!()
+        };
+        let session = session.clone();
+        let names = s.names_of(&session.id);
+        assert_eq!(*names.session, key);
+        let now = 1_800_000_001;
+        assert!(s.session_and_version(&names, &session.id, now).is_none());
+        s.fill(s.ticket(), key.clone(), value);
+        let mut p = StoredPartition::default();
+        p.version = 7;
+        s.fill(
+            s.ticket(),
+            names.partition.to_string(),
+            Cached::Partition {
+                partition: p,
+                session_expires_at: Some(session.expires_at),
+            },
+        );
+        assert_eq!(
+            s.session_and_version(&names, &session.id, now),
+            Some((session.clone(), Some(7)))
+        );
+        assert!(
+            s.session_and_version(&names, &session.id, session.expires_at)
+                .is_none(),
+            "an ended session is not answered"
+        );
+        s.invalidate(&[&*names.partition]);
+        assert_eq!(
+            s.session_and_version(&names, &session.id, now),
+            Some((session.clone(), None))
+        );
+        s.invalidate(&[&*names.session]);
+        assert!(s.session_and_version(&names, &session.id, now).is_none());
     }
 
     /// The selector index follows every way a session leaves L1 or is

@@ -19,7 +19,6 @@
 //! Entries written by earlier versions (MSAL JSON, the ID token inline) are
 //! still read.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
@@ -216,7 +215,8 @@ pub struct EntrySummary {
 pub struct TokenCache {
     store: Arc<dyn Store>,
     keys: Arc<CacheKeys>,
-    views: Arc<RwLock<HashMap<PartitionKey, Arc<PartitionView>>>>,
+    /// foldhash: the keys are random session ids or the app's own names.
+    views: Arc<RwLock<hashbrown::HashMap<PartitionKey, Arc<PartitionView>>>>,
 }
 
 fn aad(key: &PartitionKey, cache_key: &str) -> Vec<u8> {
