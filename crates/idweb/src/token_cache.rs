@@ -83,8 +83,10 @@ const MAX_VIEWS: usize = 100_000;
 /// One access token as the request path needs it.
 #[derive(Debug)]
 pub(crate) struct ViewToken {
-    /// Its scopes, lower-cased.
-    pub(crate) scopes: Box<[Box<str>]>,
+    /// Its scopes, lower-cased (shared with the [`AccessToken`]s of hits).
+    ///
+    /// [`AccessToken`]: crate::AccessToken
+    pub(crate) scopes: Arc<[String]>,
     /// Unix seconds when it expires.
     pub(crate) expires_at: i64,
     /// The token (zeroized on drop).
@@ -430,7 +432,7 @@ impl TokenCache {
         let scopes = fields
             .target
             .split_whitespace()
-            .map(|s| s.to_ascii_lowercase().into_boxed_str())
+            .map(str::to_ascii_lowercase)
             .collect();
         Some((
             fields.client_id,

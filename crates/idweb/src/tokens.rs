@@ -45,8 +45,9 @@ pub struct AccessToken {
     pub secret: Secret,
     /// Unix seconds when it expires.
     pub expires_at: i64,
-    /// The scopes it was granted for.
-    pub scopes: Vec<String>,
+    /// The scopes it was granted for (shared by the hits of one cached
+    /// token: a hit copies no scope).
+    pub scopes: Arc<[String]>,
 }
 
 /// Why no token could be had.
@@ -282,7 +283,7 @@ impl TokenAcquirer {
             .map(|t| AccessToken {
                 secret: t.secret.clone(),
                 expires_at: t.expires_at,
-                scopes: t.scopes.iter().map(|s| String::from(&**s)).collect(),
+                scopes: t.scopes.clone(),
             }))
     }
 
