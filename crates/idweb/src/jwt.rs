@@ -63,22 +63,25 @@ pub(crate) async fn verify(
     // Each part is decoded once: the header here, the signature by the
     // verifier, the claims below (jsonwebtoken's `decode` would parse the
     // header three times and the claims twice, for checks idweb makes itself).
-    let header = decode_header(token).map_err(|_| {
-        // `alg` values jsonwebtoken does not know (`none` among them) fail to parse.
-        JwsError::Malformed
-    })?;
-    if !allowed.contains(&header.alg) {
-        return Err(JwsError::DisallowedAlgorithm(format!("{:?}", header.alg)));
-    }
-    if header.crit.is_some() {
-        return Err(JwsError::CriticalHeader);
-    }
-    let key = provider
-        .decoding_key(header.kid.as_deref(), header.alg)
-        .await?;
+    // Only what is used past the key lookup is kept (jsonwebtoken's whole
+    // header would sit in this future's state while it waits).
+    let (alg, typ, kid) = {
+        let header = decode_header(token).map_err(|_| {
+            // `alg` values jsonwebtoken does not know (`none` among them) fail to parse.
+            JwsError::Malformed
+        })?;
+        if !allowed.contains(&header.alg) {
+            return Err(JwsError::DisallowedAlgorithm(format!("{:?}", header.alg)));
+        }
+        if header.crit.is_some() {
+            return Err(JwsError::CriticalHeader);
+        }
+        (header.alg, header.typ, header.kid)
+    };
+    let key = provider.decoding_key(kid.as_deref(), alg).await?;
     // The signing input is the token up to its last dot.
     let message = &token[..header_b64.len() + 1 + payload_b64.len()];
-    match key.verify(header.alg, message.as_bytes(), signature_b64) {
+    match key.verify(alg, message.as_bytes(), signature_b64) {
         Ok(()) => {}
         Err(SignatureError::Invalid) => return Err(JwsError::BadSignature),
         // A signature that is not base64url, or a key that does not fit the algorithm.
@@ -89,11 +92,7 @@ pub(crate) async fn verify(
         .map_err(|_| JwsError::Malformed)?;
     let claims: Map<String, Value> =
         serde_json::from_slice(&payload).map_err(|_| JwsError::Malformed)?;
-    Ok(Verified {
-        alg: header.alg,
-        typ: header.typ,
-        claims,
-    })
+    Ok(Verified { alg, typ, claims })
 }
 
 /// A JWS whose signature [`Provider::verify_jws`] verified with one of the

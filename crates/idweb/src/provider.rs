@@ -464,6 +464,18 @@ impl Provider {
         if let Some(key) = self.find(kid, alg) {
             return Ok(key);
         }
+        // The refetch (an HTTP request) boxed: the future of every
+        // verification stays small.
+        Box::pin(self.refetch_key(kid, alg)).await
+    }
+
+    /// [`decoding_key`](Self::decoding_key) for a key not among the known
+    /// ones: refetches the JWKS (one task at a time, rate-limited).
+    async fn refetch_key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<ProviderKey>, ProviderError> {
         let unknown = || ProviderError::UnknownKey {
             kid: kid.map(str::to_string),
             alg,

@@ -321,12 +321,24 @@ impl TokenAcquirer {
                 return Err(e.into());
             }
         }
+        // The refresh is a large state machine (HTTP to the provider, the
+        // lock, the write): boxed, so that a hit's future stays small (axum
+        // boxes every handler's future, copying it whole).
+        Box::pin(self.token_by_refresh(session, &key, scopes)).await
+    }
+
+    async fn token_by_refresh(
+        &self,
+        session: &Session,
+        key: &PartitionKey,
+        scopes: &[&str],
+    ) -> Result<AccessToken, TokenError> {
         let wanted: BTreeSet<String> = scopes.iter().map(|s| s.to_ascii_lowercase()).collect();
         let result = self
             .single_flight
             .run(
                 &key.storage_key(),
-                self.refresh_across_instances(session, &key, scopes, &wanted),
+                self.refresh_across_instances(session, key, scopes, &wanted),
             )
             .await;
         let label = match &result {
