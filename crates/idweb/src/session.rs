@@ -100,11 +100,11 @@ impl PartitionRead {
     /// How long after the read the version may answer: about a request.
     pub(crate) const TTL: std::time::Duration = std::time::Duration::from_millis(100);
 
-    /// A version read just now.
-    pub(crate) fn new(version: Option<u64>) -> Self {
+    /// A version read at `at` (just now).
+    pub(crate) fn new(version: Option<u64>, at: std::time::Instant) -> Self {
         Self {
             version,
-            at: std::time::Instant::now(),
+            at,
             used: std::sync::Arc::default(),
         }
     }

@@ -2,7 +2,6 @@
 //! sign-in, found from the browser's sealed cookie, stored with their ID
 //! token encrypted.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,8 @@ pub struct Sessions {
     sealer: Arc<Sealer>,
     keys: Arc<CacheKeys>,
     clock: Arc<dyn Clock>,
-    opened: Arc<Mutex<HashMap<SessionId, Opened>>>,
+    /// foldhash, as `cookies`: the keys are random session ids.
+    opened: Arc<Mutex<hashbrown::HashMap<SessionId, Opened>>>,
     cookies: Arc<Mutex<hashbrown::HashMap<SealedCookie, SessionId>>>,
 }
 
@@ -155,8 +155,9 @@ impl Sessions {
         if stored.is_expired(now) || !stored.id.matches(id) {
             return Ok(None);
         }
-        let mut session = self.opened(stored)?;
-        session.partition_read = version.map(PartitionRead::new);
+        let at = Instant::now();
+        let mut session = self.opened(stored, at)?;
+        session.partition_read = version.map(|v| PartitionRead::new(v, at));
         Ok(Some(session))
     }
 
@@ -180,8 +181,7 @@ impl Sessions {
     /// `stored` with its ID token opened: decrypted, or — on the request
     /// path, where the same session comes back again and again — the
     /// plaintext of the same sealed text opened less than [`OPENED_TTL`] ago.
-    fn opened(&self, mut stored: Session) -> Result<Session, StoreError> {
-        let now = Instant::now();
+    fn opened(&self, mut stored: Session, now: Instant) -> Result<Session, StoreError> {
         {
             let memo = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(o) = memo.get(&stored.id)
