@@ -383,6 +383,16 @@ impl L1 {
     }
 }
 
+/// The session `c` holds if it is session `id` and live at `now`.
+fn live_session<'a>(c: &'a Cached, id: &SessionId, now: i64) -> Option<&'a Session> {
+    match c {
+        Cached::Session { session, .. } if session.id.matches(id) && !session.is_expired(now) => {
+            Some(session)
+        }
+        _ => None,
+    }
+}
+
 struct Slot {
     value: Cached,
     stored: Instant,
@@ -728,14 +738,7 @@ impl Shared {
                 .filter(|slot| at.saturating_duration_since(slot.stored) < self.options.max_age)
                 .map(|slot| &slot.value)
         };
-        let session = match fresh(&names.session) {
-            Some(Cached::Session { session, .. })
-                if session.id.matches(id) && !session.is_expired(now) =>
-            {
-                session.clone()
-            }
-            _ => return None,
-        };
+        let session = live_session(fresh(&names.session)?, id, now)?.clone();
         let version = match fresh(&names.partition) {
             Some(Cached::Partition {
                 partition,
@@ -1113,14 +1116,10 @@ impl<B: L1Backend> Store for CachingStore<B> {
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let key = self.shared.names_of(id).session;
         let now = self.shared.clock.unix_now();
-        if let Some(Some(session)) = self.shared.peek(&key, |c| match c {
-            Cached::Session { session, .. }
-                if session.id.matches(id) && !session.is_expired(now) =>
-            {
-                Some(session.clone())
-            }
-            _ => None,
-        }) {
+        if let Some(Some(session)) = self
+            .shared
+            .peek(&key, |c| live_session(c, id, now).cloned())
+        {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
             self.shared.metrics.hits.increment(1);
             return Ok(Some(session));
