@@ -79,6 +79,19 @@ pub(crate) mod l1 {
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     prefix: String,
+    /// The keys and channels that do not depend on a session, named once
+    /// (a sign-out names four of them).
+    fixed: Box<Fixed>,
+}
+
+#[derive(Debug, Clone)]
+struct Fixed {
+    meta_expiry: String,
+    meta_ids: String,
+    meta_tombstones: String,
+    meta_apps: String,
+    channel: String,
+    sign_out_channel: String,
 }
 
 impl Keys {
@@ -90,8 +103,17 @@ impl Keys {
         if !ok {
             return Err(Error::BadPrefix(prefix.to_string()));
         }
+        let meta = |what: &str| format!("{p}:{{{p}.meta}}:{what}", p = prefix);
         Ok(Self {
             prefix: prefix.to_string(),
+            fixed: Box::new(Fixed {
+                meta_expiry: meta("sessions"),
+                meta_ids: meta("ids"),
+                meta_tombstones: meta("tombstones"),
+                meta_apps: meta("apps"),
+                channel: format!("{prefix}:invalidate"),
+                sign_out_channel: format!("{prefix}:signout"),
+            }),
         })
     }
 
@@ -155,38 +177,34 @@ impl Keys {
         format!("{}:lock:{}", self.prefix, B64.encode(name))
     }
 
-    fn meta(&self, what: &str) -> String {
-        format!("{p}:{{{p}.meta}}:{what}", p = self.prefix)
-    }
-
     /// Session ids scored by expiry (counting).
-    pub(crate) fn meta_expiry(&self) -> String {
-        self.meta("sessions")
+    pub(crate) fn meta_expiry(&self) -> &str {
+        &self.fixed.meta_expiry
     }
 
     /// Session ids, all scored 0 (listing in id order).
-    pub(crate) fn meta_ids(&self) -> String {
-        self.meta("ids")
+    pub(crate) fn meta_ids(&self) -> &str {
+        &self.fixed.meta_ids
     }
 
     /// Tombstone tags scored by expiry (counting).
-    pub(crate) fn meta_tombstones(&self) -> String {
-        self.meta("tombstones")
+    pub(crate) fn meta_tombstones(&self) -> &str {
+        &self.fixed.meta_tombstones
     }
 
     /// Storage keys of app partitions (statistics).
-    pub(crate) fn meta_apps(&self) -> String {
-        self.meta("apps")
+    pub(crate) fn meta_apps(&self) -> &str {
+        &self.fixed.meta_apps
     }
 
     /// The invalidation channel of [`CachingStore`](crate::CachingStore).
-    pub(crate) fn channel(&self) -> String {
-        format!("{}:invalidate", self.prefix)
+    pub(crate) fn channel(&self) -> &str {
+        &self.fixed.channel
     }
 
     /// The sign-out event channel of [`RedisSignOutBus`](crate::RedisSignOutBus).
-    pub(crate) fn sign_out_channel(&self) -> String {
-        format!("{}:signout", self.prefix)
+    pub(crate) fn sign_out_channel(&self) -> &str {
+        &self.fixed.sign_out_channel
     }
 }
 

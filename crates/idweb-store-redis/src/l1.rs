@@ -181,7 +181,7 @@ impl L1Backend for RedisStore {
         origin: &str,
         sink: BusSink,
     ) -> Result<Arc<dyn BusConnection>, StoreError> {
-        let channel = self.keys().channel();
+        let channel = self.keys().channel().to_string();
         let mut last = unavailable(Error::NoNode);
         for node in self.subscribe_to() {
             let attempt = tokio::time::timeout(

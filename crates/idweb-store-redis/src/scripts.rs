@@ -92,8 +92,10 @@ impl<'a> Call<'a> {
     pub(crate) fn new(script: &'a Script) -> Self {
         Self {
             script,
-            keys: Cmd::with_capacity(16, 512),
-            args: Cmd::with_capacity(16, 512),
+            // Room for a sign-out (6 + 3 per session keys, 15 + 1 per
+            // session arguments, an announcement) without growing.
+            keys: Cmd::with_capacity(16, 1000),
+            args: Cmd::with_capacity(24, 1000),
         }
     }
 

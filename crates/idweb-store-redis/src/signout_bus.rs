@@ -56,10 +56,10 @@ impl RedisSignOutBus {
         let shared = BusListener::new();
         let subscriber = runtime.spawn(shared.clone().run(
             Subscribing {
-                channel: redis.keys().sign_out_channel(),
+                channel: redis.keys().sign_out_channel().to_string(),
                 nodes: redis.subscribe_to().to_vec(),
             },
-            redis.keys().sign_out_channel(),
+            redis.keys().sign_out_channel().to_string(),
         ));
         let bus = Self {
             redis,
@@ -75,7 +75,7 @@ impl RedisSignOutBus {
 
     /// The channel: `PREFIX:signout`.
     pub fn channel(&self) -> String {
-        self.redis.keys().sign_out_channel()
+        self.redis.keys().sign_out_channel().to_string()
     }
 
     /// Waits until the subscription is live or `timeout`; returns whether it is.

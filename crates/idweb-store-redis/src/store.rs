@@ -132,7 +132,7 @@ impl RedisStore {
     /// The pub/sub channel on which [`CachingStore`](crate::CachingStore)s
     /// of this prefix announce their writes: `PREFIX:invalidate`.
     pub fn invalidation_channel(&self) -> String {
-        self.inner.keys.channel()
+        self.inner.keys.channel().to_string()
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -631,7 +631,7 @@ impl RedisStore {
                     words.push(l1::partition(&Part::Session(tag.clone())));
                 }
                 let payload = announce_as
-                    .map(|origin| format!("{origin}\n{}", words.join("\n")))
+                    .map(|origin| message(origin, words))
                     .unwrap_or_default();
                 let unused = k.meta_expiry();
                 let mut inv = Call::new(&scripts::SIGN_OUT);
@@ -1174,6 +1174,18 @@ impl Store for RedisStore {
 }
 
 /// The session ids in a script's reply.
+/// `ORIGIN\nWORD\nWORD...`, in one allocation.
+fn message(origin: &str, words: &[String]) -> String {
+    let len = origin.len() + words.iter().map(|w| w.len() + 1).sum::<usize>();
+    let mut m = String::with_capacity(len);
+    m.push_str(origin);
+    for w in words {
+        m.push('\n');
+        m.push_str(w);
+    }
+    m
+}
+
 fn session_ids(reply: &[Vec<u8>]) -> Result<Vec<String>, StoreError> {
     reply
         .iter()
