@@ -640,15 +640,15 @@ impl RedisStore {
                     .key(k.meta_tombstones());
                 match &request.jti {
                     Some(j) => inv.key(k.jti(&j.iss, &j.jti)),
-                    None => inv.key(&unused),
+                    None => inv.key(unused),
                 };
                 match &tomb_tag {
                     Some(t) => inv.key(k.tombstone(t)),
-                    None => inv.key(&unused),
+                    None => inv.key(unused),
                 };
                 match &lookup_index {
                     Some(i) => inv.key(i),
-                    None => inv.key(&unused),
+                    None => inv.key(unused),
                 };
                 for tag in &tags {
                     let part = Part::Session(tag.clone());
