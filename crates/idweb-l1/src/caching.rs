@@ -383,6 +383,18 @@ impl L1 {
     }
 }
 
+/// The version of the partition `c` holds, if its session (if any) is live
+/// at `now`.
+fn live_version(c: &Cached, now: i64) -> Option<u64> {
+    match c {
+        Cached::Partition {
+            partition,
+            session_expires_at,
+        } if session_expires_at.is_none_or(|e| e > now) => Some(partition.version),
+        _ => None,
+    }
+}
+
 /// The session `c` holds if it is session `id` and live at `now`.
 fn live_session<'a>(c: &'a Cached, id: &SessionId, now: i64) -> Option<&'a Session> {
     match c {
@@ -396,6 +408,13 @@ fn live_session<'a>(c: &'a Cached, id: &SessionId, now: i64) -> Option<&'a Sessi
 struct Slot {
     value: Cached,
     stored: Instant,
+}
+
+impl Slot {
+    /// Whether the entry may still answer at `at`.
+    fn fresh_at(&self, at: Instant, max_age: Duration) -> bool {
+        at.saturating_duration_since(self.stored) < max_age
+    }
 }
 
 #[derive(Clone)]
@@ -706,12 +725,13 @@ impl Shared {
     /// `read` of the cached value of `key`, without copying the value out,
     /// when L1 may answer.
     fn peek<R>(&self, key: &str, read: impl FnOnce(&Cached) -> R) -> Option<R> {
-        if !self.serving() {
+        let at = Instant::now();
+        if !self.serving_at(at) {
             return None;
         }
         let mut l1 = self.l1();
         let slot = l1.entries.get(key)?;
-        if slot.stored.elapsed() >= self.options.max_age {
+        if !slot.fresh_at(at, self.options.max_age) {
             l1.remove(key);
             return None;
         }
@@ -735,17 +755,11 @@ impl Shared {
         let fresh = |key: &str| {
             l1.entries
                 .get(key)
-                .filter(|slot| at.saturating_duration_since(slot.stored) < self.options.max_age)
+                .filter(|slot| slot.fresh_at(at, self.options.max_age))
                 .map(|slot| &slot.value)
         };
         let session = live_session(fresh(&names.session)?, id, now)?.clone();
-        let version = match fresh(&names.partition) {
-            Some(Cached::Partition {
-                partition,
-                session_expires_at,
-            }) if session_expires_at.is_none_or(|e| e > now) => Some(partition.version),
-            _ => None,
-        };
+        let version = fresh(&names.partition).and_then(|c| live_version(c, now));
         Some((session, version))
     }
 
@@ -984,12 +998,7 @@ impl<B: L1Backend> CachingStore<B> {
 
     /// The message announcing `words`.
     fn message<S: AsRef<str>>(&self, words: &[S]) -> String {
-        let mut m = self.shared.origin.clone();
-        for w in words {
-            m.push('\n');
-            m.push_str(w.as_ref());
-        }
-        m
+        crate::names::message(&self.shared.origin, words)
     }
 
     /// Like [`written`](Self::written) for a write that signs out: the
@@ -1218,13 +1227,7 @@ impl<B: L1Backend> Store for CachingStore<B> {
     async fn partition_version(&self, key: &PartitionKey) -> Result<Option<u64>, StoreError> {
         let name = self.partition_name(key)?;
         let now = self.shared.clock.unix_now();
-        let cached = self.shared.peek(&name, |c| match c {
-            Cached::Partition {
-                partition,
-                session_expires_at,
-            } if session_expires_at.is_none_or(|e| e > now) => Some(partition.version),
-            _ => None,
-        });
+        let cached = self.shared.peek(&name, |c| live_version(c, now));
         if let Some(Some(version)) = cached {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
             self.shared.metrics.hits.increment(1);

@@ -59,6 +59,19 @@ pub fn partition_word(key: &PartitionKey) -> Option<String> {
     }
 }
 
+/// An invalidation message: the sender's origin word, then each word, one
+/// per line (`ORIGIN\nWORD\nWORD...`), built in one allocation.
+pub fn message<S: AsRef<str>>(origin: &str, words: &[S]) -> String {
+    let len = origin.len() + words.iter().map(|w| w.as_ref().len() + 1).sum::<usize>();
+    let mut m = String::with_capacity(len);
+    m.push_str(origin);
+    for w in words {
+        m.push('\n');
+        m.push_str(w.as_ref());
+    }
+    m
+}
+
 /// The word of a tombstone: `t:SELECTOR_TAG`; it drops the cached sessions
 /// the selector names, and their partitions.
 pub fn tombstone_word(selector_tag: &str) -> String {

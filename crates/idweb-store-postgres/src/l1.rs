@@ -145,7 +145,7 @@ impl PostgresStore {
             return message.into();
         }
         let origin = message.split('\n').next().unwrap_or_default();
-        format!("{origin}\n{DROP_ALL}").into()
+        names::message(origin, &[DROP_ALL]).into()
     }
 }
 
@@ -317,12 +317,11 @@ impl PostgresStore {
             )),
             _ => None,
         };
-        let mut head = format!("{origin}\n{first_word}");
-        if let Some(t) = &tombstone {
-            head.push('\n');
-            head.push_str(t);
-        }
-        let drop_all = format!("{origin}\n{first_word}\n{DROP_ALL}");
+        let head = match &tombstone {
+            Some(t) => names::message(origin, &[first_word, t]),
+            None => names::message(origin, &[first_word]),
+        };
+        let drop_all = names::message(origin, &[first_word, DROP_ALL]);
         let channel = self.invalidation_channel();
         let mut params: Vec<&(dyn ToSql + Sync)> = args.params().to_vec();
         params.extend([&channel as &(dyn ToSql + Sync), &head, &drop_all]);

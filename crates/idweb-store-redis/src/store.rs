@@ -631,7 +631,7 @@ impl RedisStore {
                     words.push(l1::partition(&Part::Session(tag.clone())));
                 }
                 let payload = announce_as
-                    .map(|origin| message(origin, words))
+                    .map(|origin| idweb_l1::names::message(origin, words))
                     .unwrap_or_default();
                 let unused = k.meta_expiry();
                 let mut inv = Call::new(&scripts::SIGN_OUT);
@@ -1174,18 +1174,6 @@ impl Store for RedisStore {
 }
 
 /// The session ids in a script's reply.
-/// `ORIGIN\nWORD\nWORD...`, in one allocation.
-fn message(origin: &str, words: &[String]) -> String {
-    let len = origin.len() + words.iter().map(|w| w.len() + 1).sum::<usize>();
-    let mut m = String::with_capacity(len);
-    m.push_str(origin);
-    for w in words {
-        m.push('\n');
-        m.push_str(w);
-    }
-    m
-}
-
 fn session_ids(reply: &[Vec<u8>]) -> Result<Vec<String>, StoreError> {
     reply
         .iter()
